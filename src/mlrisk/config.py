@@ -1,0 +1,316 @@
+"""``params.yaml``: one pydantic model per section, unknown keys forbidden, ranges checked.
+
+Every stage validates the whole file before doing any work, so a typo anywhere stops the
+pipeline with a one-line message that names the key, the bad value and what is allowed.
+Units: all rates, returns, offsets and fees are fractions (0.001 = 0.1 %), except
+``slippage_bps`` (basis points); candle counts are integers; dates are UTC.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlrisk.errors import ParamsError
+
+INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
+INTERVAL_MS = {
+    "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+    "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
+    "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000,
+}
+FEATURE_NAMES = ("upper_wick", "lower_wick", "close_pct", "volume_pct", "range", "body", "taker_buy_share")
+FEATURE_PATTERNS = ("log_return_<N>",)
+_LOG_RETURN = re.compile(r"^log_return_([1-9][0-9]{0,3})$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _check_date(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        pd.Timestamp(v, tz="UTC") if pd.Timestamp(v).tzinfo is None else pd.Timestamp(v)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"not a date (use YYYY-MM-DD or an ISO timestamp, UTC): {e}") from None
+    return str(v)
+
+
+class DataParams(_Section):
+    """Where the candles come from (``fetch`` stage)."""
+
+    source: Literal["sample", "binance", "file"] = "sample"
+    symbol: str = Field("BTCUSDT", min_length=1, pattern=r"^[A-Z0-9]{2,30}$")
+    interval: Literal[INTERVALS] = "1h"  # type: ignore[valid-type]
+    market: Literal["spot", "futures"] = "spot"
+    start: str | None = None
+    end: str | None = None
+    files: list[str] = Field(default_factory=list)
+    gap_policy: Literal["error", "keep", "ffill"] = "ffill"
+
+    _dates = field_validator("start", "end")(_check_date)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _dates_as_str(cls, v: Any) -> Any:
+        return None if v is None else str(v)
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> "DataParams":
+        if self.source == "file" and not self.files:
+            raise ValueError("data.source 'file' needs data.files: a list of Binance kline CSV/zip paths")
+        if self.source == "binance" and self.start is None:
+            raise ValueError("data.source 'binance' needs data.start (UTC date, e.g. 2023-01-01)")
+        if self.start and self.end and pd.Timestamp(self.start) >= pd.Timestamp(self.end):
+            raise ValueError(f"data.start ({self.start}) must be before data.end ({self.end})")
+        return self
+
+    @property
+    def interval_ms(self) -> int:
+        return INTERVAL_MS[self.interval]
+
+
+class LabelParams(_Section):
+    """What the model predicts. ``horizon`` in candles; ``dead_zone`` and ``target`` are fractions."""
+
+    kind: Literal["direction", "barrier"] = "direction"
+    horizon: int = Field(1, ge=1, le=1000)
+    dead_zone: float = Field(0.0, ge=0.0, lt=0.5)
+    target: float = Field(0.01, gt=0.0, lt=1.0)
+    flat_class: bool = False
+
+
+class FeatureParams(_Section):
+    """Causal per-candle features, the label and the sequence length (``preprocess`` stage)."""
+
+    names: list[str] = Field(default_factory=lambda: ["upper_wick", "lower_wick", "close_pct", "volume_pct"], min_length=1)
+    seq_len: int = Field(48, ge=1, le=2000)
+    label: LabelParams = Field(default_factory=LabelParams)
+    balance: Literal["none", "undersample"] = "none"
+    seed: int = Field(42, ge=0)
+
+    @field_validator("names")
+    @classmethod
+    def _known_features(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in FEATURE_NAMES and not _LOG_RETURN.match(name):
+                raise ValueError(
+                    f"unknown feature {name!r}; allowed: {', '.join(FEATURE_NAMES + FEATURE_PATTERNS)}"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError("feature names must be unique")
+        return v
+
+    @model_validator(mode="after")
+    def _flat_needs_dead_zone(self) -> "FeatureParams":
+        if self.label.flat_class and not (self.label.kind == "direction" and self.label.dead_zone > 0):
+            raise ValueError("features.label.flat_class needs kind 'direction' and dead_zone > 0")
+        return self
+
+
+class SplitParams(_Section):
+    """Chronological train/validation/test split. Fractions of rows, or UTC start dates."""
+
+    method: Literal["fraction", "date"] = "fraction"
+    train: float = Field(0.7, gt=0.0, lt=1.0)
+    val: float = Field(0.15, gt=0.0, lt=1.0)
+    val_start: str | None = None
+    test_start: str | None = None
+
+    _dates = field_validator("val_start", "test_start")(_check_date)
+
+    @field_validator("val_start", "test_start", mode="before")
+    @classmethod
+    def _dates_as_str(cls, v: Any) -> Any:
+        return None if v is None else str(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SplitParams":
+        if self.method == "fraction" and self.train + self.val >= 1.0:
+            raise ValueError(f"split.train + split.val = {self.train + self.val:g} must be < 1 (the rest is test)")
+        if self.method == "date":
+            if not (self.val_start and self.test_start):
+                raise ValueError("split.method 'date' needs split.val_start and split.test_start")
+            if pd.Timestamp(self.val_start) >= pd.Timestamp(self.test_start):
+                raise ValueError("split.val_start must be before split.test_start")
+        return self
+
+
+class LayerParams(_Section):
+    """One recurrent layer; ``return_sequences`` is set automatically."""
+
+    type: Literal["lstm", "gru"] = "lstm"
+    units: int = Field(32, ge=1, le=4096)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = False
+
+
+class TrainParams(_Section):
+    """The network and how it is fitted (``train`` stage)."""
+
+    layers: list[LayerParams] = Field(default_factory=lambda: [LayerParams()], min_length=1)
+    dense: list[int] = Field(default_factory=lambda: [16])
+    dense_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    batch_size: int = Field(64, ge=1, le=65536)
+    epochs: int = Field(20, ge=1, le=10000)
+    patience: int = Field(4, ge=0, le=1000)
+    class_weight: Literal["auto", "none"] = "auto"
+    seed: int = Field(42, ge=0)
+
+    @field_validator("dense")
+    @classmethod
+    def _positive_units(cls, v: list[int]) -> list[int]:
+        if any(u < 1 for u in v):
+            raise ValueError("every dense layer needs units >= 1")
+        return v
+
+
+class WalkForwardParams(_Section):
+    folds: int = Field(0, ge=0, le=50)
+    epochs: int | None = Field(None, ge=1)
+
+
+class EvaluateParams(_Section):
+    """Evaluation on the test part (``evaluate`` stage)."""
+
+    confidence_bins: int = Field(10, ge=2, le=100)
+    calibration_bins: int = Field(10, ge=2, le=100)
+    walk_forward: WalkForwardParams = Field(default_factory=WalkForwardParams)
+
+
+def _plural(name: str) -> str:
+    return name + ("es" if name.endswith(("s", "x")) else "s")
+
+
+class BacktestParams(_Section):
+    """The leveraged long/short threshold strategy (``backtest`` stage). Fractions unless ``_bps``."""
+
+    initial_equity: float = Field(10_000.0, gt=0)
+    threshold: float = Field(0.08, ge=0.0, le=0.5)
+    leverage: float = Field(3.0, ge=1.0, le=125.0)
+    order_size: float = Field(0.1, gt=0.0, le=1.0)
+    pyramid_max: int = Field(1, ge=1, le=100)
+    entry: Literal["market", "limit"] = "market"
+    limit_offset: float = Field(0.001, ge=0.0, lt=0.5)
+    limit_ttl: int = Field(3, ge=1, le=10000)
+    hold: int = Field(0, ge=0)
+    take_profit: float | None = Field(None, gt=0.0)
+    stop_loss: float | None = Field(None, gt=0.0, lt=1.0)
+    exit_check: Literal["intrabar", "close"] = "intrabar"
+    fee_rate: float = Field(0.0005, ge=0.0, lt=0.1)
+    maker_fee_rate: float = Field(0.0002, ge=0.0, lt=0.1)
+    slippage_bps: float = Field(1.0, ge=0.0, lt=1000.0)
+    funding_rate: float = Field(0.0, gt=-0.1, lt=0.1)
+    maintenance_margin_rate: float = Field(0.004, ge=0.0, lt=0.5)
+    liquidation_fee_rate: float = Field(0.0, ge=0.0, lt=0.1)
+    min_notional: float = Field(5.0, ge=0.0)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_sweep(self) -> "BacktestParams":
+        allowed = {_plural(f): f for f in type(self).model_fields if f != "sweep"}
+        for key, values in self.sweep.items():
+            if key not in allowed:
+                close = difflib.get_close_matches(key, list(allowed), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"backtest.sweep: unknown list {key!r}{hint}; use plural names like thresholds, leverages")
+            if not values:
+                raise ValueError(f"backtest.sweep.{key} is empty")
+            for v in values:  # each value must be valid for the scalar param
+                try:
+                    type(self).model_validate({**self.model_dump(exclude={"sweep"}), allowed[key]: v})
+                except ValidationError as e:
+                    raise ValueError(f"backtest.sweep.{key}: value {v!r}: {e.errors()[0]['msg']}") from None
+        return self
+
+    def sweep_grid(self) -> list[dict[str, Any]]:
+        """All combinations of the sweep lists, as param-name -> value dicts (singular names)."""
+        import itertools
+
+        allowed = {_plural(f): f for f in type(self).model_fields if f != "sweep"}
+        keys = [allowed[k] for k in self.sweep]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*self.sweep.values())]
+
+
+class Params(_Section):
+    """The whole ``params.yaml``."""
+
+    data: DataParams = Field(default_factory=DataParams)
+    features: FeatureParams = Field(default_factory=FeatureParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    backtest: BacktestParams = Field(default_factory=BacktestParams)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that holds the key at ``loc`` (for listing allowed keys)."""
+    model: Any = Params
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) if loc else "(top level)"
+    if err["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        allowed = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}? " if close else ""
+        return f"unknown key {key!r}: {hint}allowed here: {', '.join(allowed)}"
+    msg = err["msg"]
+    msg = msg.removeprefix("Value error, ")
+    if msg.startswith(f"{key}.") or msg.startswith(f"{key} "):
+        return msg
+    if "input" in err and err["type"] not in ("missing",) and not isinstance(err.get("input"), dict):
+        return f"{key} = {err['input']!r}: {msg}"
+    return f"{key}: {msg}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping; raise :class:`ParamsError` with one line per problem."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections (data, features, ...), got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        errors = [_format_error(err) for err in e.errors()]
+        raise ParamsError(f"{source}: " + "; ".join(errors)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``. Raises :class:`ParamsError` (one line) on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: not found; run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse_params(raw, str(path))

@@ -1,0 +1,88 @@
+"""Per-candle features, computed causally: the row for candle t uses candles <= t only.
+
+This is the one feature function shared by the pipeline and the live bot. Values are unitless
+ratios or fractions (not percent). The first :func:`warmup` rows are NaN (not enough history).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+_LOG_RETURN = re.compile(r"^log_return_([1-9][0-9]*)$")
+
+
+def _upper_wick(c: pd.DataFrame) -> pd.Series:
+    return c["high"] / c["close"]  # >= 1: how far the high stretched above the close
+
+
+def _lower_wick(c: pd.DataFrame) -> pd.Series:
+    return c["close"] / c["low"]  # >= 1: how far the close sits above the low
+
+
+def _close_pct(c: pd.DataFrame) -> pd.Series:
+    return c["close"] / c["close"].shift(1) - 1.0
+
+
+def _volume_pct(c: pd.DataFrame) -> pd.Series:
+    v = c["volume"] + 1.0  # +1 keeps zero-volume candles finite
+    return v / v.shift(1) - 1.0
+
+
+def _range(c: pd.DataFrame) -> pd.Series:
+    return c["high"] / c["low"] - 1.0
+
+
+def _body(c: pd.DataFrame) -> pd.Series:
+    return c["close"] / c["open"] - 1.0
+
+
+def _taker_buy_share(c: pd.DataFrame) -> pd.Series:
+    if "taker_buy_base" not in c.columns:
+        raise KeyError("taker_buy_share needs the taker_buy_base column, which this data source lacks")
+    vol = c["volume"].to_numpy()
+    share = np.divide(c["taker_buy_base"].to_numpy(), vol, out=np.full(len(c), 0.5), where=vol > 0)
+    return pd.Series(share, index=c.index)
+
+
+FEATURES: dict[str, tuple[Callable[[pd.DataFrame], pd.Series], int]] = {
+    # name: (function, rows of history needed before the first valid value)
+    "upper_wick": (_upper_wick, 0),
+    "lower_wick": (_lower_wick, 0),
+    "close_pct": (_close_pct, 1),
+    "volume_pct": (_volume_pct, 1),
+    "range": (_range, 0),
+    "body": (_body, 0),
+    "taker_buy_share": (_taker_buy_share, 0),
+}
+
+
+def _resolve(name: str) -> tuple[Callable[[pd.DataFrame], pd.Series], int]:
+    if name in FEATURES:
+        return FEATURES[name]
+    m = _LOG_RETURN.match(name)
+    if m:
+        n = int(m.group(1))
+        return (lambda c, n=n: np.log(c["close"] / c["close"].shift(n))), n
+    raise KeyError(f"unknown feature {name!r}")
+
+
+def warmup(names: list[str]) -> int:
+    """Rows at the start whose features are undefined (NaN)."""
+    return max(_resolve(n)[1] for n in names)
+
+
+def compute_features(candles: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Feature table aligned with ``candles`` (same index), float64, one column per name.
+
+    Causal by construction: every function uses the current row and ``shift(k >= 0)`` only.
+    """
+    out = {}
+    for name in names:
+        fn, _ = _resolve(name)
+        out[name] = fn(candles).astype("float64")
+    feats = pd.DataFrame(out, index=candles.index)
+    return feats.replace([np.inf, -np.inf], np.nan)

@@ -1,0 +1,165 @@
+"""The preprocess transform: features -> labels -> split -> scaler fitted on train -> dataset.
+
+:class:`PreprocessSpec` is everything needed to redo the transform on new (live) candles; it is
+saved as ``models/preprocess.json`` and loaded by training, evaluation and the live bot.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import StandardScaler
+
+from mlrisk.config import FeatureParams, SplitParams
+from mlrisk.errors import DataError
+from mlrisk.features import compute_features, warmup
+from mlrisk.labels import n_classes, make_labels
+from mlrisk.split import PARTS, Split, split_rows
+
+CANDLE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume"]
+SPEC_VERSION = 1
+
+
+@dataclass
+class PreprocessSpec:
+    """Feature names, window length, label definition and the train-fitted scaler (z-score)."""
+
+    features: list[str]
+    seq_len: int
+    warmup: int
+    mean: list[float]
+    scale: list[float]
+    label: dict[str, Any]
+    n_classes: int
+    interval: str
+    split: dict[str, Any] = field(default_factory=dict)
+    version: int = SPEC_VERSION
+
+    def scale_features(self, feats: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Apply the saved scaler: ``(x - mean) / scale``, float64."""
+        x = np.asarray(feats, dtype="float64")
+        return (x - np.asarray(self.mean)) / np.asarray(self.scale)
+
+    def transform(self, candles: pd.DataFrame) -> np.ndarray:
+        """Scaled feature matrix for ``candles`` (rows aligned; warmup rows are NaN)."""
+        return self.scale_features(compute_features(candles, self.features)[self.features])
+
+    def latest_window(self, candles: pd.DataFrame) -> np.ndarray:
+        """The window ending at the last (closed) candle, shape ``(1, seq_len, F)``, for live use."""
+        need = self.seq_len + self.warmup
+        if len(candles) < need:
+            raise DataError(f"need at least {need} closed candles for one window, got {len(candles)}")
+        x = self.transform(candles.iloc[-need:])
+        return x[-self.seq_len:][None, :, :]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from mlrisk.io import write_json
+
+        write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PreprocessSpec":
+        raw = json.loads(Path(path).read_text())
+        if raw.get("version") != SPEC_VERSION:
+            raise DataError(f"{path}: preprocess spec version {raw.get('version')} != {SPEC_VERSION}: re-run `dvc repro preprocess`")
+        return cls(**raw)
+
+
+def fit_scaler(train_feats: np.ndarray) -> tuple[list[float], list[float]]:
+    """Z-score parameters from the training rows only (sklearn ``StandardScaler``)."""
+    sc = StandardScaler().fit(train_feats)
+    return sc.mean_.tolist(), sc.scale_.tolist()
+
+
+def undersample(y: np.ndarray, eligible: np.ndarray, seed: int) -> np.ndarray:
+    """Mask keeping all rows of the rarest class among ``eligible`` rows and an equal random
+    draw of every other class (seeded). Rows not eligible stay False."""
+    rng = np.random.default_rng(seed)
+    idx = np.nonzero(eligible)[0]
+    classes, counts = np.unique(y[idx], return_counts=True)
+    keep = np.zeros(len(y), dtype=bool)
+    m = counts.min()
+    for c in classes:
+        ci = idx[y[idx] == c]
+        keep[np.sort(rng.choice(ci, size=m, replace=False))] = True
+    return keep
+
+
+def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, interval: str) -> tuple[pd.DataFrame, PreprocessSpec]:
+    """The whole preprocess transform.
+
+    Returns a table with one row per candle after the feature warmup: the candle columns, the
+    scaled features (named as in ``fp.names``), ``label`` (NaN = none), ``part``
+    (train/val/test/purge), ``window_ok`` (a full window ending here lies inside the part) and
+    ``use`` (a labelled window the stage may fit or score on; for train, after balancing).
+    """
+    try:
+        feats = compute_features(candles, fp.names)
+    except KeyError as e:
+        raise DataError(f"features.names: {e.args[0]}; pick features the data source has") from None
+    w = warmup(fp.names)
+    labels = make_labels(candles, fp.label)
+    body = candles.iloc[w:].reset_index(drop=True)
+    feats = feats.iloc[w:].reset_index(drop=True)
+    labels = labels.iloc[w:].reset_index(drop=True)
+    if feats.isna().any(axis=None):
+        bad = feats.columns[feats.isna().any()].tolist()
+        raise DataError(f"features {bad} are undefined after the warmup (zero prices?); check the data")
+    purge = fp.label.horizon + fp.seq_len
+    split = split_rows(body["open_time"], sp, purge, min_rows=fp.seq_len + 10)
+    tr0, tr1 = split.train
+    mean, scale = fit_scaler(feats.iloc[tr0:tr1].to_numpy())
+    spec = PreprocessSpec(
+        features=list(fp.names), seq_len=fp.seq_len, warmup=w, mean=mean, scale=scale,
+        label=fp.label.model_dump(), n_classes=n_classes(fp.label), interval=interval,
+    )
+    x = spec.scale_features(feats)
+    n = len(body)
+    part = split.labels(n)
+    window_ok = np.zeros(n, dtype=bool)
+    for name in PARTS:
+        s, e = split.part(name)
+        window_ok[s + fp.seq_len - 1 : e] = True
+    y = labels.to_numpy()
+    use = window_ok & ~np.isnan(y)
+    if fp.balance == "undersample":
+        train_mask = use & (part == "train")
+        keep = undersample(np.nan_to_num(y, nan=-1), train_mask, fp.seed)
+        use = np.where(part == "train", keep, use)
+    for name in PARTS:
+        if not (use & (part == name)).any():
+            raise DataError(f"the {name} part has no labelled windows: use more data or a shorter horizon/seq_len")
+    out = body[[c for c in CANDLE_COLUMNS if c in body.columns]].copy()
+    for j, name in enumerate(fp.names):
+        out[name] = x[:, j]
+    out["label"] = y
+    out["part"] = part.astype(str)
+    out["window_ok"] = window_ok
+    out["use"] = use
+    spec.split = {
+        name: {
+            "rows": int(split.part(name)[1] - split.part(name)[0]),
+            "first": out["open_time"].iloc[split.part(name)[0]].isoformat(),
+            "last": out["open_time"].iloc[split.part(name)[1] - 1].isoformat(),
+            "samples": int((use & (part == name)).sum()),
+            "class_counts": {str(int(k)): int(v) for k, v in zip(*np.unique(y[use & (part == name)], return_counts=True))},
+        }
+        for name in PARTS
+    } | {"purge": purge}
+    return out, spec
+
+
+def part_arrays(ds: pd.DataFrame, spec: PreprocessSpec, part: str, only_used: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scaled feature matrix of the whole table, window-end rows of ``part``, their labels)."""
+    x = ds[spec.features].to_numpy(dtype="float32")
+    mask = (ds["part"] == part).to_numpy() & (ds["use"] if only_used else ds["window_ok"]).to_numpy()
+    ends = np.nonzero(mask)[0]
+    return x, ends, ds["label"].to_numpy()[ends]

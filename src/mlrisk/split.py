@@ -1,0 +1,65 @@
+"""Chronological train / validation / test split with a purge gap between parts.
+
+Parts are contiguous row ranges ``[start, end)``. The ``purge`` rows before the validation and the
+test part belong to no part, so no label of one part looks into the next part's windows and no
+window spans two parts (windows are built inside a part only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mlrisk.config import SplitParams
+from mlrisk.errors import DataError
+
+PARTS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    train: tuple[int, int]
+    val: tuple[int, int]
+    test: tuple[int, int]
+    purge: int
+
+    def part(self, name: str) -> tuple[int, int]:
+        return getattr(self, name)
+
+    def labels(self, n: int) -> np.ndarray:
+        """Part name of each of ``n`` rows ('purge' for rows in no part)."""
+        out = np.full(n, "purge", dtype=object)
+        for name in PARTS:
+            s, e = self.part(name)
+            out[s:e] = name
+        return out
+
+
+def split_rows(times: pd.Series, p: SplitParams, purge: int, min_rows: int = 1) -> Split:
+    """Row ranges for the parts of a table whose ``times`` are sorted UTC timestamps."""
+    n = len(times)
+    if p.method == "fraction":
+        b1 = int(n * p.train)
+        b2 = int(n * (p.train + p.val))
+    else:
+        ts = pd.to_datetime(times, utc=True)
+        b1 = int(np.searchsorted(ts.to_numpy(), _utc(p.val_start)))
+        b2 = int(np.searchsorted(ts.to_numpy(), _utc(p.test_start)))
+    split = Split(train=(0, b1 - purge), val=(b1, b2 - purge), test=(b2, n), purge=purge)
+    for name in PARTS:
+        s, e = split.part(name)
+        if e - s < min_rows:
+            raise DataError(
+                f"the {name} part has {max(0, e - s)} rows, fewer than the {min_rows} it needs "
+                f"(seq_len plus a few samples; purge gap {purge} = horizon + seq_len): use more data, "
+                "a smaller features.seq_len/label.horizon, or other split fractions/dates"
+            )
+    return split
+
+
+def _utc(s: str | None) -> np.datetime64:
+    ts = pd.Timestamp(s)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_datetime64()

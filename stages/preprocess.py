@@ -1,0 +1,35 @@
+"""DVC stage `preprocess`: raw candles -> data/processed/dataset.parquet + models/preprocess.json."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from mlrisk.cli import run_stage
+from mlrisk.errors import DataError
+from mlrisk.io import write_parquet
+from mlrisk.preprocess import build_dataset
+
+
+def body(params, args) -> None:
+    d = params.data
+    raw = Path(args.raw_dir) / f"{d.symbol}-{d.interval}.parquet"
+    if not raw.exists():
+        raise DataError(f"{raw} not found: run `dvc repro fetch` first")
+    candles = pd.read_parquet(raw)
+    ds, spec = build_dataset(candles, params.features, params.split, d.interval)
+    write_parquet(args.out, ds)
+    spec.save(args.spec)
+    s = spec.split
+    print("preprocess: " + ", ".join(f"{p} {s[p]['samples']} samples ({s[p]['first'][:10]}..{s[p]['last'][:10]})" for p in ("train", "val", "test"))
+          + f"; purge {s['purge']} candles -> {args.out}")
+
+
+def add_args(p):
+    p.add_argument("--raw-dir", default="data/raw")
+    p.add_argument("--out", default="data/processed/dataset.parquet")
+    p.add_argument("--spec", default="models/preprocess.json")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("preprocess", __doc__, body, add_args))
