@@ -3,17 +3,15 @@
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from mlrisk.cli import run_stage
-from mlrisk.fetch import get_candles
+from mlrisk.fetch import get_candles, read_existing
 from mlrisk.io import write_json, write_parquet
 
 
 def body(params, args) -> None:
     d = params.data
     out = Path(args.out_dir) / f"{d.symbol}-{d.interval}.parquet"
-    existing = pd.read_parquet(out) if d.source == "binance" and out.exists() else None
+    existing = read_existing(out) if d.source == "binance" else None
     candles, quality = get_candles(d, existing)
     write_parquet(out, candles)
     write_json(args.quality, quality)

@@ -121,7 +121,7 @@ class BinanceKlines:
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
-        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        now_ms: Callable[[], int] | None = None,
         progress: bool = True,
     ) -> None:
         self.client = client
@@ -130,17 +130,27 @@ class BinanceKlines:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.sleep = sleep
-        self.now_ms = now_ms
+        self.now_ms = now_ms or self.server_time_ms
         self.progress = progress
 
+    def server_time_ms(self) -> int:
+        """The exchange's clock (decides which candle is still forming; immune to local clock skew)."""
+        call = self.client.futures_time if self.market == "futures" else self.client.get_server_time
+        return int(self._call(call)["serverTime"])
+
     def _page(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[list[Any]]:
+        call = self.client.futures_klines if self.market == "futures" else self.client.get_klines
+        return self._call(call, symbol=symbol, interval=interval, startTime=start_ms, endTime=end_ms, limit=PAGE_LIMIT)
+
+    def _call(self, call: Callable[..., Any], **kwargs: Any) -> Any:
+        """One REST call with retries: backoff on network/5xx errors, ``Retry-After`` on 429/418."""
         from binance.exceptions import BinanceAPIException, BinanceRequestException
 
-        call = self.client.futures_klines if self.market == "futures" else self.client.get_klines
+        symbol = kwargs.get("symbol")
         for attempt in range(self.max_retries + 1):
             wait = min(self.backoff_s * 2**attempt, self.max_backoff_s)
             try:
-                return call(symbol=symbol, interval=interval, startTime=start_ms, endTime=end_ms, limit=PAGE_LIMIT)
+                return call(**kwargs)
             except BinanceAPIException as e:
                 if e.status_code in (429, 418):
                     retry_after = _retry_after(e.response)
@@ -151,7 +161,7 @@ class BinanceKlines:
                 elif e.code == -1121:
                     raise ExchangeError(f"Binance does not know symbol {symbol!r} ({self.market}): check data.symbol (e.g. BTCUSDT)") from None
                 else:
-                    raise ExchangeError(f"Binance refused the klines request: HTTP {e.status_code}, code {e.code}: {e.message}") from None
+                    raise ExchangeError(f"Binance refused the request: HTTP {e.status_code}, code {e.code}: {e.message}") from None
             except (requests.ConnectionError, requests.Timeout, BinanceRequestException) as e:
                 log.warning("network error talking to Binance (%s): retrying in %.1f s", type(e).__name__, wait)
             if attempt == self.max_retries:
@@ -166,7 +176,7 @@ class BinanceKlines:
         rows: list[list[Any]] = []
         cursor = start_ms
         total = max(1, -(-(end_ms - start_ms) // (interval_ms * PAGE_LIMIT)))
-        with tqdm(total=total, desc=f"fetch {symbol} {interval}", unit="page", disable=not self.progress) as bar:
+        with tqdm(total=total, desc=f"fetch {symbol} {interval}", unit="page", disable=None if self.progress else True) as bar:
             while cursor < end_ms:
                 page = self._page(symbol, interval, cursor, end_ms - 1)
                 bar.update(1)
@@ -217,6 +227,16 @@ def fetch_binance_incremental(
 
 
 # --------------------------------------------------------------------------- entry point
+def read_existing(path: Path) -> pd.DataFrame | None:
+    """The candles already downloaded at ``path`` (None if there are none)."""
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path} is unreadable ({type(e).__name__}): delete it and run fetch again to download it afresh") from None
+
+
 def to_ms(date: str) -> int:
     """A UTC date/ISO string to epoch milliseconds."""
     ts = pd.Timestamp(date)

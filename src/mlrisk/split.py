@@ -44,9 +44,9 @@ def split_rows(times: pd.Series, p: SplitParams, purge: int, min_rows: int = 1) 
         b1 = int(n * p.train)
         b2 = int(n * (p.train + p.val))
     else:
-        ts = pd.to_datetime(times, utc=True)
-        b1 = int(np.searchsorted(ts.to_numpy(), _utc(p.val_start)))
-        b2 = int(np.searchsorted(ts.to_numpy(), _utc(p.test_start)))
+        ts = pd.DatetimeIndex(pd.to_datetime(times, utc=True))
+        b1 = int(ts.searchsorted(_utc(p.val_start)))
+        b2 = int(ts.searchsorted(_utc(p.test_start)))
     split = Split(train=(0, b1 - purge), val=(b1, b2 - purge), test=(b2, n), purge=purge)
     for name in PARTS:
         s, e = split.part(name)
@@ -59,7 +59,6 @@ def split_rows(times: pd.Series, p: SplitParams, purge: int, min_rows: int = 1) 
     return split
 
 
-def _utc(s: str | None) -> np.datetime64:
+def _utc(s: str | None) -> pd.Timestamp:
     ts = pd.Timestamp(s)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_datetime64()
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_binance import FakeBinance  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def fake_binance():
+    with FakeBinance() as fb:
+        yield fb
+
+
+def synthetic_candles(n: int = 600, seed: int = 0, start: str = "2024-01-01", freq: str = "1h", price: float = 100.0) -> pd.DataFrame:
+    """A random-walk kline table with the full schema (UTC ms times, float64)."""
+    rng = np.random.default_rng(seed)
+    close = price * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.r_[price, close[:-1]]
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.003, n)))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.003, n)))
+    vol = rng.uniform(10, 100, n)
+    t = pd.date_range(start, periods=n, freq=freq, tz="UTC").astype("datetime64[ms, UTC]")
+    step = t[1] - t[0] if n > 1 else pd.Timedelta(freq)
+    return pd.DataFrame({
+        "open_time": t, "open": open_, "high": high, "low": low, "close": close, "volume": vol,
+        "close_time": (t + step - pd.Timedelta(milliseconds=1)).astype("datetime64[ms, UTC]"),
+        "quote_volume": vol * close, "trades": rng.integers(1, 100, n), "taker_buy_base": vol * rng.uniform(0.2, 0.8, n),
+        "taker_buy_quote": vol * close / 2,
+    })
+
+
+def run_stage(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``stages/<script>.py`` from the repo in ``cwd`` with this interpreter."""
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{script}.py"), *args], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=600)

@@ -1,0 +1,75 @@
+"""The DVC pipeline end to end, in a throw-away copy of the repository (small data, tiny model)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+# small but real: the last ~3 months of the shipped sample, a tiny network
+SMALL = {
+    "data": {"start": "2024-06-01"},
+    "features": {"seq_len": 16},
+    "train": {"layers": [{"type": "lstm", "units": 4}], "dense": [4], "epochs": 2, "batch_size": 128},
+    "backtest": {"sweep": {"thresholds": [0.0, 0.02], "leverages": [1, 2]}},
+}
+
+
+def _sh(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    r = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def _dvc(*args: str, cwd: Path) -> str:
+    r = _sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    dst = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file() and not f.startswith(("data/", "models/", "reports/")) or f.endswith(".gitignore"):
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+    shutil.copytree(ROOT / ".dvc", dst / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "tmp*"), dirs_exist_ok=True)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    for section, values in SMALL.items():
+        if section in params:
+            params[section].update(values)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dst / "dvc.lock").unlink(missing_ok=True)
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
+        _sh(*cmd, cwd=dst)
+    return dst
+
+
+def test_repro_runs_then_is_a_no_op(repo: Path):
+    out = _dvc("repro", cwd=repo)
+    assert "Running stage 'fetch'" in out and "Running stage 'preprocess'" in out
+    q = json.loads((repo / "reports/data_quality.json").read_text())
+    assert q["first_candle"].startswith("2024-06-01") and q["rows"] > 2500
+    assert (repo / "models/preprocess.json").exists()
+    again = _dvc("repro", cwd=repo)
+    assert "Running stage" not in again and "up to date" in again
+
+
+def test_exp_run_with_a_feature_param_reruns_preprocess_not_fetch(repo: Path):
+    _sh("git", "add", "-A", cwd=repo)
+    _sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "lock", cwd=repo)
+    out = _dvc("exp", "run", "-S", "features.seq_len=32", cwd=repo)
+    assert "Running stage 'preprocess'" in out
+    assert "Running stage 'fetch'" not in out

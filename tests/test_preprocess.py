@@ -1,0 +1,196 @@
+"""Leakage tests: perturbing the future never changes the past."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import synthetic_candles
+from mlrisk.config import FeatureParams, LabelParams, SplitParams
+from mlrisk.errors import DataError
+from mlrisk.features import FEATURES, compute_features, warmup
+from mlrisk.labels import DOWN, FLAT, UP, barrier_labels, direction_labels
+from mlrisk.preprocess import PreprocessSpec, build_dataset, part_arrays
+from mlrisk.split import PARTS
+from mlrisk.windows import window_view, windows_at
+
+ALL = list(FEATURES) + ["log_return_3", "log_return_24"]
+
+
+def perturb_after(c: pd.DataFrame, t: int, seed: int = 99) -> pd.DataFrame:
+    """Replace every candle after row t by a different random walk (same times)."""
+    other = synthetic_candles(len(c), seed=seed, price=float(c["close"].iloc[t]) * 1.3)
+    out = c.copy()
+    cols = [col for col in c.columns if col not in ("open_time", "close_time")]
+    out.loc[t + 1:, cols] = other.loc[t + 1:, cols].to_numpy()
+    return out
+
+
+@pytest.mark.parametrize("t", [30, 200, 555])
+def test_features_are_causal_under_future_perturbation(t):
+    c = synthetic_candles(600)
+    a = compute_features(c, ALL)
+    b = compute_features(perturb_after(c, t), ALL)
+    assert np.array_equal(a.iloc[: t + 1].to_numpy(), b.iloc[: t + 1].to_numpy(), equal_nan=True)
+    assert not np.array_equal(a.iloc[t + 1:].to_numpy(), b.iloc[t + 1:].to_numpy(), equal_nan=True)
+
+
+def test_features_are_causal_when_the_future_is_dropped():
+    c = synthetic_candles(600)
+    a = compute_features(c, ALL)
+    for t in (50, 333):
+        b = compute_features(c.iloc[: t + 1], ALL)
+        assert np.array_equal(a.iloc[: t + 1].to_numpy(), b.to_numpy(), equal_nan=True)
+
+
+def test_original_features_match_their_definitions():
+    c = synthetic_candles(10)
+    f = compute_features(c, ["upper_wick", "lower_wick", "close_pct", "volume_pct"])
+    i = 5
+    assert f["upper_wick"][i] == c["high"][i] / c["close"][i]
+    assert f["lower_wick"][i] == c["close"][i] / c["low"][i]
+    assert f["close_pct"][i] == pytest.approx(c["close"][i] / c["close"][i - 1] - 1)
+    assert f["volume_pct"][i] == pytest.approx((c["volume"][i] + 1) / (c["volume"][i - 1] + 1) - 1)
+    assert warmup(["upper_wick", "log_return_24"]) == 24
+
+
+def test_direction_labels_with_dead_zone():
+    close = np.array([100, 101, 100.5, 100.5, 99, 99.05])
+    y = direction_labels(close, 1)
+    np.testing.assert_array_equal(y, [UP, DOWN, np.nan, DOWN, UP, np.nan])
+    y = direction_labels(close, 1, dead_zone=0.002, flat_class=True)
+    np.testing.assert_array_equal(y, [UP, DOWN, FLAT, DOWN, FLAT, np.nan])
+    y2 = direction_labels(close, 2)
+    np.testing.assert_array_equal(y2, [UP, DOWN, DOWN, DOWN, np.nan, np.nan])
+
+
+def test_barrier_labels_by_hand():
+    close = np.array([100.0, 100, 100, 100, 100, 100])
+    high = np.array([100.0, 100.5, 101.2, 100, 102, 100])
+    low = np.array([100.0, 99.5, 99.6, 98.9, 98, 100])
+    y = barrier_labels(close, high, low, horizon=3, target=0.01)
+    # t=0: candle 2 hits up (101.2 >= 101) before any low <= 99 -> UP
+    # t=1: candle 2 up hit -> UP; t=2: candle 3 low 98.9 <= 99 -> DOWN
+    # t=3: candle 4 hits both -> no label; t=4: candle 5 nothing, no more candles -> none
+    np.testing.assert_array_equal(y, [UP, UP, DOWN, np.nan, np.nan, np.nan])
+
+
+def _fp(**kw) -> FeatureParams:
+    return FeatureParams(names=["upper_wick", "lower_wick", "close_pct", "volume_pct", "log_return_5"], seq_len=16, **kw)
+
+
+def test_dataset_before_t_is_bit_identical_when_the_future_changes():
+    c = synthetic_candles(1200)
+    fp, sp = _fp(label=LabelParams(horizon=3)), SplitParams(train=0.6, val=0.2)
+    a, sa = build_dataset(c, fp, sp, "1h")
+    t = int(np.nonzero((a["part"] == "test").to_numpy())[0][0]) + 20 + sa.warmup  # a candle inside the test part
+    b, sb = build_dataset(perturb_after(c, t), fp, sp, "1h")
+    assert sa.mean == sb.mean and sa.scale == sb.scale  # scaler fitted on train only
+    row_t = t - sa.warmup
+    cols = fp.names
+    assert np.array_equal(a[cols].to_numpy()[: row_t + 1], b[cols].to_numpy()[: row_t + 1])
+    # labels look forward: only those within `horizon` of t may change
+    la, lb = a["label"].to_numpy(), b["label"].to_numpy()
+    assert np.array_equal(la[: row_t + 1 - 3], lb[: row_t + 1 - 3], equal_nan=True)
+
+
+def test_scaler_changes_if_train_data_changes():
+    """Guard against a vacuous scaler test: the scaler does depend on the train rows."""
+    c = synthetic_candles(1200)
+    fp, sp = _fp(), SplitParams(train=0.6, val=0.2)
+    _, sa = build_dataset(c, fp, sp, "1h")
+    _, sb = build_dataset(perturb_after(c, 100), fp, sp, "1h")
+    assert sa.mean != sb.mean
+
+
+def test_scaler_is_fitted_on_the_train_part_only():
+    c = synthetic_candles(1200)
+    fp, sp = _fp(), SplitParams(train=0.6, val=0.2)
+    ds, spec = build_dataset(c, fp, sp, "1h")
+    raw = compute_features(c, fp.names).iloc[spec.warmup:].reset_index(drop=True)
+    train = (ds["part"] == "train").to_numpy()
+    np.testing.assert_allclose(spec.mean, raw[train].mean().to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(spec.scale, raw[train].std(ddof=0).to_numpy(), rtol=1e-12)
+    assert not np.allclose(spec.mean, raw.mean().to_numpy(), rtol=1e-6)
+
+
+def test_no_label_is_a_feature():
+    c = synthetic_candles(800)
+    fp = _fp(label=LabelParams(horizon=1))
+    ds, spec = build_dataset(c, fp, SplitParams(), "1h")
+    assert "label" not in spec.features
+    y = ds["label"].to_numpy()
+    ok = ~np.isnan(y)
+    future_ret = np.r_[ds["close"].to_numpy()[1:] / ds["close"].to_numpy()[:-1] - 1, np.nan]
+    for f in spec.features:
+        x = ds[f].to_numpy()
+        assert abs(np.corrcoef(x[ok], y[ok])[0, 1]) < 0.2, f
+        both = ok & ~np.isnan(future_ret)
+        assert abs(np.corrcoef(x[both], future_ret[both])[0, 1]) < 0.2, f
+
+
+def test_windows_and_labels_never_cross_part_boundaries():
+    c = synthetic_candles(1500)
+    h, L = 4, 16
+    fp = _fp(label=LabelParams(horizon=h))
+    ds, spec = build_dataset(c, fp, SplitParams(train=0.6, val=0.2), "1h")
+    rows = {}
+    for part in PARTS:
+        _, ends, _ = part_arrays(ds, spec, part, only_used=False)
+        window_rows = set((ends[:, None] - np.arange(L)).ravel().tolist())
+        label_rows = set((ends[:, None] + np.arange(h + 1)).ravel().tolist())
+        assert (ds["part"].to_numpy()[sorted(window_rows)] == part).all()
+        rows[part] = (window_rows, label_rows)
+    for a, b in (("train", "val"), ("val", "test"), ("train", "test")):
+        assert not rows[a][0] & rows[b][0]
+        assert not rows[a][1] & rows[b][0]  # a label of part a never looks into part b's windows
+        assert max(rows[a][1]) < min(rows[b][0])
+    assert spec.split["purge"] == h + L
+
+
+def test_date_split():
+    c = synthetic_candles(2000)
+    ds, spec = build_dataset(c, _fp(), SplitParams(method="date", val_start="2024-02-01", test_start="2024-02-20"), "1h")
+    first_val = ds.loc[ds["part"] == "val", "open_time"].iloc[0]
+    first_test = ds.loc[ds["part"] == "test", "open_time"].iloc[0]
+    assert first_val == pd.Timestamp("2024-02-01", tz="UTC") and first_test == pd.Timestamp("2024-02-20", tz="UTC")
+    assert ds.loc[ds["part"] == "train", "open_time"].iloc[-1] < first_val - pd.Timedelta(hours=spec.split["purge"] - 1)
+
+
+def test_too_little_data_is_a_clear_error():
+    with pytest.raises(DataError, match="part has"):
+        build_dataset(synthetic_candles(120), _fp(), SplitParams(), "1h")
+
+
+def test_undersampling_touches_the_train_part_only():
+    c = synthetic_candles(1500)
+    fp = _fp(label=LabelParams(kind="barrier", horizon=10, target=0.01), balance="undersample")
+    ds, spec = build_dataset(c, fp, SplitParams(train=0.6, val=0.2), "1h")
+    plain, _ = build_dataset(c, _fp(label=LabelParams(kind="barrier", horizon=10, target=0.01)), SplitParams(train=0.6, val=0.2), "1h")
+    tr = ds[(ds["part"] == "train") & ds["use"]]
+    counts = tr["label"].value_counts()
+    assert counts.nunique() == 1  # balanced
+    for part in ("val", "test"):
+        assert ds.loc[ds["part"] == part, "use"].equals(plain.loc[plain["part"] == part, "use"])
+    # unlabelled rows stay in the table, marked
+    assert ds["label"].isna().any() and not ds.loc[ds["label"].isna(), "use"].any()
+
+
+def test_window_view_is_lazy_and_correct():
+    x = np.arange(40, dtype="float32").reshape(20, 2)
+    v = window_view(x, 5)
+    assert v.shape == (16, 5, 2) and np.shares_memory(v, x)
+    np.testing.assert_array_equal(v[0], x[0:5])
+    w = windows_at(x, np.array([4, 19]), 5)
+    np.testing.assert_array_equal(w[1], x[15:20])
+    with pytest.raises(IndexError):
+        windows_at(x, np.array([3]), 5)
+
+
+def test_spec_round_trip_and_live_window(tmp_path):
+    c = synthetic_candles(800)
+    ds, spec = build_dataset(c, _fp(), SplitParams(), "1h")
+    spec.save(tmp_path / "p.json")
+    spec2 = PreprocessSpec.load(tmp_path / "p.json")
+    assert spec2 == spec
+    w = spec2.latest_window(c)
+    np.testing.assert_array_equal(w[0], ds[spec.features].to_numpy()[-spec.seq_len:])
