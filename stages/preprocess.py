@@ -8,7 +8,8 @@ import pandas as pd
 from mlrisk.cli import run_stage
 from mlrisk.errors import DataError
 from mlrisk.io import write_parquet
-from mlrisk.preprocess import build_dataset
+from mlrisk.preprocess import build_dataset, part_frame
+from mlrisk.split import PARTS
 
 
 def body(params, args) -> None:
@@ -18,16 +19,17 @@ def body(params, args) -> None:
         raise DataError(f"{raw} not found: run `dvc repro fetch` first")
     candles = pd.read_parquet(raw)
     ds, spec = build_dataset(candles, params.features, params.split, d.interval)
-    write_parquet(args.out, ds)
+    for part in PARTS:  # one file per part: train never even opens the test file
+        write_parquet(Path(args.out_dir) / f"{part}.parquet", part_frame(ds, part))
     spec.save(args.spec)
     s = spec.split
     print("preprocess: " + ", ".join(f"{p} {s[p]['samples']} samples ({s[p]['first'][:10]}..{s[p]['last'][:10]})" for p in ("train", "val", "test"))
-          + f"; purge {s['purge']} candles -> {args.out}")
+          + f"; purge {s['purge']} candles -> {args.out_dir}/{{train,val,test}}.parquet")
 
 
 def add_args(p):
     p.add_argument("--raw-dir", default="data/raw")
-    p.add_argument("--out", default="data/processed/dataset.parquet")
+    p.add_argument("--out-dir", default="data/processed")
     p.add_argument("--spec", default="models/preprocess.json")
 
 

@@ -14,6 +14,7 @@ from mlrisk.config import Params, load_params
 from mlrisk.errors import MlriskError
 
 EXIT_USER_ERROR = 2
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
 
 
 def setup_logging(verbose: bool = False) -> None:

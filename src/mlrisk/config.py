@@ -159,6 +159,7 @@ class TrainParams(_Section):
     layers: list[LayerParams] = Field(default_factory=lambda: [LayerParams()], min_length=1)
     dense: list[int] = Field(default_factory=lambda: [16])
     dense_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    output: Literal["auto", "sigmoid", "softmax"] = "auto"  # auto: sigmoid for 2 classes, softmax for 3
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
     batch_size: int = Field(64, ge=1, le=65536)

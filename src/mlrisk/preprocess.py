@@ -157,9 +157,18 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     return out, spec
 
 
-def part_arrays(ds: pd.DataFrame, spec: PreprocessSpec, part: str, only_used: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scaled feature matrix of the whole table, window-end rows of ``part``, their labels)."""
-    x = ds[spec.features].to_numpy(dtype="float32")
-    mask = (ds["part"] == part).to_numpy() & (ds["use"] if only_used else ds["window_ok"]).to_numpy()
+def part_frame(ds: pd.DataFrame, part: str) -> pd.DataFrame:
+    """The rows of one part, re-indexed from 0 (windows never leave a part)."""
+    return ds[ds["part"] == part].reset_index(drop=True)
+
+
+def window_arrays(frame: pd.DataFrame, features: list[str], only_used: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one part's rows: (scaled feature matrix float32, window-end rows, their labels).
+
+    ``only_used`` selects the labelled (and, for train, balanced) windows; otherwise every row
+    with a full window, labelled or not.
+    """
+    x = frame[features].to_numpy(dtype="float32")
+    mask = (frame["use"] if only_used else frame["window_ok"]).to_numpy()
     ends = np.nonzero(mask)[0]
-    return x, ends, ds["label"].to_numpy()[ends]
+    return x, ends, frame["label"].to_numpy()[ends]

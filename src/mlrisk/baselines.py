@@ -1,0 +1,48 @@
+"""Baselines scored on the same test rows as the model. Each is fitted on the training part only
+and returns P(up) per test row, so every metric applies to it.
+
+- ``majority``: the training part's majority class, with P(up) = the training share of up.
+- ``persistence``: "same direction as the last candle"; P(up) = the training frequency of up
+  after an up (or down) candle.
+- ``logistic``: scikit-learn logistic regression on the last step of each window (the features
+  of candle t only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+
+def majority(y_train: np.ndarray, n_test: int) -> np.ndarray:
+    share_up = float(np.mean(y_train == 1))
+    # nudge the constant so that its hard prediction is the majority class even at exactly 0.5
+    p = share_up if share_up != 0.5 else 0.5
+    return np.full(n_test, p)
+
+
+def last_direction(close: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """+1 when candle t closed above candle t-1, -1 below, 0 unchanged (t = window end)."""
+    prev = close[np.maximum(ends - 1, 0)]
+    d = np.sign(close[ends] - prev)
+    d[ends == 0] = 0
+    return d
+
+
+def persistence(close_train: np.ndarray, ends_train: np.ndarray, y_train: np.ndarray,
+                close_test: np.ndarray, ends_test: np.ndarray) -> np.ndarray:
+    """P(up | direction of the last candle), estimated on the training part."""
+    d_tr = last_direction(close_train, ends_train)
+    d_te = last_direction(close_test, ends_test)
+    overall = float(np.mean(y_train == 1))
+    p = np.full(len(ends_test), overall)
+    for d in (-1, 1):
+        sel = d_tr == d
+        if sel.any():
+            p[d_te == d] = float(np.mean(y_train[sel] == 1))
+    return p
+
+
+def logistic(x_train_last: np.ndarray, y_train: np.ndarray, x_test_last: np.ndarray, seed: int = 0) -> np.ndarray:
+    clf = LogisticRegression(max_iter=1000, random_state=seed).fit(x_train_last, (y_train == 1).astype(int))
+    return clf.predict_proba(x_test_last)[:, 1]

@@ -1,0 +1,99 @@
+"""The network, built from ``params.train``, and how its output becomes a probability of "up".
+
+Shared by training, evaluation and the live bot (:class:`Predictor`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from mlrisk.config import TrainParams
+from mlrisk.labels import DOWN, UP
+
+
+def output_kind(tp: TrainParams, n_classes: int) -> str:
+    """'sigmoid' (one unit, P(up)) or 'softmax' (one unit per class)."""
+    if n_classes > 2:
+        if tp.output == "sigmoid":
+            raise ValueError("train.output 'sigmoid' cannot model 3 classes: use 'softmax' or 'auto'")
+        return "softmax"
+    return "sigmoid" if tp.output in ("auto", "sigmoid") else "softmax"
+
+
+def build_model(tp: TrainParams, seq_len: int, n_features: int, n_classes: int = 2) -> Any:
+    """A compiled Keras model: recurrent layers (``return_sequences`` on all but the last),
+    each followed by its dropout and optional batch normalisation, a dense ReLU head, and a
+    sigmoid or softmax output."""
+    import keras
+    from keras import layers
+
+    kind = output_kind(tp, n_classes)
+    inputs = keras.Input(shape=(seq_len, n_features), name="window")
+    h = inputs
+    for i, lp in enumerate(tp.layers):
+        rnn = layers.LSTM if lp.type == "lstm" else layers.GRU
+        h = rnn(lp.units, return_sequences=i < len(tp.layers) - 1, name=f"{lp.type}_{i}")(h)
+        if lp.dropout > 0:
+            h = layers.Dropout(lp.dropout, name=f"dropout_{i}")(h)
+        if lp.batch_norm:
+            h = layers.BatchNormalization(name=f"batch_norm_{i}")(h)
+    for j, units in enumerate(tp.dense):
+        h = layers.Dense(units, activation="relu", name=f"dense_{j}")(h)
+        if tp.dense_dropout > 0:
+            h = layers.Dropout(tp.dense_dropout, name=f"dense_dropout_{j}")(h)
+    if kind == "sigmoid":
+        out = layers.Dense(1, activation="sigmoid", name="p_up")(h)
+        loss = "binary_crossentropy"
+    else:
+        out = layers.Dense(n_classes, activation="softmax", name="p_class")(h)
+        loss = "sparse_categorical_crossentropy"
+    model = keras.Model(inputs, out, name="mlrisk")
+    opt = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+           "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[tp.optimizer](learning_rate=tp.learning_rate)
+    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+    return model
+
+
+def p_up_from_output(out: np.ndarray) -> np.ndarray:
+    """Probability of "up" from raw model output: the sigmoid unit, the 'up' softmax unit for
+    two classes, or P(up) / (P(up) + P(down)) when a third 'flat' class exists."""
+    out = np.asarray(out, dtype="float64")
+    if out.ndim == 1 or out.shape[1] == 1:
+        return out.reshape(-1)
+    if out.shape[1] == 2:
+        return out[:, UP]
+    return out[:, UP] / np.clip(out[:, UP] + out[:, DOWN], 1e-12, None)
+
+
+def targets_for(y: np.ndarray, kind: str) -> np.ndarray:
+    """Labels in the shape the loss wants."""
+    return y.astype("float32").reshape(-1, 1) if kind == "sigmoid" else y.astype("int32")
+
+
+def load_model(path: str | Path) -> Any:
+    import keras
+
+    return keras.saving.load_model(path, compile=False)
+
+
+class Predictor:
+    """Model + preprocess spec: P(up) for the latest closed candle (what the live bot calls)."""
+
+    def __init__(self, model_path: str | Path, spec_path: str | Path) -> None:
+        from mlrisk.preprocess import PreprocessSpec
+        from mlrisk.tfquiet import import_tensorflow
+
+        import_tensorflow()
+        self.model = load_model(model_path)
+        self.spec = PreprocessSpec.load(spec_path)
+
+    def predict_latest(self, candles: Any) -> float:
+        """``candles``: a kline table of closed candles, oldest first, at least seq_len + warmup."""
+        window = self.spec.latest_window(candles).astype("float32")
+        return float(p_up_from_output(np.asarray(self.model(window, training=False)))[0])

@@ -1,0 +1,92 @@
+"""DVC stage `evaluate`: model + test part -> reports/metrics/evaluate.json, reports/predictions.parquet,
+DVC plot data in reports/plots/, and HTML charts in reports/evaluate/."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlrisk.cli import run_stage
+from mlrisk.errors import DataError
+from mlrisk.io import atomic_path, write_json, write_parquet
+
+
+def body(params, args) -> None:
+    from mlrisk.tfquiet import import_tensorflow
+
+    import_tensorflow()
+    from mlrisk.confidence import calibration_table, confidence_table, coverage_table
+    from mlrisk.evaluate import baseline_probabilities, json_safe, predictions_table, score
+    from mlrisk.evaluation_charts import confidence_figure, predictions_figure
+    from mlrisk.model import load_model
+    from mlrisk.plotting import write_html
+    from mlrisk.preprocess import PreprocessSpec, window_arrays
+    from mlrisk.train import predict_p_up
+
+    data = Path(args.data_dir)
+    for p in (data / "train.parquet", data / "test.parquet", Path(args.model), Path(args.spec)):
+        if not p.exists():
+            raise DataError(f"{p} not found: run `dvc repro train` first")
+    spec = PreprocessSpec.load(args.spec)
+    model = load_model(args.model)
+    train, test = pd.read_parquet(data / "train.parquet"), pd.read_parquet(data / "test.parquet")
+    ep = params.evaluate
+
+    x, ends_all, _ = window_arrays(test, spec.features, only_used=False)
+    p_all = predict_p_up(model, x, ends_all, spec.seq_len)
+    pred = predictions_table(test, ends_all, p_all)
+
+    y_all = test["label"].to_numpy()[ends_all]
+    scored = np.isin(y_all, (0, 1)) & test["use"].to_numpy()[ends_all]  # labelled up/down windows
+    y, p, ends = y_all[scored].astype(int), p_all[scored], ends_all[scored]
+    _, etr, ytr = window_arrays(train, spec.features)
+    keep = np.isin(ytr, (0, 1))
+    bl = baseline_probabilities(train, test, spec.features, etr[keep], ytr[keep].astype(int), ends, seed=params.train.seed)
+    report = score(y, p, bl)
+    report["n_test_candles"] = int(len(test))
+    report["n_predictions"] = int(len(ends_all))
+    report["n_unlabelled"] = int((~scored).sum())
+
+    conf = confidence_table(y, p, ep.confidence_bins)
+    cov = coverage_table(y, p)
+    calib = calibration_table(y, p, ep.calibration_bins)
+
+    if ep.walk_forward.folds > 0:
+        from mlrisk.walkforward import walk_forward
+
+        raw = Path(args.raw_dir) / f"{params.data.symbol}-{params.data.interval}.parquet"
+        table, summary = walk_forward(pd.read_parquet(raw), params, ep.walk_forward.folds, ep.walk_forward.epochs)
+        report["walk_forward"] = summary
+        with atomic_path(Path(args.charts_dir) / "walk_forward.csv") as tmp:
+            table.to_csv(tmp, index=False)
+
+    plots = Path(args.plots_dir)
+    for name, df in (("confidence", conf), ("coverage", cov), ("calibration", calib)):
+        with atomic_path(plots / f"{name}.csv") as tmp:
+            df.to_csv(tmp, index=False)
+    write_parquet(args.predictions, pred)
+    charts = Path(args.charts_dir)
+    best_acc = report["baselines"][report["best_baseline"]]["accuracy"]
+    write_html(confidence_figure(p, conf, cov, calib, best_acc, report["verdict"], report["significant"]), charts / "confidence.html")
+    write_html(predictions_figure(pred), charts / "predictions.html")
+    write_json(args.metrics, json_safe(report))
+    m = report["model"]
+    print(f"evaluate: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, AUC {m['roc_auc']:.4f} "
+          f"on {m['n']} test rows; best baseline {report['best_baseline']} {best_acc:.4f}\n"
+          f"evaluate: {report['verdict']}")
+
+
+def add_args(p):
+    p.add_argument("--data-dir", default="data/processed")
+    p.add_argument("--raw-dir", default="data/raw")
+    p.add_argument("--spec", default="models/preprocess.json")
+    p.add_argument("--model", default="models/model.keras")
+    p.add_argument("--metrics", default="reports/metrics/evaluate.json")
+    p.add_argument("--predictions", default="reports/predictions.parquet")
+    p.add_argument("--plots-dir", default="reports/plots")
+    p.add_argument("--charts-dir", default="reports/evaluate")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("evaluate", __doc__, body, add_args))
