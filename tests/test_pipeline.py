@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -59,12 +60,33 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_then_is_a_no_op(repo: Path):
     out = _dvc("repro", cwd=repo)
-    assert "Running stage 'fetch'" in out and "Running stage 'preprocess'" in out
+    for stage in ("fetch", "preprocess", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in out
     q = json.loads((repo / "reports/data_quality.json").read_text())
     assert q["first_candle"].startswith("2024-06-01") and q["rows"] > 2500
-    assert (repo / "models/preprocess.json").exists()
+    for f in ("models/preprocess.json", "models/model.keras", "models/model.json", "reports/predictions.parquet"):
+        assert (repo / f).exists(), f
+    m = json.loads((repo / "reports/metrics/evaluate.json").read_text())
+    assert {"majority", "persistence", "logistic"} <= set(m["baselines"]) and m["verdict"]
+    meta = json.loads((repo / "models/model.json").read_text())
+    assert meta["versions"]["keras"].startswith("3.") and len(meta["data_sha256"]) == 2 and "test" not in meta["data_sha256"]
+    for chart in ("confidence", "predictions"):
+        html = (repo / f"reports/evaluate/{chart}.html").read_text()
+        assert "<script src=" not in html and "plotly.js v" in html  # plotly.js embedded: opens offline
+        assert len(html) > 3_000_000
     again = _dvc("repro", cwd=repo)
     assert "Running stage" not in again and "up to date" in again
+
+
+def test_forced_retrain_gives_identical_weights_and_metrics(repo: Path):
+    import keras
+
+    metrics = (repo / "reports/train/metrics.json").read_text()
+    w1 = keras.saving.load_model(repo / "models/model.keras", compile=False).get_weights()
+    _dvc("repro", "-f", "train", cwd=repo)
+    assert (repo / "reports/train/metrics.json").read_text() == metrics
+    w2 = keras.saving.load_model(repo / "models/model.keras", compile=False).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
 
 
 def test_exp_run_with_a_feature_param_reruns_preprocess_not_fetch(repo: Path):
@@ -73,3 +95,21 @@ def test_exp_run_with_a_feature_param_reruns_preprocess_not_fetch(repo: Path):
     out = _dvc("exp", "run", "-S", "features.seq_len=32", cwd=repo)
     assert "Running stage 'preprocess'" in out
     assert "Running stage 'fetch'" not in out
+
+
+def test_exp_run_with_a_gru_network_and_exp_show_lists_both(repo: Path):
+    out = _dvc("exp", "run", "-S", "train.layers=[{type:gru,units:4}]", cwd=repo)
+    assert "Running stage 'train'" in out and "Running stage 'preprocess'" not in out
+    shown = json.loads(_sh(sys.executable, "-m", "dvc", "exp", "show", "--json", cwd=repo).stdout)
+    layers, accs = [], []
+    for commit in shown:
+        for exp in [commit] + [e for e in (commit.get("experiments") or [])]:
+            for rev in exp.get("revs", [exp]) if "revs" in exp else [exp]:
+                data = rev.get("data") or {}
+                p = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+                m = (data.get("metrics") or {}).get("reports/metrics/evaluate.json", {}).get("data", {})
+                if p.get("train"):
+                    layers.append(p["train"]["layers"][0]["type"])
+                    accs.append(m.get("model", {}).get("accuracy"))
+    assert "gru" in layers and "lstm" in layers, layers
+    assert all(a is not None for a in accs)

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from mlrisk.config import LayerParams, TrainParams, parse_params
+from mlrisk.errors import ParamsError
+from mlrisk.model import build_model, output_kind, p_up_from_output
+
+ORIGINAL = {  # the original tool's network, as documented in the README
+    "layers": [
+        {"type": "lstm", "units": 96, "dropout": 0.2, "batch_norm": True},
+        {"type": "lstm", "units": 96, "dropout": 0.3, "batch_norm": True},
+        {"type": "lstm", "units": 96, "dropout": 0.3, "batch_norm": True},
+    ],
+    "dense": [20], "dense_dropout": 0.2, "output": "softmax", "optimizer": "adam", "learning_rate": 8e-5,
+    "batch_size": 32, "patience": 4,
+}
+
+
+def test_recurrent_layers_return_sequences_except_the_last():
+    tp = TrainParams(layers=[LayerParams(type="lstm", units=8), LayerParams(type="gru", units=4, dropout=0.1, batch_norm=True)], dense=[5])
+    m = build_model(tp, seq_len=12, n_features=3)
+    names = [layer.name for layer in m.layers]
+    assert names == ["window", "lstm_0", "gru_1", "dropout_1", "batch_norm_1", "dense_0", "p_up"]
+    assert m.get_layer("lstm_0").return_sequences and not m.get_layer("gru_1").return_sequences
+    assert m.output_shape == (None, 1)
+    out = m.predict(np.zeros((2, 12, 3), dtype="float32"), verbose=0)
+    assert out.shape == (2, 1) and ((out > 0) & (out < 1)).all()
+
+
+def test_the_original_network_is_expressible():
+    tp = parse_params({"train": ORIGINAL}).train
+    m = build_model(tp, seq_len=100, n_features=4, n_classes=2)
+    assert m.output_shape == (None, 2)
+    assert [type(layer).__name__ for layer in m.layers].count("LSTM") == 3
+    assert [type(layer).__name__ for layer in m.layers].count("BatchNormalization") == 3
+    assert m.get_layer("lstm_0").units == 96
+    assert m.optimizer.learning_rate.numpy() == pytest.approx(8e-5)
+
+
+def test_softmax_for_a_flat_class_and_sigmoid_refused():
+    assert output_kind(TrainParams(), 3) == "softmax"
+    m = build_model(TrainParams(layers=[LayerParams(units=4)], dense=[]), 5, 2, n_classes=3)
+    assert m.output_shape == (None, 3)
+    with pytest.raises(ValueError, match="cannot model 3 classes"):
+        output_kind(TrainParams(output="sigmoid"), 3)
+
+
+def test_bad_layer_params_are_rejected():
+    with pytest.raises(ParamsError, match="train.layers.0.type"):
+        parse_params({"train": {"layers": [{"type": "transformer", "units": 8}]}})
+    with pytest.raises(ParamsError, match="train.layers"):
+        parse_params({"train": {"layers": []}})
+
+
+def test_p_up_from_each_output_kind():
+    np.testing.assert_allclose(p_up_from_output(np.array([[0.3], [0.8]])), [0.3, 0.8])
+    np.testing.assert_allclose(p_up_from_output(np.array([[0.7, 0.3]])), [0.3])
+    np.testing.assert_allclose(p_up_from_output(np.array([[0.2, 0.6, 0.2]])), [0.75])  # up / (up + down)
