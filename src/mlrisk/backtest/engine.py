@@ -1,0 +1,479 @@
+"""A fast, exact, leveraged long/short backtest engine (numba): arrays in, arrays out.
+
+Every assumption, in the order the engine applies them. Units: prices in quote currency,
+rates and offsets as fractions, ``slippage_bps`` in basis points, times in candles.
+
+**Signal.** At the close of candle t the probability of up ``p`` gives long if
+``p >= 0.5 + threshold``, short if ``p <= 0.5 - threshold``, else none (NaN = none); see
+:func:`mlrisk.backtest.strategy.decide`, which the live bot calls too. A long signal closes an open
+short (at the next open) and cancels resting short orders, then adds one long entry if the long
+side holds fewer than ``pyramid_max`` entries, filled plus pending. Shorts mirror this.
+
+**Entries.** ``entry: market`` fills at the open of candle t+1, moved against the trader by
+``slippage_bps``. ``entry: limit`` rests at ``close * (1 - limit_offset)`` for a long
+(``1 + limit_offset`` for a short) and fills at exactly that price on the first later candle whose
+low (high) trades strictly through it; it is cancelled after ``limit_ttl`` candles (it may fill on
+candles t+1 .. t+limit_ttl). A limit order never fills on the candle that placed it.
+
+**Size.** Each entry's margin is ``order_size * free balance`` at its fill, where free balance is
+equity (marked at the fill price) minus the margin in use; its notional is
+``margin * leverage`` (isolated margin). If the notional is below ``min_notional`` the entry is
+skipped. A side's entries form one position at their quantity-weighted average price.
+
+**Exits** close the whole position: after ``hold`` candles since its first entry (at the open of
+candle first + hold; 0 = never), on an opposite signal (at the next open), at ``take_profit`` /
+``stop_loss`` (fractions of the average entry price), at liquidation, or at the end of the data
+(at the last close, reason ``end``). ``exit_check: intrabar`` fills take-profit and stop at their
+level when the candle's high/low touches it, or at the open if the candle opens beyond the level;
+the stop wins when both are touched in one candle. ``exit_check: close`` checks and fills them at
+the close (the original tool's rule, the one documented exception to next-open fills).
+Liquidation is always intrabar: the isolated-margin liquidation price is
+``(Q*P - M) / (Q*(1 - mmr))`` for a long and ``(Q*P + M) / (Q*(1 + mmr))`` for a short (Q quantity,
+P average price, M margin, mmr ``maintenance_margin_rate``); when the candle's adverse extreme
+reaches it the position closes there and its whole margin is lost, plus ``liquidation_fee_rate``
+on the notional at that price. Between a stop and the liquidation price, the level nearer the
+entry is reached first; an open beyond the liquidation price liquidates, and so does any exit
+whose fill price would be at or beyond it (the exchange would have got there first).
+
+**Costs.** ``fee_rate`` (taker) on market entries and on every exit, ``maker_fee_rate`` on limit
+fills, each on the fill's notional. Every exit except liquidation also pays slippage.
+``funding_rate`` is per 8 hours on the open notional at each close, pro rata to the candle
+length, paid by longs (received by shorts) when positive.
+
+**Order of events in candle t.** (1) At the open: a position whose liquidation price the open gapped
+through is liquidated; then orders decided at the close of t-1 fill, exits first (opposite
+signal, ``hold``), then market entries. (2) Resting limit orders fill (oldest
+first). (3) Intrabar exits: liquidation, stop, take-profit. A position whose latest entry was
+filled by a limit order inside candle t is first checked on candle t+1. (4) At the close:
+close-checked exits, funding, mark to market; then the new signal is read and orders placed.
+
+**Equity** is marked to market at every close and can never go below zero: a liquidation never
+takes more than the account holds. An account whose free balance cannot fund ``min_notional``
+stops opening entries.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from mlrisk.backtest.strategy import decide
+
+# parameter vector layout
+(P_INITIAL, P_THRESHOLD, P_LEVERAGE, P_ORDER_SIZE, P_PYRAMID_MAX, P_ENTRY_LIMIT, P_LIMIT_OFFSET, P_LIMIT_TTL,
+ P_HOLD, P_TAKE_PROFIT, P_STOP_LOSS, P_EXIT_CLOSE, P_FEE, P_MAKER_FEE, P_SLIPPAGE, P_FUNDING, P_MMR,
+ P_LIQ_FEE, P_MIN_NOTIONAL) = range(19)
+N_PARAMS = 19
+
+# trade record layout (one row per closed entry)
+(T_ENTRY_IDX, T_EXIT_IDX, T_SIDE, T_ENTRY_PRICE, T_EXIT_PRICE, T_QTY, T_MARGIN, T_ENTRY_FEE, T_EXIT_FEE,
+ T_FUNDING, T_PNL, T_REASON, T_ENTRY_KIND) = range(13)
+N_TRADE_FIELDS = 13
+
+EXIT_REASONS = ("signal", "hold", "take_profit", "stop_loss", "liquidation", "end")
+R_SIGNAL, R_HOLD, R_TAKE_PROFIT, R_STOP_LOSS, R_LIQUIDATION, R_END = range(6)
+ENTRY_KINDS = ("market", "limit")
+
+# summary layout (sweeps)
+(S_TRADES, S_WINS, S_GROSS_PROFIT, S_GROSS_LOSS, S_FEES, S_FUNDING, S_LIQUIDATIONS, S_EXPOSURE) = range(8)
+N_SUMMARY = 8
+
+
+@njit(cache=True)
+def liquidation_price(side: int, qty: float, avg: float, margin: float, mmr: float) -> float:
+    """Isolated-margin liquidation price of a position (0 for a long that cannot be liquidated)."""
+    if side == 1:
+        return max((qty * avg - margin) / (qty * (1.0 - mmr)), 0.0)
+    return (qty * avg + margin) / (qty * (1.0 + mmr))
+
+
+@njit(cache=True)
+def _close_position(t: int, px: float, reason: int, fee_rate: float, side: int, k: int,
+                    e_qty: np.ndarray, e_price: np.ndarray, e_margin: np.ndarray, e_fee: np.ndarray,
+                    e_fund: np.ndarray, e_idx: np.ndarray, e_kind: np.ndarray,
+                    balance: float, liq_fee_rate: float, mmr: float, trades: np.ndarray, ntr: int) -> tuple[float, int]:
+    """Close all ``k`` entries at ``px``; returns (new balance, new trade count). An exit whose
+    price is at or beyond the liquidation price is a liquidation (the exchange would get there first)."""
+    if reason != R_LIQUIDATION:
+        q_tot = 0.0
+        m_tot = 0.0
+        cost = 0.0
+        for i in range(k):
+            q_tot += e_qty[i]
+            m_tot += e_margin[i]
+            cost += e_qty[i] * e_price[i]
+        liq = liquidation_price(side, q_tot, cost / q_tot, m_tot, mmr)
+        if (side == 1 and px <= liq) or (side == -1 and px >= liq):
+            reason = R_LIQUIDATION
+            px = liq
+    if reason == R_LIQUIDATION:
+        m_total = 0.0
+        fee_total = 0.0
+        for i in range(k):
+            m_total += e_margin[i]
+            fee_total += liq_fee_rate * e_qty[i] * px
+        loss = m_total + fee_total
+        scale = 1.0
+        if loss > balance:  # never take more than the account holds
+            scale = max(balance, 0.0) / loss if loss > 0 else 0.0
+        for i in range(k):
+            exit_fee = liq_fee_rate * e_qty[i] * px * scale
+            pnl = -e_margin[i] * scale - exit_fee - e_fee[i] - e_fund[i]
+            _record(trades, ntr, e_idx[i], t, side, e_price[i], px, e_qty[i], e_margin[i], e_fee[i], exit_fee,
+                    e_fund[i], pnl, reason, e_kind[i])
+            ntr += 1
+        return balance - loss * scale, ntr
+    for i in range(k):
+        exit_fee = fee_rate * e_qty[i] * px
+        gross = side * e_qty[i] * (px - e_price[i])
+        pnl = gross - e_fee[i] - exit_fee - e_fund[i]
+        balance += gross - exit_fee
+        _record(trades, ntr, e_idx[i], t, side, e_price[i], px, e_qty[i], e_margin[i], e_fee[i], exit_fee,
+                e_fund[i], pnl, reason, e_kind[i])
+        ntr += 1
+    return balance, ntr
+
+
+@njit(cache=True)
+def _record(trades: np.ndarray, r: int, entry_idx: float, exit_idx: int, side: int, entry_price: float,
+            exit_price: float, qty: float, margin: float, entry_fee: float, exit_fee: float, funding: float,
+            pnl: float, reason: int, kind: float) -> None:
+    trades[r, T_ENTRY_IDX] = entry_idx
+    trades[r, T_EXIT_IDX] = exit_idx
+    trades[r, T_SIDE] = side
+    trades[r, T_ENTRY_PRICE] = entry_price
+    trades[r, T_EXIT_PRICE] = exit_price
+    trades[r, T_QTY] = qty
+    trades[r, T_MARGIN] = margin
+    trades[r, T_ENTRY_FEE] = entry_fee
+    trades[r, T_EXIT_FEE] = exit_fee
+    trades[r, T_FUNDING] = funding
+    trades[r, T_PNL] = pnl
+    trades[r, T_REASON] = reason
+    trades[r, T_ENTRY_KIND] = kind
+
+
+@njit(cache=True)
+def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, p_up: np.ndarray,
+               prm: np.ndarray, equity: np.ndarray, trades: np.ndarray) -> int:
+    """Simulate one parameter vector. Fills ``equity`` (one value per close) and ``trades`` (rows of
+    :data:`N_TRADE_FIELDS`, at least ``len(close) + 1`` rows); returns the number of trade rows."""
+    n = close.shape[0]
+    thr = prm[P_THRESHOLD]
+    lev = prm[P_LEVERAGE]
+    order_size = prm[P_ORDER_SIZE]
+    pm = int(prm[P_PYRAMID_MAX])
+    use_limit = prm[P_ENTRY_LIMIT] > 0.5
+    offset = prm[P_LIMIT_OFFSET]
+    ttl = int(prm[P_LIMIT_TTL])
+    hold = int(prm[P_HOLD])
+    tp = prm[P_TAKE_PROFIT]
+    sl = prm[P_STOP_LOSS]
+    at_close = prm[P_EXIT_CLOSE] > 0.5
+    fee = prm[P_FEE]
+    maker = prm[P_MAKER_FEE]
+    slip = prm[P_SLIPPAGE]
+    funding = prm[P_FUNDING]
+    mmr = prm[P_MMR]
+    liq_fee = prm[P_LIQ_FEE]
+    min_notional = prm[P_MIN_NOTIONAL]
+
+    balance = prm[P_INITIAL]
+    side = 0
+    k = 0
+    e_qty = np.zeros(pm)
+    e_price = np.zeros(pm)
+    e_margin = np.zeros(pm)
+    e_fee = np.zeros(pm)
+    e_fund = np.zeros(pm)
+    e_idx = np.zeros(pm)
+    e_kind = np.zeros(pm)
+    first_idx = -1
+    last_limit_fill = -1
+    l_side = 0
+    nl = 0
+    l_price = np.zeros(pm)
+    l_expire = np.zeros(pm, dtype=np.int64)
+    m_entry = 0
+    m_exit = False
+    ntr = 0
+
+    for t in range(n):
+        o = open_[t]
+        h = high[t]
+        lo = low[t]
+        c = close[t]
+        # ---- (1) at the open: a gap beyond the liquidation price liquidates; then exits, then market entries
+        if side != 0:
+            q_tot = 0.0
+            m_tot = 0.0
+            cost = 0.0
+            for i in range(k):
+                q_tot += e_qty[i]
+                m_tot += e_margin[i]
+                cost += e_qty[i] * e_price[i]
+            liq = liquidation_price(side, q_tot, cost / q_tot, m_tot, mmr)
+            if (side == 1 and o <= liq) or (side == -1 and o >= liq):
+                balance, ntr = _close_position(t, liq, R_LIQUIDATION, fee, side, k, e_qty, e_price, e_margin, e_fee,
+                                               e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
+                side = 0
+                k = 0
+        if side != 0 and (m_exit or (hold > 0 and t - first_idx >= hold)):
+            reason = R_SIGNAL if m_exit else R_HOLD
+            balance, ntr = _close_position(t, o * (1.0 - side * slip), reason, fee, side, k, e_qty, e_price, e_margin,
+                                           e_fee, e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
+            side = 0
+            k = 0
+        m_exit = False
+        if m_entry != 0:
+            px = o * (1.0 + m_entry * slip)
+            q_tot = 0.0
+            m_tot = 0.0
+            upnl = 0.0
+            for i in range(k):
+                q_tot += e_qty[i]
+                m_tot += e_margin[i]
+                upnl += side * e_qty[i] * (px - e_price[i])
+            margin = order_size * (balance + upnl - m_tot)
+            notional = margin * lev
+            if margin > 0.0 and notional >= min_notional and notional > 0.0:
+                if side == 0:
+                    side = m_entry
+                    first_idx = t
+                e_qty[k] = notional / px
+                e_price[k] = px
+                e_margin[k] = margin
+                e_fee[k] = fee * notional
+                e_fund[k] = 0.0
+                e_idx[k] = t
+                e_kind[k] = 0
+                balance -= fee * notional
+                k += 1
+            m_entry = 0
+        # ---- (2) resting limit orders
+        j = 0
+        while j < nl:
+            if t > l_expire[j]:
+                for jj in range(j, nl - 1):
+                    l_price[jj] = l_price[jj + 1]
+                    l_expire[jj] = l_expire[jj + 1]
+                nl -= 1
+                continue
+            px = l_price[j]
+            hit = (l_side == 1 and lo < px) or (l_side == -1 and h > px)
+            if hit and (side == 0 or side == l_side) and k < pm:
+                m_tot = 0.0
+                upnl = 0.0
+                for i in range(k):
+                    m_tot += e_margin[i]
+                    upnl += side * e_qty[i] * (px - e_price[i])
+                margin = order_size * (balance + upnl - m_tot)
+                notional = margin * lev
+                if margin > 0.0 and notional >= min_notional and notional > 0.0:
+                    if side == 0:
+                        side = l_side
+                        first_idx = t
+                    e_qty[k] = notional / px
+                    e_price[k] = px
+                    e_margin[k] = margin
+                    e_fee[k] = maker * notional
+                    e_fund[k] = 0.0
+                    e_idx[k] = t
+                    e_kind[k] = 1
+                    balance -= maker * notional
+                    k += 1
+                    last_limit_fill = t
+                for jj in range(j, nl - 1):
+                    l_price[jj] = l_price[jj + 1]
+                    l_expire[jj] = l_expire[jj + 1]
+                nl -= 1
+                continue
+            j += 1
+        if nl == 0:
+            l_side = 0
+        # ---- (3) intrabar exits
+        if side != 0 and last_limit_fill != t:
+            q_tot = 0.0
+            m_tot = 0.0
+            cost = 0.0
+            for i in range(k):
+                q_tot += e_qty[i]
+                m_tot += e_margin[i]
+                cost += e_qty[i] * e_price[i]
+            avg = cost / q_tot
+            liq = liquidation_price(side, q_tot, avg, m_tot, mmr)
+            exit_px = 0.0
+            reason = -1
+            if side == 1:
+                liq_hit = lo <= liq
+                stop = avg * (1.0 - sl)
+                stop_hit = (not at_close) and sl > 0.0 and lo <= stop
+                tp_lvl = avg * (1.0 + tp)
+                tp_hit = (not at_close) and tp > 0.0 and h >= tp_lvl
+                if liq_hit and (o <= liq or not stop_hit or liq >= stop):
+                    reason = R_LIQUIDATION
+                    exit_px = liq
+                elif stop_hit:
+                    reason = R_STOP_LOSS
+                    exit_px = min(o, stop) * (1.0 - slip)
+                elif tp_hit:
+                    reason = R_TAKE_PROFIT
+                    exit_px = max(o, tp_lvl) * (1.0 - slip)
+            else:
+                liq_hit = h >= liq
+                stop = avg * (1.0 + sl)
+                stop_hit = (not at_close) and sl > 0.0 and h >= stop
+                tp_lvl = avg * (1.0 - tp)
+                tp_hit = (not at_close) and tp > 0.0 and lo <= tp_lvl
+                if liq_hit and (o >= liq or not stop_hit or liq <= stop):
+                    reason = R_LIQUIDATION
+                    exit_px = liq
+                elif stop_hit:
+                    reason = R_STOP_LOSS
+                    exit_px = max(o, stop) * (1.0 + slip)
+                elif tp_hit:
+                    reason = R_TAKE_PROFIT
+                    exit_px = min(o, tp_lvl) * (1.0 + slip)
+            if reason >= 0:
+                balance, ntr = _close_position(t, exit_px, reason, fee, side, k, e_qty, e_price, e_margin, e_fee,
+                                               e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
+                side = 0
+                k = 0
+        # ---- (4) at the close
+        if side != 0 and at_close and last_limit_fill != t and (sl > 0.0 or tp > 0.0):
+            q_tot = 0.0
+            cost = 0.0
+            for i in range(k):
+                q_tot += e_qty[i]
+                cost += e_qty[i] * e_price[i]
+            avg = cost / q_tot
+            reason = -1
+            if sl > 0.0 and side * (c - avg) <= -sl * avg:
+                reason = R_STOP_LOSS
+            elif tp > 0.0 and side * (c - avg) >= tp * avg:
+                reason = R_TAKE_PROFIT
+            if reason >= 0:
+                balance, ntr = _close_position(t, c * (1.0 - side * slip), reason, fee, side, k, e_qty, e_price,
+                                               e_margin, e_fee, e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
+                side = 0
+                k = 0
+        upnl = 0.0
+        if side != 0:
+            if funding != 0.0:
+                for i in range(k):
+                    f = funding * e_qty[i] * c * side
+                    e_fund[i] += f
+                    balance -= f
+            for i in range(k):
+                upnl += side * e_qty[i] * (c - e_price[i])
+        equity[t] = max(balance + upnl, 0.0)
+        # expired limit orders stop counting once they can no longer fill
+        j = 0
+        while j < nl:
+            if l_expire[j] <= t:
+                for jj in range(j, nl - 1):
+                    l_price[jj] = l_price[jj + 1]
+                    l_expire[jj] = l_expire[jj + 1]
+                nl -= 1
+                continue
+            j += 1
+        if nl == 0:
+            l_side = 0
+        s, close_pos, cancel, add = decide(p_up[t], thr, side, k, l_side, nl, pm)
+        if s != 0:
+            if close_pos:
+                m_exit = True
+            if cancel:
+                nl = 0
+                l_side = 0
+            if add and t < n - 1:
+                if use_limit:
+                    l_side = s
+                    l_price[nl] = c * (1.0 - s * offset)
+                    l_expire[nl] = t + ttl
+                    nl += 1
+                else:
+                    m_entry = s
+    if side != 0 and n > 0:
+        c = close[n - 1]
+        balance, ntr = _close_position(n - 1, c * (1.0 - side * slip), R_END, fee, side, k, e_qty, e_price, e_margin,
+                                       e_fee, e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
+        equity[n - 1] = max(balance, 0.0)
+    return ntr
+
+
+@njit(cache=True)
+def summarise(trades: np.ndarray, ntr: int, equity_len: int, out: np.ndarray) -> None:
+    """Reduce trade rows to the sweep summary (trades, wins, gross profit/loss, fees, funding,
+    liquidations, candles in the market)."""
+    for f in range(N_SUMMARY):
+        out[f] = 0.0
+    last_exit = -1.0
+    for r in range(ntr):
+        pnl = trades[r, T_PNL]
+        out[S_TRADES] += 1
+        if pnl > 0:
+            out[S_WINS] += 1
+            out[S_GROSS_PROFIT] += pnl
+        else:
+            out[S_GROSS_LOSS] -= pnl
+        out[S_FEES] += trades[r, T_ENTRY_FEE] + trades[r, T_EXIT_FEE]
+        out[S_FUNDING] += trades[r, T_FUNDING]
+        if trades[r, T_REASON] == R_LIQUIDATION:
+            out[S_LIQUIDATIONS] += 1
+    # exposure: candles from each position's first entry to its exit (positions share exit rows)
+    r = 0
+    while r < ntr:
+        ex = trades[r, T_EXIT_IDX]
+        first = trades[r, T_ENTRY_IDX]
+        r2 = r
+        while r2 < ntr and trades[r2, T_EXIT_IDX] == ex:
+            first = min(first, trades[r2, T_ENTRY_IDX])
+            r2 += 1
+        if ex != last_exit:
+            out[S_EXPOSURE] += ex - first
+            last_exit = ex
+        r = r2
+
+
+@njit(cache=True, parallel=True)
+def sweep_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, p_up: np.ndarray,
+                 prms: np.ndarray, equities: np.ndarray, summaries: np.ndarray) -> None:
+    """Run every row of ``prms`` in parallel (all cores); fill ``equities`` and ``summaries``."""
+    n = close.shape[0]
+    for i in prange(prms.shape[0]):
+        trades = np.empty((n + 1, N_TRADE_FIELDS))
+        ntr = run_kernel(open_, high, low, close, p_up, prms[i], equities[i], trades)
+        summarise(trades, ntr, n, summaries[i])
+
+
+def _ensure_float(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def run(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, p_up: np.ndarray,
+        prm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One backtest: (equity per close, trade rows). Inputs are float64 arrays of equal length."""
+    arrays = [_ensure_float(a) for a in (open_, high, low, close, p_up)]
+    n = len(arrays[0])
+    equity = np.empty(n)
+    trades = np.empty((n + 1, N_TRADE_FIELDS))
+    ntr = run_kernel(*arrays, _ensure_float(prm), equity, trades)
+    return equity, trades[:ntr].copy()
+
+
+def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, p_up: np.ndarray,
+          prms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Many backtests in parallel: (equity matrix combos x candles, summary matrix combos x N_SUMMARY)."""
+    arrays = [_ensure_float(a) for a in (open_, high, low, close, p_up)]
+    prms = np.ascontiguousarray(np.atleast_2d(prms), dtype=np.float64)
+    equities = np.empty((prms.shape[0], len(arrays[0])))
+    summaries = np.empty((prms.shape[0], N_SUMMARY))
+    sweep_kernel(*arrays, prms, equities, summaries)
+    return equities, summaries
+
+
+def is_nan(x: float) -> bool:
+    return math.isnan(x)

@@ -1,0 +1,92 @@
+"""Python-side API of the backtest: params -> parameter vectors, trades as a table, sweeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlrisk.backtest import engine as E
+from mlrisk.config import BacktestParams
+
+EIGHT_HOURS_MS = 8 * 3_600_000
+
+
+def params_vector(bp: BacktestParams, interval_ms: int) -> np.ndarray:
+    """The engine's parameter vector for ``bp`` (funding converted to a per-candle rate)."""
+    v = np.zeros(E.N_PARAMS)
+    v[E.P_INITIAL] = bp.initial_equity
+    v[E.P_THRESHOLD] = bp.threshold
+    v[E.P_LEVERAGE] = bp.leverage
+    v[E.P_ORDER_SIZE] = bp.order_size
+    v[E.P_PYRAMID_MAX] = bp.pyramid_max
+    v[E.P_ENTRY_LIMIT] = 1.0 if bp.entry == "limit" else 0.0
+    v[E.P_LIMIT_OFFSET] = bp.limit_offset
+    v[E.P_LIMIT_TTL] = bp.limit_ttl
+    v[E.P_HOLD] = bp.hold
+    v[E.P_TAKE_PROFIT] = bp.take_profit or 0.0
+    v[E.P_STOP_LOSS] = bp.stop_loss or 0.0
+    v[E.P_EXIT_CLOSE] = 1.0 if bp.exit_check == "close" else 0.0
+    v[E.P_FEE] = bp.fee_rate
+    v[E.P_MAKER_FEE] = bp.maker_fee_rate
+    v[E.P_SLIPPAGE] = bp.slippage_bps / 1e4
+    v[E.P_FUNDING] = bp.funding_rate * interval_ms / EIGHT_HOURS_MS
+    v[E.P_MMR] = bp.maintenance_margin_rate
+    v[E.P_LIQ_FEE] = bp.liquidation_fee_rate
+    v[E.P_MIN_NOTIONAL] = bp.min_notional
+    return v
+
+
+TRADE_COLUMNS = ["entry_time", "exit_time", "side", "entry_kind", "entry_price", "exit_price", "qty", "margin",
+                 "notional", "entry_fee", "exit_fee", "funding", "pnl", "return_on_margin", "exit_reason",
+                 "entry_candle", "exit_candle"]
+
+
+def trades_frame(trades: np.ndarray, times: pd.Series) -> pd.DataFrame:
+    """One row per closed entry, with UTC times, ``side`` long/short and the exit reason."""
+    t = pd.DatetimeIndex(times)
+    ei = trades[:, E.T_ENTRY_IDX].astype(int)
+    xi = trades[:, E.T_EXIT_IDX].astype(int)
+    df = pd.DataFrame({
+        "entry_time": t[ei], "exit_time": t[xi],
+        "side": np.where(trades[:, E.T_SIDE] > 0, "long", "short"),
+        "entry_kind": [E.ENTRY_KINDS[int(k)] for k in trades[:, E.T_ENTRY_KIND]],
+        "entry_price": trades[:, E.T_ENTRY_PRICE], "exit_price": trades[:, E.T_EXIT_PRICE],
+        "qty": trades[:, E.T_QTY], "margin": trades[:, E.T_MARGIN],
+        "notional": trades[:, E.T_QTY] * trades[:, E.T_ENTRY_PRICE],
+        "entry_fee": trades[:, E.T_ENTRY_FEE], "exit_fee": trades[:, E.T_EXIT_FEE], "funding": trades[:, E.T_FUNDING],
+        "pnl": trades[:, E.T_PNL],
+        "return_on_margin": trades[:, E.T_PNL] / np.where(trades[:, E.T_MARGIN] > 0, trades[:, E.T_MARGIN], np.nan),
+        "exit_reason": [E.EXIT_REASONS[int(r)] for r in trades[:, E.T_REASON]],
+        "entry_candle": ei, "exit_candle": xi,
+    })
+    return df[TRADE_COLUMNS]
+
+
+@dataclass
+class BacktestResult:
+    equity: np.ndarray          # quote currency, one value per close
+    trades: pd.DataFrame        # one row per closed entry
+    summary: np.ndarray         # engine summary vector (see engine.S_*)
+    params: BacktestParams
+
+
+def _arrays(pred: pd.DataFrame) -> list[np.ndarray]:
+    return [pred[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close", "p_up")]
+
+
+def run_backtest(pred: pd.DataFrame, bp: BacktestParams, interval_ms: int) -> BacktestResult:
+    """Backtest ``bp`` on a predictions table (open_time, open, high, low, close, p_up)."""
+    equity, trades = E.run(*_arrays(pred), params_vector(bp, interval_ms))
+    summary = np.empty(E.N_SUMMARY)
+    E.summarise(trades, len(trades), len(equity), summary)
+    return BacktestResult(equity, trades_frame(trades, pred["open_time"]), summary, bp)
+
+
+def run_sweep(pred: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]], interval_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every combination in ``grid`` (dicts of param overrides on ``bp``), in parallel.
+    Returns (equity matrix combos x candles, summary matrix combos x N_SUMMARY)."""
+    prms = np.stack([params_vector(bp.model_copy(update=combo), interval_ms) for combo in grid])
+    return E.sweep(*_arrays(pred), prms)
