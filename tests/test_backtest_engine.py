@@ -40,6 +40,9 @@ def test_signal_and_decide():
     # pyramid full: 2 filled + 1 pending long
     assert decide(0.9, 0.1, 1, 2, 1, 1, 3) == (1, False, False, False)
     assert decide(0.5, 0.1, 1, 1, 0, 0, 3) == (0, False, False, False)
+    # long only: a short signal closes the long and cancels, but opens nothing
+    assert decide(0.1, 0.1, 1, 1, 1, 1, 3, 1) == (-1, True, True, False)
+    assert decide(0.9, 0.1, 0, 0, 0, 0, 3, -1) == (1, False, False, False)
 
 
 # ---------------------------------------------------------------- hand-computed cases
@@ -62,6 +65,13 @@ def test_one_long_trade_with_fees_and_slippage():
     assert r.equity[0] == 1000
     assert r.equity[1] == pytest.approx(1000 - entry_fee + qty * (105 - entry_px), rel=1e-12)
     assert r.equity[-1] == pytest.approx(1000 + pnl, rel=1e-12)
+
+
+def test_long_only_never_shorts():
+    df = frame(o=[100, 100, 101, 99, 98, 98], h=[101] * 6, lo=[97] * 6, c=[100, 101, 99, 98, 98, 98], p=[0.9, 0.1, 0.9, 0.1, 0.5, 0.5])
+    r = bt(df, direction="long")
+    assert (r.trades.side == "long").all() and r.trades.exit_reason.tolist() == ["signal", "signal"]
+    assert r.trades.entry_candle.tolist() == [1, 3] and r.trades.exit_candle.tolist() == [2, 4]
 
 
 def test_a_short_trade():
@@ -233,6 +243,7 @@ def cases(draw):
     params = dict(
         initial_equity=1000.0,
         threshold=draw(st.sampled_from([0.0, 0.05, 0.2])),
+        direction=draw(st.sampled_from(["both", "both", "long", "short"])),
         leverage=draw(st.sampled_from([1.0, 3.0, 10.0, 25.0])),
         order_size=draw(st.sampled_from([0.05, 0.3, 0.5])),
         pyramid_max=draw(st.integers(1, 3)),

@@ -198,6 +198,7 @@ class BacktestParams(_Section):
 
     initial_equity: float = Field(10_000.0, gt=0)
     threshold: float = Field(0.08, ge=0.0, le=0.5)
+    direction: Literal["both", "long", "short"] = "both"
     leverage: float = Field(3.0, ge=1.0, le=125.0)
     order_size: float = Field(0.1, gt=0.0, le=1.0)
     pyramid_max: int = Field(1, ge=1, le=100)

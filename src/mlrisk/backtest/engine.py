@@ -7,7 +7,8 @@ rates and offsets as fractions, ``slippage_bps`` in basis points, times in candl
 ``p >= 0.5 + threshold``, short if ``p <= 0.5 - threshold``, else none (NaN = none); see
 :func:`mlrisk.backtest.strategy.decide`, which the live bot calls too. A long signal closes an open
 short (at the next open) and cancels resting short orders, then adds one long entry if the long
-side holds fewer than ``pyramid_max`` entries, filled plus pending. Shorts mirror this.
+side holds fewer than ``pyramid_max`` entries, filled plus pending. Shorts mirror this. With
+``direction: long`` (or ``short``) a signal for the other side only closes and cancels.
 
 **Entries.** ``entry: market`` fills at the open of candle t+1, moved against the trader by
 ``slippage_bps``. ``entry: limit`` rests at ``close * (1 - limit_offset)`` for a long
@@ -64,8 +65,8 @@ from mlrisk.backtest.strategy import decide
 # parameter vector layout
 (P_INITIAL, P_THRESHOLD, P_LEVERAGE, P_ORDER_SIZE, P_PYRAMID_MAX, P_ENTRY_LIMIT, P_LIMIT_OFFSET, P_LIMIT_TTL,
  P_HOLD, P_TAKE_PROFIT, P_STOP_LOSS, P_EXIT_CLOSE, P_FEE, P_MAKER_FEE, P_SLIPPAGE, P_FUNDING, P_MMR,
- P_LIQ_FEE, P_MIN_NOTIONAL) = range(19)
-N_PARAMS = 19
+ P_LIQ_FEE, P_MIN_NOTIONAL, P_DIRECTION) = range(20)
+N_PARAMS = 20
 
 # trade record layout (one row per closed entry)
 (T_ENTRY_IDX, T_EXIT_IDX, T_SIDE, T_ENTRY_PRICE, T_EXIT_PRICE, T_QTY, T_MARGIN, T_ENTRY_FEE, T_EXIT_FEE,
@@ -179,6 +180,7 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
     mmr = prm[P_MMR]
     liq_fee = prm[P_LIQ_FEE]
     min_notional = prm[P_MIN_NOTIONAL]
+    direction = int(prm[P_DIRECTION])
 
     balance = prm[P_INITIAL]
     side = 0
@@ -381,7 +383,7 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
             j += 1
         if nl == 0:
             l_side = 0
-        s, close_pos, cancel, add = decide(p_up[t], thr, side, k, l_side, nl, pm)
+        s, close_pos, cancel, add = decide(p_up[t], thr, side, k, l_side, nl, pm, direction)
         if s != 0:
             if close_pos:
                 m_exit = True

@@ -209,7 +209,8 @@ def reference_backtest(open_: list[float], high: list[float], low: list[float], 
             if acc.orders and acc.orders[0].side == -s:
                 acc.orders = []
             same = (len(acc.entries) if acc.side == s else 0) + sum(1 for o_ in acc.orders if o_.side == s)
-            if same < p.pyramid_max and t < n - 1:
+            allowed = p.direction == "both" or (p.direction == "long") == (s == 1)
+            if allowed and same < p.pyramid_max and t < n - 1:
                 if p.entry == "limit":
                     acc.orders.append(LimitOrder(s, c * (1 - s * p.limit_offset), t + p.limit_ttl))
                 else:

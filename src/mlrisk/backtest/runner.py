@@ -36,6 +36,7 @@ def params_vector(bp: BacktestParams, interval_ms: int) -> np.ndarray:
     v[E.P_MMR] = bp.maintenance_margin_rate
     v[E.P_LIQ_FEE] = bp.liquidation_fee_rate
     v[E.P_MIN_NOTIONAL] = bp.min_notional
+    v[E.P_DIRECTION] = {"both": 0, "long": 1, "short": -1}[bp.direction]
     return v
 
 
@@ -52,14 +53,14 @@ def trades_frame(trades: np.ndarray, times: pd.Series) -> pd.DataFrame:
     df = pd.DataFrame({
         "entry_time": t[ei], "exit_time": t[xi],
         "side": np.where(trades[:, E.T_SIDE] > 0, "long", "short"),
-        "entry_kind": [E.ENTRY_KINDS[int(k)] for k in trades[:, E.T_ENTRY_KIND]],
+        "entry_kind": np.array(E.ENTRY_KINDS)[trades[:, E.T_ENTRY_KIND].astype(int)],
         "entry_price": trades[:, E.T_ENTRY_PRICE], "exit_price": trades[:, E.T_EXIT_PRICE],
         "qty": trades[:, E.T_QTY], "margin": trades[:, E.T_MARGIN],
         "notional": trades[:, E.T_QTY] * trades[:, E.T_ENTRY_PRICE],
         "entry_fee": trades[:, E.T_ENTRY_FEE], "exit_fee": trades[:, E.T_EXIT_FEE], "funding": trades[:, E.T_FUNDING],
         "pnl": trades[:, E.T_PNL],
         "return_on_margin": trades[:, E.T_PNL] / np.where(trades[:, E.T_MARGIN] > 0, trades[:, E.T_MARGIN], np.nan),
-        "exit_reason": [E.EXIT_REASONS[int(r)] for r in trades[:, E.T_REASON]],
+        "exit_reason": np.array(E.EXIT_REASONS)[trades[:, E.T_REASON].astype(int)],
         "entry_candle": ei, "exit_candle": xi,
     })
     return df[TRADE_COLUMNS]

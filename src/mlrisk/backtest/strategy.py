@@ -29,12 +29,13 @@ def signal(p_up: float, threshold: float) -> int:
 
 @njit(cache=True)
 def decide(p_up: float, threshold: float, position_side: int, position_entries: int,
-           pending_side: int, pending_entries: int, pyramid_max: int) -> tuple[int, bool, bool, bool]:
+           pending_side: int, pending_entries: int, pyramid_max: int, direction: int = 0) -> tuple[int, bool, bool, bool]:
     """Orders for the close of one candle.
 
     Arguments: the probability of up; the threshold (fraction, e.g. 0.08); the open position's side
     (+1/-1/0) and its number of filled entries; the side (+1/-1/0) and number of resting entry
-    orders; ``pyramid_max``.
+    orders; ``pyramid_max``; ``direction``: 0 both sides, +1 long only, -1 short only (a signal
+    for the other side then only closes the position and cancels resting orders).
 
     Returns ``(signal, close_position, cancel_pending, add_entry)``:
     - ``close_position``: the open position is on the other side: close it (at the next open).
@@ -52,4 +53,5 @@ def decide(p_up: float, threshold: float, position_side: int, position_entries: 
         same += position_entries
     if pending_side == s:
         same += pending_entries
-    return s, close_position, cancel_pending, same < pyramid_max
+    allowed = direction == 0 or direction == s
+    return s, close_position, cancel_pending, allowed and same < pyramid_max
