@@ -60,18 +60,22 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_then_is_a_no_op(repo: Path):
     out = _dvc("repro", cwd=repo)
-    for stage in ("fetch", "preprocess", "train", "evaluate"):
+    for stage in ("fetch", "preprocess", "train", "evaluate", "backtest"):
         assert f"Running stage '{stage}'" in out
     q = json.loads((repo / "reports/data_quality.json").read_text())
     assert q["first_candle"].startswith("2024-06-01") and q["rows"] > 2500
-    for f in ("models/preprocess.json", "models/model.keras", "models/model.json", "reports/predictions.parquet"):
+    for f in ("models/preprocess.json", "models/model.keras", "models/model.json", "reports/predictions.parquet",
+              "reports/trades.csv", "reports/plots/equity.csv", "reports/backtest/strategy.html",
+              "reports/backtest/comparison.html", "reports/backtest/sweep.csv"):
         assert (repo / f).exists(), f
     m = json.loads((repo / "reports/metrics/evaluate.json").read_text())
     assert {"majority", "persistence", "logistic"} <= set(m["baselines"]) and m["verdict"]
     meta = json.loads((repo / "models/model.json").read_text())
     assert meta["versions"]["keras"].startswith("3.") and len(meta["data_sha256"]) == 2 and "test" not in meta["data_sha256"]
-    for chart in ("confidence", "predictions"):
-        html = (repo / f"reports/evaluate/{chart}.html").read_text()
+    bt = json.loads((repo / "reports/metrics/backtest.json").read_text())
+    assert bt["sweep"]["combinations"] == 4 and {"sharpe", "max_drawdown", "buy_hold_return", "liquidations"} <= set(bt)
+    for chart in ("evaluate/confidence", "evaluate/predictions", "backtest/strategy", "backtest/comparison"):
+        html = (repo / f"reports/{chart}.html").read_text()
         assert "<script src=" not in html and "plotly.js v" in html  # plotly.js embedded: opens offline
         assert len(html) > 3_000_000
     again = _dvc("repro", cwd=repo)
@@ -113,3 +117,15 @@ def test_exp_run_with_a_gru_network_and_exp_show_lists_both(repo: Path):
                     accs.append(m.get("model", {}).get("accuracy"))
     assert "gru" in layers and "lstm" in layers, layers
     assert all(a is not None for a in accs)
+
+
+def test_exp_run_with_a_backtest_param_reruns_only_the_backtest(repo: Path):
+    _sh("git", "add", "-A", cwd=repo)
+    _sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "gru", cwd=repo)
+    out = _dvc("exp", "run", "-S", "backtest.threshold=0.0", cwd=repo)
+    assert "Running stage 'backtest'" in out
+    for stage in ("fetch", "preprocess", "train", "evaluate"):
+        assert f"Running stage '{stage}'" not in out
+    diff = json.loads(_sh(sys.executable, "-m", "dvc", "metrics", "diff", "--json", cwd=repo).stdout)
+    assert set(diff) == {"reports/metrics/backtest.json"}, diff
+    assert diff["reports/metrics/backtest.json"]["trades"]["diff"] != 0

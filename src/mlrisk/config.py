@@ -190,7 +190,12 @@ class EvaluateParams(_Section):
 
 
 def _plural(name: str) -> str:
-    return name + ("es" if name.endswith(("s", "x")) else "s")
+    """thresholds, leverages, pyramid_maxes, stop_losses, entries."""
+    if name.endswith(("s", "x")):
+        return name + "es"
+    if name.endswith("y") and name[-2:-1] not in "aeiou":
+        return name[:-1] + "ies"
+    return name + "s"
 
 
 class BacktestParams(_Section):

@@ -1,0 +1,86 @@
+"""Backtest metrics, sweeps and charts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlrisk.backtest import engine as E
+from mlrisk.backtest.charts import comparison_html, equity_curves_figure, heatmap_figure, strategy_figure
+from mlrisk.backtest.metrics import max_drawdown, performance
+from mlrisk.backtest.runner import run_backtest, run_sweep
+from mlrisk.config import BacktestParams, parse_params
+
+H = 3_600_000
+
+
+def _pred(n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    o = np.r_[100, c[:-1]]
+    return pd.DataFrame({"open_time": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"), "open": o,
+                         "high": np.maximum(o, c) * 1.004, "low": np.minimum(o, c) * 0.996, "close": c,
+                         "p_up": rng.uniform(0.2, 0.8, n)})
+
+
+def test_max_drawdown_by_hand():
+    assert max_drawdown(np.array([100, 120, 90, 130, 65])) == pytest.approx(-0.5)
+    assert max_drawdown(np.array([1, 2, 3])) == 0.0
+
+
+def test_performance_by_hand():
+    eq = np.array([1100.0, 990.0, 1210.0])
+    summary = np.zeros(E.N_SUMMARY)
+    summary[[E.S_TRADES, E.S_WINS, E.S_GROSS_PROFIT, E.S_GROSS_LOSS, E.S_FEES, E.S_EXPOSURE]] = [4, 3, 300, 90, 12, 2]
+    m = performance(eq, 1000.0, summary, H, np.array([10.0, 9, 12]))
+    assert m["total_return"] == pytest.approx(0.21)
+    assert m["max_drawdown"] == pytest.approx(-0.1)
+    assert m["win_rate"] == 0.75 and m["profit_factor"] == pytest.approx(300 / 90) and m["expectancy"] == pytest.approx(210 / 4)
+    assert m["exposure"] == pytest.approx(2 / 3) and m["buy_hold_return"] == pytest.approx(0.2)
+    r = np.array([0.1, -0.1, 2 / 9])  # per-candle returns, the first against the initial equity
+    assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * np.sqrt(365 * 24))
+    years = 3 / (365 * 24)
+    assert m["cagr"] == pytest.approx(1.21 ** (1 / years) - 1)
+
+
+def test_sweep_equals_single_runs():
+    pred = _pred()
+    bp = parse_params({"backtest": {"sweep": {"thresholds": [0.05, 0.1, 0.2], "leverages": [1, 5], "entries": ["market", "limit"]}}}).backtest
+    grid = bp.sweep_grid()
+    assert len(grid) == 12
+    equities, summaries = run_sweep(pred, bp, grid, H)
+    for i, combo in enumerate(grid):
+        single = run_backtest(pred, bp.model_copy(update=combo), H)
+        np.testing.assert_array_equal(equities[i], single.equity)
+        np.testing.assert_array_equal(summaries[i], single.summary)
+
+
+def test_strategy_chart_has_price_entries_exits_equity_and_drawdown():
+    pred = _pred()
+    bp = BacktestParams(threshold=0.1, stop_loss=0.01, take_profit=0.01)
+    r = run_backtest(pred, bp, H)
+    assert len(r.trades) > 5
+    fig = strategy_figure(pred, r.equity, r.trades, bp.initial_equity, "t")
+    names = {t.name for t in fig.data}
+    assert {"close", "long entry", "short entry", "strategy equity", "buy-and-hold", "drawdown %"} <= names
+    assert any(n.startswith("exit: ") for n in names)
+
+
+def test_comparison_page_has_curves_heatmap_and_a_sortable_table():
+    pred = _pred()
+    bp = parse_params({"backtest": {"sweep": {"thresholds": [0.05, 0.1], "leverages": [1, 3, 7]}}}).backtest
+    grid = bp.sweep_grid()
+    equities, _ = run_sweep(pred, bp, grid, H)
+    table = pd.DataFrame([{**g, "total_return": e[-1] / 10000 - 1, "sharpe": 0.0} for g, e in zip(grid, equities)])
+    curves = equity_curves_figure(pred["open_time"], equities, [str(g) for g in grid], main=0)
+    assert len(curves.data) == 6
+    heat = heatmap_figure(table, "threshold", "leverage")
+    assert heat.data[0].z.shape == (3, 2)
+    page = comparison_html([curves, heat], table, "cmp")
+    assert page.count("sortTable(this)") == len(table.columns) and page.count("<tr>") == len(table) + 1
+    assert "<script src=" not in page  # self-contained
+
+
+def test_equity_curves_are_decimated():
+    eq = np.tile(np.linspace(1, 2, 5000), (3, 1))
+    fig = equity_curves_figure(pd.Series(pd.date_range("2024", periods=5000, freq="h", tz="UTC")), eq, ["a", "b", "c"], max_points=100)
+    assert all(len(t.x) <= 100 for t in fig.data)
