@@ -52,7 +52,7 @@ def confidence_figure(p: np.ndarray, conf: pd.DataFrame, cov: pd.DataFrame, cali
     fig.update_yaxes(title_text="accuracy", row=2, col=1)
     fig.update_yaxes(title_text="coverage", row=2, col=1, secondary_y=True, range=[0, 1])
     fig.update_yaxes(title_text="observed share of up", row=2, col=2)
-    fig.update_layout(title="Accuracy by prediction confidence (test part)", height=850, margin={"t": 130})
+    fig.update_layout(title={"text": "Accuracy by prediction confidence (test part)", "y": 0.985}, height=880, margin={"t": 150})
     verdict_banner(fig, verdict, good)
     return fig
 

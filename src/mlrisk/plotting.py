@@ -19,6 +19,6 @@ def write_html(fig: go.Figure, path: str | Path) -> None:
 
 
 def verdict_banner(fig: go.Figure, text: str, good: bool) -> None:
-    fig.add_annotation(text=text, xref="paper", yref="paper", x=0, y=1.12, xanchor="left", showarrow=False,
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0, y=1.07, xanchor="left", yanchor="bottom", showarrow=False,
                        font={"size": 14, "color": "#1b5e20" if good else "#b71c1c"},
                        bgcolor="#e8f5e9" if good else "#ffebee", bordercolor="#888", borderwidth=1)
