@@ -1,0 +1,47 @@
+"""Command-line behaviour: --help, check-params, secrets, and numba's on-disk compile cache."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, run_stage
+from mlrisk.cli import main
+from mlrisk.settings import BinanceSettings
+
+
+@pytest.mark.parametrize("stage", ["fetch", "preprocess", "train", "evaluate", "backtest"])
+def test_every_stage_has_help(stage, tmp_path):
+    r = run_stage(stage, "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "--params" in r.stdout and "DVC stage" in r.stdout
+
+
+def test_check_params_prints_effective_values(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["check-params"]) == 0
+    out = capsys.readouterr().out
+    assert "threshold: 0.08" in out and "seq_len:" in out
+
+
+def test_check_params_reports_a_bad_file(tmp_path, capsys):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("backtest:\n  leverage: 500\n")
+    assert main(["check-params", "--params", str(bad)]) == 2
+    assert "backtest.leverage = 500" in capsys.readouterr().err
+
+
+def test_secrets_are_masked(monkeypatch):
+    monkeypatch.setenv("MLRISK_BINANCE_API_KEY", "key-123-secret")
+    monkeypatch.setenv("MLRISK_BINANCE_API_SECRET", "shh-456-secret")
+    s = BinanceSettings()
+    assert s.api_secret.get_secret_value() == "shh-456-secret"
+    for text in (repr(s), str(s), s.model_dump_json()):
+        assert "shh-456" not in text and "key-123" not in text
+
+
+def test_the_engine_is_compiled_once_and_cached_on_disk():
+    code = ("import numpy as np; from mlrisk.backtest import engine as E; n=50; c=np.linspace(100,110,n);"
+            "p=np.full(E.N_PARAMS,0.0); p[E.P_INITIAL]=1e4; p[E.P_LEVERAGE]=1; p[E.P_ORDER_SIZE]=.1; p[E.P_PYRAMID_MAX]=1;"
+            "p[E.P_LIMIT_TTL]=1; E.run(c,c*1.01,c*0.99,c,np.full(n,0.9),p); print(sum(E.run_kernel.stats.cache_hits.values()))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() for _ in range(2)]
+    assert int(runs[1]) >= 1  # the second process loaded the compiled kernel from disk
