@@ -114,3 +114,16 @@ def test_predictions_chart_decimates_markers_on_a_year_of_candles():
     fig = predictions_figure(pred, max_markers=2000)
     markers = sum(len(t.x) for t in fig.data if type(t).__name__ == "Scattergl" and t.mode == "markers")
     assert markers == 2000
+
+
+def test_html_charts_are_self_contained_and_byte_identical_when_rewritten(tmp_path):
+    """Same figure, same bytes: DVC sees no change in a chart that did not change. And plotly.js
+    is embedded, so the file opens offline."""
+    from mlrisk.plotting import write_html
+
+    fig = predictions_figure(_pred(), threshold=0.1)
+    write_html(fig, tmp_path / "a.html")
+    write_html(fig, tmp_path / "b.html")
+    a, b = (tmp_path / "a.html").read_bytes(), (tmp_path / "b.html").read_bytes()
+    assert a == b
+    assert b"<script src=" not in a and len(a) > 3_000_000  # plotly.js (~3.5 MB) inline, no external script

@@ -11,7 +11,6 @@ from mlrisk.features import FEATURES, compute_features, warmup
 from mlrisk.labels import DOWN, FLAT, UP, barrier_labels, direction_labels
 from mlrisk.preprocess import PreprocessSpec, build_dataset, part_frame, window_arrays
 from mlrisk.split import PARTS
-from mlrisk.windows import window_view, windows_at
 
 ALL = list(FEATURES) + ["log_return_3", "log_return_24"]
 
@@ -177,15 +176,21 @@ def test_undersampling_touches_the_train_part_only():
     assert ds["label"].isna().any() and not ds.loc[ds["label"].isna(), "use"].any()
 
 
-def test_window_view_is_lazy_and_correct():
+def test_training_windows_are_gathered_per_batch_and_end_at_their_row():
+    """The model's windows come from one (rows, features) tensor, gathered batch by batch: the
+    window ending at row e is rows e - seq_len + 1 .. e, never a later row."""
+    from mlrisk.train import make_dataset
+
     x = np.arange(40, dtype="float32").reshape(20, 2)
-    v = window_view(x, 5)
-    assert v.shape == (16, 5, 2) and np.shares_memory(v, x)
-    np.testing.assert_array_equal(v[0], x[0:5])
-    w = windows_at(x, np.array([4, 19]), 5)
-    np.testing.assert_array_equal(w[1], x[15:20])
-    with pytest.raises(IndexError):
-        windows_at(x, np.array([3]), 5)
+    ends = np.array([4, 19, 9])
+    y = np.array([1.0, 0.0, 1.0], dtype="float32")
+    batches = list(make_dataset(x, ends, y, seq_len=5, batch_size=2).as_numpy_iterator())
+    assert [len(b[0]) for b in batches] == [2, 1]
+    windows = np.concatenate([b[0] for b in batches])
+    assert windows.shape == (3, 5, 2)
+    for w, e in zip(windows, ends):
+        np.testing.assert_array_equal(w, x[e - 4:e + 1])
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
 
 
 def test_spec_round_trip_and_live_window(tmp_path):

@@ -13,9 +13,11 @@ COLORS = {"up": "#26a69a", "down": "#ef5350", "right": "#2e7d32", "wrong": "#c62
 
 
 def write_html(fig: go.Figure, path: str | Path) -> None:
-    """Self-contained HTML (plotly.js embedded), written atomically."""
+    """Self-contained HTML (plotly.js embedded), written atomically. The div id is fixed, so the same
+    figure always gives the same bytes (DVC sees no change where there is none)."""
     with atomic_path(path) as tmp:
-        fig.write_html(tmp, include_plotlyjs=True, full_html=True, config={"displaylogo": False, "responsive": True})
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True, div_id="chart",
+                       config={"displaylogo": False, "responsive": True})
 
 
 def verdict_banner(fig: go.Figure, text: str, good: bool) -> None:

@@ -118,7 +118,8 @@ def comparison_html(figures: list[go.Figure], table: pd.DataFrame, title: str) -
     """One self-contained page: the figures (plotly.js embedded once) and the sortable table."""
     parts = []
     for i, fig in enumerate(figures):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}))
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"chart-{i}",
+                                 config={"displaylogo": False}))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{_SORT_JS}</head>"
             f"<body><h2 style='font-family:sans-serif'>{html.escape(title)}</h2>{''.join(parts)}"
             f"<h3 style='font-family:sans-serif'>Every combination (click a header to sort)</h3>{sortable_table(table)}</body></html>")

@@ -157,6 +157,34 @@ def _record(trades: np.ndarray, r: int, entry_idx: float, exit_idx: int, side: i
 
 
 @njit(cache=True)
+def _open_entry(t: int, px: float, fee_rate: float, kind: int, side: int, k: int,
+                e_qty: np.ndarray, e_price: np.ndarray, e_margin: np.ndarray, e_fee: np.ndarray,
+                e_fund: np.ndarray, e_idx: np.ndarray, e_kind: np.ndarray, balance: float,
+                order_size: float, lev: float, min_notional: float) -> tuple[bool, float, int]:
+    """Fill entry ``k`` of a position on ``side`` (0 when flat) at ``px`` (kind 0 market, 1 limit): margin is
+    ``order_size`` x free balance (equity marked at ``px`` minus margin in use), notional
+    ``margin x lev``, fee ``fee_rate`` x notional. Returns (filled, new balance, new entry count);
+    an entry below ``min_notional`` (or with no free balance) is skipped."""
+    m_tot = 0.0
+    upnl = 0.0
+    for i in range(k):
+        m_tot += e_margin[i]
+        upnl += side * e_qty[i] * (px - e_price[i])
+    margin = order_size * (balance + upnl - m_tot)
+    notional = margin * lev
+    if not (margin > 0.0 and notional >= min_notional and notional > 0.0):
+        return False, balance, k
+    e_qty[k] = notional / px
+    e_price[k] = px
+    e_margin[k] = margin
+    e_fee[k] = fee_rate * notional
+    e_fund[k] = 0.0
+    e_idx[k] = t
+    e_kind[k] = kind
+    return True, balance - fee_rate * notional, k + 1
+
+
+@njit(cache=True)
 def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, p_up: np.ndarray,
                prm: np.ndarray, equity: np.ndarray, trades: np.ndarray) -> int:
     """Simulate one parameter vector. Fills ``equity`` (one value per close) and ``trades`` (rows of
@@ -230,29 +258,12 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
             k = 0
         m_exit = False
         if m_entry != 0:
-            px = o * (1.0 + m_entry * slip)
-            q_tot = 0.0
-            m_tot = 0.0
-            upnl = 0.0
-            for i in range(k):
-                q_tot += e_qty[i]
-                m_tot += e_margin[i]
-                upnl += side * e_qty[i] * (px - e_price[i])
-            margin = order_size * (balance + upnl - m_tot)
-            notional = margin * lev
-            if margin > 0.0 and notional >= min_notional and notional > 0.0:
-                if side == 0:
-                    side = m_entry
-                    first_idx = t
-                e_qty[k] = notional / px
-                e_price[k] = px
-                e_margin[k] = margin
-                e_fee[k] = fee * notional
-                e_fund[k] = 0.0
-                e_idx[k] = t
-                e_kind[k] = 0
-                balance -= fee * notional
-                k += 1
+            filled, balance, k = _open_entry(t, o * (1.0 + m_entry * slip), fee, 0, side, k, e_qty,
+                                             e_price, e_margin, e_fee, e_fund, e_idx, e_kind, balance,
+                                             order_size, lev, min_notional)
+            if filled and side == 0:
+                side = m_entry
+                first_idx = t
             m_entry = 0
         # ---- (2) resting limit orders
         j = 0
@@ -266,26 +277,13 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
             px = l_price[j]
             hit = (l_side == 1 and lo < px) or (l_side == -1 and h > px)
             if hit and (side == 0 or side == l_side) and k < pm:
-                m_tot = 0.0
-                upnl = 0.0
-                for i in range(k):
-                    m_tot += e_margin[i]
-                    upnl += side * e_qty[i] * (px - e_price[i])
-                margin = order_size * (balance + upnl - m_tot)
-                notional = margin * lev
-                if margin > 0.0 and notional >= min_notional and notional > 0.0:
+                filled, balance, k = _open_entry(t, px, maker, 1, side, k, e_qty, e_price, e_margin,
+                                                 e_fee, e_fund, e_idx, e_kind, balance, order_size, lev,
+                                                 min_notional)
+                if filled:
                     if side == 0:
                         side = l_side
                         first_idx = t
-                    e_qty[k] = notional / px
-                    e_price[k] = px
-                    e_margin[k] = margin
-                    e_fee[k] = maker * notional
-                    e_fund[k] = 0.0
-                    e_idx[k] = t
-                    e_kind[k] = 1
-                    balance -= maker * notional
-                    k += 1
                     last_limit_fill = t
                 for jj in range(j, nl - 1):
                     l_price[jj] = l_price[jj + 1]
