@@ -9,7 +9,7 @@ import pandas as pd
 
 from mlrisk.cli import run_stage
 from mlrisk.errors import DataError
-from mlrisk.io import atomic_path, write_json, write_parquet
+from mlrisk.io import write_csv, write_json, write_parquet
 
 
 def body(params, args) -> None:
@@ -58,13 +58,11 @@ def body(params, args) -> None:
         raw = Path(args.raw_dir) / f"{params.data.symbol}-{params.data.interval}.parquet"
         table, summary = walk_forward(pd.read_parquet(raw), params, ep.walk_forward.folds, ep.walk_forward.epochs)
         report["walk_forward"] = summary
-        with atomic_path(Path(args.charts_dir) / "walk_forward.csv") as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(Path(args.charts_dir) / "walk_forward.csv", table)
 
     plots = Path(args.plots_dir)
     for name, df in (("confidence", conf), ("coverage", cov), ("calibration", calib)):
-        with atomic_path(plots / f"{name}.csv") as tmp:
-            df.to_csv(tmp, index=False)
+        write_csv(plots / f"{name}.csv", df)
     write_parquet(args.predictions, pred)
     charts = Path(args.charts_dir)
     best_acc = report["baselines"][report["best_baseline"]]["accuracy"]

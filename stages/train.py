@@ -12,7 +12,7 @@ import pandas as pd
 from mlrisk.cli import run_stage
 from mlrisk.errors import DataError
 from mlrisk.hashing import sha256_file
-from mlrisk.io import atomic_path, write_json
+from mlrisk.io import write_json
 from mlrisk.preprocess import PreprocessSpec, window_arrays
 
 
@@ -26,6 +26,7 @@ def body(params, args) -> None:
     import tensorflow as tf
 
     from mlrisk import __version__
+    from mlrisk.model import save_model
     from mlrisk.train import fit
 
     data = Path(args.data_dir)
@@ -48,8 +49,7 @@ def body(params, args) -> None:
             if k in res.history:
                 live.summary[f"best_{k}"] = res.history[k][best]
     model_path = Path(args.model)
-    with atomic_path(model_path) as tmp:
-        res.model.save(tmp)
+    save_model(res.model, model_path)
     write_json(args.meta, {
         "preprocess": spec.to_json(),
         "train_params": tp.model_dump(),

@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 
 from mlrisk.backtest import engine as E
-from mlrisk.backtest.charts import comparison_html, equity_curves_figure, heatmap_figure, strategy_figure
+from mlrisk.backtest.charts import (comparison_figures, comparison_html, equity_curves_figure, heatmap_figure,
+                                    strategy_figure)
 from mlrisk.backtest.metrics import max_drawdown, performance
-from mlrisk.backtest.runner import run_backtest, run_sweep
+from mlrisk.backtest.runner import run_backtest, run_sweep, sweep_report
 from mlrisk.config import BacktestParams, parse_params
 
 H = 3_600_000
@@ -84,3 +85,23 @@ def test_equity_curves_are_decimated():
     eq = np.tile(np.linspace(1, 2, 5000), (3, 1))
     fig = equity_curves_figure(pd.Series(pd.date_range("2024", periods=5000, freq="h", tz="UTC")), eq, ["a", "b", "c"], max_points=100)
     assert all(len(t.x) <= 100 for t in fig.data)
+
+
+def test_sweep_report_scores_every_combination_and_finds_the_main_one():
+    pred = _pred()
+    bp = parse_params({"backtest": {"threshold": 0.1, "leverage": 3,
+                                    "sweep": {"thresholds": [0.05, 0.1], "leverages": [1, 3, 7]}}}).backtest
+    sweep = sweep_report(pred, bp, bp.sweep_grid(), H)
+    assert len(sweep.table) == 6 and sweep.varied == ["threshold", "leverage"]
+    assert sweep.grid[sweep.main] == {"threshold": 0.1, "leverage": 3}
+    main = run_backtest(pred, bp, H)
+    np.testing.assert_array_equal(sweep.equities[sweep.main], main.equity)
+    returns = sweep.table["total_return"].to_numpy()
+    assert (np.diff(returns) <= 0).all()  # best first
+    finals = sweep.equities[:, -1] / bp.initial_equity - 1
+    assert returns[0] == pytest.approx(finals.max())
+    s = sweep.summary()
+    assert s["combinations"] == 6 and s["best_total_return"] == pytest.approx(finals.max())
+    assert sweep.grid[int(np.argmax(finals))] == s["best"]
+    figs = comparison_figures(pred["open_time"], sweep)
+    assert [type(f.data[0]).__name__ for f in figs] == ["Scattergl", "Heatmap", "Heatmap"]

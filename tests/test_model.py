@@ -3,7 +3,7 @@ import pytest
 
 from mlrisk.config import LayerParams, TrainParams, parse_params
 from mlrisk.errors import ParamsError
-from mlrisk.model import build_model, output_kind, p_up_from_output
+from mlrisk.model import build_model, load_model, output_kind, p_up_from_output, save_model
 
 ORIGINAL = {  # the original tool's network, as documented in the README
     "layers": [
@@ -56,3 +56,28 @@ def test_p_up_from_each_output_kind():
     np.testing.assert_allclose(p_up_from_output(np.array([[0.3], [0.8]])), [0.3, 0.8])
     np.testing.assert_allclose(p_up_from_output(np.array([[0.7, 0.3]])), [0.3])
     np.testing.assert_allclose(p_up_from_output(np.array([[0.2, 0.6, 0.2]])), [0.75])  # up / (up + down)
+
+
+def test_saved_model_file_is_reproducible_and_loads(tmp_path):
+    """Same weights, same bytes: no save timestamps or Python object ids in the archive, so DVC
+    sees an unchanged model when a retrain changes nothing."""
+    import zipfile
+
+    import keras
+
+    models = []
+    for _ in range(2):  # two separately built, identically seeded models: different Python objects
+        keras.backend.clear_session()  # as in a fresh process: auto-generated names restart
+        keras.utils.set_random_seed(7)
+        models.append(build_model(TrainParams(layers=[LayerParams(units=4)], dense=[]), seq_len=5, n_features=3))
+    model = models[0]
+    save_model(models[0], tmp_path / "a.keras")
+    save_model(models[1], tmp_path / "b.keras")
+    a = (tmp_path / "a.keras").read_bytes()
+    assert a == (tmp_path / "b.keras").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.keras") as z:
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert b"date_saved" not in z.read("metadata.json")
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
+    np.testing.assert_array_equal(load_model(tmp_path / "a.keras").predict(x, verbose=0), model.predict(x, verbose=0))
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind

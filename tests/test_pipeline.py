@@ -91,6 +91,9 @@ def test_forced_retrain_gives_identical_weights_and_metrics(repo: Path):
     assert (repo / "reports/train/metrics.json").read_text() == metrics
     w2 = keras.saving.load_model(repo / "models/model.keras", compile=False).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
+    # the same weights give the same model file, so nothing downstream of train runs again
+    out = _dvc("repro", cwd=repo)
+    assert "Running stage" not in out, out
 
 
 def test_exp_run_with_a_feature_param_reruns_preprocess_not_fetch(repo: Path):

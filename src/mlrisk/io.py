@@ -51,6 +51,12 @@ def write_parquet(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
         df.to_parquet(tmp, engine="pyarrow", index=False)
 
 
+def write_csv(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
+    """Write a DataFrame to CSV without its index, atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text())
 

@@ -76,6 +76,46 @@ def targets_for(y: np.ndarray, kind: str) -> np.ndarray:
     return y.astype("float32").reshape(-1, 1) if kind == "sigmoid" else y.astype("int32")
 
 
+def save_model(model: Any, path: str | Path) -> None:
+    """Save ``model`` as a ``.keras`` file, atomically and byte-for-byte reproducibly: Keras stamps
+    the save time into the archive (zip entry times, ``metadata.json``'s ``date_saved``) and writes
+    Python object ids as ``shared_object_id`` in ``config.json``; the times are fixed and the ids
+    renumbered in order of appearance here, so the same weights give the same file and DVC skips
+    the stages downstream of a retrain that changed nothing."""
+    import json
+    import tempfile
+    import zipfile
+
+    from mlrisk.io import atomic_path
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        raw = Path(tmpdir) / "model.keras"
+        model.save(raw)
+        with zipfile.ZipFile(raw) as src, atomic_path(path) as tmp, \
+                zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+            for info in sorted(src.infolist(), key=lambda i: i.filename):
+                data = src.read(info)
+                if info.filename == "metadata.json":
+                    meta = json.loads(data)
+                    meta.pop("date_saved", None)
+                    data = json.dumps(meta, sort_keys=True).encode()
+                elif info.filename == "config.json":
+                    data = json.dumps(_renumber_shared_ids(json.loads(data), {})).encode()
+                dst.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                             compress_type=zipfile.ZIP_DEFLATED)
+
+
+def _renumber_shared_ids(node: Any, ids: dict[int, int]) -> Any:
+    """Replace each ``shared_object_id`` (a Python ``id()``) by 1, 2, ... in order of first
+    appearance; objects that shared an id still share one."""
+    if isinstance(node, dict):
+        return {k: ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else _renumber_shared_ids(v, ids)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_renumber_shared_ids(v, ids) for v in node]
+    return node
+
+
 def load_model(path: str | Path) -> Any:
     import keras
 

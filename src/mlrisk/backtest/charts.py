@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,9 @@ from plotly.subplots import make_subplots
 from mlrisk.backtest.metrics import drawdown_curve
 from mlrisk.io import write_text
 from mlrisk.plotting import COLORS
+
+if TYPE_CHECKING:
+    from mlrisk.backtest.runner import SweepResult
 
 REASON_COLORS = {"signal": "#546e7a", "hold": "#8d6e63", "take_profit": "#2e7d32", "stop_loss": "#c62828",
                  "liquidation": "#000000", "end": "#9e9e9e"}
@@ -127,6 +130,16 @@ def comparison_html(figures: list[go.Figure], table: pd.DataFrame, title: str) -
 
 def write_comparison(path: str | Path, figures: list[go.Figure], table: pd.DataFrame, title: str) -> None:
     write_text(path, comparison_html(figures, table, title))
+
+
+def comparison_figures(times: pd.Series, sweep: "SweepResult") -> list[go.Figure]:
+    """The comparison page's charts: every equity curve, plus total-return and Sharpe heatmaps when
+    exactly two parameters vary."""
+    figures = [equity_curves_figure(times, sweep.equities, [combo_label(g) for g in sweep.grid], sweep.main)]
+    if len(sweep.varied) == 2:
+        x, y = sweep.varied
+        figures += [heatmap_figure(sweep.table, x, y, "total_return"), heatmap_figure(sweep.table, x, y, "sharpe")]
+    return figures
 
 
 def combo_label(combo: dict[str, Any]) -> str:

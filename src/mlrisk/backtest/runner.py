@@ -86,6 +86,37 @@ def run_backtest(pred: pd.DataFrame, bp: BacktestParams, interval_ms: int) -> Ba
     return BacktestResult(equity, trades_frame(trades, pred["open_time"]), summary, bp)
 
 
+@dataclass
+class SweepResult:
+    grid: list[dict[str, Any]]  # each combination's parameter overrides, in run order
+    equities: np.ndarray        # combos x candles, quote currency
+    table: pd.DataFrame         # one row per combination: its parameters and metrics, best total return first
+    main: int | None            # the grid row equal to the main parameters, if the grid holds them
+
+    @property
+    def varied(self) -> list[str]:
+        """The parameters that take more than one value in the grid."""
+        return [k for k in self.grid[0] if len({g[k] for g in self.grid}) > 1] if self.grid else []
+
+    def summary(self) -> dict[str, Any]:
+        """Metrics of the sweep for the stage's JSON: its size and its best combination."""
+        best = self.table.iloc[0]
+        return {"combinations": len(self.grid), "best_total_return": float(best["total_return"]),
+                "best_sharpe": float(self.table["sharpe"].max()),
+                "best": {k: (v.item() if hasattr(v, "item") else v) for k, v in best[list(self.grid[0])].items()}}
+
+
+def sweep_report(pred: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]], interval_ms: int) -> SweepResult:
+    """Run the grid (:func:`run_sweep`) and score every combination like the main backtest."""
+    from mlrisk.backtest.metrics import sweep_table
+
+    equities, summaries = run_sweep(pred, bp, grid, interval_ms)
+    rows = sweep_table(equities, summaries, bp.initial_equity, interval_ms, pred["close"].to_numpy(dtype="float64"))
+    table = pd.concat([pd.DataFrame(grid), pd.DataFrame(rows)], axis=1).sort_values("total_return", ascending=False, kind="stable")
+    main = next((i for i, g in enumerate(grid) if all(getattr(bp, k) == v for k, v in g.items())), None)
+    return SweepResult(grid, equities, table, main)
+
+
 def run_sweep(pred: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]], interval_ms: int) -> tuple[np.ndarray, np.ndarray]:
     """Every combination in ``grid`` (dicts of param overrides on ``bp``), in parallel.
     Returns (equity matrix combos x candles, summary matrix combos x N_SUMMARY)."""
