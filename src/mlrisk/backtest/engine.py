@@ -90,6 +90,21 @@ def liquidation_price(side: int, qty: float, avg: float, margin: float, mmr: flo
     return (qty * avg + margin) / (qty * (1.0 + mmr))
 
 
+@njit(cache=True, inline="always")
+def _position(side: int, k: int, e_qty: np.ndarray, e_price: np.ndarray, e_margin: np.ndarray,
+              mmr: float) -> tuple[float, float]:
+    """The open position's average entry price and isolated-margin liquidation price."""
+    q_tot = 0.0
+    m_tot = 0.0
+    cost = 0.0
+    for i in range(k):
+        q_tot += e_qty[i]
+        m_tot += e_margin[i]
+        cost += e_qty[i] * e_price[i]
+    avg = cost / q_tot
+    return avg, liquidation_price(side, q_tot, avg, m_tot, mmr)
+
+
 @njit(cache=True)
 def _close_position(t: int, px: float, reason: int, fee_rate: float, side: int, k: int,
                     e_qty: np.ndarray, e_price: np.ndarray, e_margin: np.ndarray, e_fee: np.ndarray,
@@ -98,14 +113,7 @@ def _close_position(t: int, px: float, reason: int, fee_rate: float, side: int, 
     """Close all ``k`` entries at ``px``; returns (new balance, new trade count). An exit whose
     price is at or beyond the liquidation price is a liquidation (the exchange would get there first)."""
     if reason != R_LIQUIDATION:
-        q_tot = 0.0
-        m_tot = 0.0
-        cost = 0.0
-        for i in range(k):
-            q_tot += e_qty[i]
-            m_tot += e_margin[i]
-            cost += e_qty[i] * e_price[i]
-        liq = liquidation_price(side, q_tot, cost / q_tot, m_tot, mmr)
+        _, liq = _position(side, k, e_qty, e_price, e_margin, mmr)
         if (side == 1 and px <= liq) or (side == -1 and px >= liq):
             reason = R_LIQUIDATION
             px = liq
@@ -156,7 +164,7 @@ def _record(trades: np.ndarray, r: int, entry_idx: float, exit_idx: int, side: i
     trades[r, T_ENTRY_KIND] = kind
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _open_entry(t: int, px: float, fee_rate: float, kind: int, side: int, k: int,
                 e_qty: np.ndarray, e_price: np.ndarray, e_margin: np.ndarray, e_fee: np.ndarray,
                 e_fund: np.ndarray, e_idx: np.ndarray, e_kind: np.ndarray, balance: float,
@@ -237,14 +245,7 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
         c = close[t]
         # ---- (1) at the open: a gap beyond the liquidation price liquidates; then exits, then market entries
         if side != 0:
-            q_tot = 0.0
-            m_tot = 0.0
-            cost = 0.0
-            for i in range(k):
-                q_tot += e_qty[i]
-                m_tot += e_margin[i]
-                cost += e_qty[i] * e_price[i]
-            liq = liquidation_price(side, q_tot, cost / q_tot, m_tot, mmr)
+            _, liq = _position(side, k, e_qty, e_price, e_margin, mmr)
             if (side == 1 and o <= liq) or (side == -1 and o >= liq):
                 balance, ntr = _close_position(t, liq, R_LIQUIDATION, fee, side, k, e_qty, e_price, e_margin, e_fee,
                                                e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
@@ -295,15 +296,7 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
             l_side = 0
         # ---- (3) intrabar exits
         if side != 0 and last_limit_fill != t:
-            q_tot = 0.0
-            m_tot = 0.0
-            cost = 0.0
-            for i in range(k):
-                q_tot += e_qty[i]
-                m_tot += e_margin[i]
-                cost += e_qty[i] * e_price[i]
-            avg = cost / q_tot
-            liq = liquidation_price(side, q_tot, avg, m_tot, mmr)
+            avg, liq = _position(side, k, e_qty, e_price, e_margin, mmr)
             exit_px = 0.0
             reason = -1
             if side == 1:
@@ -343,12 +336,7 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
                 k = 0
         # ---- (4) at the close
         if side != 0 and at_close and last_limit_fill != t and (sl > 0.0 or tp > 0.0):
-            q_tot = 0.0
-            cost = 0.0
-            for i in range(k):
-                q_tot += e_qty[i]
-                cost += e_qty[i] * e_price[i]
-            avg = cost / q_tot
+            avg, _ = _position(side, k, e_qty, e_price, e_margin, mmr)
             reason = -1
             if sl > 0.0 and side * (c - avg) <= -sl * avg:
                 reason = R_STOP_LOSS
