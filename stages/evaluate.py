@@ -40,9 +40,7 @@ def body(params, args) -> None:
     y_all = test["label"].to_numpy()[ends_all]
     scored = np.isin(y_all, (0, 1)) & test["use"].to_numpy()[ends_all]  # labelled up/down windows
     y, p, ends = y_all[scored].astype(int), p_all[scored], ends_all[scored]
-    _, etr, ytr = window_arrays(train, spec.features)
-    keep = np.isin(ytr, (0, 1))
-    bl = baseline_probabilities(train, test, spec.features, etr[keep], ytr[keep].astype(int), ends, seed=params.train.seed)
+    bl = baseline_probabilities(train, test, spec.features, ends, seed=params.train.seed)
     report = score(y, p, bl)
     report["n_test_candles"] = int(len(test))
     report["n_predictions"] = int(len(ends_all))

@@ -36,8 +36,7 @@ def _run(candles: pd.DataFrame, tp: TrainParams = TINY):
     res = fit(tp, spec.seq_len, spec.n_classes, arr["train"], arr["val"], verbose=0)
     x, ends, y = arr["test"]
     p = predict_p_up(res.model, x, ends, spec.seq_len)
-    _, etr, ytr = arr["train"]
-    s = score(y.astype(int), p, baseline_probabilities(fr["train"], fr["test"], spec.features, etr, ytr.astype(int), ends))
+    s = score(y.astype(int), p, baseline_probabilities(fr["train"], fr["test"], spec.features, ends))
     return res, s
 
 

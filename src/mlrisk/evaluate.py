@@ -11,13 +11,18 @@ import pandas as pd
 
 from mlrisk import baselines
 from mlrisk.metrics import accuracy_p_value, classification_metrics
+from mlrisk.preprocess import window_arrays
 
 ALPHA = 0.05
 
 
-def baseline_probabilities(train: pd.DataFrame, test: pd.DataFrame, features: list[str],
-                           ends_train: np.ndarray, y_train: np.ndarray, ends_test: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
-    """P(up) of each baseline on the test windows ending at ``ends_test`` (fitted on train only)."""
+def baseline_probabilities(train: pd.DataFrame, test: pd.DataFrame, features: list[str], ends_test: np.ndarray,
+                           seed: int = 0) -> dict[str, np.ndarray]:
+    """P(up) of each baseline on the test windows ending at ``ends_test``, fitted on the training
+    part's used up/down windows only."""
+    _, ends_train, y_train = window_arrays(train, features)
+    keep = np.isin(y_train, (0, 1))
+    ends_train, y_train = ends_train[keep], y_train[keep].astype(int)
     return {
         "majority": baselines.majority(y_train, len(ends_test)),
         "persistence": baselines.persistence(train["close"].to_numpy(), ends_train, y_train,

@@ -15,15 +15,18 @@ import time
 import zipfile
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 import requests
 from tqdm.auto import tqdm
 
 from mlrisk.errors import DataError, ExchangeError
-from mlrisk.klines import KLINE_COLUMNS, drop_forming, empty_klines, klines_from_rows, normalise
+from mlrisk.klines import KLINE_COLUMNS, drop_forming, empty_klines, klines_from_rows, normalise, validate
 from mlrisk.settings import BinanceSettings
+
+if TYPE_CHECKING:
+    from mlrisk.config import DataParams
 
 log = logging.getLogger(__name__)
 
@@ -244,10 +247,8 @@ def to_ms(date: str) -> int:
     return int(ts.value // 1_000_000)
 
 
-def get_candles(data: "DataParams", existing: pd.DataFrame | None = None, fetcher: BinanceKlines | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def get_candles(data: DataParams, existing: pd.DataFrame | None = None, fetcher: BinanceKlines | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Load candles as ``data`` says and validate them. Returns (klines, quality summary)."""
-    from mlrisk.klines import validate
-
     if data.source == "sample":
         df = load_sample(data.symbol, data.interval)
     elif data.source == "file":
@@ -267,5 +268,3 @@ def get_candles(data: "DataParams", existing: pd.DataFrame | None = None, fetche
     quality = {"source": data.source, "symbol": data.symbol, "interval": data.interval, **quality}
     return df, quality
 
-
-from mlrisk.config import DataParams  # noqa: E402  (type used in annotations above)

@@ -42,9 +42,7 @@ def walk_forward(candles: pd.DataFrame, params: Params, folds: int, epochs: int 
         binary = np.isin(y, (0, 1))
         ends, y = ends[binary], y[binary]
         p = predict_p_up(res.model, x, ends, spec.seq_len)
-        _, etr, ytr = arrays["train"]
-        keep = np.isin(ytr, (0, 1))
-        bl = baseline_probabilities(frames["train"], frames["test"], spec.features, etr[keep], ytr[keep], ends)
+        bl = baseline_probabilities(frames["train"], frames["test"], spec.features, ends, seed=params.train.seed)
         s = score(y, p, bl)
         rows.append({"fold": k, "train_first": t.iloc[0].isoformat(), "test_first": t.iloc[test_start].isoformat(),
                      "test_last": t.iloc[test_end - 1].isoformat(), "n_test": s["model"]["n"],

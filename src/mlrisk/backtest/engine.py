@@ -91,6 +91,15 @@ def liquidation_price(side: int, qty: float, avg: float, margin: float, mmr: flo
 
 
 @njit(cache=True, inline="always")
+def _drop_order(j: int, nl: int, l_price: np.ndarray, l_expire: np.ndarray) -> int:
+    """Remove resting order ``j`` of ``nl`` (later orders move up, keeping their order); returns ``nl - 1``."""
+    for jj in range(j, nl - 1):
+        l_price[jj] = l_price[jj + 1]
+        l_expire[jj] = l_expire[jj + 1]
+    return nl - 1
+
+
+@njit(cache=True, inline="always")
 def _position(side: int, k: int, e_qty: np.ndarray, e_price: np.ndarray, e_margin: np.ndarray,
               mmr: float) -> tuple[float, float]:
     """The open position's average entry price and isolated-margin liquidation price."""
@@ -267,14 +276,9 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
                 first_idx = t
             m_entry = 0
         # ---- (2) resting limit orders
+        # (orders past their ttl were dropped at the previous close, so every order here may fill)
         j = 0
         while j < nl:
-            if t > l_expire[j]:
-                for jj in range(j, nl - 1):
-                    l_price[jj] = l_price[jj + 1]
-                    l_expire[jj] = l_expire[jj + 1]
-                nl -= 1
-                continue
             px = l_price[j]
             hit = (l_side == 1 and lo < px) or (l_side == -1 and h > px)
             if hit and (side == 0 or side == l_side) and k < pm:
@@ -286,10 +290,7 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
                         side = l_side
                         first_idx = t
                     last_limit_fill = t
-                for jj in range(j, nl - 1):
-                    l_price[jj] = l_price[jj + 1]
-                    l_expire[jj] = l_expire[jj + 1]
-                nl -= 1
+                nl = _drop_order(j, nl, l_price, l_expire)
                 continue
             j += 1
         if nl == 0:
@@ -361,10 +362,7 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
         j = 0
         while j < nl:
             if l_expire[j] <= t:
-                for jj in range(j, nl - 1):
-                    l_price[jj] = l_price[jj + 1]
-                    l_expire[jj] = l_expire[jj + 1]
-                nl -= 1
+                nl = _drop_order(j, nl, l_price, l_expire)
                 continue
             j += 1
         if nl == 0:
