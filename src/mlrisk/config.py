@@ -9,14 +9,14 @@ Units: all rates, returns, offsets and fees are fractions (0.001 = 0.1 %), excep
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlrisk.features import ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature
 from mlrisk.errors import ParamsError
 
 INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
@@ -25,9 +25,6 @@ INTERVAL_MS = {
     "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
     "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000,
 }
-FEATURE_NAMES = ("upper_wick", "lower_wick", "close_pct", "volume_pct", "range", "body", "taker_buy_share")
-FEATURE_PATTERNS = ("log_return_<N>",)
-_LOG_RETURN = re.compile(r"^log_return_([1-9][0-9]{0,3})$")
 
 
 class _Section(BaseModel):
@@ -101,10 +98,8 @@ class FeatureParams(_Section):
     @classmethod
     def _known_features(cls, v: list[str]) -> list[str]:
         for name in v:
-            if name not in FEATURE_NAMES and not _LOG_RETURN.match(name):
-                raise ValueError(
-                    f"unknown feature {name!r}; allowed: {', '.join(FEATURE_NAMES + FEATURE_PATTERNS)}"
-                )
+            if not is_known_feature(name):
+                raise ValueError(f"unknown feature {name!r}; allowed: {', '.join(ALLOWED_FEATURES)}")
         if len(set(v)) != len(v):
             raise ValueError("feature names must be unique")
         return v

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-_LOG_RETURN = re.compile(r"^log_return_([1-9][0-9]*)$")
+_LOG_RETURN = re.compile(r"^log_return_([1-9][0-9]{0,3})$")  # N = 1..9999 candles
 
 
 def _upper_wick(c: pd.DataFrame) -> pd.Series:
@@ -58,6 +58,14 @@ FEATURES: dict[str, tuple[Callable[[pd.DataFrame], pd.Series], int]] = {
     "body": (_body, 0),
     "taker_buy_share": (_taker_buy_share, 0),
 }
+
+
+ALLOWED = (*FEATURES, "log_return_<N>")  # for messages: every name params.yaml may use
+
+
+def is_known(name: str) -> bool:
+    """Whether ``name`` is a feature this module computes."""
+    return name in FEATURES or _LOG_RETURN.match(name) is not None
 
 
 def _resolve(name: str) -> tuple[Callable[[pd.DataFrame], pd.Series], int]:
