@@ -39,7 +39,7 @@ def best_time(fn, repeat: int) -> float:
 def market(n: int, seed: int) -> pd.DataFrame:
     """The shipped BTCUSDT 1h sample, tiled with fresh random-walk continuations up to ``n`` candles,
     and random probabilities of up (engine speed does not depend on the model)."""
-    from mlrisk.fetch import load_sample
+    from mlrisk.data.sources import load_sample
 
     s = load_sample("BTCUSDT", "1h")
     rng = np.random.default_rng(seed)

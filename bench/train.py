@@ -2,7 +2,7 @@
 
 Uses params.yaml's features and network on the shipped sample data. Latency is measured two
 ways: the model call alone on one window, and the live path (features + scaler + model) from
-raw candles via mlrisk.model.Predictor. Prints figures; asserts nothing.
+raw candles via mlrisk.model.inference.Predictor. Prints figures; asserts nothing.
 
     python bench/train.py [--epochs 2] [--calls 300] [--params params.yaml]
 """
@@ -25,14 +25,14 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=300)
     args = ap.parse_args()
 
-    from mlrisk.tfquiet import import_tensorflow
+    from mlrisk.model.tfquiet import import_tensorflow
 
     tf = import_tensorflow()
     from mlrisk.config import load_params
-    from mlrisk.fetch import get_candles
-    from mlrisk.model import Predictor
-    from mlrisk.preprocess import build_dataset, part_frame, window_arrays
-    from mlrisk.train import fit
+    from mlrisk.data.sources import get_candles
+    from mlrisk.model.inference import Predictor
+    from mlrisk.data.preprocess import build_dataset, part_frame, window_arrays
+    from mlrisk.model.training import fit
 
     params = load_params(args.params)
     candles, _ = get_candles(params.data.model_copy(update={"source": "sample"}))
@@ -61,7 +61,7 @@ def main() -> None:
         model(window, training=False)
         lat.append((time.perf_counter() - t) * 1000)
     print(f"inference, eager model call on one window: median {np.median(lat):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms ({args.calls} calls)")
-    from mlrisk.model import compiled_inference
+    from mlrisk.model.inference import compiled_inference
 
     infer = compiled_inference(model, spec.seq_len, len(spec.features))
     for _ in range(20):

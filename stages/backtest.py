@@ -7,17 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlrisk.cli import run_stage
+from mlrisk.stage import run_stage
 from mlrisk.errors import DataError
 from mlrisk.io import write_csv, write_json
 
 
 def body(params, args) -> None:
-    from mlrisk.backtest.charts import comparison_figures, strategy_figure, write_comparison
-    from mlrisk.backtest.metrics import drawdown_curve, performance
+    from mlrisk.report.backtest_charts import comparison_figures, strategy_figure, write_comparison
+    from mlrisk.backtest.performance import drawdown_curve, performance
     from mlrisk.backtest.runner import run_backtest, sweep_report
-    from mlrisk.evaluate import json_safe
-    from mlrisk.plotting import write_html
+    from mlrisk.report.plotting import write_html
 
     path = Path(args.predictions)
     if not path.exists():
@@ -47,7 +46,7 @@ def body(params, args) -> None:
     write_csv(args.equity, pd.DataFrame({
         "time": pred["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "equity": res.equity,
         "buy_hold": bp.initial_equity * close / close[0], "drawdown": drawdown_curve(res.equity)}))
-    write_json(args.metrics, json_safe(metrics))
+    write_json(args.metrics, metrics)
     print(f"backtest: total return {metrics['total_return']:+.2%} (buy-and-hold {metrics['buy_hold_return']:+.2%}), "
           f"Sharpe {metrics['sharpe']:.2f}, max drawdown {metrics['max_drawdown']:.2%}, {metrics['trades']} trades, "
           f"{metrics['liquidations']} liquidations; {len(grid)} sweep combinations; {secs:.2f} s")

@@ -7,22 +7,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlrisk.cli import run_stage
+from mlrisk.stage import run_stage
 from mlrisk.errors import DataError
 from mlrisk.io import write_csv, write_json, write_parquet
 
 
 def body(params, args) -> None:
-    from mlrisk.tfquiet import import_tensorflow
+    from mlrisk.model.tfquiet import import_tensorflow
 
     import_tensorflow()
-    from mlrisk.confidence import calibration_table, confidence_table, coverage_table
-    from mlrisk.evaluate import baseline_probabilities, json_safe, predictions_table, score
-    from mlrisk.evaluation_charts import confidence_figure, predictions_figure
-    from mlrisk.model import load_model
-    from mlrisk.plotting import write_html
-    from mlrisk.preprocess import PreprocessSpec, window_arrays
-    from mlrisk.train import predict_p_up
+    from mlrisk.evaluation.confidence import calibration_table, confidence_table, coverage_table
+    from mlrisk.evaluation.scoring import baseline_probabilities, predictions_table, score
+    from mlrisk.report.evaluation_charts import confidence_figure, predictions_figure
+    from mlrisk.model.network import load_model
+    from mlrisk.report.plotting import write_html
+    from mlrisk.data.preprocess import PreprocessSpec, window_arrays
+    from mlrisk.model.inference import predict_p_up
 
     data = Path(args.data_dir)
     for p in (data / "train.parquet", data / "test.parquet", Path(args.model), Path(args.spec)):
@@ -51,7 +51,7 @@ def body(params, args) -> None:
     calib = calibration_table(y, p, ep.calibration_bins)
 
     if ep.walk_forward.folds > 0:
-        from mlrisk.walkforward import walk_forward
+        from mlrisk.evaluation.walkforward import walk_forward
 
         raw = Path(args.raw_dir) / f"{params.data.symbol}-{params.data.interval}.parquet"
         table, summary = walk_forward(pd.read_parquet(raw), params, ep.walk_forward.folds, ep.walk_forward.epochs)
@@ -65,8 +65,8 @@ def body(params, args) -> None:
     charts = Path(args.charts_dir)
     best_acc = report["baselines"][report["best_baseline"]]["accuracy"]
     write_html(confidence_figure(p, conf, cov, calib, best_acc, report["verdict"], report["significant"]), charts / "confidence.html")
-    write_html(predictions_figure(pred), charts / "predictions.html")
-    write_json(args.metrics, json_safe(report))
+    write_html(predictions_figure(pred, params.data.symbol), charts / "predictions.html")
+    write_json(args.metrics, report)
     m = report["model"]
     print(f"evaluate: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, AUC {m['roc_auc']:.4f} "
           f"on {m['n']} test rows; best baseline {report['best_baseline']} {best_acc:.4f}\n"

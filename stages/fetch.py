@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from mlrisk.cli import run_stage
-from mlrisk.fetch import get_candles, read_existing
+from mlrisk.stage import run_stage
+from mlrisk.data.sources import get_candles, read_existing
 from mlrisk.io import write_json, write_parquet
 
 

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlrisk.cli import run_stage
+from mlrisk.stage import run_stage
 from mlrisk.errors import DataError
 from mlrisk.io import write_parquet
-from mlrisk.preprocess import build_dataset, part_frame
-from mlrisk.split import PARTS
+from mlrisk.data.preprocess import build_dataset, part_frame
+from mlrisk.data.split import PARTS
 
 
 def body(params, args) -> None:

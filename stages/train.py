@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlrisk.cli import run_stage
+from mlrisk.stage import run_stage
 from mlrisk.errors import DataError
 from mlrisk.hashing import sha256_file
 from mlrisk.io import write_json
-from mlrisk.preprocess import PreprocessSpec, window_arrays
+from mlrisk.data.preprocess import PreprocessSpec, window_arrays
 
 
 def body(params, args) -> None:
-    from mlrisk.tfquiet import import_tensorflow
+    from mlrisk.model.tfquiet import import_tensorflow
 
     import_tensorflow()
     from dvclive import Live
@@ -26,8 +26,8 @@ def body(params, args) -> None:
     import tensorflow as tf
 
     from mlrisk import __version__
-    from mlrisk.model import save_model
-    from mlrisk.train import fit
+    from mlrisk.model.network import save_model
+    from mlrisk.model.training import fit
 
     data = Path(args.data_dir)
     paths = {p: data / f"{p}.parquet" for p in ("train", "val")}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mlrisk.backtest.reference import reference_backtest
 from mlrisk.backtest.runner import run_backtest
-from mlrisk.backtest.strategy import decide, signal
+from mlrisk.strategy import decide, signal
 from mlrisk.config import BacktestParams
 
 H = 3_600_000

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from mlrisk.backtest import engine as E
-from mlrisk.backtest.charts import (comparison_figures, comparison_html, equity_curves_figure, heatmap_figure,
+from mlrisk.report.backtest_charts import (comparison_figures, comparison_html, equity_curves_figure, heatmap_figure,
                                     strategy_figure)
-from mlrisk.backtest.metrics import max_drawdown, performance
+from mlrisk.backtest.performance import max_drawdown, performance
 from mlrisk.backtest.runner import run_backtest, run_sweep, sweep_report
 from mlrisk.config import BacktestParams, parse_params
 

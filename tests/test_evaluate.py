@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlrisk import baselines
-from mlrisk.confidence import calibration_table, confidence_table, coverage_table
-from mlrisk.evaluate import json_safe, predictions_table, score
-from mlrisk.evaluation_charts import confidence_figure, predictions_figure
-from mlrisk.metrics import accuracy_p_value, classification_metrics, wilson_interval
+from mlrisk.evaluation import baselines
+from mlrisk.evaluation.confidence import calibration_table, confidence_table, coverage_table
+from mlrisk.io import json_safe
+from mlrisk.evaluation.scoring import predictions_table, score
+from mlrisk.report.evaluation_charts import confidence_figure, predictions_figure
+from mlrisk.evaluation.classification import accuracy_p_value, classification_metrics, wilson_interval
 
 
 def test_metrics_on_a_hand_made_case():
@@ -89,7 +90,7 @@ def test_predictions_table_marks_rows_without_a_window():
 
 def test_charts_contain_the_expected_traces():
     pred = _pred()
-    fig = predictions_figure(pred, threshold=0.1)
+    fig = predictions_figure(pred, "BTCUSDT")
     kinds = [type(t).__name__ for t in fig.data]
     assert kinds[0] == "Candlestick" and "Scattergl" in kinds
     names = {t.name for t in fig.data}
@@ -111,7 +112,7 @@ def test_predictions_chart_decimates_markers_on_a_year_of_candles():
     frame = pd.DataFrame({"open_time": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"), "open": close,
                           "high": close * 1.01, "low": close * 0.99, "close": close, "label": rng.integers(0, 2, n).astype(float)})
     pred = predictions_table(frame, np.arange(48, n), rng.uniform(0, 1, n - 48))
-    fig = predictions_figure(pred, max_markers=2000)
+    fig = predictions_figure(pred, "BTCUSDT", max_markers=2000)
     markers = sum(len(t.x) for t in fig.data if type(t).__name__ == "Scattergl" and t.mode == "markers")
     assert markers == 2000
 
@@ -119,9 +120,9 @@ def test_predictions_chart_decimates_markers_on_a_year_of_candles():
 def test_html_charts_are_self_contained_and_byte_identical_when_rewritten(tmp_path):
     """Same figure, same bytes: DVC sees no change in a chart that did not change. And plotly.js
     is embedded, so the file opens offline."""
-    from mlrisk.plotting import write_html
+    from mlrisk.report.plotting import write_html
 
-    fig = predictions_figure(_pred(), threshold=0.1)
+    fig = predictions_figure(_pred(), "BTCUSDT")
     write_html(fig, tmp_path / "a.html")
     write_html(fig, tmp_path / "b.html")
     a, b = (tmp_path / "a.html").read_bytes(), (tmp_path / "b.html").read_bytes()

@@ -9,7 +9,7 @@ import yaml
 from conftest import ROOT, run_stage
 from fake_binance import FakeBinance, make_candles
 from mlrisk.errors import ExchangeError
-from mlrisk.fetch import BinanceKlines, fetch_binance_incremental, make_client
+from mlrisk.data.sources import BinanceKlines, fetch_binance_incremental, make_client
 from mlrisk.settings import BinanceSettings
 
 H = 3_600_000
@@ -123,7 +123,7 @@ def test_fetch_stage_error_keeps_the_existing_file(tmp_path: Path):
     _params(tmp_path, symbol="NOPEUSDT")
     out = tmp_path / "data/raw/NOPEUSDT-1h.parquet"
     out.parent.mkdir(parents=True)
-    from mlrisk.klines import klines_from_rows
+    from mlrisk.data.klines import klines_from_rows
 
     klines_from_rows(make_candles(5, start_ms=T0, interval_ms=H)).to_parquet(out)
     before = out.read_bytes()

@@ -9,8 +9,8 @@ import pytest
 from conftest import synthetic_candles
 from mlrisk.config import DataParams
 from mlrisk.errors import DataError
-from mlrisk.fetch import get_candles, load_sample, read_kline_file
-from mlrisk.klines import validate
+from mlrisk.data.sources import get_candles, load_sample, read_kline_file
+from mlrisk.data.klines import validate
 
 H = 3_600_000
 

@@ -3,7 +3,8 @@ import pytest
 
 from mlrisk.config import LayerParams, TrainParams, parse_params
 from mlrisk.errors import ParamsError
-from mlrisk.model import build_model, load_model, output_kind, p_up_from_output, save_model
+from mlrisk.model.network import build_model, load_model, output_kind, save_model
+from mlrisk.model.inference import p_up_from_output
 
 ORIGINAL = {  # the original tool's network, as documented in the README
     "layers": [

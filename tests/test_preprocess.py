@@ -8,9 +8,9 @@ from conftest import synthetic_candles
 from mlrisk.config import FeatureParams, LabelParams, SplitParams
 from mlrisk.errors import DataError
 from mlrisk.features import FEATURES, compute_features, warmup
-from mlrisk.labels import DOWN, FLAT, UP, barrier_labels, direction_labels
-from mlrisk.preprocess import PreprocessSpec, build_dataset, part_frame, window_arrays
-from mlrisk.split import PARTS
+from mlrisk.data.labels import DOWN, FLAT, UP, barrier_labels, direction_labels
+from mlrisk.data.preprocess import PreprocessSpec, build_dataset, part_frame, window_arrays
+from mlrisk.data.split import PARTS
 
 ALL = list(FEATURES) + ["log_return_3", "log_return_24"]
 
@@ -179,7 +179,7 @@ def test_undersampling_touches_the_train_part_only():
 def test_training_windows_are_gathered_per_batch_and_end_at_their_row():
     """The model's windows come from one (rows, features) tensor, gathered batch by batch: the
     window ending at row e is rows e - seq_len + 1 .. e, never a later row."""
-    from mlrisk.train import make_dataset
+    from mlrisk.model.inference import make_dataset
 
     x = np.arange(40, dtype="float32").reshape(20, 2)
     ends = np.array([4, 19, 9])

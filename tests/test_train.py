@@ -6,9 +6,10 @@ import pytest
 
 from conftest import synthetic_candles
 from mlrisk.config import FeatureParams, LabelParams, LayerParams, SplitParams, TrainParams
-from mlrisk.evaluate import baseline_probabilities, score
-from mlrisk.preprocess import build_dataset, part_frame, window_arrays
-from mlrisk.train import class_weights, fit, predict_p_up
+from mlrisk.evaluation.scoring import baseline_probabilities, score
+from mlrisk.data.preprocess import build_dataset, part_frame, window_arrays
+from mlrisk.model.training import class_weights, fit
+from mlrisk.model.inference import predict_p_up
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +70,7 @@ def test_balanced_class_weights():
 
 
 def test_predictor_matches_batch_predictions(tmp_path):
-    from mlrisk.model import Predictor
+    from mlrisk.model.inference import Predictor
 
     c = synthetic_candles(700, seed=5)
     ds, spec = build_dataset(c, FP, SplitParams(train=0.6, val=0.2), "1h")

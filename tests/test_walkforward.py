@@ -3,7 +3,7 @@ import pytest
 
 from conftest import synthetic_candles
 from mlrisk.config import parse_params
-from mlrisk.walkforward import walk_forward
+from mlrisk.evaluation.walkforward import walk_forward
 
 pytestmark = pytest.mark.slow
 

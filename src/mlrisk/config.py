@@ -12,19 +12,13 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlrisk.features import ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature
 from mlrisk.errors import ParamsError
+from mlrisk.features import ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature
+from mlrisk.times import INTERVAL_MS, INTERVALS, utc
 
-INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
-INTERVAL_MS = {
-    "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
-    "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
-    "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000,
-}
 
 
 class _Section(BaseModel):
@@ -35,7 +29,7 @@ def _check_date(v: str | None) -> str | None:
     if v is None:
         return v
     try:
-        pd.Timestamp(v, tz="UTC") if pd.Timestamp(v).tzinfo is None else pd.Timestamp(v)
+        utc(v)
     except (ValueError, TypeError) as e:
         raise ValueError(f"not a date (use YYYY-MM-DD or an ISO timestamp, UTC): {e}") from None
     return str(v)
@@ -66,7 +60,7 @@ class DataParams(_Section):
             raise ValueError("data.source 'file' needs data.files: a list of Binance kline CSV/zip paths")
         if self.source == "binance" and self.start is None:
             raise ValueError("data.source 'binance' needs data.start (UTC date, e.g. 2023-01-01)")
-        if self.start and self.end and pd.Timestamp(self.start) >= pd.Timestamp(self.end):
+        if self.start and self.end and utc(self.start) >= utc(self.end):
             raise ValueError(f"data.start ({self.start}) must be before data.end ({self.end})")
         return self
 
@@ -134,7 +128,7 @@ class SplitParams(_Section):
         if self.method == "date":
             if not (self.val_start and self.test_start):
                 raise ValueError("split.method 'date' needs split.val_start and split.test_start")
-            if pd.Timestamp(self.val_start) >= pd.Timestamp(self.test_start):
+            if utc(self.val_start) >= utc(self.test_start):
                 raise ValueError("split.val_start must be before split.test_start")
         return self
 

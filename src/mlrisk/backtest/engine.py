@@ -55,12 +55,10 @@ stops opening entries.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
-from mlrisk.backtest.strategy import decide
+from mlrisk.strategy import decide
 
 # parameter vector layout
 (P_INITIAL, P_THRESHOLD, P_LEVERAGE, P_ORDER_SIZE, P_PYRAMID_MAX, P_ENTRY_LIMIT, P_LIMIT_OFFSET, P_LIMIT_TTL,
@@ -391,7 +389,7 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
 
 
 @njit(cache=True)
-def summarise(trades: np.ndarray, ntr: int, equity_len: int, out: np.ndarray) -> None:
+def summarise(trades: np.ndarray, ntr: int, out: np.ndarray) -> None:
     """Reduce trade rows to the sweep summary (trades, wins, gross profit/loss, fees, funding,
     liquidations, candles in the market)."""
     for f in range(N_SUMMARY):
@@ -432,7 +430,7 @@ def sweep_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np
     for i in prange(prms.shape[0]):
         trades = np.empty((n + 1, N_TRADE_FIELDS))
         ntr = run_kernel(open_, high, low, close, p_up, prms[i], equities[i], trades)
-        summarise(trades, ntr, n, summaries[i])
+        summarise(trades, ntr, summaries[i])
 
 
 def _ensure_float(a: np.ndarray) -> np.ndarray:
@@ -460,6 +458,3 @@ def sweep(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarra
     sweep_kernel(*arrays, prms, equities, summaries)
     return equities, summaries
 
-
-def is_nan(x: float) -> bool:
-    return math.isnan(x)

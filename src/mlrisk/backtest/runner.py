@@ -10,8 +10,8 @@ import pandas as pd
 
 from mlrisk.backtest import engine as E
 from mlrisk.config import BacktestParams
+from mlrisk.times import EIGHT_HOURS_MS
 
-EIGHT_HOURS_MS = 8 * 3_600_000
 
 
 def params_vector(bp: BacktestParams, interval_ms: int) -> np.ndarray:
@@ -82,7 +82,7 @@ def run_backtest(pred: pd.DataFrame, bp: BacktestParams, interval_ms: int) -> Ba
     """Backtest ``bp`` on a predictions table (open_time, open, high, low, close, p_up)."""
     equity, trades = E.run(*_arrays(pred), params_vector(bp, interval_ms))
     summary = np.empty(E.N_SUMMARY)
-    E.summarise(trades, len(trades), len(equity), summary)
+    E.summarise(trades, len(trades), summary)
     return BacktestResult(equity, trades_frame(trades, pred["open_time"]), summary, bp)
 
 
@@ -108,7 +108,7 @@ class SweepResult:
 
 def sweep_report(pred: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]], interval_ms: int) -> SweepResult:
     """Run the grid (:func:`run_sweep`) and score every combination like the main backtest."""
-    from mlrisk.backtest.metrics import sweep_table
+    from mlrisk.backtest.performance import sweep_table
 
     equities, summaries = run_sweep(pred, bp, grid, interval_ms)
     rows = sweep_table(equities, summaries, bp.initial_equity, interval_ms, pred["close"].to_numpy(dtype="float64"))

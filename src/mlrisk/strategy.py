@@ -11,8 +11,6 @@ import math
 
 from numba import njit
 
-LONG, FLAT, SHORT = 1, 0, -1
-
 
 @njit(cache=True)
 def signal(p_up: float, threshold: float) -> int:

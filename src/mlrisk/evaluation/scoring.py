@@ -3,15 +3,15 @@ when the model does not beat a baseline or is not significantly better than chan
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlrisk import baselines
-from mlrisk.metrics import accuracy_p_value, classification_metrics
-from mlrisk.preprocess import window_arrays
+from mlrisk.evaluation import baselines
+from mlrisk.evaluation.classification import accuracy_p_value, classification_metrics
+from mlrisk.data.klines import CANDLE_COLUMNS
+from mlrisk.data.preprocess import window_arrays
 
 ALPHA = 0.05
 
@@ -68,26 +68,10 @@ def score(y: np.ndarray, p_model: np.ndarray, p_baselines: dict[str, np.ndarray]
 
 def predictions_table(frame: pd.DataFrame, ends: np.ndarray, p: np.ndarray) -> pd.DataFrame:
     """Every test candle with its P(up) at the close (NaN before the first full window) and label."""
-    cols = [c for c in ("open_time", "open", "high", "low", "close", "volume") if c in frame.columns]
+    cols = [c for c in CANDLE_COLUMNS if c in frame.columns]
     out = frame[cols].copy()
     p_up = np.full(len(frame), np.nan)
     p_up[ends] = p
     out["p_up"] = p_up
     out["label"] = frame["label"].to_numpy()
     return out
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, recursively (strict JSON for DVC)."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return None if math.isnan(f) or math.isinf(f) else f
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj

@@ -1,6 +1,6 @@
 """Candle sources for the ``fetch`` stage: the shipped sample, Binance (python-binance), or files.
 
-Every source returns a kline table (see :mod:`mlrisk.klines`) that the caller validates.
+Every source returns a kline table (see :mod:`mlrisk.data.klines`) that the caller validates.
 The Binance source pages through the 1000-candle limit itself so that each page is retried on
 its own: network errors back off exponentially, HTTP 429/418 wait ``Retry-After`` seconds,
 and a candle still forming at download time (close time in the future) is never kept.
@@ -22,8 +22,9 @@ import requests
 from tqdm.auto import tqdm
 
 from mlrisk.errors import DataError, ExchangeError
-from mlrisk.klines import KLINE_COLUMNS, drop_forming, empty_klines, klines_from_rows, normalise, validate
+from mlrisk.data.klines import KLINE_COLUMNS, drop_forming, empty_klines, klines_from_rows, normalise, validate
 from mlrisk.settings import BinanceSettings
+from mlrisk.times import to_ms, utc
 
 if TYPE_CHECKING:
     from mlrisk.config import DataParams
@@ -240,13 +241,6 @@ def read_existing(path: Path) -> pd.DataFrame | None:
         raise DataError(f"{path} is unreadable ({type(e).__name__}): delete it and run fetch again to download it afresh") from None
 
 
-def to_ms(date: str) -> int:
-    """A UTC date/ISO string to epoch milliseconds."""
-    ts = pd.Timestamp(date)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.value // 1_000_000)
-
-
 def get_candles(data: DataParams, existing: pd.DataFrame | None = None, fetcher: BinanceKlines | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Load candles as ``data`` says and validate them. Returns (klines, quality summary)."""
     if data.source == "sample":
@@ -261,9 +255,9 @@ def get_candles(data: DataParams, existing: pd.DataFrame | None = None, fetcher:
         )
     if data.source != "binance":
         if data.start:
-            df = df[df["open_time"] >= pd.Timestamp(to_ms(data.start), unit="ms", tz="UTC")]
+            df = df[df["open_time"] >= utc(data.start)]
         if data.end:
-            df = df[df["open_time"] < pd.Timestamp(to_ms(data.end), unit="ms", tz="UTC")]
+            df = df[df["open_time"] < utc(data.end)]
     df, quality = validate(df.reset_index(drop=True), data.interval_ms, data.gap_policy)
     quality = {"source": data.source, "symbol": data.symbol, "interval": data.interval, **quality}
     return df, quality

@@ -15,10 +15,8 @@ from sklearn.linear_model import LogisticRegression
 
 
 def majority(y_train: np.ndarray, n_test: int) -> np.ndarray:
-    share_up = float(np.mean(y_train == 1))
-    # nudge the constant so that its hard prediction is the majority class even at exactly 0.5
-    p = share_up if share_up != 0.5 else 0.5
-    return np.full(n_test, p)
+    """P(up) = the training share of up, for every test row (its hard prediction is the majority class)."""
+    return np.full(n_test, float(np.mean(y_train == 1)))
 
 
 def last_direction(close: np.ndarray, ends: np.ndarray) -> np.ndarray:

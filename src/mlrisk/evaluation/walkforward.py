@@ -14,9 +14,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mlrisk.config import Params, SplitParams
-from mlrisk.evaluate import baseline_probabilities, score
-from mlrisk.preprocess import build_dataset, part_frame, window_arrays
-from mlrisk.train import fit, predict_p_up
+from mlrisk.evaluation.scoring import baseline_probabilities, score
+from mlrisk.data.preprocess import build_dataset, part_frame, window_arrays
+from mlrisk.model.training import fit
+from mlrisk.model.inference import predict_p_up
 
 log = logging.getLogger(__name__)
 

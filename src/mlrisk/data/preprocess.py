@@ -18,10 +18,10 @@ from sklearn.preprocessing import StandardScaler
 from mlrisk.config import FeatureParams, SplitParams
 from mlrisk.errors import DataError
 from mlrisk.features import compute_features, warmup
-from mlrisk.labels import n_classes, make_labels
-from mlrisk.split import PARTS, split_rows
+from mlrisk.data.klines import CANDLE_COLUMNS
+from mlrisk.data.labels import n_classes, make_labels
+from mlrisk.data.split import PARTS, split_rows
 
-CANDLE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume"]
 SPEC_VERSION = 1
 
 

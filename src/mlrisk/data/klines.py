@@ -19,7 +19,7 @@ KLINE_COLUMNS = [
     "open_time", "open", "high", "low", "close", "volume",
     "close_time", "quote_volume", "trades", "taker_buy_base", "taker_buy_quote",
 ]
-REQUIRED = ["open_time", "open", "high", "low", "close", "volume"]
+CANDLE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume"]  # required in every source
 FLOAT_COLUMNS = ["open", "high", "low", "close", "volume", "quote_volume", "taker_buy_base", "taker_buy_quote"]
 TIME_COLUMNS = ["open_time", "close_time"]
 
@@ -51,7 +51,7 @@ def normalise(df: pd.DataFrame, time_unit: str | None = None) -> pd.DataFrame:
 
     Raises :class:`DataError` when a required column is missing or a value does not parse.
     """
-    missing = [c for c in REQUIRED if c not in df.columns]
+    missing = [c for c in CANDLE_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"kline data lacks column(s) {', '.join(missing)}; expected Binance kline columns {', '.join(KLINE_COLUMNS)}")
     out = pd.DataFrame(index=range(len(df)))
@@ -101,7 +101,7 @@ def validate(df: pd.DataFrame, interval_ms: int, gap_policy: str = "keep") -> tu
     dups = n_in - len(df)
 
     prices = df[["open", "high", "low", "close"]]
-    nan_rows = df[REQUIRED].isna().any(axis=1)
+    nan_rows = df[CANDLE_COLUMNS].isna().any(axis=1)
     if nan_rows.any():
         raise DataError(f"{int(nan_rows.sum())} candle(s) have missing values, first at {df.loc[nan_rows.idxmax(), 'open_time']}; the file is corrupt: download it again")
     if (prices <= 0).any(axis=None):

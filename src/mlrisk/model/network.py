@@ -1,20 +1,13 @@
-"""The network, built from ``params.train``, and how its output becomes a probability of "up".
-
-Shared by training, evaluation and the live bot (:class:`Predictor`).
-"""
+"""The network, built from ``params.train``, and its reproducible ``.keras`` file."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
 from mlrisk.config import TrainParams
-from mlrisk.labels import DOWN, UP
 
 
 def output_kind(tp: TrainParams, n_classes: int) -> str:
@@ -58,17 +51,6 @@ def build_model(tp: TrainParams, seq_len: int, n_features: int, n_classes: int =
            "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[tp.optimizer](learning_rate=tp.learning_rate)
     model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
     return model
-
-
-def p_up_from_output(out: np.ndarray) -> np.ndarray:
-    """Probability of "up" from raw model output: the sigmoid unit, the 'up' softmax unit for
-    two classes, or P(up) / (P(up) + P(down)) when a third 'flat' class exists."""
-    out = np.asarray(out, dtype="float64")
-    if out.ndim == 1 or out.shape[1] == 1:
-        return out.reshape(-1)
-    if out.shape[1] == 2:
-        return out[:, UP]
-    return out[:, UP] / np.clip(out[:, UP] + out[:, DOWN], 1e-12, None)
 
 
 def targets_for(y: np.ndarray, kind: str) -> np.ndarray:
@@ -120,31 +102,3 @@ def load_model(path: str | Path) -> Any:
     import keras
 
     return keras.saving.load_model(path, compile=False)
-
-
-class Predictor:
-    """Model + preprocess spec: P(up) for the latest closed candle (what the live bot calls)."""
-
-    def __init__(self, model_path: str | Path, spec_path: str | Path) -> None:
-        from mlrisk.preprocess import PreprocessSpec
-        from mlrisk.tfquiet import import_tensorflow
-
-        import_tensorflow()
-        self.model = load_model(model_path)
-        self.spec = PreprocessSpec.load(spec_path)
-        self.infer = compiled_inference(self.model, self.spec.seq_len, len(self.spec.features))
-
-    def predict_latest(self, candles: Any) -> float:
-        """``candles``: a kline table of closed candles, oldest first, at least seq_len + warmup."""
-        window = self.spec.latest_window(candles).astype("float32")
-        return float(p_up_from_output(np.asarray(self.infer(window)))[0])
-
-
-def compiled_inference(model: Any, seq_len: int, n_features: int) -> Any:
-    """A traced ``tf.function`` for one window at a time: the eager call re-runs the recurrent
-    loop op by op (~70 ms on 2 cores); the traced graph runs it in a few ms."""
-    import tensorflow as tf
-
-    fn = tf.function(lambda x: model(x, training=False),
-                     input_signature=[tf.TensorSpec((None, seq_len, n_features), tf.float32)])
-    return fn

@@ -13,9 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mlrisk.backtest.metrics import drawdown_curve
+from mlrisk.backtest.performance import drawdown_curve
 from mlrisk.io import write_text
-from mlrisk.plotting import COLORS
+from mlrisk.report.plotting import COLORS
 
 if TYPE_CHECKING:
     from mlrisk.backtest.runner import SweepResult

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import calibration_curve
 
-from mlrisk.metrics import wilson_interval
+from mlrisk.evaluation.classification import wilson_interval
 
 
 def confidence(p: np.ndarray) -> np.ndarray:

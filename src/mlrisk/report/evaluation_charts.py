@@ -8,8 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mlrisk.confidence import confidence
-from mlrisk.plotting import COLORS, verdict_banner
+from mlrisk.evaluation.confidence import confidence
+from mlrisk.report.plotting import COLORS, verdict_banner
 
 
 def confidence_figure(p: np.ndarray, conf: pd.DataFrame, cov: pd.DataFrame, calib: pd.DataFrame,
@@ -57,7 +57,7 @@ def confidence_figure(p: np.ndarray, conf: pd.DataFrame, cov: pd.DataFrame, cali
     return fig
 
 
-def predictions_figure(pred: pd.DataFrame, threshold: float | None = None, max_markers: int = 20_000) -> go.Figure:
+def predictions_figure(pred: pd.DataFrame, symbol: str, max_markers: int = 20_000) -> go.Figure:
     """Candlesticks of the test period with each prediction marked (triangle up/down, size by
     confidence, colour by right/wrong/unlabelled), a range slider, and P(up) below.
 
@@ -67,7 +67,7 @@ def predictions_figure(pred: pd.DataFrame, threshold: float | None = None, max_m
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.03)
     t = pred["open_time"]
     fig.add_trace(go.Candlestick(x=t, open=pred["open"], high=pred["high"], low=pred["low"], close=pred["close"],
-                                 name="BTC", increasing_line_color=COLORS["up"], decreasing_line_color=COLORS["down"]), row=1, col=1)
+                                 name=symbol, increasing_line_color=COLORS["up"], decreasing_line_color=COLORS["down"]), row=1, col=1)
     has = pred["p_up"].notna()
     pr = pred[has]
     if len(pr) > max_markers:
@@ -90,9 +90,6 @@ def predictions_figure(pred: pd.DataFrame, threshold: float | None = None, max_m
                 customdata=pr["p_up"][sel], hovertemplate="P(up)=%{customdata:.3f}"), row=1, col=1)
     fig.add_trace(go.Scattergl(x=t, y=pred["p_up"], mode="lines", name="P(up)", line={"color": COLORS["model"], "width": 1}), row=2, col=1)
     fig.add_hline(y=0.5, line_color="#999", row=2, col=1)
-    if threshold:
-        for y in (0.5 + threshold, 0.5 - threshold):
-            fig.add_hline(y=y, line_dash="dot", line_color=COLORS["baseline"], row=2, col=1)
     fig.update_layout(title="Predictions over the price chart (test part)", height=800, hovermode="x",
                       xaxis_rangeslider_visible=False, xaxis2={"rangeslider": {"visible": True, "thickness": 0.06}})
     fig.update_yaxes(title_text="price", row=1, col=1)

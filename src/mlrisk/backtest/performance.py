@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from mlrisk.backtest import engine as E
+from mlrisk.times import YEAR_MS
 
-YEAR_MS = 365 * 24 * 3_600_000
 
 
 def max_drawdown(equity: np.ndarray) -> float:

@@ -6,18 +6,17 @@ stays rows x features. Only train and validation rows are seen here.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
 
 from mlrisk.config import TrainParams
-from mlrisk.model import build_model, output_kind, p_up_from_output, targets_for
+from mlrisk.model.inference import make_dataset
+from mlrisk.model.network import build_model, output_kind, targets_for
 
 
 def set_determinism(seed: int) -> None:
@@ -33,40 +32,13 @@ def set_determinism(seed: int) -> None:
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
-    """Balanced weights n / (k * count_c) from the training labels (sklearn's 'balanced')."""
-    counts = np.bincount(y.astype(int), minlength=n_classes).astype(float)
-    return {c: float(len(y) / (n_classes * counts[c])) if counts[c] else 0.0 for c in range(n_classes)}
-
-
-def make_dataset(x: np.ndarray, ends: np.ndarray, y: np.ndarray | None, seq_len: int, batch_size: int,
-                 shuffle: bool = False, seed: int = 0, weights: np.ndarray | None = None) -> Any:
-    """A ``tf.data.Dataset`` of (window batch, target[, sample weight]); windows end at ``ends``."""
-    import tensorflow as tf
-
-    xt = tf.constant(x, dtype=tf.float32)
-    offsets = tf.range(-(seq_len - 1), 1, dtype=tf.int64)
-    parts: list[Any] = [ends.astype("int64")]
-    if y is not None:
-        parts.append(y)
-    if weights is not None:
-        parts.append(weights.astype("float32"))
-    ds = tf.data.Dataset.from_tensor_slices(tuple(parts))
-    if shuffle:
-        ds = ds.shuffle(len(ends), seed=seed, reshuffle_each_iteration=True)
-
-    def gather(e: Any, *rest: Any) -> Any:
-        win = tf.gather(xt, e[:, None] + offsets[None, :])
-        return (win, *rest) if rest else win
-
-    return ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
-
-
-def predict_p_up(model: Any, x: np.ndarray, ends: np.ndarray, seq_len: int, batch_size: int = 512) -> np.ndarray:
-    """P(up) for the windows ending at rows ``ends`` of ``x``."""
-    if len(ends) == 0:
-        return np.empty(0)
-    out = model.predict(make_dataset(x, ends, None, seq_len, batch_size), verbose=0)
-    return p_up_from_output(out)
+    """Balanced weights n / (k * count_c) from the training labels (sklearn's ``"balanced"``);
+    a class absent from ``y`` gets weight 0."""
+    y = y.astype(int)
+    present = np.unique(y)
+    w = compute_class_weight("balanced", classes=present, y=y) * len(present) / n_classes
+    got = dict(zip(present.tolist(), w.tolist()))
+    return {c: float(got.get(c, 0.0)) for c in range(n_classes)}
 
 
 @dataclass

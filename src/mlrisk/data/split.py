@@ -14,6 +14,7 @@ import pandas as pd
 
 from mlrisk.config import SplitParams
 from mlrisk.errors import DataError
+from mlrisk.times import utc
 
 PARTS = ("train", "val", "test")
 
@@ -45,8 +46,8 @@ def split_rows(times: pd.Series, p: SplitParams, purge: int, min_rows: int = 1) 
         b2 = int(n * (p.train + p.val))
     else:
         ts = pd.DatetimeIndex(pd.to_datetime(times, utc=True))
-        b1 = int(ts.searchsorted(_utc(p.val_start)))
-        b2 = int(ts.searchsorted(_utc(p.test_start)))
+        b1 = int(ts.searchsorted(utc(p.val_start)))
+        b2 = int(ts.searchsorted(utc(p.test_start)))
     split = Split(train=(0, b1 - purge), val=(b1, b2 - purge), test=(b2, n), purge=purge)
     for name in PARTS:
         s, e = split.part(name)
@@ -57,8 +58,3 @@ def split_rows(times: pd.Series, p: SplitParams, purge: int, min_rows: int = 1) 
                 "a smaller features.seq_len/label.horizon, or other split fractions/dates"
             )
     return split
-
-
-def _utc(s: str | None) -> pd.Timestamp:
-    ts = pd.Timestamp(s)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -11,7 +11,6 @@ def import_tensorflow() -> Any:
     """Import TensorFlow (and probe for GPUs) with the process's stderr muted; exceptions still raise."""
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)

@@ -1,0 +1,1 @@
+"""Charts (plotly figures) for evaluation and backtest, and the one HTML writer."""
