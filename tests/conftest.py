@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_binance import FakeBinance  # noqa: E402
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture

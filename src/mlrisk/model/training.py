@@ -1,7 +1,7 @@
 """Deterministic training: seeded, TensorFlow op determinism, early stopping with best weights.
 
-Windows are gathered per batch inside ``tf.data`` from the (rows x features) matrix, so memory
-stays rows x features. Only train and validation rows are seen here.
+Windows come from :func:`mlrisk.model.inference.make_dataset` (gathered per batch inside
+``tf.data``, so memory stays rows x features). Only train and validation rows are seen here.
 """
 
 from __future__ import annotations
