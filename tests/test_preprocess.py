@@ -7,12 +7,12 @@ import pytest
 from conftest import synthetic_candles
 from mlrisk.config import FeatureParams, LabelParams, SplitParams
 from mlrisk.errors import DataError
-from mlrisk.features import FEATURES, compute_features, warmup
+from mlrisk.features import FAMILIES, FEATURES, compute_features, warmup
 from mlrisk.data.labels import DOWN, FLAT, UP, barrier_labels, direction_labels
 from mlrisk.data.preprocess import PreprocessSpec, build_dataset, part_frame, window_arrays
 from mlrisk.data.split import PARTS
 
-ALL = list(FEATURES) + ["log_return_3", "log_return_24"]
+ALL = list(FEATURES) + [f"{fam}_{n}" for fam in FAMILIES for n in (3, 24)]
 
 
 def perturb_after(c: pd.DataFrame, t: int, seed: int = 99) -> pd.DataFrame:
@@ -201,3 +201,22 @@ def test_spec_round_trip_and_live_window(tmp_path):
     assert spec2 == spec
     w = spec2.latest_window(c)
     np.testing.assert_array_equal(w[0], ds[spec.features].to_numpy()[-spec.seq_len:])
+
+
+def test_new_features_match_their_definitions_and_warmups():
+    c = synthetic_candles(100)
+    names = ["realised_vol_5", "volume_z_4", "log_volume_change", "hour_sin", "hour_cos", "dow_sin"]
+    f = compute_features(c, names)
+    lr = np.log(c["close"] / c["close"].shift(1)).to_numpy()
+    assert f["realised_vol_5"].iloc[30] == pytest.approx(np.std(lr[26:31], ddof=1), rel=1e-12)
+    lv = np.log1p(c["volume"].to_numpy())
+    assert f["volume_z_4"].iloc[30] == pytest.approx((lv[30] - lv[27:31].mean()) / lv[27:31].std(ddof=1), rel=1e-12)
+    assert f["log_volume_change"].iloc[9] == pytest.approx(lv[9] - lv[8], rel=1e-12)
+    six = int(np.nonzero(pd.DatetimeIndex(c["open_time"]).hour == 6)[0][0])
+    assert f["hour_sin"].iloc[six] == pytest.approx(1.0) and f["hour_cos"].iloc[six] == pytest.approx(0.0, abs=1e-12)
+    for name in names:  # the warmup is exactly the rows that are undefined
+        w = warmup([name])
+        assert f[name].iloc[:w].isna().all() and f[name].iloc[w:].notna().all(), name
+    from mlrisk.features import is_known
+
+    assert is_known("realised_vol_24") and not is_known("realised_vol_1") and not is_known("volume_z_x")

@@ -12,7 +12,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-_LOG_RETURN = re.compile(r"^log_return_([1-9][0-9]{0,3})$")  # N = 1..9999 candles
 
 
 def _upper_wick(c: pd.DataFrame) -> pd.Series:
@@ -30,6 +29,21 @@ def _close_pct(c: pd.DataFrame) -> pd.Series:
 def _volume_pct(c: pd.DataFrame) -> pd.Series:
     v = c["volume"] + 1.0  # +1 keeps zero-volume candles finite
     return v / v.shift(1) - 1.0
+
+
+def _log_volume_change(c: pd.DataFrame) -> pd.Series:
+    v = np.log1p(c["volume"])  # log(volume + 1): a zero-volume candle gives a bounded value
+    return v - v.shift(1)
+
+
+def _hour_angle(c: pd.DataFrame) -> pd.Series:
+    t = pd.DatetimeIndex(c["open_time"])
+    return pd.Series(2 * np.pi * (t.hour + t.minute / 60) / 24, index=c.index)
+
+
+def _dow_angle(c: pd.DataFrame) -> pd.Series:
+    t = pd.DatetimeIndex(c["open_time"])
+    return pd.Series(2 * np.pi * (t.dayofweek + t.hour / 24) / 7, index=c.index)
 
 
 def _range(c: pd.DataFrame) -> pd.Series:
@@ -57,24 +71,62 @@ FEATURES: dict[str, tuple[Callable[[pd.DataFrame], pd.Series], int]] = {
     "range": (_range, 0),
     "body": (_body, 0),
     "taker_buy_share": (_taker_buy_share, 0),
+    "log_volume_change": (_log_volume_change, 1),
+    # the candle's UTC time of day and day of week on the unit circle (known at its open)
+    "hour_sin": (lambda c: np.sin(_hour_angle(c)), 0),
+    "hour_cos": (lambda c: np.cos(_hour_angle(c)), 0),
+    "dow_sin": (lambda c: np.sin(_dow_angle(c)), 0),
+    "dow_cos": (lambda c: np.cos(_dow_angle(c)), 0),
 }
 
 
-ALLOWED = (*FEATURES, "log_return_<N>")  # for messages: every name params.yaml may use
+def _log_return(c: pd.DataFrame, n: int) -> pd.Series:
+    """log(close_t / close_{t-n})."""
+    return np.log(c["close"] / c["close"].shift(n))
+
+
+def _realised_vol(c: pd.DataFrame, n: int) -> pd.Series:
+    """Standard deviation of the last ``n`` one-candle log returns (not annualised)."""
+    return np.log(c["close"] / c["close"].shift(1)).rolling(n, min_periods=n).std(ddof=1)
+
+
+def _volume_z(c: pd.DataFrame, n: int) -> pd.Series:
+    """z-score of log(volume + 1) against the last ``n`` candles (the current one included)."""
+    v = np.log1p(c["volume"])
+    roll = v.rolling(n, min_periods=n)
+    return (v - roll.mean()) / roll.std(ddof=1)
+
+
+# parameterised families: name_<N> with N candles of lookback -> (function of (candles, N), warmup(N))
+FAMILIES: dict[str, tuple[Callable[[pd.DataFrame, int], pd.Series], Callable[[int], int], int]] = {
+    # family: (function, rows of history needed, smallest N)
+    "log_return": (_log_return, lambda n: n, 1),
+    "realised_vol": (_realised_vol, lambda n: n, 2),
+    "volume_z": (_volume_z, lambda n: n - 1, 2),
+}
+_FAMILY = re.compile(r"^(" + "|".join(FAMILIES) + r")_([1-9][0-9]{0,3})$")  # N = 1..9999 candles
+
+ALLOWED = (*FEATURES, *(f"{f}_<N>" for f in FAMILIES))  # for messages: every name params.yaml may use
 
 
 def is_known(name: str) -> bool:
     """Whether ``name`` is a feature this module computes."""
-    return name in FEATURES or _LOG_RETURN.match(name) is not None
+    try:
+        _resolve(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _resolve(name: str) -> tuple[Callable[[pd.DataFrame], pd.Series], int]:
     if name in FEATURES:
         return FEATURES[name]
-    m = _LOG_RETURN.match(name)
+    m = _FAMILY.match(name)
     if m:
-        n = int(m.group(1))
-        return (lambda c, n=n: np.log(c["close"] / c["close"].shift(n))), n
+        fn, need, smallest = FAMILIES[m.group(1)]
+        n = int(m.group(2))
+        if n >= smallest:
+            return (lambda c, n=n: fn(c, n)), need(n)
     raise KeyError(f"unknown feature {name!r}")
 
 
