@@ -134,12 +134,18 @@ class SplitParams(_Section):
 
 
 class LayerParams(_Section):
-    """One recurrent layer; ``return_sequences`` is set automatically."""
+    """One sequence layer. ``lstm``/``gru``: recurrent, ``return_sequences`` set automatically.
+    ``conv1d``: causal 1-D convolution with ``units`` filters of ``kernel_size`` candles (ReLU).
+    ``attention``: causal multi-head self-attention (``heads`` heads of size ``units``) with a
+    residual connection and layer normalisation. A convolution or attention layer that ends the
+    stack is followed by global average pooling over time."""
 
-    type: Literal["lstm", "gru"] = "lstm"
+    type: Literal["lstm", "gru", "conv1d", "attention"] = "lstm"
     units: int = Field(32, ge=1, le=4096)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     batch_norm: bool = False
+    kernel_size: int = Field(3, ge=1, le=512)
+    heads: int = Field(2, ge=1, le=64)
 
 
 class TrainParams(_Section):

@@ -20,9 +20,9 @@ def output_kind(tp: TrainParams, n_classes: int) -> str:
 
 
 def build_model(tp: TrainParams, seq_len: int, n_features: int, n_classes: int = 2) -> Any:
-    """A compiled Keras model: recurrent layers (``return_sequences`` on all but the last),
-    each followed by its dropout and optional batch normalisation, a dense ReLU head, and a
-    sigmoid or softmax output."""
+    """A compiled Keras model: the sequence layers of ``tp.layers`` (recurrent ones return
+    sequences on all but the last; see :class:`mlrisk.config.LayerParams`), each followed by its
+    dropout and optional batch normalisation, a dense ReLU head, and a sigmoid or softmax output."""
     import keras
     from keras import layers
 
@@ -30,8 +30,18 @@ def build_model(tp: TrainParams, seq_len: int, n_features: int, n_classes: int =
     inputs = keras.Input(shape=(seq_len, n_features), name="window")
     h = inputs
     for i, lp in enumerate(tp.layers):
-        rnn = layers.LSTM if lp.type == "lstm" else layers.GRU
-        h = rnn(lp.units, return_sequences=i < len(tp.layers) - 1, name=f"{lp.type}_{i}")(h)
+        last = i == len(tp.layers) - 1
+        if lp.type in ("lstm", "gru"):
+            rnn = layers.LSTM if lp.type == "lstm" else layers.GRU
+            h = rnn(lp.units, return_sequences=not last, name=f"{lp.type}_{i}")(h)
+        else:
+            if lp.type == "conv1d":
+                h = layers.Conv1D(lp.units, lp.kernel_size, padding="causal", activation="relu", name=f"conv1d_{i}")(h)
+            else:
+                att = layers.MultiHeadAttention(lp.heads, lp.units, name=f"attention_{i}")(h, h, use_causal_mask=True)
+                h = layers.LayerNormalization(name=f"attention_norm_{i}")(layers.Add(name=f"attention_add_{i}")([h, att]))
+            if last:
+                h = layers.GlobalAveragePooling1D(name=f"pool_{i}")(h)
         if lp.dropout > 0:
             h = layers.Dropout(lp.dropout, name=f"dropout_{i}")(h)
         if lp.batch_norm:
