@@ -21,3 +21,61 @@ def test_walk_forward_expanding_folds():
     assert summary["folds"] == 3 and 0.3 < summary["accuracy_mean"] < 0.7 and summary["accuracy_std"] >= 0
     # each fold's training data ends before its test block
     assert (pd.to_datetime(table["train_first"]) < first).all()
+
+
+def planted_candles(n: int, seed: int, lag: int = 4, strength: float = 0.8):
+    """A random walk whose every return repeats the sign of the return ``lag + 1`` candles earlier with
+    probability ``strength``: learnable from a window of returns, invisible to the baselines, which
+    see the last three candles at most."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0, 0.01, n)
+    for t in range(lag + 1, n):
+        keep = rng.uniform() < strength
+        r[t] = (1 if keep else -1) * np.sign(r[t - 1 - lag]) * abs(r[t])
+    c = synthetic_candles(n, seed=seed)
+    close = 100 * np.exp(np.cumsum(r))
+    c["close"], c["open"] = close, np.r_[100.0, close[:-1]]
+    c["high"], c["low"] = np.maximum(c["open"], c["close"]) * 1.001, np.minimum(c["open"], c["close"]) * 0.999
+    return c
+
+
+def test_a_planted_pattern_is_found_in_every_fold_and_judged_significant(tmp_path):
+    from mlrisk.evaluation.walkforward import run_walk_forward
+
+    params = parse_params({
+        "features": {"names": ["close_pct"], "seq_len": 8},
+        "train": {"layers": [{"units": 8}], "dense": [], "epochs": 8, "batch_size": 64, "patience": 3, "learning_rate": 0.01},
+        "evaluate": {"walk_forward": {"train": 1500, "test": 500}},
+    })
+    candles = planted_candles(3000, seed=1)
+    res = run_walk_forward(candles, params, cache_dir=tmp_path, reps=300)
+    assert len(res.folds) == 3 and res.cached == 0
+    assert (res.folds["margin_ci_low"] > 0).all() and (res.folds["p_value"] < 0.05).all(), res.folds
+    assert res.pooled["bootstrap_vs_best"]["accuracy"]["p_value"] < 0.01
+    pred = res.predictions
+    assert pred["open_time"].is_monotonic_increasing and pred["open_time"].is_unique
+    assert pred["fold"].tolist() == sorted(pred["fold"]) and set(pred["fold"]) == {1, 2, 3}
+    assert {"p_majority", "p_persistence", "p_logistic"} <= set(pred.columns)
+    # a second run reads every fold back from the cache and gives the same predictions
+    again = run_walk_forward(candles, params, cache_dir=tmp_path, reps=300)
+    assert again.cached == 3
+    pd.testing.assert_frame_equal(again.predictions, pred)
+    # changing the data of the last fold only retrains that fold
+    changed = candles.copy()
+    changed.loc[2990, "close"] *= 1.001
+    assert run_walk_forward(changed, params, cache_dir=tmp_path, reps=50).cached == 2
+
+
+def test_a_random_walk_is_judged_not_significant_in_95_percent_of_40_seeds():
+    from mlrisk.evaluation.walkforward import run_walk_forward
+
+    params = parse_params({
+        "features": {"names": ["close_pct", "upper_wick"], "seq_len": 8},
+        "train": {"layers": [{"units": 2}], "dense": [], "epochs": 1, "batch_size": 128, "patience": 0},
+        "evaluate": {"walk_forward": {"train": 500, "test": 400, "max_folds": 1}},
+    })
+    p_values = [run_walk_forward(synthetic_candles(950, seed=100 + s), params, reps=200)
+                .pooled["bootstrap_vs_best"]["accuracy"]["p_value"] for s in range(40)]
+    assert sum(p < 0.05 for p in p_values) <= 2, sorted(p_values)[:5]

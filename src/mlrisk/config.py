@@ -172,7 +172,15 @@ class TrainParams(_Section):
 
 
 class WalkForwardParams(_Section):
+    """Walk-forward evaluation (see :mod:`mlrisk.evaluation.folds`). Counts are candles."""
+
     folds: int = Field(0, ge=0, le=50)
+    window: Literal["expanding", "rolling"] = "expanding"
+    train: int = Field(4380, ge=50)        # the first (expanding) or every (rolling) training window, validation tail included
+    test: int = Field(1460, ge=10)         # candles per test block, and the step between folds
+    val: float = Field(0.15, gt=0.0, lt=0.9)  # share of each training window that validates early stopping
+    embargo: int = Field(0, ge=0)          # extra candles left out between training and test, beyond the purge
+    max_folds: int = Field(0, ge=0)        # 0 = as many as fit
     epochs: int | None = Field(None, ge=1)
 
 

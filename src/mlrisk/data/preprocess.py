@@ -93,8 +93,10 @@ def undersample(y: np.ndarray, eligible: np.ndarray, seed: int) -> np.ndarray:
     return keep
 
 
-def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, interval: str) -> tuple[pd.DataFrame, PreprocessSpec]:
-    """The whole preprocess transform.
+def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, interval: str,
+                  embargo: int = 0) -> tuple[pd.DataFrame, PreprocessSpec]:
+    """The whole preprocess transform. The purge between parts is ``horizon + seq_len`` candles
+    plus ``embargo``.
 
     Returns a table with one row per candle after the feature warmup: the candle columns, the
     scaled features (named as in ``fp.names``), ``label`` (NaN = none), ``part``
@@ -113,7 +115,7 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     if feats.isna().any(axis=None):
         bad = feats.columns[feats.isna().any()].tolist()
         raise DataError(f"features {bad} are undefined after the warmup (zero prices?); check the data")
-    purge = fp.label.horizon + fp.seq_len
+    purge = fp.label.horizon + fp.seq_len + embargo
     split = split_rows(body["open_time"], sp, purge, min_rows=fp.seq_len + 10)
     tr0, tr1 = split.train
     mean, scale = fit_scaler(feats.iloc[tr0:tr1].to_numpy())
