@@ -68,7 +68,7 @@ class FakeBinance:
         self.lock = threading.Lock()
         self._stopping = threading.Event()  # releases "slow" answers at shutdown
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:

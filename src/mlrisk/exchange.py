@@ -169,12 +169,12 @@ class ExchangeClient:
         timestamp on the exchange's clock."""
         raw = self.client.futures_time if self.market == "futures" else self.client.get_server_time
 
-        def timed() -> tuple[int, float]:
+        def server_time() -> tuple[int, float]:
             before = time.time() * 1000
             server = int(raw()["serverTime"])
             return server, (before + time.time() * 1000) / 2
 
-        server, local = self.call(timed)
+        server, local = self.call(server_time)
         self.offset_ms = int(round(server - local))
         self.client.timestamp_offset = self.offset_ms
         return server
@@ -219,8 +219,10 @@ class ExchangeClient:
             attempt += 1
             if attempt >= attempts:
                 raise ExchangeError(self._give_up_message(failure, attempts)) from None
-            wait = failure.wait_s if failure.wait_s is not None else min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
-            log.warning("Binance %s failed (%s): retrying in %.1f s (attempt %d of %d)", name, failure.detail, wait, attempt + 1, attempts)
+            asked = failure.wait_s is not None
+            wait = failure.wait_s if asked else min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+            log.warning("Binance %s failed (%s): retrying in %.1f s%s (attempt %d of %d)",
+                        name, failure.detail, wait, " as Retry-After asks" if asked else "", attempt + 1, attempts)
             self.sleep(wait)
 
     def _api_failure(self, e: Any, name: str, kwargs: dict[str, Any]) -> _Failure:
