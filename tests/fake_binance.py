@@ -2,9 +2,20 @@
 
 Serves ``/api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo``, ``/api/v3/klines`` and
 ``/fapi/v1/klines`` from in-memory candles, with Binance's paging semantics (``startTime``,
-``endTime`` inclusive, ``limit`` default 500, max 1000), its error format (``{"code", "msg"}``),
-and injectable faults: ``"429"``/``"418"`` with ``Retry-After``, ``"500"``, and ``"drop"`` (the
-connection closes with no response). Every request is logged in ``requests``.
+``endTime`` inclusive, ``limit`` default 500, max 1000) and its error format (``{"code", "msg"}``).
+
+Faults: ``faults`` is a schedule, a list of dicts; each request takes the first fault whose
+``"path"`` (a suffix; absent = any path) matches its path, and that fault is used up. Kinds:
+
+- ``{"kind": "429"}`` (any HTTP status as a string: ``"418"``, ``"500"``, ``"400"``...): that status
+  with a Binance error body (``"code"``/``"msg"`` override it) and a ``Retry-After`` header of
+  ``"retry_after"`` seconds (default 1 for 418/429, none for others; ``None``: no header);
+- ``{"kind": "drop"}``: the connection closes with no response;
+- ``{"kind": "slow", "delay_s": 1.0}``: the normal answer, ``delay_s`` seconds late (a client with a
+  shorter timeout sees ``requests.Timeout``);
+- ``{"kind": "html"}``: HTTP 200 with a non-JSON body (``"body"``), like a captive portal.
+
+Every request is logged in ``requests`` as a :class:`Request` (method, path, query, headers).
 The live-trading work extends this with order endpoints.
 """
 
@@ -13,7 +24,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -39,6 +50,13 @@ def make_candles(n: int, start_ms: int = 1_700_000_000_000 // 3_600_000 * 3_600_
     return rows
 
 
+class Request(NamedTuple):
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+
+
 class FakeBinance:
     """Start with ``with FakeBinance(...) as fb:``; ``fb.url`` is the base URL for python-binance."""
 
@@ -46,10 +64,11 @@ class FakeBinance:
         self.candles = candles or {}
         self.now_ms = now_ms
         self.faults: list[dict[str, Any]] = []
-        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.requests: list[Request] = []
         self.lock = threading.Lock()
+        self._stopping = threading.Event()  # releases "slow" answers at shutdown
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -61,11 +80,19 @@ class FakeBinance:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
     def kline_requests(self) -> list[dict[str, str]]:
-        return [q for p, q in self.requests if p.endswith("/klines")]
+        return [r.query for r in self.requests if r.path.endswith("/klines")]
+
+    def _take_fault(self, path: str) -> dict[str, Any] | None:
+        """Pop the first scheduled fault that applies to ``path`` (call under ``lock``)."""
+        for i, fault in enumerate(self.faults):
+            if path.endswith(fault.get("path", "")):
+                return self.faults.pop(i)
+        return None
 
     def _klines(self, q: dict[str, str]) -> tuple[int, Any]:
         key = (q.get("symbol", ""), q.get("interval", ""))
@@ -86,6 +113,16 @@ class FakeBinance:
             sel = sel[-limit:]
         return 200, sel[:limit]
 
+    def _route(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
+        """The normal answer to GET ``path``: (HTTP status, JSON body)."""
+        if path in ("/api/v3/ping", "/fapi/v1/ping"):
+            return 200, {}
+        if path in ("/api/v3/time", "/fapi/v1/time"):
+            return 200, {"serverTime": self.now_ms or 0}
+        if path in ("/api/v3/klines", "/fapi/v1/klines"):
+            return self._klines(q)
+        return 404, {"code": -1000, "msg": f"unknown path {path}"}
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -95,10 +132,11 @@ class FakeBinance:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
-            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None,
+                      content_type: str = "application/json") -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -109,27 +147,34 @@ class FakeBinance:
                 u = urlparse(self.path)
                 q = {k: v[-1] for k, v in parse_qs(u.query).items()}
                 with fake.lock:
-                    fake.requests.append((u.path, q))
-                    fault = fake.faults.pop(0) if fake.faults and u.path.endswith("/klines") else None
-                if fault is not None:
-                    kind = fault["kind"]
-                    if kind == "drop":
-                        self.close_connection = True
-                        self.connection.close()
+                    fake.requests.append(Request("GET", u.path, q, dict(self.headers.items())))
+                    fault = fake._take_fault(u.path)
+                try:
+                    if fault is not None and self._fault(fault):
                         return
-                    if kind in ("429", "418"):
-                        self._send(int(kind), {"code": -1003, "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE."},
-                                   {"Retry-After": str(fault.get("retry_after", 1))})
-                        return
-                    self._send(int(kind), {"code": -1001, "msg": "Internal error; unable to process your request."})
-                    return
-                if u.path in ("/api/v3/ping", "/fapi/v1/ping"):
-                    self._send(200, {})
-                elif u.path in ("/api/v3/time", "/fapi/v1/time"):
-                    self._send(200, {"serverTime": fake.now_ms or 0})
-                elif u.path in ("/api/v3/klines", "/fapi/v1/klines"):
-                    self._send(*fake._klines(q))
+                    self._send(*fake._route(u.path, q))
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (a "slow" fault)
+                    self.close_connection = True
+
+            def _fault(self, fault: dict[str, Any]) -> bool:
+                """Act out ``fault``; False when the normal answer should follow (a late one)."""
+                kind = fault["kind"]
+                if kind == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                elif kind == "slow":
+                    fake._stopping.wait(fault.get("delay_s", 1.0))
+                    return False
+                elif kind == "html":
+                    body = fault.get("body", "<html><body>Please log in to the hotel Wi-Fi</body></html>")
+                    self._send(200, body.encode(), content_type="text/html")
                 else:
-                    self._send(404, {"code": -1000, "msg": f"unknown path {u.path}"})
+                    status = int(kind)
+                    default = (-1003, "Too many requests; current limit is 6000 request weight per 1 MINUTE.") if status in (418, 429) \
+                        else (-1001, "Internal error; unable to process your request.")
+                    retry_after = fault.get("retry_after", 1 if status in (418, 429) else None)  # None: no header
+                    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+                    self._send(status, {"code": fault.get("code", default[0]), "msg": fault.get("msg", default[1])}, headers)
+                return True
 
         return Handler

@@ -9,7 +9,8 @@ import yaml
 from conftest import ROOT, run_stage
 from fake_binance import FakeBinance, make_candles
 from mlrisk.errors import ExchangeError
-from mlrisk.data.sources import BinanceKlines, fetch_binance_incremental, make_client
+from mlrisk.data.sources import BinanceKlines, fetch_binance_incremental
+from mlrisk.exchange import ExchangeClient
 from mlrisk.settings import BinanceSettings
 
 H = 3_600_000
@@ -17,8 +18,8 @@ T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 
 
 def _fetcher(fb: FakeBinance, sleeps: list[float], max_retries: int = 4) -> BinanceKlines:
-    client = make_client(BinanceSettings(base_url=fb.url, timeout_s=5))
-    return BinanceKlines(client, sleep=sleeps.append, now_ms=lambda: fb.now_ms, progress=False, max_retries=max_retries)
+    exchange = ExchangeClient(BinanceSettings(base_url=fb.url, timeout_s=5), sleep=sleeps.append, max_retries=max_retries)
+    return BinanceKlines(exchange, now_ms=lambda: fb.now_ms, progress=False)
 
 
 def _serve(n: int, forming: bool = True) -> FakeBinance:
@@ -87,10 +88,10 @@ def test_unknown_symbol_is_a_clear_error():
 
 def test_futures_klines_use_the_futures_endpoint():
     with _serve(20) as fb:
-        client = make_client(BinanceSettings(base_url=fb.url))
-        df = BinanceKlines(client, market="futures", now_ms=lambda: fb.now_ms, progress=False).fetch("BTCUSDT", "1h", H, T0)
+        exchange = ExchangeClient(BinanceSettings(base_url=fb.url), market="futures")
+        df = BinanceKlines(exchange, now_ms=lambda: fb.now_ms, progress=False).fetch("BTCUSDT", "1h", H, T0)
     assert len(df) == 19
-    assert all(p == "/fapi/v1/klines" for p, _ in fb.requests)
+    assert all(r.path == "/fapi/v1/klines" for r in fb.requests)
 
 
 def _params(tmp_path: Path, **data) -> None:

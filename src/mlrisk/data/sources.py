@@ -2,8 +2,9 @@
 
 Every source returns a kline table (see :mod:`mlrisk.data.klines`) that the caller validates.
 The Binance source pages through the 1000-candle limit itself so that each page is retried on
-its own: network errors back off exponentially, HTTP 429/418 wait ``Retry-After`` seconds,
-and a candle still forming at download time (close time in the future) is never kept.
+its own (by :class:`mlrisk.exchange.ExchangeClient`: backoff on network errors and 5xx,
+``Retry-After`` on 429/418, no API key sent), and a candle still forming at download time
+(close time on the exchange's clock in the future) is never kept.
 """
 
 from __future__ import annotations
@@ -11,19 +12,17 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import time
 import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
-import requests
 from tqdm.auto import tqdm
 
-from mlrisk.errors import DataError, ExchangeError
+from mlrisk.errors import DataError
 from mlrisk.data.klines import KLINE_COLUMNS, drop_forming, empty_klines, klines_from_rows, normalise, validate
-from mlrisk.settings import BinanceSettings
+from mlrisk.exchange import ExchangeClient
 from mlrisk.times import to_ms, utc
 
 if TYPE_CHECKING:
@@ -95,83 +94,19 @@ def read_kline_files(paths: list[str]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- binance
-def make_client(settings: BinanceSettings | None = None) -> Any:
-    """A python-binance ``Client`` (no network call at construction), pointed at
-    ``settings.base_url`` when set."""
-    from binance.client import Client
-
-    settings = settings or BinanceSettings()
-    client = Client(
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-        api_secret=settings.api_secret.get_secret_value() if settings.api_secret else None,
-        requests_params={"timeout": settings.timeout_s},
-        ping=False,
-    )
-    if settings.base_url:
-        base = settings.base_url.rstrip("/")
-        client.API_URL = f"{base}/api"
-        client.FUTURES_URL = f"{base}/fapi"
-    return client
-
-
 class BinanceKlines:
-    """Downloads closed klines with retries. ``sleep`` and ``now_ms`` are injectable for tests."""
+    """Downloads closed klines through an :class:`~mlrisk.exchange.ExchangeClient` (which retries
+    each page). ``now_ms`` is injectable for tests; by default the exchange's clock."""
 
-    def __init__(
-        self,
-        client: Any,
-        market: str = "spot",
-        max_retries: int = 6,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 30.0,
-        sleep: Callable[[float], None] = time.sleep,
-        now_ms: Callable[[], int] | None = None,
-        progress: bool = True,
-    ) -> None:
-        self.client = client
-        self.market = market
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.sleep = sleep
-        self.now_ms = now_ms or self.server_time_ms
+    def __init__(self, exchange: ExchangeClient, now_ms: Callable[[], int] | None = None, progress: bool = True) -> None:
+        self.exchange = exchange
+        self.market = exchange.market
+        self.now_ms = now_ms or exchange.server_time_ms  # decides which candle is still forming
         self.progress = progress
 
-    def server_time_ms(self) -> int:
-        """The exchange's clock (decides which candle is still forming; immune to local clock skew)."""
-        call = self.client.futures_time if self.market == "futures" else self.client.get_server_time
-        return int(self._call(call)["serverTime"])
-
     def _page(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[list[Any]]:
-        call = self.client.futures_klines if self.market == "futures" else self.client.get_klines
-        return self._call(call, symbol=symbol, interval=interval, startTime=start_ms, endTime=end_ms, limit=PAGE_LIMIT)
-
-    def _call(self, call: Callable[..., Any], **kwargs: Any) -> Any:
-        """One REST call with retries: backoff on network/5xx errors, ``Retry-After`` on 429/418."""
-        from binance.exceptions import BinanceAPIException, BinanceRequestException
-
-        symbol = kwargs.get("symbol")
-        for attempt in range(self.max_retries + 1):
-            wait = min(self.backoff_s * 2**attempt, self.max_backoff_s)
-            try:
-                return call(**kwargs)
-            except BinanceAPIException as e:
-                if e.status_code in (429, 418):
-                    retry_after = _retry_after(e.response)
-                    wait = retry_after if retry_after is not None else wait
-                    log.warning("Binance rate limit (HTTP %s): waiting %.1f s as asked", e.status_code, wait)
-                elif e.status_code >= 500:
-                    log.warning("Binance server error HTTP %s: retrying in %.1f s", e.status_code, wait)
-                elif e.code == -1121:
-                    raise ExchangeError(f"Binance does not know symbol {symbol!r} ({self.market}): check data.symbol (e.g. BTCUSDT)") from None
-                else:
-                    raise ExchangeError(f"Binance refused the request: HTTP {e.status_code}, code {e.code}: {e.message}") from None
-            except (requests.ConnectionError, requests.Timeout, BinanceRequestException) as e:
-                log.warning("network error talking to Binance (%s): retrying in %.1f s", type(e).__name__, wait)
-            if attempt == self.max_retries:
-                break
-            self.sleep(wait)
-        raise ExchangeError(f"Binance unreachable after {self.max_retries + 1} attempts: check the network and try again; data already on disk is kept")
+        method = "futures_klines" if self.market == "futures" else "get_klines"
+        return self.exchange.call(method, symbol=symbol, interval=interval, startTime=start_ms, endTime=end_ms, limit=PAGE_LIMIT)
 
     def fetch(self, symbol: str, interval: str, interval_ms: int, start_ms: int, end_ms: int | None = None) -> pd.DataFrame:
         """All closed candles with ``start_ms <= open_time < end_ms`` (``end_ms`` None = now)."""
@@ -196,13 +131,6 @@ class BinanceKlines:
         df = klines_from_rows(rows) if rows else empty_klines()
         df = df[df["open_time"].astype("int64") < end_ms]
         return drop_forming(df, now, interval_ms)
-
-
-def _retry_after(response: Any) -> float | None:
-    try:
-        return float(response.headers.get("Retry-After"))
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 def fetch_binance_incremental(
@@ -248,7 +176,7 @@ def get_candles(data: DataParams, existing: pd.DataFrame | None = None, fetcher:
     elif data.source == "file":
         df = read_kline_files(data.files)
     else:
-        fetcher = fetcher or BinanceKlines(make_client(), market=data.market)
+        fetcher = fetcher or BinanceKlines(ExchangeClient(market=data.market))
         df = fetch_binance_incremental(
             fetcher, data.symbol, data.interval, data.interval_ms,
             to_ms(data.start), to_ms(data.end) if data.end else None, existing,
