@@ -3,7 +3,8 @@
 An id is ``{prefix}-{SYMBOL}-{open time in base 36}-{leg}``, e.g. ``mlr-BTCUSDT-loyw3v28-entry``
 for the ``entry`` leg decided at the candle opening at 1,700,000,000,000 ms (UTC). It uses only
 ``[A-Za-z0-9-]``, which both Binance spot (``^[a-zA-Z0-9-_]{1,36}$``) and USDT-M futures
-(``^[\\.A-Z\\:/a-z0-9_-]{1,36}$``) accept, and is at most 36 characters.
+(``^[\\.A-Z\\:/a-z0-9_-]{1,36}$``) accept, and is at most 36 characters. (``:`` and ``/`` would
+also break python-binance's signature: it signs the raw value, but sends it percent-encoded.)
 
 Because the id is a pure function of the decision, a restarted bot recomputes the same id for the
 same candle and leg, and can ask the exchange about it (``origClientOrderId``) before sending
