@@ -146,3 +146,18 @@ def test_secrets_never_in_repr_str_json_logs_or_errors(monkeypatch, caplog):
 def test_direct_construction_reads_the_binance_variables(monkeypatch):
     with_keys(monkeypatch)
     assert LiveSettings(_env_file=None, mode="testnet").has_keys
+
+
+def test_readme_and_docstring_name_every_setting_and_only_real_ones():
+    import re
+
+    import mlrisk.live.settings as mod
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Going live (in progress)"):readme.index("## Benchmarks")]
+    fields = {f"MLRISK_{n.upper()}" for n in LiveSettings.model_fields if n != "binance"}
+    for text in (section, mod.__doc__):
+        named = {n for n in re.findall(r"MLRISK_[A-Z_]+[A-Z]", text) if not n.startswith("MLRISK_BINANCE")}
+        assert named == fields
+    assert "no `mlrisk live` command" in section
