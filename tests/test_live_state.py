@@ -298,3 +298,11 @@ def test_no_secret_reaches_the_state_files(tmp_path, monkeypatch):
     assert b"testnet" in blob and b"BTCUSDT" in blob  # the grep does see what was written
     for text in (key, secret):
         assert text.encode() not in blob and text.encode("utf-16-le") not in blob
+
+
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path):
+    bad = tmp_path / "state.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateError, match="is not a usable SQLite database") as e:
+        StateStore(bad, symbol="BTCUSDT", interval="1h")
+    assert "\n" not in str(e.value) and bad.read_bytes() == b"this is not sqlite" * 100  # left as it was

@@ -8,7 +8,9 @@ What it holds, and why:
   (write-ahead); inserting a client id a second time is refused (:class:`DuplicateOrder`), which is
   what keeps a restarted bot from sending the same decision twice. A send that times out or gets a
   5xx is ``unknown`` and must be queried by its client id; only a query that finds no such order
-  allows ``unknown -> pending_submit`` (send again, same id). An ``order_events`` row records every
+  allows ``unknown -> pending_submit`` (send again, same id). Make that query after the lost
+  request's ``recvWindow`` has passed on the exchange's clock: Binance drops a request older than
+  its window, so a request still in flight cannot execute after the query said "absent". An ``order_events`` row records every
   status change.
 - **fills** with their fees (idempotent on the exchange's trade id), **positions** (signed base
   quantity and average entry price), the engine's **per-candle step state** (an opaque blob with a
@@ -238,17 +240,22 @@ class StateStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._readonly = False
         self._conn = self._connect(self.path, busy_timeout_s)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
         identity = {"symbol": symbol, "interval": interval, "market": market, "mode": mode,
                     "client_id_prefix": client_id_prefix}
-        with self._tx() as c:
-            if c.execute("SELECT name FROM sqlite_master WHERE name='schema_version'").fetchone() is None:
-                for stmt in filter(str.strip, _SCHEMA.split(";")):  # not executescript: it would COMMIT
-                    c.execute(stmt)
-                c.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-                c.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in identity.items()])
-                c.execute("INSERT INTO risk (id, updated_ms) VALUES (1, ?)", (now_ms(),))
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            with self._tx() as c:
+                if c.execute("SELECT name FROM sqlite_master WHERE name='schema_version'").fetchone() is None:
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):  # not executescript: it would COMMIT
+                        c.execute(stmt)
+                    c.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                    c.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in identity.items()])
+                    c.execute("INSERT INTO risk (id, updated_ms) VALUES (1, ?)", (now_ms(),))
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise StateError(f"state file {self.path} is not a usable SQLite database ({e}): "
+                             "move it away or set MLRISK_STATE_FILE to another file") from None
         self._check_version()
         stored = self.identity()
         if stored != {k: str(v) for k, v in identity.items()}:
