@@ -147,6 +147,7 @@ class FakeExchange(FakeBinance):
         self.taker_fee, self.maker_fee = Decimal(taker_fee), Decimal(maker_fee)
         self.clock_skew_ms = clock_skew_ms
         self.orders: list[dict[str, Any]] = []      # every accepted order, oldest first (internal form)
+        self.trades: list[dict[str, Any]] = []      # every trade, as GET /api/v3/myTrades shows it
         self.signed: list[tuple[str, str, dict[str, str], int]] = []
         self.scheduled: list[Fault] = []
         self._ids = itertools.count(1)
@@ -216,7 +217,8 @@ class FakeExchange(FakeBinance):
     ROUTES = {("GET", "/api/v3/time"): ("_time", False), ("GET", "/api/v3/exchangeInfo"): ("_exchange_info", False),
               ("POST", "/api/v3/order"): ("_new_order", True), ("GET", "/api/v3/order"): ("_query_order", True),
               ("DELETE", "/api/v3/order"): ("_cancel_order", True), ("GET", "/api/v3/openOrders"): ("_open_orders", True),
-              ("GET", "/api/v3/account"): ("_account", True)}
+              ("GET", "/api/v3/account"): ("_account", True), ("GET", "/api/v3/allOrders"): ("_all_orders", True),
+              ("GET", "/api/v3/myTrades"): ("_my_trades", True)}
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._xlock:
@@ -467,8 +469,13 @@ class FakeExchange(FakeBinance):
             else:
                 base[0] -= qty
             quote[0] += cost - commission
+        trade_id, now = next(self._trade_ids), self.server_ms()
         o["fills"].append({"price": _s(price), "qty": _s(qty), "commission": _s(commission), "commissionAsset": asset,
-                           "tradeId": next(self._trade_ids)})
+                           "tradeId": trade_id})
+        self.trades.append({"symbol": o["symbol"], "id": trade_id, "orderId": o["orderId"], "orderListId": -1,
+                            "price": _s(price), "qty": _s(qty), "quoteQty": _s(cost), "commission": _s(commission),
+                            "commissionAsset": asset, "time": now, "isBuyer": o["side"] == "BUY",
+                            "isMaker": from_locked, "isBestMatch": True})
         o["executedQty"] += qty
         o["cummulativeQuoteQty"] += cost
         o["status"], o["updateTime"] = "FILLED", self.server_ms()
@@ -525,6 +532,35 @@ class FakeExchange(FakeBinance):
             self._symbol(q)
         return [self._view(o) for o in self.orders
                 if o["status"] in OPEN_STATUSES and (not q.get("symbol") or o["symbol"] == q["symbol"])]
+
+    @staticmethod
+    def _window(rows: list[dict[str, Any]], q: dict[str, str], id_key: str, id_param: str, time_key: str) -> list[dict[str, Any]]:
+        """Binance's paging: ``{id_param}`` = rows with id >= it (oldest first), else the most recent;
+        ``startTime``/``endTime`` inclusive; ``limit`` default 500, at most 1000."""
+        try:
+            limit = int(q.get("limit", 500))
+        except ValueError:
+            raise _Reply(400, -1100, "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.") from None
+        if not 1 <= limit <= 1000:
+            raise _Reply(400, -1130, "Invalid limit.")
+        if "startTime" in q:
+            rows = [r for r in rows if r[time_key] >= int(q["startTime"])]
+        if "endTime" in q:
+            rows = [r for r in rows if r[time_key] <= int(q["endTime"])]
+        if q.get(id_param):
+            return [r for r in rows if r[id_key] >= int(q[id_param])][:limit]
+        return rows[-limit:] if "startTime" not in q else rows[:limit]
+
+    def _all_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        sym = self._symbol(q)["symbol"]
+        return [self._view(o) for o in self._window([o for o in self.orders if o["symbol"] == sym], q, "orderId", "orderId", "time")]
+
+    def _my_trades(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        sym = self._symbol(q)["symbol"]
+        rows = [t for t in self.trades if t["symbol"] == sym]
+        if q.get("orderId"):
+            rows = [t for t in rows if str(t["orderId"]) == q["orderId"]]
+        return [dict(t) for t in self._window(rows, q, "id", "fromId", "time")]
 
     def _account(self, q: dict[str, str]) -> dict[str, Any]:
         bal = [{"asset": a, "free": _s(f), "locked": _s(lk)} for a, (f, lk) in sorted(self.balances.items())]

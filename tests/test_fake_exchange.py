@@ -230,3 +230,23 @@ def test_public_endpoints_of_the_base_fake_still_work():
         assert len(c.get_klines(symbol="BTCUSDT", interval="1h")) == 5
         assert c.ping() == {}
         assert abs(c.get_server_time()["serverTime"] - fx.server_ms()) < 5000
+
+
+def test_all_orders_and_my_trades_for_reconciliation(fx):
+    c = client_for(fx)
+    ids = [make_client_order_id("mlr", "BTCUSDT", T + i * 3_600_000, "entry") for i in range(3)]
+    r0 = c.create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01", newClientOrderId=ids[0])
+    c.create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01", price="30000",
+                   newClientOrderId=ids[1])
+    r2 = c.create_order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.02", newClientOrderId=ids[2])
+    assert [o["clientOrderId"] for o in c.get_all_orders(symbol="BTCUSDT")] == ids
+    assert [o["status"] for o in c.get_all_orders(symbol="BTCUSDT")] == ["FILLED", "NEW", "FILLED"]
+    assert [o["clientOrderId"] for o in c.get_all_orders(symbol="BTCUSDT", limit=2)] == ids[1:]    # most recent
+    assert [o["clientOrderId"] for o in c.get_all_orders(symbol="BTCUSDT", orderId=r2["orderId"])] == ids[2:]
+    trades = c.get_my_trades(symbol="BTCUSDT")
+    assert [(t["orderId"], t["isBuyer"], t["isMaker"], t["qty"]) for t in trades] == \
+        [(r0["orderId"], True, False, "0.01000000"), (r2["orderId"], False, False, "0.02000000")]
+    t2 = c.get_my_trades(symbol="BTCUSDT", orderId=r2["orderId"])
+    assert len(t2) == 1 and t2[0]["id"] == r2["fills"][0]["tradeId"] and t2[0]["commissionAsset"] == "USDT"
+    assert t2[0]["quoteQty"] == "800.00000000" and D(t2[0]["commission"]) == D("0.8")
+    assert api_error(c.get_all_orders, symbol="BTCUSDT", limit=5000).code == -1130
