@@ -119,7 +119,7 @@ class FakeExchange(FakeBinance):
     Serves FakeBinance's public endpoints (ping, klines) and: ``GET /api/v3/time`` (this server's
     clock: wall clock + ``clock_skew_ms``), ``GET /api/v3/exchangeInfo`` (``symbols`` entries with
     filters), and the signed ``POST/GET/DELETE /api/v3/order``, ``GET /api/v3/openOrders``,
-    ``GET /api/v3/account``. Signed requests are checked like Binance: ``X-MBX-APIKEY`` (-2014/-2015),
+    ``GET /api/v3/allOrders``, ``GET /api/v3/myTrades``, ``GET /api/v3/account``. Signed requests are checked like Binance: ``X-MBX-APIKEY`` (-2014/-2015),
     HMAC-SHA256 over the query string followed by the body without ``signature`` (-1022), ``timestamp``
     within ``recvWindow`` (default 5000 ms, at most 60000) and not 1000 ms ahead (-1021). New orders are
     checked against the symbol's PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE and (MIN_)NOTIONAL filters
@@ -129,7 +129,8 @@ class FakeExchange(FakeBinance):
     asset); LIMIT orders that cross fill the same way, others rest (funds locked) until
     :meth:`set_price` crosses them (filled at their limit price, ``maker_fee``). No partial fills.
     Faults: :meth:`schedule`. Every signed request is logged in ``signed`` as (method, path, params,
-    HTTP status) with ``params`` minus the signature.
+    HTTP status) with ``params`` minus the signature. Not served: futures (``/fapi``) signed
+    endpoints, order lists, rate-limit accounting, and timestamps in microseconds.
     """
 
     def __init__(self, *, api_key: str = "fake-api-key", api_secret: str = "fake-api-secret",
