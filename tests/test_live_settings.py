@@ -107,8 +107,10 @@ def test_live_mode_needs_keys_and_the_acknowledgement(monkeypatch):
     with pytest.raises(SettingsError, match="needs MLRISK_BINANCE_API_KEY"):
         load_live_settings(env_file=None, mode="live", i_understand_real_money=True)
     monkeypatch.setenv("MLRISK_BINANCE_API_SECRET", SECRET)
-    s = load_live_settings(env_file=None, mode="live", i_understand_real_money=True)
-    assert s.mode == "live" and s.base_url == "https://api.binance.com"
+    with pytest.raises(SettingsError, match="needs a position cap: set MLRISK_MAX_POSITION_NOTIONAL"):
+        load_live_settings(env_file=None, mode="live", i_understand_real_money=True)
+    s = load_live_settings(env_file=None, mode="live", i_understand_real_money=True, max_position_notional=100)
+    assert s.mode == "live" and s.base_url == "https://api.binance.com" and s.max_position_notional == 100
 
 
 def test_validation_makes_no_network_call(monkeypatch):

@@ -17,7 +17,8 @@ Variables (all optional; ``paper`` mode needs no key):
 - ``MLRISK_SYMBOL``, ``MLRISK_INTERVAL``: default ``None`` = the pinned model's.
 - ``MLRISK_STATE_FILE``: the SQLite state database (default ``live/state.sqlite``).
 - ``MLRISK_CLIENT_ID_PREFIX``: the prefix of the bot's client order ids (default ``mlr``).
-- Risk limits: ``MLRISK_MAX_POSITION_NOTIONAL`` (quote currency, e.g. USDT; 0 = no limit),
+- Risk limits: ``MLRISK_MAX_POSITION_NOTIONAL`` (quote currency, e.g. USDT; 0 = no limit, which
+  ``live`` mode refuses),
   ``MLRISK_MAX_LEVERAGE`` (1 on spot), ``MLRISK_MAX_DAILY_LOSS`` and ``MLRISK_MAX_DRAWDOWN``
   (fractions of equity, 0.05 = 5 %; equity includes open P&L), ``MLRISK_MAX_ORDERS_PER_MINUTE``,
   ``MLRISK_FLATTEN_ON_BREACH`` (close the position when a loss limit trips, else only reducing
@@ -120,6 +121,9 @@ class LiveSettings(BaseSettings):
         if self.mode == "live" and not self.i_understand_real_money:
             raise ValueError(f"mode live trades real money: pass {ACK_FLAG} "
                              "(or MLRISK_I_UNDERSTAND_REAL_MONEY=true) to confirm")
+        if self.mode == "live" and self.max_position_notional <= 0:
+            raise ValueError("mode live needs a position cap: set MLRISK_MAX_POSITION_NOTIONAL (quote currency, "
+                             "e.g. 100 for 100 USDT)")
         if self.state_file.resolve() == self.kill_switch_file.resolve():
             raise ValueError("state_file and kill_switch_file must be different files")
         return self
