@@ -111,10 +111,14 @@ def test_every_transition_follows_the_table(tmp_path, start, target):
 
 
 def test_the_state_machine_itself():
+    """The table, pinned: the tests above check the store follows it; this checks it is the right one."""
+    assert TRANSITIONS == {
+        S.PENDING_SUBMIT: {S.OPEN, S.FILLED, S.CANCELLED, S.REJECTED, S.UNKNOWN},
+        S.OPEN: {S.OPEN, S.FILLED, S.CANCELLED, S.UNKNOWN},
+        S.UNKNOWN: {S.UNKNOWN, S.OPEN, S.FILLED, S.CANCELLED, S.REJECTED, S.PENDING_SUBMIT},  # re-send only after a query
+        S.FILLED: set(), S.CANCELLED: set(), S.REJECTED: set(),
+    }
     assert {s for s in ALL if s.final} == {S.FILLED, S.CANCELLED, S.REJECTED}
-    assert S.PENDING_SUBMIT in TRANSITIONS[S.UNKNOWN]            # re-send only from unknown (after a query)
-    assert S.PENDING_SUBMIT not in TRANSITIONS[S.OPEN]
-    assert S.OPEN not in TRANSITIONS[S.FILLED]
 
 
 def test_unknown_order_and_unknown_status(store):
@@ -306,3 +310,80 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path):
     with pytest.raises(StateError, match="is not a usable SQLite database") as e:
         StateStore(bad, symbol="BTCUSDT", interval="1h")
     assert "\n" not in str(e.value) and bad.read_bytes() == b"this is not sqlite" * 100  # left as it was
+
+
+# ------------------------------------------------------------------ stateful model check (hypothesis)
+from hypothesis import settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
+
+
+class StoreAgainstModel(RuleBasedStateMachine):
+    """Random sequences of candle commits, status changes, duplicate inserts and reopenings: the
+    store always agrees with a plain-dict model of the rules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.path = Path(tempfile.mkdtemp()) / "state.sqlite"
+        self.store = StateStore(self.path, symbol="BTCUSDT", interval="1h")
+        self.status: dict[str, OrderStatus] = {}
+        self.last: int | None = None
+
+    @rule(gap=st.integers(1, 3), legs=st.lists(st.sampled_from(["entry", "exit", "tp", "sl"]), unique=True, max_size=3))
+    def commit(self, gap, legs):
+        t = (self.last or T0) + gap * H
+        self.store.commit_candle(t, [order(t, leg) for leg in legs], StepState(1, str(t).encode(), t))
+        self.last = t
+        self.status.update({order(t, leg).client_order_id: S.PENDING_SUBMIT for leg in legs})
+
+    @rule(back=st.integers(0, 2))
+    def recommit_is_refused(self, back):
+        if self.last is not None:
+            with pytest.raises(StateError):
+                self.store.commit_candle(self.last - back * H, [order(self.last - back * H, "flat")])
+
+    @rule(data=st.data(), to=st.sampled_from(list(OrderStatus)))
+    def transition(self, data, to):
+        if not self.status:
+            return
+        cid = data.draw(st.sampled_from(sorted(self.status)))
+        if to in TRANSITIONS[self.status[cid]]:
+            assert self.store.transition(cid, to).status is to
+            self.status[cid] = to
+        else:
+            with pytest.raises(IllegalTransition):
+                self.store.transition(cid, to)
+
+    @rule(data=st.data())
+    def duplicate_is_refused(self, data):
+        if self.status:
+            cid = data.draw(st.sampled_from(sorted(self.status)))
+            o = self.store.order(cid)
+            with pytest.raises(DuplicateOrder):
+                self.store.insert_order(NewOrder(cid, o.symbol, o.side, o.type, o.quantity, o.candle_open_ms, o.leg))
+
+    @rule()
+    def reopen(self):
+        self.store.close()
+        self.store = StateStore(self.path, symbol="BTCUSDT", interval="1h")
+
+    @invariant()
+    def agrees(self):
+        assert {o.client_order_id: o.status for o in self.store.orders()} == self.status
+        assert self.store.last_processed_candle() == self.last
+        assert {o.client_order_id for o in self.store.orders_to_reconcile()} == \
+            {c for c, s in self.status.items() if not s.final}
+        if self.last is not None:
+            assert self.store.step_state() == StepState(1, str(self.last).encode(), self.last)
+
+    def teardown(self):
+        import shutil
+
+        self.store.close()
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+StoreAgainstModel.TestCase.settings = hsettings(max_examples=30, stateful_step_count=25, deadline=None)
+test_store_against_model = StoreAgainstModel.TestCase
