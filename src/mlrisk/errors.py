@@ -17,3 +17,7 @@ class DataError(MlriskError):
 
 class ExchangeError(MlriskError):
     """The exchange refused a request or could not be reached after retries."""
+
+
+class SettingsError(MlriskError):
+    """An environment variable, ``.env`` entry or command-line setting is missing or invalid."""

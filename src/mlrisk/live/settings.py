@@ -1,0 +1,173 @@
+"""The live bot's settings: environment variables with the ``MLRISK_`` prefix, a ``.env`` file,
+or keyword overrides (the command line), validated before any network call.
+
+The API key, secret, REST host and timeout are *not* repeated here: they are the existing
+:class:`mlrisk.settings.BinanceSettings` (``MLRISK_BINANCE_API_KEY``, ``MLRISK_BINANCE_API_SECRET``,
+``MLRISK_BINANCE_BASE_URL``, ``MLRISK_BINANCE_TIMEOUT_S``), held as ``LiveSettings.binance``, so the
+fetch stage, the exchange client and the bot read one set of variables that cannot disagree.
+Secrets are :class:`pydantic.SecretStr` and never appear in ``repr``/``str``/``model_dump_json`` or
+in the one-line errors raised here (:class:`mlrisk.errors.SettingsError`).
+
+Variables (all optional; ``paper`` mode needs no key):
+
+- ``MLRISK_MODE``: ``paper`` (default: the backtest's fills on live candles, no orders sent),
+  ``testnet`` (Binance's test exchange, keys needed) or ``live`` (real money: keys and the
+  acknowledgement ``MLRISK_I_UNDERSTAND_REAL_MONEY=true`` / ``--i-understand-real-money`` needed).
+- ``MLRISK_MARKET``: ``spot`` (default) or ``futures`` (USDT-M).
+- ``MLRISK_SYMBOL``, ``MLRISK_INTERVAL``: default ``None`` = the pinned model's.
+- ``MLRISK_STATE_FILE``: the SQLite state database (default ``live/state.sqlite``).
+- ``MLRISK_CLIENT_ID_PREFIX``: the prefix of the bot's client order ids (default ``mlr``).
+- Risk limits: ``MLRISK_MAX_POSITION_NOTIONAL`` (quote currency, e.g. USDT; 0 = no limit, which
+  ``live`` mode refuses),
+  ``MLRISK_MAX_LEVERAGE`` (1 on spot), ``MLRISK_MAX_DAILY_LOSS`` and ``MLRISK_MAX_DRAWDOWN``
+  (fractions of equity, 0.05 = 5 %; equity includes open P&L), ``MLRISK_MAX_ORDERS_PER_MINUTE``,
+  ``MLRISK_FLATTEN_ON_BREACH`` (close the position when a loss limit trips, else only reducing
+  orders are allowed), ``MLRISK_KILL_SWITCH_FILE`` (when this file exists the bot stops gracefully).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlrisk.errors import SettingsError
+from mlrisk.settings import BinanceSettings
+from mlrisk.times import INTERVALS
+
+Mode = Literal["paper", "testnet", "live"]
+Market = Literal["spot", "futures"]
+
+#: REST hosts by (mode, market) when ``MLRISK_BINANCE_BASE_URL`` is not set; spot calls go to
+#: ``{base}/api``, futures to ``{base}/fapi`` (the convention of ``mlrisk.settings``).
+DEFAULT_HOSTS: dict[tuple[str, str], str] = {
+    ("paper", "spot"): "https://api.binance.com",          # public market data only
+    ("paper", "futures"): "https://fapi.binance.com",
+    ("live", "spot"): "https://api.binance.com",
+    ("live", "futures"): "https://fapi.binance.com",
+    ("testnet", "spot"): "https://testnet.binance.vision",
+    ("testnet", "futures"): "https://testnet.binancefuture.com",
+}
+ACK_FLAG = "--i-understand-real-money"
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9]{1,8}$")
+
+
+class LiveSettings(BaseSettings):
+    """Everything the live bot is configured with (see the module docstring for the variables)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLRISK_", env_file=".env", extra="ignore",
+                                      validate_default=True)
+
+    binance: BinanceSettings = Field(default_factory=BinanceSettings)
+    mode: Mode = "paper"
+    market: Market = "spot"
+    i_understand_real_money: bool = False
+    symbol: str | None = None
+    interval: str | None = None
+    state_file: Path = Path("live/state.sqlite")
+    client_id_prefix: str = "mlr"
+    max_position_notional: float = Field(0.0, ge=0, allow_inf_nan=False)
+    max_leverage: float = Field(1.0, ge=1, le=125, allow_inf_nan=False)
+    max_daily_loss: float = Field(0.05, gt=0, le=1, allow_inf_nan=False)
+    max_drawdown: float = Field(0.20, gt=0, le=1, allow_inf_nan=False)
+    max_orders_per_minute: int = Field(10, ge=1, le=1200)
+    flatten_on_breach: bool = False
+    kill_switch_file: Path = Path("live/STOP")
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip().upper()
+        if not _SYMBOL.match(v):
+            raise ValueError("must be a Binance symbol such as BTCUSDT (2-20 letters/digits)")
+        return v
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: str | None) -> str | None:
+        if v is not None and v not in INTERVALS:
+            raise ValueError(f"must be one of {', '.join(INTERVALS)}")
+        return v
+
+    @field_validator("client_id_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not _PREFIX.match(v):
+            raise ValueError("must be 1-8 letters or digits")
+        return v
+
+    @field_validator("state_file", "kill_switch_file")
+    @classmethod
+    def _path(cls, v: Path) -> Path:
+        if str(v).strip() in ("", "."):
+            raise ValueError("must be a file path")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LiveSettings":
+        if not self.binance.timeout_s > 0:
+            raise ValueError("MLRISK_BINANCE_TIMEOUT_S must be a positive number of seconds")
+        if self.market == "spot" and self.max_leverage != 1:
+            raise ValueError("max_leverage must be 1 on spot (set MLRISK_MARKET=futures to use leverage)")
+        if self.mode in ("testnet", "live") and not self.has_keys:
+            raise ValueError(f"mode {self.mode} needs MLRISK_BINANCE_API_KEY and MLRISK_BINANCE_API_SECRET "
+                             "(environment or .env); paper mode needs none")
+        if self.mode == "live" and not self.i_understand_real_money:
+            raise ValueError(f"mode live trades real money: pass {ACK_FLAG} "
+                             "(or MLRISK_I_UNDERSTAND_REAL_MONEY=true) to confirm")
+        if self.mode == "live" and self.max_position_notional <= 0:
+            raise ValueError("mode live needs a position cap: set MLRISK_MAX_POSITION_NOTIONAL (quote currency, "
+                             "e.g. 100 for 100 USDT)")
+        if self.state_file.resolve() == self.kill_switch_file.resolve():
+            raise ValueError("state_file and kill_switch_file must be different files")
+        return self
+
+    @property
+    def has_keys(self) -> bool:
+        """True when both the API key and the secret are set and non-empty."""
+        k, s = self.binance.api_key, self.binance.api_secret
+        return bool(k and k.get_secret_value().strip() and s and s.get_secret_value().strip())
+
+    @property
+    def sends_orders(self) -> bool:
+        """True in ``testnet`` and ``live`` mode; ``paper`` mode only simulates fills."""
+        return self.mode != "paper"
+
+    @property
+    def base_url(self) -> str:
+        """The REST host: ``MLRISK_BINANCE_BASE_URL`` if set, else Binance's for the mode and market."""
+        return (self.binance.base_url or DEFAULT_HOSTS[(self.mode, self.market)]).rstrip("/")
+
+
+def _one_line(e: ValidationError, within: str = "") -> str:
+    """A ValidationError as one line naming each field, its variable and the problem; never
+    echoes an input value (an input may be a secret)."""
+    parts = []
+    for err in e.errors(include_input=False, include_url=False):
+        loc = ".".join(str(x) for x in ((within,) if within else ()) + tuple(err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        var = f"MLRISK_{loc.upper().replace('.', '_')}" if loc else ""
+        parts.append(f"{loc} ({var}): {msg}" if loc else msg)
+    return "live settings: " + "; ".join(parts)
+
+
+def load_live_settings(env_file: str | Path | None = ".env", **overrides: Any) -> LiveSettings:
+    """Read and validate the settings: ``overrides`` (command-line values; ``None`` = not given)
+    win over environment variables, which win over ``env_file``. Raises
+    :class:`~mlrisk.errors.SettingsError` with one line naming every problem; makes no network call."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if "binance" not in given:
+            given["binance"] = BinanceSettings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as e:
+        raise SettingsError(_one_line(e, "binance")) from None
+    try:
+        return LiveSettings(_env_file=env_file, **given)  # type: ignore[call-arg]
+    except ValidationError as e:
+        raise SettingsError(_one_line(e)) from None
