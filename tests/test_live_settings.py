@@ -93,7 +93,7 @@ def test_bad_binance_variable_is_named(monkeypatch):
     with pytest.raises(SettingsError, match=r"binance\.timeout_s \(MLRISK_BINANCE_TIMEOUT_S\)"):
         load_live_settings(env_file=None)
     monkeypatch.setenv("MLRISK_BINANCE_TIMEOUT_S", "0")
-    with pytest.raises(SettingsError, match="positive number of seconds"):
+    with pytest.raises(SettingsError, match=r"MLRISK_BINANCE_TIMEOUT_S\): Input should be greater than 0"):
         load_live_settings(env_file=None)
 
 

@@ -111,8 +111,6 @@ class LiveSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> "LiveSettings":
-        if not self.binance.timeout_s > 0:
-            raise ValueError("MLRISK_BINANCE_TIMEOUT_S must be a positive number of seconds")
         if self.market == "spot" and self.max_leverage != 1:
             raise ValueError("max_leverage must be 1 on spot (set MLRISK_MARKET=futures to use leverage)")
         if self.mode in ("testnet", "live") and not self.has_keys:
