@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlparse
 
-from fake_binance import FakeBinance
+from fake_binance import FakeBinance, Request
 
 #: A BTCUSDT spot ``exchangeInfo`` symbol entry with real-looking filters (Binance's BTCUSDT values as of 2024).
 BTCUSDT_SPOT: dict[str, Any] = {
@@ -221,7 +221,7 @@ class FakeExchange(FakeBinance):
               ("GET", "/api/v3/account"): ("_account", True), ("GET", "/api/v3/allOrders"): ("_all_orders", True),
               ("GET", "/api/v3/myTrades"): ("_my_trades", True)}
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_order_fault(self, method: str, path: str) -> Fault | None:
         with self._xlock:
             for f in self.scheduled:
                 if not f.fired and (f.method in (None, method)) and (f.path in (None, path)):
@@ -252,8 +252,9 @@ class FakeExchange(FakeBinance):
         params = dict(parse_qsl(body, keep_blank_values=True))
         params.update(parse_qsl(u.query, keep_blank_values=True))   # the query string wins, like Binance
         with self.lock:
-            self.requests.append((u.path, {k: v for k, v in params.items() if k != "signature"}))
-        fault = self._take_fault(method, u.path)
+            self.requests.append(Request(method, u.path, {k: v for k, v in params.items() if k != "signature"},
+                                         dict(h.headers.items())))
+        fault = self._take_order_fault(method, u.path)
         name, signed = route
         run = lambda: self._answer(h, method, u.path, name, signed, u.query, body, params)  # noqa: E731
         if fault is None:
