@@ -4,7 +4,9 @@ Serves ``/api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo``, ``/api/v3/k
 ``/fapi/v1/klines`` from in-memory candles, with Binance's paging semantics (``startTime``,
 ``endTime`` inclusive, ``limit`` default 500, max 1000), its error format (``{"code", "msg"}``),
 and injectable faults: ``"429"``/``"418"`` with ``Retry-After``, ``"500"``, and ``"drop"`` (the
-connection closes with no response). Every request is logged in ``requests``.
+connection closes with no response), ``"empty"`` (an empty page, ``[]``, where candles exist).
+``futures`` serves other candles on ``/fapi`` than on ``/api`` (a market switch); gaps in the
+exchange's data are simply rows left out of ``candles``. Every request is logged in ``requests``.
 The live-trading work extends this with order endpoints.
 """
 
@@ -42,8 +44,10 @@ def make_candles(n: int, start_ms: int = 1_700_000_000_000 // 3_600_000 * 3_600_
 class FakeBinance:
     """Start with ``with FakeBinance(...) as fb:``; ``fb.url`` is the base URL for python-binance."""
 
-    def __init__(self, candles: dict[tuple[str, str], list[list[Any]]] | None = None, now_ms: int | None = None) -> None:
+    def __init__(self, candles: dict[tuple[str, str], list[list[Any]]] | None = None, now_ms: int | None = None,
+                 futures: dict[tuple[str, str], list[list[Any]]] | None = None) -> None:
         self.candles = candles or {}
+        self.futures = futures  # None: /fapi serves the same candles as /api
         self.now_ms = now_ms
         self.faults: list[dict[str, Any]] = []
         self.requests: list[tuple[str, dict[str, str]]] = []
@@ -67,11 +71,12 @@ class FakeBinance:
     def kline_requests(self) -> list[dict[str, str]]:
         return [q for p, q in self.requests if p.endswith("/klines")]
 
-    def _klines(self, q: dict[str, str]) -> tuple[int, Any]:
+    def _klines(self, q: dict[str, str], futures: bool = False) -> tuple[int, Any]:
         key = (q.get("symbol", ""), q.get("interval", ""))
-        if key[0] not in {s for s, _ in self.candles}:
+        candles = self.futures if futures and self.futures is not None else self.candles
+        if key[0] not in {s for s, _ in candles}:
             return 400, {"code": -1121, "msg": "Invalid symbol."}
-        rows = self.candles.get(key)
+        rows = candles.get(key)
         if rows is None:
             return 400, {"code": -1120, "msg": "Invalid interval."}
         limit = int(q.get("limit", 500))
@@ -117,6 +122,9 @@ class FakeBinance:
                         self.close_connection = True
                         self.connection.close()
                         return
+                    if kind == "empty":
+                        self._send(200, [])
+                        return
                     if kind in ("429", "418"):
                         self._send(int(kind), {"code": -1003, "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE."},
                                    {"Retry-After": str(fault.get("retry_after", 1))})
@@ -128,7 +136,7 @@ class FakeBinance:
                 elif u.path in ("/api/v3/time", "/fapi/v1/time"):
                     self._send(200, {"serverTime": fake.now_ms or 0})
                 elif u.path in ("/api/v3/klines", "/fapi/v1/klines"):
-                    self._send(*fake._klines(q))
+                    self._send(*fake._klines(q, futures=u.path.startswith("/fapi")))
                 else:
                     self._send(404, {"code": -1000, "msg": f"unknown path {u.path}"})
 

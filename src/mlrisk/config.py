@@ -46,6 +46,8 @@ class DataParams(_Section):
     end: str | None = None
     files: list[str] = Field(default_factory=list)
     gap_policy: Literal["error", "keep", "ffill"] = "ffill"
+    max_fill: int | None = Field(None, ge=0, le=100_000)  # ffill: longest gap filled, candles; None = one day
+
 
     _dates = field_validator("start", "end")(_check_date)
 
@@ -67,6 +69,11 @@ class DataParams(_Section):
     @property
     def interval_ms(self) -> int:
         return INTERVAL_MS[self.interval]
+
+    @property
+    def max_fill_candles(self) -> int:
+        """The longest gap ``ffill`` fills, in candles (``max_fill``, or one day of candles)."""
+        return self.max_fill if self.max_fill is not None else max(1, 86_400_000 // self.interval_ms)
 
 
 class LabelParams(_Section):
