@@ -295,7 +295,8 @@ def _format_error(err: dict[str, Any]) -> str:
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a parsed params mapping; raise :class:`ParamsError` with one line per problem."""
     if raw is None:
-        raw = {}
+        raise ParamsError(f"{source} is empty: it needs the sections {', '.join(Params.model_fields)}; "
+                          f"restore it with `git checkout {source}`")
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections (data, features, ...), got {type(raw).__name__}")
     try:
@@ -303,6 +304,19 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     except ValidationError as e:
         errors = [_format_error(err) for err in e.errors()]
         raise ParamsError(f"{source}: " + "; ".join(errors)) from None
+
+
+def missing_keys(raw: dict[str, Any], keys: list[str]) -> list[str]:
+    """The dotted keys (``data.symbol``, ``train``) absent from the parsed params mapping ``raw``."""
+    out = []
+    for key in keys:
+        node: Any = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                out.append(key)
+                break
+            node = node[part]
+    return out
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

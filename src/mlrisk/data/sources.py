@@ -101,7 +101,8 @@ def read_kline_file(path: str | Path, symbol: str | None = None, interval: str |
         raise DataError(f"{path}: line {len(lines)} has {lines[-1].count(',') + 1} fields, the line before "
                         f"{lines[-2].count(',') + 1}: the file is truncated: download it again")
     try:
-        raw = pd.read_csv(io.StringIO(text), header=0 if has_header else None, dtype=str, skip_blank_lines=False)
+        # a blank line inside the data is a row of blank cells (an error naming its line), not skipped
+        raw = pd.read_csv(io.StringIO(text.strip("\n") + "\n"), header=0 if has_header else None, dtype=str, skip_blank_lines=False)
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: not a kline CSV ({e})") from None
     if not has_header:
