@@ -178,26 +178,33 @@ def test_a_file_made_by_the_sample_source_is_not_extended(tmp_path: Path):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"].update({"source": "sample", "start": "2024-09-01"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    assert run_stage("fetch", cwd=tmp_path).returncode == 0
-    t0 = 1_727_740_800_000  # 2024-10-01, after the sample's last candle
-    rows = make_candles(50, start_ms=t0, interval_ms=H)
-    with FakeBinance({("BTCUSDT", "1h"): rows}, now_ms=t0 + 50 * H) as fb:
-        _params(tmp_path, start="2024-10-01")
+    assert run_stage("fetch", cwd=tmp_path).returncode == 0  # the sample's last 3 weeks
+    t0 = 1_725_148_800_000  # 2024-09-01
+    rows = make_candles(24 * 40, start_ms=t0, interval_ms=H, price=50_000.0)
+    with FakeBinance({("BTCUSDT", "1h"): rows}, now_ms=t0 + 24 * 40 * H) as fb:
+        _params(tmp_path, start="2024-09-01")
         rc, out, df = _stage(tmp_path, fb)
     assert rc == 0, out
-    assert len(df) == 50 and df["open_time"].iloc[0] == pd.Timestamp(t0, unit="ms", tz="UTC")
+    assert int(fb.kline_requests()[0]["startTime"]) == t0
+    assert len(df) == 24 * 40
+    np.testing.assert_allclose(df["close"].to_numpy(), [float(r[4]) for r in rows])  # no sample candle kept
 
 
 def test_moving_start_later_and_end_earlier_cuts_the_file(tmp_path: Path):
     rows = make_candles(500, start_ms=T0, interval_ms=H)
-    with FakeBinance({("BTCUSDT", "1h"): rows}, now_ms=T0 + 500 * H) as fb:
+    with FakeBinance({("BTCUSDT", "1h"): rows}, now_ms=T0 + 100 * H) as fb:
         _params(tmp_path)
-        assert _stage(tmp_path, fb)[0] == 0
-        _params(tmp_path, start="2024-01-05", end="2024-01-10")
+        assert _stage(tmp_path, fb)[0] == 0  # 2024-01-01 .. 2024-01-05
+        fb.now_ms = T0 + 500 * H
+        _params(tmp_path, start="2024-01-10")  # after the file's last candle
+        rc, out, df = _stage(tmp_path, fb)
+        assert rc == 0, out
+        assert df["open_time"].iloc[0] == pd.Timestamp("2024-01-10", tz="UTC") and len(df) == 500 - 9 * 24
+        _params(tmp_path, start="2024-01-12", end="2024-01-15")
         rc, out, df = _stage(tmp_path, fb)
     assert rc == 0, out
-    assert df["open_time"].iloc[0] == pd.Timestamp("2024-01-05", tz="UTC")
-    assert df["open_time"].iloc[-1] == pd.Timestamp("2024-01-09T23:00", tz="UTC") and len(df) == 5 * 24
+    assert df["open_time"].iloc[0] == pd.Timestamp("2024-01-12", tz="UTC")
+    assert df["open_time"].iloc[-1] == pd.Timestamp("2024-01-14T23:00", tz="UTC") and len(df) == 3 * 24
 
 
 def test_a_long_gap_in_the_exchange_data_is_an_error_or_kept(tmp_path: Path):

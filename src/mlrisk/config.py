@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlrisk.errors import ParamsError
 from mlrisk.features import ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature
-from mlrisk.times import INTERVAL_MS, INTERVALS, utc
+from mlrisk.times import INTERVAL_MS, INTERVALS, candles_per_day, utc
 
 
 
@@ -73,7 +73,7 @@ class DataParams(_Section):
     @property
     def max_fill_candles(self) -> int:
         """The longest gap ``ffill`` fills, in candles (``max_fill``, or one day of candles)."""
-        return self.max_fill if self.max_fill is not None else max(1, 86_400_000 // self.interval_ms)
+        return self.max_fill if self.max_fill is not None else candles_per_day(self.interval_ms)
 
 
 class LabelParams(_Section):

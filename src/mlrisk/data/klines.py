@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mlrisk.errors import DataError
+from mlrisk.times import candles_per_day
 
 KLINE_COLUMNS = [
     "open_time", "open", "high", "low", "close", "volume",
@@ -41,11 +42,6 @@ def empty_klines() -> pd.DataFrame:
 US_THRESHOLD = 10**14  # epoch values at or above this are microseconds (ms reach it only in year 5138)
 LATEST_MS = 4_102_444_800_000  # 2100-01-01: a later time is a misread value, not a candle
 FILL_GRID_FACTOR = 2  # ffill may at most double the rows read (half the table synthetic)
-
-
-def default_max_fill(interval_ms: int) -> int:
-    """The default longest gap ``ffill`` fills: one day of candles (24 for 1h), at least 1."""
-    return max(1, 86_400_000 // interval_ms)
 
 
 def _epoch_ms(num: pd.Series, time_unit: str | None) -> np.ndarray:
@@ -147,8 +143,9 @@ def validate(df: pd.DataFrame, interval_ms: int, gap_policy: str = "keep", max_f
     nan_rows = df[CANDLE_COLUMNS].isna().any(axis=1)
     if nan_rows.any():
         raise DataError(f"{int(nan_rows.sum())} candle(s) have missing values, first at {df.loc[nan_rows.idxmax(), 'open_time']}; the file is corrupt: download it again")
-    if not np.isfinite(df[FLOAT_COLUMNS[:5]].to_numpy()).all():
-        i = int((~np.isfinite(df[FLOAT_COLUMNS[:5]].to_numpy())).any(axis=1).argmax())
+    infinite = ~np.isfinite(df[["open", "high", "low", "close", "volume"]].to_numpy()).all(axis=1)
+    if infinite.any():
+        i = int(infinite.argmax())
         raise DataError(f"non-finite price or volume in candle {df.loc[i, 'open_time']}; the data is corrupt: download it again")
     if (prices <= 0).any(axis=None):
         i = int((prices <= 0).any(axis=1).idxmax())
@@ -181,7 +178,7 @@ def validate(df: pd.DataFrame, interval_ms: int, gap_policy: str = "keep", max_f
             f"{len(gap_idx)} gap(s) in the candles ({int(missing.sum())} missing), first at {first}; "
             "set data.gap_policy to 'keep' or 'ffill' to accept them"
         )
-    limit = default_max_fill(interval_ms) if max_fill is None else max_fill
+    limit = candles_per_day(interval_ms) if max_fill is None else max_fill
     filled = 0
     if len(gap_idx) and gap_policy == "ffill":
         if largest > limit:
