@@ -71,7 +71,8 @@ def normalise(df: pd.DataFrame, time_unit: str | None = None, first_line: int | 
         raise DataError(f"kline data lacks column(s) {', '.join(missing)}; expected Binance kline columns {', '.join(KLINE_COLUMNS)}")
 
     def where(i: int) -> str:
-        return f"line {i + first_line}" if first_line is not None else f"row {i}"
+        at = f"line {i + first_line}" if first_line is not None else f"row {i}"
+        return f"{at} (open time {out['open_time'].iloc[i]})" if "open_time" in out.columns else at
 
     def fail(col: str, values: pd.Series, mask: np.ndarray, what: str) -> None:
         i = int(np.argmax(mask))

@@ -87,7 +87,8 @@ def read_kline_file(path: str | Path, symbol: str | None = None, interval: str |
         else:
             text = path.read_text()
     except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e}); the file is corrupt: download it again") from None
+        kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+        raise DataError(f"{path}: cannot read ({kind}: {e}); the file is corrupt: download it again") from None
     if symbol and interval:
         check_dump_name(path.name, symbol, interval, str(path))
         if inner:
