@@ -128,7 +128,7 @@ def test_fetch_stage_error_keeps_the_existing_file(tmp_path: Path):
 
     from mlrisk.io import write_parquet
 
-    made_by = {"source": "binance", "symbol": "NOPEUSDT", "interval": "1h", "market": "spot"}
+    made_by = {"source": "binance", "symbol": "NOPEUSDT", "interval": "1h", "market": "spot", "gap_policy": "ffill", "max_fill": 24}
     write_parquet(out, klines_from_rows(make_candles(5, start_ms=T0, interval_ms=H)), metadata={"mlrisk": made_by})
     before = out.read_bytes()
     with _serve(10) as fb:
@@ -205,6 +205,22 @@ def test_moving_start_later_and_end_earlier_cuts_the_file(tmp_path: Path):
     assert rc == 0, out
     assert df["open_time"].iloc[0] == pd.Timestamp("2024-01-12", tz="UTC")
     assert df["open_time"].iloc[-1] == pd.Timestamp("2024-01-14T23:00", tz="UTC") and len(df) == 3 * 24
+
+
+def test_a_file_filled_under_another_gap_policy_is_downloaded_afresh(tmp_path: Path):
+    from mlrisk.config import DataParams
+    from mlrisk.data.sources import read_existing
+
+    rows = make_candles(300, start_ms=T0, interval_ms=H)
+    with FakeBinance({("BTCUSDT", "1h"): rows[:100] + rows[110:]}, now_ms=T0 + 300 * H) as fb:
+        _params(tmp_path)
+        assert _stage(tmp_path, fb)[0] == 0  # ffill: 10 flat candles in the file
+    out = tmp_path / "data/raw/BTCUSDT-1h.parquet"
+    same = DataParams(source="binance", start="2024-01-01")
+    assert len(read_existing(out, same)) == 300
+    assert read_existing(out, same.model_copy(update={"gap_policy": "keep"})) is None
+    assert read_existing(out, same.model_copy(update={"max_fill": 5})) is None
+    assert read_existing(out, same.model_copy(update={"market": "futures"})) is None
 
 
 def test_a_long_gap_in_the_exchange_data_is_an_error_or_kept(tmp_path: Path):

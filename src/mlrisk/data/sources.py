@@ -297,15 +297,18 @@ def cut(df: pd.DataFrame, start_ms: int | None, end_ms: int | None) -> pd.DataFr
 METADATA_KEY = "mlrisk"
 
 
-def provenance(data: DataParams) -> dict[str, str]:
-    """What made a candle file: source, symbol, interval and market (stored in its parquet metadata)."""
-    return {"source": data.source, "symbol": data.symbol, "interval": data.interval, "market": data.market}
+def provenance(data: DataParams) -> dict[str, Any]:
+    """What made a candle file (stored in its parquet metadata): source, symbol, interval and
+    market, and the gap handling (policy, longest gap filled) that shaped the candles in it."""
+    return {"source": data.source, "symbol": data.symbol, "interval": data.interval, "market": data.market,
+            "gap_policy": data.gap_policy, "max_fill": data.max_fill_candles}
 
 
 def read_existing(path: Path, data: DataParams) -> pd.DataFrame | None:
     """The candles already downloaded at ``path`` if the incremental update may extend them: the
     file exists and its metadata says the binance source made it for the same symbol, interval
-    and market. None otherwise (the download starts over; the old file is replaced on success)."""
+    and market, with the same gap handling (filled candles are in the file). None otherwise (the
+    download starts over; the old file is replaced on success)."""
     if not path.exists():
         return None
     try:
