@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlrisk.stage import run_stage
-from mlrisk.errors import DataError
-from mlrisk.io import write_csv, write_json
+from mlrisk.io import read_parquet, write_csv, write_json
 
 
 def body(params, args) -> None:
@@ -19,9 +18,7 @@ def body(params, args) -> None:
     from mlrisk.report.plotting import write_html
 
     path = Path(args.predictions)
-    if not path.exists():
-        raise DataError(f"{path} not found: run `dvc repro evaluate` first")
-    pred = pd.read_parquet(path)
+    pred = read_parquet(path, "run `dvc repro evaluate`")
     bp, interval_ms = params.backtest, params.data.interval_ms
     t0 = time.perf_counter()
     res = run_backtest(pred, bp, interval_ms)

@@ -5,11 +5,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from mlrisk.stage import run_stage
 from mlrisk.errors import DataError
-from mlrisk.io import write_csv, write_json, write_parquet
+from mlrisk.io import read_parquet, write_csv, write_json, write_parquet
 
 
 def body(params, args) -> None:
@@ -30,7 +29,7 @@ def body(params, args) -> None:
             raise DataError(f"{p} not found: run `dvc repro train` first")
     spec = PreprocessSpec.load(args.spec)
     model = load_model(args.model)
-    train, test = pd.read_parquet(data / "train.parquet"), pd.read_parquet(data / "test.parquet")
+    train, test = (read_parquet(data / f"{p}.parquet", "run `dvc repro preprocess`") for p in ("train", "test"))
     ep = params.evaluate
 
     x, ends_all, _ = window_arrays(test, spec.features, only_used=False)
@@ -54,7 +53,7 @@ def body(params, args) -> None:
         from mlrisk.evaluation.walkforward import walk_forward
 
         raw = Path(args.raw_dir) / f"{params.data.symbol}-{params.data.interval}.parquet"
-        table, summary = walk_forward(pd.read_parquet(raw), params, ep.walk_forward.folds, ep.walk_forward.epochs)
+        table, summary = walk_forward(read_parquet(raw, "run `dvc repro fetch`"), params, ep.walk_forward.folds, ep.walk_forward.epochs)
         report["walk_forward"] = summary
         write_csv(Path(args.charts_dir) / "walk_forward.csv", table)
 

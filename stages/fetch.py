@@ -1,28 +1,46 @@
-"""DVC stage `fetch`: candles -> data/raw/{SYMBOL}-{INTERVAL}.parquet + reports/data_quality.json."""
+"""DVC stage `fetch`: candles -> data/raw/{SYMBOL}-{INTERVAL}.parquet + reports/data_quality.json.
 
+Files for ``data.source: file`` must lie in data/files/, the folder this stage depends on, so that
+a replaced download re-runs it. The candle file records what made it (source, symbol, interval,
+market) in its parquet metadata; the binance source extends only a file it made itself."""
+
+import os
 import sys
 from pathlib import Path
 
 from mlrisk.stage import run_stage
-from mlrisk.data.sources import get_candles, read_existing
+from mlrisk.data.sources import METADATA_KEY, get_candles, provenance, read_existing
+from mlrisk.errors import DataError
 from mlrisk.io import write_json, write_parquet
+
+
+def check_files_dir(files: list[str], files_dir: Path) -> None:
+    """Every ``data.files`` path must lie inside ``files_dir`` (DVC hashes that folder)."""
+    root = Path(os.path.abspath(files_dir))
+    for f in files:
+        if root not in Path(os.path.abspath(f)).parents:
+            raise DataError(f"data.files: {f} is outside {files_dir}/: move or copy it there (the fetch stage depends on "
+                            f"that folder, so DVC re-runs it when a file there changes) and list it as {files_dir}/{Path(f).name}")
 
 
 def body(params, args) -> None:
     d = params.data
     out = Path(args.out_dir) / f"{d.symbol}-{d.interval}.parquet"
-    existing = read_existing(out) if d.source == "binance" else None
+    if d.source == "file":
+        check_files_dir(d.files, Path(args.files_dir))
+    existing = read_existing(out, d) if d.source == "binance" else None
     candles, quality = get_candles(d, existing)
-    write_parquet(out, candles)
+    write_parquet(out, candles, metadata={METADATA_KEY: provenance(d)})
     write_json(args.quality, quality)
     print(f"fetch: {quality['rows']} candles {quality['first_candle']} .. {quality['last_candle']}, "
-          f"{quality['gaps']} gap(s), {quality['filled_candles']} filled -> {out}")
+          f"{quality['gaps']} gap(s), {quality['filled_candles']} filled ({quality['filled_share']:.2%}) -> {out}")
 
 
 def add_args(p):
     p.add_argument("--out-dir", default="data/raw", help="output folder (default: data/raw)")
     p.add_argument("--quality", default="reports/data_quality.json", help="data-quality metrics file")
+    p.add_argument("--files-dir", default="data/files", help="folder that must hold data.files (default: data/files)")
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("fetch", __doc__, body, add_args))
+    sys.exit(run_stage("fetch", __doc__, body, add_args, removes_outputs=False))

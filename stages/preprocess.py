@@ -3,11 +3,8 @@
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from mlrisk.stage import run_stage
-from mlrisk.errors import DataError
-from mlrisk.io import write_parquet
+from mlrisk.io import read_parquet, write_parquet
 from mlrisk.data.preprocess import build_dataset, part_frame
 from mlrisk.data.split import PARTS
 
@@ -15,16 +12,16 @@ from mlrisk.data.split import PARTS
 def body(params, args) -> None:
     d = params.data
     raw = Path(args.raw_dir) / f"{d.symbol}-{d.interval}.parquet"
-    if not raw.exists():
-        raise DataError(f"{raw} not found: run `dvc repro fetch` first")
-    candles = pd.read_parquet(raw)
+    candles = read_parquet(raw, "run `dvc repro fetch`")
     ds, spec = build_dataset(candles, params.features, params.split, d.interval)
     for part in PARTS:  # one file per part: train never even opens the test file
         write_parquet(Path(args.out_dir) / f"{part}.parquet", part_frame(ds, part))
     spec.save(args.spec)
     s = spec.split
     print("preprocess: " + ", ".join(f"{p} {s[p]['samples']} samples ({s[p]['first'][:10]}..{s[p]['last'][:10]})" for p in ("train", "val", "test"))
-          + f"; purge {s['purge']} candles -> {args.out_dir}/{{train,val,test}}.parquet")
+          + f"; purge {s['purge']} candles"
+          + (f"; gaps: {s['gaps']['windows_dropped']} windows and {s['gaps']['labels_dropped']} labels spanning one dropped" if "gaps" in s else "")
+          + f" -> {args.out_dir}/{{train,val,test}}.parquet")
 
 
 def add_args(p):

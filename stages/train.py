@@ -7,12 +7,9 @@ import platform
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from mlrisk.stage import run_stage
-from mlrisk.errors import DataError
 from mlrisk.hashing import sha256_file
-from mlrisk.io import write_json
+from mlrisk.io import read_parquet, write_json
 from mlrisk.data.preprocess import PreprocessSpec, window_arrays
 
 
@@ -31,12 +28,10 @@ def body(params, args) -> None:
 
     data = Path(args.data_dir)
     paths = {p: data / f"{p}.parquet" for p in ("train", "val")}
-    for p in paths.values():
-        if not p.exists():
-            raise DataError(f"{p} not found: run `dvc repro preprocess` first")
+    frames = {p: read_parquet(path, "run `dvc repro preprocess`") for p, path in paths.items()}
     spec = PreprocessSpec.load(args.spec)
-    tr = window_arrays(pd.read_parquet(paths["train"]), spec.features)
-    va = window_arrays(pd.read_parquet(paths["val"]), spec.features)
+    tr = window_arrays(frames["train"], spec.features)
+    va = window_arrays(frames["val"], spec.features)
     tp = params.train
     gpus = tf.config.list_physical_devices("GPU")
     print(f"train: {len(tr[1])} train / {len(va[1])} val windows of {spec.seq_len}x{len(spec.features)}, "

@@ -13,7 +13,11 @@ Faults: ``faults`` is a schedule, a list of dicts; each request takes the first 
 - ``{"kind": "drop"}``: the connection closes with no response;
 - ``{"kind": "slow", "delay_s": 1.0}``: the normal answer, ``delay_s`` seconds late (a client with a
   shorter timeout sees ``requests.Timeout``);
-- ``{"kind": "html"}``: HTTP 200 with a non-JSON body (``"body"``), like a captive portal.
+- ``{"kind": "html"}``: HTTP 200 with a non-JSON body (``"body"``), like a captive portal;
+- ``{"kind": "empty"}``: an empty page (``[]``) where candles exist.
+
+``futures`` serves other candles on ``/fapi`` than on ``/api`` (a market switch); gaps in the
+exchange's data are simply rows left out of ``candles``.
 
 Every request is logged in ``requests`` as a :class:`Request` (method, path, query, headers).
 The live-trading work extends this with order endpoints.
@@ -60,8 +64,10 @@ class Request(NamedTuple):
 class FakeBinance:
     """Start with ``with FakeBinance(...) as fb:``; ``fb.url`` is the base URL for python-binance."""
 
-    def __init__(self, candles: dict[tuple[str, str], list[list[Any]]] | None = None, now_ms: int | None = None) -> None:
+    def __init__(self, candles: dict[tuple[str, str], list[list[Any]]] | None = None, now_ms: int | None = None,
+                 futures: dict[tuple[str, str], list[list[Any]]] | None = None) -> None:
         self.candles = candles or {}
+        self.futures = futures  # None: /fapi serves the same candles as /api
         self.now_ms = now_ms
         self.faults: list[dict[str, Any]] = []
         self.requests: list[Request] = []
@@ -94,11 +100,12 @@ class FakeBinance:
                 return self.faults.pop(i)
         return None
 
-    def _klines(self, q: dict[str, str]) -> tuple[int, Any]:
+    def _klines(self, q: dict[str, str], futures: bool = False) -> tuple[int, Any]:
         key = (q.get("symbol", ""), q.get("interval", ""))
-        if key[0] not in {s for s, _ in self.candles}:
+        candles = self.futures if futures and self.futures is not None else self.candles
+        if key[0] not in {s for s, _ in candles}:
             return 400, {"code": -1121, "msg": "Invalid symbol."}
-        rows = self.candles.get(key)
+        rows = candles.get(key)
         if rows is None:
             return 400, {"code": -1120, "msg": "Invalid interval."}
         limit = int(q.get("limit", 500))
@@ -120,7 +127,7 @@ class FakeBinance:
         if path in ("/api/v3/time", "/fapi/v1/time"):
             return 200, {"serverTime": self.now_ms or 0}
         if path in ("/api/v3/klines", "/fapi/v1/klines"):
-            return self._klines(q)
+            return self._klines(q, futures=path.startswith("/fapi"))
         return 404, {"code": -1000, "msg": f"unknown path {path}"}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -168,6 +175,8 @@ class FakeBinance:
                 elif kind == "html":
                     body = fault.get("body", "<html><body>Please log in to the hotel Wi-Fi</body></html>")
                     self._send(200, body.encode(), content_type="text/html")
+                elif kind == "empty":
+                    self._send(200, [])
                 else:
                     status = int(kind)
                     default = (-1003, "Too many requests; current limit is 6000 request weight per 1 MINUTE.") if status in (418, 429) \

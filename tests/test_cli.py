@@ -10,7 +10,7 @@ from mlrisk.cli import main
 from mlrisk.settings import BinanceSettings
 
 
-@pytest.mark.parametrize("stage", ["fetch", "preprocess", "train", "evaluate", "backtest"])
+@pytest.mark.parametrize("stage", ["check_params", "fetch", "preprocess", "train", "evaluate", "backtest"])
 def test_every_stage_has_help(stage, tmp_path):
     r = run_stage(stage, "--help", cwd=tmp_path)
     assert r.returncode == 0 and "--params" in r.stdout and "DVC stage" in r.stdout

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -126,7 +127,10 @@ def test_fetch_stage_error_keeps_the_existing_file(tmp_path: Path):
     out.parent.mkdir(parents=True)
     from mlrisk.data.klines import klines_from_rows
 
-    klines_from_rows(make_candles(5, start_ms=T0, interval_ms=H)).to_parquet(out)
+    from mlrisk.io import write_parquet
+
+    made_by = {"source": "binance", "symbol": "NOPEUSDT", "interval": "1h", "market": "spot", "gap_policy": "ffill", "max_fill": 24}
+    write_parquet(out, klines_from_rows(make_candles(5, start_ms=T0, interval_ms=H)), metadata={"mlrisk": made_by})
     before = out.read_bytes()
     with _serve(10) as fb:
         r = run_stage("fetch", cwd=tmp_path, env={"MLRISK_BINANCE_BASE_URL": fb.url})
@@ -134,6 +138,106 @@ def test_fetch_stage_error_keeps_the_existing_file(tmp_path: Path):
     assert r.stderr.strip().count("\n") == 0 and "does not know symbol" in r.stderr
     assert out.read_bytes() == before
     assert list(out.parent.iterdir()) == [out]  # no temp file left behind
+
+
+def test_an_empty_page_where_candles_exist_is_asked_again():
+    with _serve(2500) as fb:
+        f = _fetcher(fb, [])
+        first = f._page("BTCUSDT", "1h", T0, T0 + 3000 * H)  # warm up: not a fault
+        fb.faults = [{"kind": "empty"}]
+        df = f.fetch("BTCUSDT", "1h", H, T0 + 1000 * H)
+    assert len(first) == 1000
+    assert len(df) == 1499 and df["open_time"].iloc[0] == pd.Timestamp(T0 + 1000 * H, unit="ms", tz="UTC")
+
+
+def _stage(tmp_path: Path, fb: FakeBinance) -> tuple[int, str, pd.DataFrame | None]:
+    r = run_stage("fetch", cwd=tmp_path, env={"MLRISK_BINANCE_BASE_URL": fb.url})
+    out = tmp_path / "data/raw/BTCUSDT-1h.parquet"
+    return r.returncode, r.stdout + r.stderr, pd.read_parquet(out) if out.exists() else None
+
+
+def test_switching_market_starts_over_instead_of_appending(tmp_path: Path):
+    spot = make_candles(600, start_ms=T0, interval_ms=H, price=40_000.0)
+    futures = make_candles(800, start_ms=T0, interval_ms=H, seed=3, price=40_100.0)
+    with FakeBinance({("BTCUSDT", "1h"): spot}, now_ms=T0 + 600 * H, futures={("BTCUSDT", "1h"): futures}) as fb:
+        _params(tmp_path)
+        rc, out, df = _stage(tmp_path, fb)
+        assert rc == 0, out
+        assert len(df) == 600
+        fb.now_ms = T0 + 800 * H
+        fb.requests.clear()
+        _params(tmp_path, market="futures")
+        rc, out, df = _stage(tmp_path, fb)
+    assert rc == 0, out
+    assert [p for p, _ in fb.requests if p.endswith("klines")] == ["/fapi/v1/klines"]
+    assert int(fb.kline_requests()[0]["startTime"]) == T0  # from data.start, not after the spot candles
+    assert len(df) == 800 and df["open_time"].is_unique
+    np.testing.assert_allclose(df["close"].to_numpy(), [float(r[4]) for r in futures])
+
+
+def test_a_file_made_by_the_sample_source_is_not_extended(tmp_path: Path):
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"].update({"source": "sample", "start": "2024-09-01"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    assert run_stage("fetch", cwd=tmp_path).returncode == 0  # the sample's last 3 weeks
+    t0 = 1_725_148_800_000  # 2024-09-01
+    rows = make_candles(24 * 40, start_ms=t0, interval_ms=H, price=50_000.0)
+    with FakeBinance({("BTCUSDT", "1h"): rows}, now_ms=t0 + 24 * 40 * H) as fb:
+        _params(tmp_path, start="2024-09-01")
+        rc, out, df = _stage(tmp_path, fb)
+    assert rc == 0, out
+    assert int(fb.kline_requests()[0]["startTime"]) == t0
+    assert len(df) == 24 * 40
+    np.testing.assert_allclose(df["close"].to_numpy(), [float(r[4]) for r in rows])  # no sample candle kept
+
+
+def test_moving_start_later_and_end_earlier_cuts_the_file(tmp_path: Path):
+    rows = make_candles(500, start_ms=T0, interval_ms=H)
+    with FakeBinance({("BTCUSDT", "1h"): rows}, now_ms=T0 + 100 * H) as fb:
+        _params(tmp_path)
+        assert _stage(tmp_path, fb)[0] == 0  # 2024-01-01 .. 2024-01-05
+        fb.now_ms = T0 + 500 * H
+        _params(tmp_path, start="2024-01-10")  # after the file's last candle
+        rc, out, df = _stage(tmp_path, fb)
+        assert rc == 0, out
+        assert df["open_time"].iloc[0] == pd.Timestamp("2024-01-10", tz="UTC") and len(df) == 500 - 9 * 24
+        _params(tmp_path, start="2024-01-12", end="2024-01-15")
+        rc, out, df = _stage(tmp_path, fb)
+    assert rc == 0, out
+    assert df["open_time"].iloc[0] == pd.Timestamp("2024-01-12", tz="UTC")
+    assert df["open_time"].iloc[-1] == pd.Timestamp("2024-01-14T23:00", tz="UTC") and len(df) == 3 * 24
+
+
+def test_a_file_filled_under_another_gap_policy_is_downloaded_afresh(tmp_path: Path):
+    from mlrisk.config import DataParams
+    from mlrisk.data.sources import read_existing
+
+    rows = make_candles(300, start_ms=T0, interval_ms=H)
+    with FakeBinance({("BTCUSDT", "1h"): rows[:100] + rows[110:]}, now_ms=T0 + 300 * H) as fb:
+        _params(tmp_path)
+        assert _stage(tmp_path, fb)[0] == 0  # ffill: 10 flat candles in the file
+    out = tmp_path / "data/raw/BTCUSDT-1h.parquet"
+    same = DataParams(source="binance", start="2024-01-01")
+    assert len(read_existing(out, same)) == 300
+    assert read_existing(out, same.model_copy(update={"gap_policy": "keep"})) is None
+    assert read_existing(out, same.model_copy(update={"max_fill": 5})) is None
+    assert read_existing(out, same.model_copy(update={"market": "futures"})) is None
+
+
+def test_a_long_gap_in_the_exchange_data_is_an_error_or_kept(tmp_path: Path):
+    rows = make_candles(3000, start_ms=T0, interval_ms=H)
+    rows = rows[:1200] + rows[2700:]  # the exchange has no candles for 1500 hours (a long halt)
+    with FakeBinance({("BTCUSDT", "1h"): rows}, now_ms=T0 + 3000 * H) as fb:
+        _params(tmp_path)
+        rc, out, df = _stage(tmp_path, fb)
+        assert rc == 2 and "gap of 1500 missing candles" in out and "data.max_fill (24)" in out and out.count("\n") == 1
+        assert df is None
+        _params(tmp_path, gap_policy="keep")
+        rc, out, df = _stage(tmp_path, fb)
+    assert rc == 0, out
+    assert len(df) == 1500 and "1 gap(s), 0 filled (0.00%)" in out
+    q = yaml.safe_load((tmp_path / "reports/data_quality.json").read_text())
+    assert q["largest_gap_candles"] == 1500 and q["filled_share"] == 0
 
 
 def test_fetch_stage_names_a_damaged_existing_file(tmp_path: Path):

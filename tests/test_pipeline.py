@@ -60,7 +60,7 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_then_is_a_no_op(repo: Path):
     out = _dvc("repro", cwd=repo)
-    for stage in ("fetch", "preprocess", "train", "evaluate", "backtest"):
+    for stage in ("check_params", "fetch", "preprocess", "train", "evaluate", "backtest"):
         assert f"Running stage '{stage}'" in out
     q = json.loads((repo / "reports/data_quality.json").read_text())
     assert q["first_candle"].startswith("2024-06-01") and q["rows"] > 2500

@@ -220,3 +220,24 @@ def test_new_features_match_their_definitions_and_warmups():
     from mlrisk.features import is_known
 
     assert is_known("realised_vol_24") and not is_known("realised_vol_1") and not is_known("volume_z_x")
+
+
+def test_with_gaps_kept_no_window_or_label_spans_a_gap():
+    c = synthetic_candles(900)
+    kept = c.drop(index=range(400, 420)).reset_index(drop=True)  # a 20-candle gap, left as it is (gap_policy keep)
+    fp = FeatureParams(seq_len=16, label=LabelParams(horizon=3))
+    ds, spec = build_dataset(kept, fp, SplitParams(train=0.6, val=0.2), "1h")
+    gap_after = pd.Timestamp(c["open_time"].iloc[399])
+    t = ds["open_time"]
+    step = pd.Timedelta(hours=1)
+    w = warmup(fp.names)
+    for i in np.nonzero(ds["window_ok"].to_numpy())[0]:  # window rows and the features' lookback: no gap
+        first = t.iloc[i] - (fp.seq_len - 1 + w) * step
+        assert not (first <= gap_after < t.iloc[i]), f"window ending {t.iloc[i]} spans the gap"
+    labelled = ds["label"].notna().to_numpy()
+    ends = t[labelled]
+    assert not ((ends <= gap_after) & (ends + 3 * step > gap_after)).any()  # a label looks 3 candles ahead
+    assert spec.split["gaps"] == {"windows_dropped": fp.seq_len - 1 + w, "labels_dropped": 3}
+    # without the gap nothing is dropped and nothing is reported
+    _, spec2 = build_dataset(c, fp, SplitParams(train=0.6, val=0.2), "1h")
+    assert "gaps" not in spec2.split

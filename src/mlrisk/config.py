@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlrisk.errors import ParamsError
 from mlrisk.features import ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature
-from mlrisk.times import INTERVAL_MS, INTERVALS, utc
+from mlrisk.times import INTERVAL_MS, INTERVALS, candles_per_day, utc
 
 
 
@@ -46,6 +46,8 @@ class DataParams(_Section):
     end: str | None = None
     files: list[str] = Field(default_factory=list)
     gap_policy: Literal["error", "keep", "ffill"] = "ffill"
+    max_fill: int | None = Field(None, ge=0, le=100_000)  # ffill: longest gap filled, candles; None = one day
+
 
     _dates = field_validator("start", "end")(_check_date)
 
@@ -67,6 +69,11 @@ class DataParams(_Section):
     @property
     def interval_ms(self) -> int:
         return INTERVAL_MS[self.interval]
+
+    @property
+    def max_fill_candles(self) -> int:
+        """The longest gap ``ffill`` fills, in candles (``max_fill``, or one day of candles)."""
+        return self.max_fill if self.max_fill is not None else candles_per_day(self.interval_ms)
 
 
 class LabelParams(_Section):
@@ -302,7 +309,8 @@ def _format_error(err: dict[str, Any]) -> str:
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a parsed params mapping; raise :class:`ParamsError` with one line per problem."""
     if raw is None:
-        raw = {}
+        raise ParamsError(f"{source} is empty: it needs the sections {', '.join(Params.model_fields)}; "
+                          f"restore it with `git checkout {source}`")
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections (data, features, ...), got {type(raw).__name__}")
     try:
@@ -310,6 +318,19 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     except ValidationError as e:
         errors = [_format_error(err) for err in e.errors()]
         raise ParamsError(f"{source}: " + "; ".join(errors)) from None
+
+
+def missing_keys(raw: dict[str, Any], keys: list[str]) -> list[str]:
+    """The dotted keys (``data.symbol``, ``train``) absent from the parsed params mapping ``raw``."""
+    out = []
+    for key in keys:
+        node: Any = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                out.append(key)
+                break
+            node = node[part]
+    return out
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -54,10 +54,42 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text)
 
 
-def write_parquet(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
-    """Write a DataFrame to parquet (pyarrow), atomically."""
+def write_parquet(path: str | os.PathLike[str], df: pd.DataFrame, metadata: dict[str, str] | None = None) -> None:
+    """Write a DataFrame to parquet (pyarrow), atomically. ``metadata`` adds key -> JSON-able
+    value pairs to the file's schema metadata (read them with :func:`parquet_metadata`)."""
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, engine="pyarrow", index=False)
+        if not metadata:
+            df.to_parquet(tmp, engine="pyarrow", index=False)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        extra = {k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()}
+        pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **extra}), tmp)
+
+
+def parquet_metadata(path: str | os.PathLike[str], key: str) -> Any:
+    """The value stored under ``key`` by :func:`write_parquet` (None if absent). Raises what
+    pyarrow raises for an unreadable file."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(key.encode())
+    return json.loads(raw) if raw else None
+
+
+def read_parquet(path: str | os.PathLike[str], remedy: str) -> pd.DataFrame:
+    """Read a parquet file another stage wrote. A missing or damaged file is a :class:`DataError`
+    naming the file and ``remedy`` (e.g. "run `dvc repro fetch`"), not a pyarrow traceback."""
+    from mlrisk.errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} not found: {remedy}")
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types (ArrowInvalid, OSError, ...) for a damaged file
+        raise DataError(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}): {remedy}") from None
 
 
 def write_csv(path: str | os.PathLike[str], df: pd.DataFrame) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -27,11 +28,30 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def outputs_note(name: str, removes_outputs: bool) -> str:
+    """What became of the stage's previous outputs after a failure, and how to get them back.
+
+    Every output is written atomically (:mod:`mlrisk.io`), so a file is the old one or the new
+    one, never half-written. Run by hand, a stage that fails leaves them as they were. Under
+    ``dvc repro`` (DVC sets ``DVC_STAGE``), DVC has already deleted the outputs of a stage that
+    does not ``persist`` them before running it; they come back with ``dvc checkout`` or, once
+    the inputs are as they were at the last good run, from DVC's run cache on the next
+    ``dvc repro``."""
+    if os.environ.get("DVC_STAGE") and removes_outputs:
+        return (f"dvc removed this stage's previous outputs before running it: `dvc checkout {name}` brings back "
+                f"the last good ones (and the next `dvc repro` with the inputs of that run restores them from DVC's run cache)")
+    return "outputs left as they were"
+
+
 def run_stage(name: str, description: str, body: Callable[[Params, argparse.Namespace], None],
-              add_args: Callable[[argparse.ArgumentParser], None] | None = None, argv: list[str] | None = None) -> int:
+              add_args: Callable[[argparse.ArgumentParser], None] | None = None, argv: list[str] | None = None,
+              removes_outputs: bool = True) -> int:
     """Parse ``--params``, validate the whole params file, then run ``body``.
 
-    Returns the exit code: 0 on success, 2 on a user-fixable error (printed as one line).
+    ``removes_outputs``: False for a stage whose outputs dvc.yaml marks ``persist`` (DVC keeps
+    them when it runs the stage). Returns the exit code: 0 on success, 2 on a user-fixable error
+    (printed as one line; under DVC it also says what became of the previous outputs), 130 when
+    interrupted.
     """
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=description)
     parser.add_argument("--params", default="params.yaml", type=Path, help="parameters file (default: params.yaml)")
@@ -44,9 +64,10 @@ def run_stage(name: str, description: str, body: Callable[[Params, argparse.Name
         params = load_params(args.params)
         body(params, args)
     except MlriskError as e:
-        print(f"error: {name}: {e}", file=sys.stderr)
+        note = f" ({outputs_note(name, removes_outputs)})" if os.environ.get("DVC_STAGE") else ""
+        print(f"error: {name}: {e}{note}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"error: {name}: interrupted; outputs left as they were", file=sys.stderr)
+        print(f"error: {name}: interrupted; {outputs_note(name, removes_outputs)}", file=sys.stderr)
         return 130
     return 0

@@ -16,6 +16,12 @@ INTERVALS = tuple(INTERVAL_MS)
 HOUR_MS = 3_600_000
 EIGHT_HOURS_MS = 8 * HOUR_MS   # Binance's funding period
 YEAR_MS = 365 * 24 * HOUR_MS   # crypto trades every day: annualise on a 365-day year
+DAY_MS = 24 * HOUR_MS
+
+
+def candles_per_day(interval_ms: int) -> int:
+    """Candles in one day (24 for 1h, 96 for 15m), at least 1 (for 3d and 1w)."""
+    return max(1, DAY_MS // interval_ms)
 
 
 def utc(date: str | pd.Timestamp) -> pd.Timestamp:

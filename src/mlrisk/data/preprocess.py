@@ -21,6 +21,7 @@ from mlrisk.features import compute_features, warmup
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.data.labels import n_classes, make_labels
 from mlrisk.data.split import PARTS, split_rows
+from mlrisk.times import INTERVAL_MS
 
 SPEC_VERSION = 1
 
@@ -67,7 +68,10 @@ class PreprocessSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> "PreprocessSpec":
-        raw = json.loads(Path(path).read_text())
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path} is unreadable ({type(e).__name__}): re-run `dvc repro preprocess` (or `dvc checkout {path}`)") from None
         if raw.get("version") != SPEC_VERSION:
             raise DataError(f"{path}: preprocess spec version {raw.get('version')} != {SPEC_VERSION}: re-run `dvc repro preprocess`")
         return cls(**raw)
@@ -93,6 +97,16 @@ def undersample(y: np.ndarray, eligible: np.ndarray, seed: int) -> np.ndarray:
     return keep
 
 
+def contiguous_run(open_time: pd.Series, interval_ms: int) -> np.ndarray:
+    """For each candle, how many candles end at it without a gap (1 after a gap or at the start)."""
+    ot = open_time.astype("int64").to_numpy()
+    n = len(ot)
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = np.diff(ot) != interval_ms
+    last_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    return np.arange(n) - last_start + 1
+
+
 def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, interval: str,
                   embargo: int = 0) -> tuple[pd.DataFrame, PreprocessSpec]:
     """The whole preprocess transform. The purge between parts is ``horizon + seq_len`` candles
@@ -102,6 +116,9 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     scaled features (named as in ``fp.names``), ``label`` (NaN = none), ``part``
     (train/val/test/purge), ``window_ok`` (a full window ending here lies inside the part) and
     ``use`` (a labelled window the stage may fit or score on; for train, after balancing).
+    Where the candles have gaps (``data.gap_policy: keep``), a window (with its features'
+    lookback) and a label must not span one: such windows are not ``window_ok`` and such labels
+    are NaN; ``spec.split["gaps"]`` counts them.
     """
     try:
         feats = compute_features(candles, fp.names)
@@ -109,6 +126,13 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
         raise DataError(f"features.names: {e.args[0]}; pick features the data source has") from None
     w = warmup(fp.names)
     labels = make_labels(candles, fp.label)
+    # gaps (data.gap_policy keep): a label must not reach across one, nor a window or its features' lookback
+    run = contiguous_run(candles["open_time"], INTERVAL_MS[interval])
+    h = fp.label.horizon
+    label_ok = np.zeros(len(candles), dtype=bool)
+    label_ok[: len(candles) - h] = run[h:] > h
+    labels_dropped = int((labels.notna().to_numpy() & ~label_ok).sum())
+    labels = labels.where(label_ok)
     body = candles.iloc[w:].reset_index(drop=True)
     feats = feats.iloc[w:].reset_index(drop=True)
     labels = labels.iloc[w:].reset_index(drop=True)
@@ -130,6 +154,9 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     for name in PARTS:
         s, e = split.part(name)
         window_ok[s + fp.seq_len - 1 : e] = True
+    contiguous = run[w:] >= fp.seq_len + w
+    windows_dropped = int((window_ok & ~contiguous).sum())
+    window_ok &= contiguous
     y = labels.to_numpy()
     use = window_ok & ~np.isnan(y)
     if fp.balance == "undersample":
@@ -156,6 +183,8 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
         }
         for name in PARTS
     } | {"purge": purge}
+    if windows_dropped or labels_dropped:  # only with gaps left in the data (gap_policy keep)
+        spec.split["gaps"] = {"windows_dropped": windows_dropped, "labels_dropped": labels_dropped}
     return out, spec
 
 

@@ -12,18 +12,22 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import re
 import zipfile
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from mlrisk.errors import DataError
+from mlrisk.io import parquet_metadata
 from mlrisk.data.klines import KLINE_COLUMNS, drop_forming, empty_klines, klines_from_rows, normalise, validate
 from mlrisk.exchange import ExchangeClient
-from mlrisk.times import to_ms, utc
+from mlrisk.times import from_ms, to_ms
 
 if TYPE_CHECKING:
     from mlrisk.config import DataParams
@@ -47,31 +51,58 @@ def load_sample(symbol: str, interval: str) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- files
-def read_kline_file(path: str | Path) -> pd.DataFrame:
+# Binance public-data names: BTCUSDT-1h-2024-01.zip (monthly), BTCUSDT-1h-2024-01-15.zip (daily)
+DUMP_NAME = re.compile(r"^(?P<symbol>[A-Z0-9]{2,30})-(?P<interval>\d+[smhdwM]|1mo)-\d{4}-\d{2}(-\d{2})?\.(csv|zip)$")
+
+
+def check_dump_name(name: str, symbol: str, interval: str, where: str) -> None:
+    """Raise :class:`DataError` when a Binance dump's file name names another symbol or interval."""
+    m = DUMP_NAME.match(Path(name).name)
+    if m and (m["symbol"], m["interval"]) != (symbol, interval):
+        raise DataError(f"{where}: the file name says {m['symbol']} {m['interval']} but data.symbol/data.interval are "
+                        f"{symbol} {interval}: list the right files or change data.symbol/data.interval")
+
+
+def read_kline_file(path: str | Path, symbol: str | None = None, interval: str | None = None) -> pd.DataFrame:
     """Read one Binance public-data kline dump: CSV or a zip holding one CSV.
 
-    With or without a header line; timestamps in milliseconds or microseconds (detected).
+    With or without a header line; timestamps in milliseconds or microseconds (judged per row).
+    With ``symbol``/``interval``, a Binance dump name (``BTCUSDT-1h-2024-01.zip``, also the CSV's
+    name inside a zip) that names others is an error. The result has a ``line`` column (the
+    file line of each row) for error messages; :func:`read_kline_files` drops it.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"data.files: {path} does not exist")
+    inner = None
     try:
         if path.suffix == ".zip":
             with zipfile.ZipFile(path) as zf:
                 names = [n for n in zf.namelist() if n.endswith(".csv")]
                 if len(names) != 1:
                     raise DataError(f"{path}: expected one CSV inside the zip, found {len(names)}")
-                text = zf.read(names[0]).decode()
+                inner = names[0]
+                text = zf.read(inner).decode()
         else:
             text = path.read_text()
-    except (zipfile.BadZipFile, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"{path}: cannot read ({e}); the file is corrupt: download it again") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, OSError) as e:
+        kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+        raise DataError(f"{path}: cannot read ({kind}: {e}); the file is corrupt: download it again") from None
+    if symbol and interval:
+        check_dump_name(path.name, symbol, interval, str(path))
+        if inner:
+            check_dump_name(inner, symbol, interval, f"{path} (holds {inner})")
     if not text.strip():
         raise DataError(f"{path}: empty file")
-    first = text.lstrip().split("\n", 1)[0]
+    lines = text.strip("\n").split("\n")
+    first = lines[0]
     has_header = not first.split(",")[0].strip().lstrip("-").isdigit()
+    if len(lines) > 1 + has_header and lines[-1].count(",") < lines[-2].count(","):
+        raise DataError(f"{path}: line {len(lines)} has {lines[-1].count(',') + 1} fields, the line before "
+                        f"{lines[-2].count(',') + 1}: the file is truncated: download it again")
     try:
-        raw = pd.read_csv(io.StringIO(text), header=0 if has_header else None, dtype=str)
+        # a blank line inside the data is a row of blank cells (an error naming its line), not skipped
+        raw = pd.read_csv(io.StringIO(text.strip("\n") + "\n"), header=0 if has_header else None, dtype=str, skip_blank_lines=False)
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: not a kline CSV ({e})") from None
     if not has_header:
@@ -82,15 +113,30 @@ def read_kline_file(path: str | Path) -> pd.DataFrame:
     else:
         raw.columns = [c.strip().lower().replace(" ", "_") for c in raw.columns]
         raw = raw.rename(columns={"timestamp": "open_time", "open_timestamp": "open_time"})
+    first_line = 2 if has_header else 1
     try:
-        return normalise(raw)
+        df = normalise(raw, first_line=first_line)
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
+    df["line"] = np.arange(len(df)) + first_line
+    return df
 
 
-def read_kline_files(paths: list[str]) -> pd.DataFrame:
-    frames = [read_kline_file(p) for p in paths]
-    return pd.concat(frames, ignore_index=True)
+def read_kline_files(paths: list[str], symbol: str | None = None, interval: str | None = None) -> pd.DataFrame:
+    """Read and join kline dumps (see :func:`read_kline_file`). Rows repeated exactly (overlapping
+    downloads) are left for :func:`validate` to drop; two different candles for one open time are
+    an error naming both files, their lines and the time."""
+    frames = [read_kline_file(p, symbol, interval).assign(file=i) for i, p in enumerate(paths)]
+    df = pd.concat(frames, ignore_index=True)
+    cols = [c for c in KLINE_COLUMNS if c in df.columns]
+    distinct = df[~df.duplicated(cols)]
+    clash = distinct.duplicated("open_time", keep=False)
+    if clash.any():
+        t = distinct.loc[clash, "open_time"].iloc[0]
+        a, b = distinct[clash & (distinct["open_time"] == t)].iloc[:2].itertuples()
+        raise DataError(f"two different candles for open time {t}: {paths[a.file]} line {a.line} and {paths[b.file]} "
+                        f"line {b.line}; are both files the same symbol, interval and market? remove the wrong one")
+    return df.drop(columns=["line", "file"])
 
 
 # --------------------------------------------------------------------------- binance
@@ -119,6 +165,11 @@ class BinanceKlines:
             while cursor < end_ms:
                 page = self._page(symbol, interval, cursor, end_ms - 1)
                 bar.update(1)
+                if not page and cursor < end_ms - 2 * interval_ms:
+                    # an empty answer well before the end: ask once more before believing it
+                    page = self._page(symbol, interval, cursor, end_ms - 1)
+                    if not page:
+                        log.warning("Binance has no %s %s candles from %s to %s", symbol, interval, from_ms(cursor), from_ms(end_ms))
                 if not page:
                     break
                 rows.extend(page)
@@ -143,50 +194,80 @@ def fetch_binance_incremental(
     existing: pd.DataFrame | None,
 ) -> pd.DataFrame:
     """Download only what ``existing`` lacks: candles after its last one (and before its first,
-    if ``start_ms`` moved earlier). Returns existing + new rows, unvalidated."""
+    if ``start_ms`` moved earlier). Returns existing + new rows cut to ``[start_ms, end_ms)``,
+    unvalidated. ``existing`` must come from the same source, symbol, interval and market (see
+    :func:`read_existing`)."""
     if existing is None or existing.empty:
-        return fetcher.fetch(symbol, interval, interval_ms, start_ms, end_ms)
-    first = int(existing["open_time"].iloc[0].value // 1_000_000)
-    last = int(existing["open_time"].iloc[-1].value // 1_000_000)
-    parts = [existing[existing["open_time"].astype("int64") >= start_ms]]
-    if start_ms < first:
-        parts.insert(0, fetcher.fetch(symbol, interval, interval_ms, start_ms, first))
-    parts.append(fetcher.fetch(symbol, interval, interval_ms, last + interval_ms, end_ms))
-    out = pd.concat([p for p in parts if not p.empty], ignore_index=True)
+        out = fetcher.fetch(symbol, interval, interval_ms, start_ms, end_ms)
+    else:
+        first = int(existing["open_time"].iloc[0].value // 1_000_000)
+        last = int(existing["open_time"].iloc[-1].value // 1_000_000)
+        parts = [existing]
+        if start_ms < first:
+            parts.insert(0, fetcher.fetch(symbol, interval, interval_ms, start_ms, first))
+        parts.append(fetcher.fetch(symbol, interval, interval_ms, max(last + interval_ms, start_ms), end_ms))
+        out = pd.concat([p for p in parts if not p.empty], ignore_index=True)
+    return cut(out, start_ms, end_ms)
+
+
+def cut(df: pd.DataFrame, start_ms: int | None, end_ms: int | None) -> pd.DataFrame:
+    """The candles with ``start_ms <= open_time < end_ms`` (epoch ms, UTC; None = open)."""
+    t = df["open_time"].astype("int64")
+    keep = pd.Series(True, index=df.index)
+    if start_ms is not None:
+        keep &= t >= start_ms
     if end_ms is not None:
-        out = out[out["open_time"].astype("int64") < end_ms]
-    return out
+        keep &= t < end_ms
+    return df[keep].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- entry point
-def read_existing(path: Path) -> pd.DataFrame | None:
-    """The candles already downloaded at ``path`` (None if there are none)."""
+METADATA_KEY = "mlrisk"
+
+
+def provenance(data: DataParams) -> dict[str, Any]:
+    """What made a candle file (stored in its parquet metadata): source, symbol, interval and
+    market, and the gap handling (policy, longest gap filled) that shaped the candles in it."""
+    return {"source": data.source, "symbol": data.symbol, "interval": data.interval, "market": data.market,
+            "gap_policy": data.gap_policy, "max_fill": data.max_fill_candles}
+
+
+def read_existing(path: Path, data: DataParams) -> pd.DataFrame | None:
+    """The candles already downloaded at ``path`` if the incremental update may extend them: the
+    file exists and its metadata says the binance source made it for the same symbol, interval
+    and market, with the same gap handling (filled candles are in the file). None otherwise (the
+    download starts over; the old file is replaced on success)."""
     if not path.exists():
         return None
     try:
-        return pd.read_parquet(path)
+        made_by = parquet_metadata(path, METADATA_KEY)
+        df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise DataError(f"{path} is unreadable ({type(e).__name__}): delete it and run fetch again to download it afresh") from None
+    want = provenance(data)
+    if made_by != want:
+        was = "made by " + ", ".join(f"{k} {v}" for k, v in made_by.items()) if made_by else "without a record of its source"
+        log.warning("%s was %s, not %s: downloading afresh", path, was, ", ".join(f"{k} {v}" for k, v in want.items()))
+        return None
+    return df
 
 
 def get_candles(data: DataParams, existing: pd.DataFrame | None = None, fetcher: BinanceKlines | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Load candles as ``data`` says and validate them. Returns (klines, quality summary)."""
+    """Load candles as ``data`` says, cut them to ``[data.start, data.end)`` and validate them.
+    Returns (klines, quality summary)."""
+    start_ms = to_ms(data.start) if data.start else None
+    end_ms = to_ms(data.end) if data.end else None
     if data.source == "sample":
         df = load_sample(data.symbol, data.interval)
     elif data.source == "file":
-        df = read_kline_files(data.files)
+        df = read_kline_files(data.files, data.symbol, data.interval)
     else:
         fetcher = fetcher or BinanceKlines(ExchangeClient(market=data.market))
-        df = fetch_binance_incremental(
-            fetcher, data.symbol, data.interval, data.interval_ms,
-            to_ms(data.start), to_ms(data.end) if data.end else None, existing,
-        )
-    if data.source != "binance":
-        if data.start:
-            df = df[df["open_time"] >= utc(data.start)]
-        if data.end:
-            df = df[df["open_time"] < utc(data.end)]
-    df, quality = validate(df.reset_index(drop=True), data.interval_ms, data.gap_policy)
+        df = fetch_binance_incremental(fetcher, data.symbol, data.interval, data.interval_ms, start_ms, end_ms, existing)
+    df = cut(df, start_ms, end_ms)
+    if df.empty:
+        raise DataError(f"no {data.symbol} {data.interval} candles from {data.source} between data.start ({data.start}) "
+                        f"and data.end ({data.end}): check the dates")
+    df, quality = validate(df, data.interval_ms, data.gap_policy, data.max_fill)
     quality = {"source": data.source, "symbol": data.symbol, "interval": data.interval, **quality}
     return df, quality
-

@@ -109,6 +109,18 @@ def _renumber_shared_ids(node: Any, ids: dict[int, int]) -> Any:
 
 
 def load_model(path: str | Path) -> Any:
+    """Load a ``.keras`` file. A missing or damaged file is a :class:`DataError` naming it (Keras
+    itself says "File not found" for a file that exists but is no valid archive)."""
     import keras
 
-    return keras.saving.load_model(path, compile=False)
+    from mlrisk.errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} not found: run `dvc repro train`")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # zipfile, h5py, JSON and Keras errors for a damaged archive
+        msg = str(e).splitlines()[0][:120] if str(e) else ""
+        raise DataError(f"{path} is damaged ({type(e).__name__}: {msg}): `dvc checkout {path}` restores the last good copy, "
+                        "or `dvc repro -f train` trains it again") from None
