@@ -169,7 +169,7 @@ def test_switching_market_starts_over_instead_of_appending(tmp_path: Path):
         _params(tmp_path, market="futures")
         rc, out, df = _stage(tmp_path, fb)
     assert rc == 0, out
-    assert [p for p, _ in fb.requests if p.endswith("klines")] == ["/fapi/v1/klines"]
+    assert [r.path for r in fb.requests if r.path.endswith("klines")] == ["/fapi/v1/klines"]
     assert int(fb.kline_requests()[0]["startTime"]) == T0  # from data.start, not after the spot candles
     assert len(df) == 800 and df["open_time"].is_unique
     np.testing.assert_allclose(df["close"].to_numpy(), [float(r[4]) for r in futures])
