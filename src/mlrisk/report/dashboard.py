@@ -274,10 +274,10 @@ def _strategy(inp: Inputs, params: Params) -> H.Section:
         "entry price": shown["entry_price"], "exit price": shown["exit_price"], "margin": shown["margin"],
         "fees": shown["entry_fee"] + shown["exit_fee"], "funding": shown["funding"],
         "P&L": shown["pnl"], "return on margin": shown["return_on_margin"], "exit reason": shown["exit_reason"],
-        "duration": shown["exit_time"] - shown["entry_time"]})
+        "hours": (shown["exit_time"] - shown["entry_time"]).dt.total_seconds() / 3600})
     s.add("<h3>Trades (click a header to sort, type to filter)</h3>",
           H.data_table("trades", table, digits={"margin": 2, "fees": 2, "funding": 2, "P&L": 2,
-                                                "return on margin": 2, "entry price": 2, "exit price": 2},
+                                                "return on margin": 2, "entry price": 2, "exit price": 2, "hours": 1},
                        percent=("return on margin",), signed=("P&L", "return on margin")))
     if len(tr) > len(shown):
         s.add(H.note(f"The latest {len(shown):,} of {len(tr):,} trades; all of them are in reports/trades.csv."))

@@ -36,11 +36,12 @@ h3{margin:14px 0 4px;font-size:15px;color:#37474f}
 .verdict{border-radius:5px;padding:10px 14px;margin:8px 0;font-weight:600;border:1px solid}
 .verdict.good{background:#e8f5e9;color:#1b5e20;border-color:#a5d6a7}
 .verdict.bad{background:#ffebee;color:#b71c1c;border-color:#ef9a9a}
-.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:8px 16px}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:8px 16px}.grid2>div{min-width:0}
+@media (max-width:1000px){.grid2{grid-template-columns:1fr}}
 table.t{border-collapse:collapse;font-size:12.5px;margin:4px 0}
 table.t td,table.t th{border-bottom:1px solid #e3e8ec;padding:3px 9px;text-align:right;white-space:nowrap}
 table.t td:first-child,table.t th:first-child{text-align:left}
-table.t th{background:#eef2f5;position:sticky;top:0}
+table.t th{background:#eef2f5}.scroll table.t th{position:sticky;top:0}
 table.t tr.hl td{background:#fff8e1;font-weight:600}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th:after{content:" \\2195";color:#9aa7b2}
