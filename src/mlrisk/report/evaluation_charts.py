@@ -21,8 +21,9 @@ def confidence_figure(p: np.ndarray, conf: pd.DataFrame, cov: pd.DataFrame, cali
         "Distribution of confidence |p - 0.5|", "Accuracy per confidence bin (95 % CI)",
         "Accuracy and coverage above threshold", "Calibration (reliability)"),
         specs=[[{}, {}], [{"secondary_y": True}, {}]], vertical_spacing=0.16, horizontal_spacing=0.13)
-    fig.add_trace(go.Histogram(x=confidence(p), xbins={"start": 0, "end": 0.5, "size": 0.5 / max(len(conf), 1)},
-                               name="predictions", marker_color=COLORS["model"], showlegend=False), row=1, col=1)
+    counts, edges = np.histogram(confidence(p[~np.isnan(p)]), bins=max(len(conf), 1), range=(0.0, 0.5))  # binned here:
+    fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), name="predictions",  # bounded size
+                         marker_color=COLORS["model"], showlegend=False), row=1, col=1)
     c = conf[conf["count"] > 0]
     fig.add_trace(go.Scatter(x=c["bin_mid"], y=c["accuracy"], mode="markers+lines", name="accuracy per bin",
                              error_y={"type": "data", "symmetric": False, "array": c["ci_high"] - c["accuracy"],
