@@ -71,20 +71,28 @@ def changed_plots(base: str, cwd: Path) -> list[str]:
 def diff_markdown(base: str = "main", cwd: str | Path = ".", plots_dir: str | Path = "reports/diff") -> str:
     """The whole markdown report of the workspace against git revision ``base``; changed plots are
     rendered by ``dvc plots diff`` into ``plots_dir`` (relative to ``cwd``)."""
+    from tqdm.auto import tqdm
+
     cwd = Path(cwd)
     _run("git", "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}", cwd=cwd)
-    line = verdict(_json_at(base, HEADLINE, cwd), _json_at(None, HEADLINE, cwd))
-    params = _table(_dvc("params", "diff", base, "--md", cwd=cwd)) or "No parameter changed."
-    metrics = _table(_dvc("metrics", "diff", base, "--md", cwd=cwd)) or "No metric changed."
-    detail = _table(_dvc("metrics", "diff", base, "--md", "--targets", *DETAIL, cwd=cwd)) if any(
-        (cwd / d).exists() for d in DETAIL) else ""
-    plots = changed_plots(base, cwd)
-    if plots:
-        _dvc("plots", "diff", base, "--targets", *plots, "-o", str(plots_dir), cwd=cwd)
-        plots_md = (f"Changed: {', '.join(f'`{p}`' for p in plots)}. Rendered by `dvc plots diff` into "
-                    f"`{Path(plots_dir).as_posix()}/` (open `index.html`; the CI run keeps it as an artifact).")
-    else:
-        plots_md = "No plot data changed."
+    with tqdm(total=5, desc=f"diff against {base}", unit="step", disable=None, leave=False, file=sys.stderr) as bar:
+        line = verdict(_json_at(base, HEADLINE, cwd), _json_at(None, HEADLINE, cwd))
+        bar.update()
+        params = _table(_dvc("params", "diff", base, "--md", cwd=cwd)) or "No parameter changed."
+        bar.update()
+        metrics = _table(_dvc("metrics", "diff", base, "--md", cwd=cwd)) or "No metric changed."
+        bar.update()
+        detail = _table(_dvc("metrics", "diff", base, "--md", "--targets", *DETAIL, cwd=cwd)) if any(
+            (cwd / d).exists() for d in DETAIL) else ""
+        bar.update()
+        plots = changed_plots(base, cwd)
+        if plots:
+            _dvc("plots", "diff", base, "--targets", *plots, "-o", str(plots_dir), cwd=cwd)
+            plots_md = (f"Changed: {', '.join(f'`{p}`' for p in plots)}. Rendered by `dvc plots diff` into "
+                        f"`{Path(plots_dir).as_posix()}/` (open `index.html`; the CI run keeps it as an artifact).")
+        else:
+            plots_md = "No plot data changed."
+        bar.update()
     parts = [MARKER, f"## mlrisk diff against `{base}`", f"**{line}**", "### Parameters", params,
              "### Metrics", metrics]
     if detail:
