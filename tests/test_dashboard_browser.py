@@ -5,6 +5,7 @@ on a header click and filters on typed words; saves a full-page screenshot under
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -54,6 +55,9 @@ def test_dashboard_renders_in_chromium(dashboard: Path, tmp_path: Path):
         ctx = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=str(exe), headless=True,
             args=["--headless", "--no-sandbox", "--disable-gpu"], viewport={"width": 1366, "height": 768})
+        blocked: list[str] = []
+        # anything that would leave the file system is recorded and aborted before it goes out
+        ctx.route(re.compile(r"^(https?|wss?|ftp)://"), lambda route: (blocked.append(route.request.url), route.abort()))
         page = ctx.new_page()
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -107,6 +111,7 @@ def test_dashboard_renders_in_chromium(dashboard: Path, tmp_path: Path):
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         ctx.close()
 
+    assert not blocked, f"requests that leave the file system: {blocked}"
     assert not problems, "\n".join(problems)
     outside = [u for u in requests if not u.startswith(("file://", "data:", "blob:", "about:"))]
     assert not outside, f"requests that leave the file system: {outside}"
