@@ -15,9 +15,7 @@ from mlrisk.io import write_csv, write_json, write_parquet
 
 def body(params, args) -> None:
     from mlrisk.backtest.performance import drawdown_curve, performance
-    from mlrisk.backtest.runner import run_backtest, sweep_report
-    from mlrisk.report.backtest_charts import combo_label
-    from mlrisk.report.plotting import even_indices
+    from mlrisk.backtest.runner import run_backtest, sweep_curves, sweep_report
 
     path = Path(args.predictions)
     if not path.exists():
@@ -36,10 +34,7 @@ def body(params, args) -> None:
 
     out = Path(args.out_dir)
     write_csv(out / "sweep.csv", sweep.table)
-    keep = even_indices(len(pred), 600)
-    curves = pd.DataFrame(sweep.equities[:, keep].T, columns=[combo_label(g) for g in sweep.grid])
-    curves.insert(0, "time", pred["open_time"].iloc[keep].to_numpy())
-    write_parquet(out / "sweep_equity.parquet", curves)
+    write_parquet(out / "sweep_equity.parquet", sweep_curves(sweep, pred["open_time"], 600))
     write_csv(args.trades, res.trades)
     write_csv(args.equity, pd.DataFrame({
         "time": pred["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "equity": res.equity,

@@ -13,12 +13,10 @@ import yaml
 
 from conftest import ROOT, synthetic_candles
 from mlrisk.backtest.performance import drawdown_curve, performance
-from mlrisk.backtest.runner import run_backtest, sweep_report
+from mlrisk.backtest.runner import run_backtest, sweep_curves, sweep_report
 from mlrisk.config import parse_params
 from mlrisk.evaluation.confidence import calibration_table, confidence_table, coverage_table
 from mlrisk.evaluation.scoring import score
-from mlrisk.report.backtest_charts import combo_label
-from mlrisk.report.plotting import even_indices
 
 SWEEP = {"thresholds": [0.02, 0.05, 0.1], "leverages": [1, 3]}
 
@@ -78,10 +76,7 @@ def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = Non
                   "buy_hold": bp.initial_equity * close / close[0], "drawdown": drawdown_curve(res.equity)}
                  ).to_csv(reports / "plots/equity.csv", index=False)
     sweep.table.to_csv(reports / "backtest/sweep.csv", index=False)
-    keep = even_indices(len(pred), 600)
-    curves = pd.DataFrame(sweep.equities[:, keep].T, columns=[combo_label(g) for g in sweep.grid])
-    curves.insert(0, "time", pred["open_time"].iloc[keep].to_numpy())
-    curves.to_parquet(reports / "backtest/sweep_equity.parquet", index=False)
+    sweep_curves(sweep, pred["open_time"], 600).to_parquet(reports / "backtest/sweep_equity.parquet", index=False)
 
     epochs = 8
     loss_t = 0.69 - 0.004 * np.arange(epochs)

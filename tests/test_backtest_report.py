@@ -8,12 +8,10 @@ from mlrisk.backtest import engine as E
 import json
 import re
 
-from mlrisk.report.backtest_charts import (combo_label, equity_curves_figure, equity_figure, heatmap_figure,
-                                           price_trades_figure)
+from mlrisk.report.backtest_charts import equity_curves_figure, equity_figure, heatmap_figure, price_trades_figure
 from mlrisk.report.html import data_table
-from mlrisk.report.plotting import even_indices
 from mlrisk.backtest.performance import max_drawdown, performance
-from mlrisk.backtest.runner import run_backtest, run_sweep, sweep_report
+from mlrisk.backtest.runner import combo_label, run_backtest, run_sweep, sweep_curves, sweep_report
 from mlrisk.config import BacktestParams, parse_params
 
 H = 3_600_000
@@ -102,9 +100,14 @@ def test_comparison_charts_and_sortable_table():
 
 
 def test_sweep_curves_share_at_most_n_times():
-    idx = even_indices(5000, 600)
-    assert len(idx) <= 600 and idx[0] == 0 and idx[-1] == 4999 and (np.diff(idx) > 0).all()
-    assert len(even_indices(10, 600)) == 10
+    pred = _pred(5000)
+    bp = parse_params({"backtest": {"threshold": 0.1, "sweep": {"thresholds": [0.05, 0.1]}}}).backtest
+    sweep = sweep_report(pred, bp, bp.sweep_grid(), H)
+    curves = sweep_curves(sweep, pred["open_time"], 600)
+    assert len(curves) <= 600 and list(curves.columns) == ["time", "threshold=0.05", "threshold=0.1 (main)"]
+    assert curves["time"].iloc[0] == pred["open_time"].iloc[0] and curves["time"].iloc[-1] == pred["open_time"].iloc[-1]
+    assert curves["threshold=0.1 (main)"].iloc[-1] == sweep.equities[1, -1]
+    assert len(sweep_curves(sweep, pred["open_time"], 10_000)) == 5000
 
 
 def test_sweep_report_scores_every_combination_and_finds_the_main_one():

@@ -114,7 +114,3 @@ def heatmap_figure(table: pd.DataFrame, x: str, y: str, metric: str = "total_ret
     fig.update_layout(title=f"{metric} by {x} and {y}", xaxis_title=x, yaxis_title=y, height=380,
                       xaxis={"type": "category"}, yaxis={"type": "category"})
     return fig
-
-
-def combo_label(combo: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in combo.items()) or "main"

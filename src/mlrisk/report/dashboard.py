@@ -18,7 +18,7 @@ from mlrisk.backtest.performance import monthly_returns, portfolio_stats, rollin
 from mlrisk.config import Params
 from mlrisk.errors import DataError
 from mlrisk.report import html as H
-from mlrisk.report.backtest_charts import (combo_label, equity_curves_figure, equity_figure, heatmap_figure,
+from mlrisk.report.backtest_charts import (equity_curves_figure, equity_figure, heatmap_figure,
                                            monthly_returns_figure, price_trades_figure, rolling_sharpe_figure)
 from mlrisk.report.evaluation_charts import confidence_figure, predictions_figure, training_figure
 from mlrisk.report.plotting import figure_div
@@ -303,10 +303,9 @@ def _sweep(inp: Inputs, params: Params) -> H.Section:
         else:
             is_main &= table[c].astype(str).to_numpy() == str(main_value)
     main_row = int(np.flatnonzero(is_main)[0]) if is_main.any() else None
-    main_label = combo_label({c: table[c].iloc[main_row] for c in pcols}) if main_row is not None else None
     curves = inp.sweep_equity.drop(columns="time")
-    s.add(figure_div(equity_curves_figure(inp.sweep_equity["time"], curves,
-                                          main_label if main_label in curves else None), "fig-sweep-equity"),
+    main_label = next((c for c in curves.columns if c.endswith(" (main)")), None)
+    s.add(figure_div(equity_curves_figure(inp.sweep_equity["time"], curves, main_label), "fig-sweep-equity"),
           H.note("Hover a curve for its parameters; the thick curve is the main parameters (params.yaml)."))
     varied = [c for c in pcols if table[c].nunique() > 1]
     if len(varied) == 2:

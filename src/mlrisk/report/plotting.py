@@ -72,14 +72,6 @@ def top_k(score: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.argpartition(-np.nan_to_num(score, nan=-np.inf), k)[:k])
 
 
-def even_indices(n: int, max_points: int = 1000) -> np.ndarray:
-    """At most ``max_points`` evenly spaced row indices of ``n`` rows, first and last included (for
-    many curves that must share one time axis)."""
-    if n <= max_points:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
-
-
 GL_MIN_POINTS = 10_000    # from this many points in a chart WebGL; below, SVG draws faster (and needs no GL context)
 
 
