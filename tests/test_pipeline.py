@@ -1,6 +1,7 @@
 """The DVC pipeline end to end, in a throw-away copy of the repository (small data, tiny model)."""
 
 import json
+from html import escape
 import os
 import shutil
 import subprocess
@@ -82,7 +83,7 @@ def test_repro_runs_then_is_a_no_op(repo: Path):
     assert head["return_pct"] == round(100 * bt["total_return"], 2) and head["accuracy"] == round(m["model"]["accuracy"], 4)
     html = (repo / "reports/index.html").read_text()
     assert html.count("<script type='text/javascript'>") == 1 and "<script src=" not in html  # plotly.js once, inlined
-    assert m["verdict"] in html
+    assert escape(m["verdict"]) in html
     assert not list((repo / "reports").rglob("*.html"))[1:], "only the dashboard is HTML"
     size = sum(f.stat().st_size for f in (repo / "reports").rglob("*") if f.is_file())
     assert size < 12_000_000, f"reports/ is {size / 1e6:.1f} MB"
