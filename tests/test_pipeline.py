@@ -89,6 +89,11 @@ def test_repro_runs_then_is_a_no_op(repo: Path):
     assert size < 12_000_000, f"reports/ is {size / 1e6:.1f} MB"
     again = _dvc("repro", cwd=repo)
     assert "Running stage" not in again and "up to date" in again
+    # `mlrisk repro`: dvc repro (nothing to do), then the headline numbers and the dashboard's path
+    r = _sh(sys.executable, "-m", "mlrisk.cli", "repro", cwd=repo)
+    assert "Running stage" not in r.stdout + r.stderr
+    assert "test accuracy" in r.stdout and "vs buy-and-hold" in r.stdout and "max drawdown" in r.stdout
+    assert f"dashboard: {(repo / 'reports/index.html').resolve().as_uri()}" in r.stdout
 
 
 def test_forced_retrain_gives_identical_weights_and_metrics(repo: Path):
