@@ -1,5 +1,6 @@
 """DVC stage `backtest`: reports/predictions.parquet -> reports/metrics/backtest.json, reports/trades.csv,
-reports/plots/equity.csv and reports/backtest/{strategy,comparison}.html (+ sweep.csv)."""
+reports/plots/equity.csv, and the sweep in reports/backtest/ (sweep.csv: every combination's metrics;
+sweep_equity.parquet: every equity curve at up to 600 shared times). The report stage draws them."""
 
 import sys
 import time
@@ -8,14 +9,12 @@ from pathlib import Path
 import pandas as pd
 
 from mlrisk.stage import run_stage
-from mlrisk.io import read_parquet, write_csv, write_json
+from mlrisk.io import read_parquet, write_csv, write_json, write_parquet
 
 
 def body(params, args) -> None:
-    from mlrisk.report.backtest_charts import comparison_figures, strategy_figure, write_comparison
     from mlrisk.backtest.performance import drawdown_curve, performance
-    from mlrisk.backtest.runner import run_backtest, sweep_report
-    from mlrisk.report.plotting import write_html
+    from mlrisk.backtest.runner import run_backtest, sweep_curves, sweep_report
 
     path = Path(args.predictions)
     pred = read_parquet(path, "run `dvc repro evaluate`")
@@ -25,20 +24,14 @@ def body(params, args) -> None:
     close = pred["close"].to_numpy(dtype="float64")
     metrics = performance(res.equity, bp.initial_equity, res.summary, interval_ms, close)
     grid = bp.sweep_grid()
-    sweep = sweep_report(pred, bp, grid, interval_ms) if grid else None
-    if sweep is not None:
+    sweep = sweep_report(pred, bp, grid or [{}], interval_ms)  # no sweep: the main parameters alone
+    if grid:
         metrics["sweep"] = sweep.summary()
     secs = time.perf_counter() - t0
 
     out = Path(args.out_dir)
-    write_html(strategy_figure(pred, res.equity, res.trades, bp.initial_equity,
-                               f"Strategy: threshold {bp.threshold}, leverage {bp.leverage}, order size {bp.order_size}, "
-                               f"pyramid {bp.pyramid_max}, {bp.entry} entries — total return {metrics['total_return']:+.2%} "
-                               f"vs buy-and-hold {metrics['buy_hold_return']:+.2%}"), out / "strategy.html")
-    if sweep is not None:
-        write_comparison(out / "comparison.html", comparison_figures(pred["open_time"], sweep), sweep.table,
-                         f"Strategy comparison: {len(grid)} combinations")
-        write_csv(out / "sweep.csv", sweep.table)
+    write_csv(out / "sweep.csv", sweep.table)
+    write_parquet(out / "sweep_equity.parquet", sweep_curves(sweep, pred["open_time"], 600))
     write_csv(args.trades, res.trades)
     write_csv(args.equity, pd.DataFrame({
         "time": pred["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "equity": res.equity,

@@ -1,5 +1,6 @@
 """DVC stage `evaluate`: model + test part -> reports/metrics/evaluate.json, reports/predictions.parquet,
-DVC plot data in reports/plots/, and HTML charts in reports/evaluate/."""
+DVC plot data in reports/plots/, and reports/evaluate/walk_forward.csv (one row per fold; no rows when
+walk-forward is off). The report stage draws the charts."""
 
 import sys
 from pathlib import Path
@@ -17,9 +18,7 @@ def body(params, args) -> None:
     import_tensorflow()
     from mlrisk.evaluation.confidence import calibration_table, confidence_table, coverage_table
     from mlrisk.evaluation.scoring import baseline_probabilities, predictions_table, score
-    from mlrisk.report.evaluation_charts import confidence_figure, predictions_figure
     from mlrisk.model.network import load_model
-    from mlrisk.report.plotting import write_html
     from mlrisk.data.preprocess import PreprocessSpec, window_arrays
     from mlrisk.model.inference import predict_p_up
 
@@ -55,16 +54,15 @@ def body(params, args) -> None:
         raw = Path(args.raw_dir) / f"{params.data.symbol}-{params.data.interval}.parquet"
         table, summary = walk_forward(read_parquet(raw, "run `dvc repro fetch`"), params, ep.walk_forward.folds, ep.walk_forward.epochs)
         report["walk_forward"] = summary
-        write_csv(Path(args.charts_dir) / "walk_forward.csv", table)
+    else:
+        table = pd.DataFrame({"fold": pd.Series(dtype="int64")})
+    write_csv(Path(args.charts_dir) / "walk_forward.csv", table)
 
     plots = Path(args.plots_dir)
     for name, df in (("confidence", conf), ("coverage", cov), ("calibration", calib)):
         write_csv(plots / f"{name}.csv", df)
     write_parquet(args.predictions, pred)
-    charts = Path(args.charts_dir)
     best_acc = report["baselines"][report["best_baseline"]]["accuracy"]
-    write_html(confidence_figure(p, conf, cov, calib, best_acc, report["verdict"], report["significant"]), charts / "confidence.html")
-    write_html(predictions_figure(pred, params.data.symbol), charts / "predictions.html")
     write_json(args.metrics, report)
     m = report["model"]
     print(f"evaluate: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, AUC {m['roc_auc']:.4f} "

@@ -5,10 +5,13 @@ import pandas as pd
 import pytest
 
 from mlrisk.backtest import engine as E
-from mlrisk.report.backtest_charts import (comparison_figures, comparison_html, equity_curves_figure, heatmap_figure,
-                                    strategy_figure)
+import json
+import re
+
+from mlrisk.report.backtest_charts import equity_curves_figure, equity_figure, heatmap_figure, price_trades_figure
+from mlrisk.report.html import data_table
 from mlrisk.backtest.performance import max_drawdown, performance
-from mlrisk.backtest.runner import run_backtest, run_sweep, sweep_report
+from mlrisk.backtest.runner import combo_label, run_backtest, run_sweep, sweep_curves, sweep_report
 from mlrisk.config import BacktestParams, parse_params
 
 H = 3_600_000
@@ -55,36 +58,56 @@ def test_sweep_equals_single_runs():
         np.testing.assert_array_equal(summaries[i], single.summary)
 
 
-def test_strategy_chart_has_price_entries_exits_equity_and_drawdown():
+def test_strategy_charts_have_price_entries_exits_equity_and_drawdown():
     pred = _pred()
     bp = BacktestParams(threshold=0.1, stop_loss=0.01, take_profit=0.01)
     r = run_backtest(pred, bp, H)
     assert len(r.trades) > 5
-    fig = strategy_figure(pred, r.equity, r.trades, bp.initial_equity, "t")
-    names = {t.name for t in fig.data}
-    assert {"close", "long entry", "short entry", "strategy equity", "buy-and-hold", "drawdown %"} <= names
-    assert any(n.startswith("exit: ") for n in names)
+    names = {t.name for t in price_trades_figure(pred["open_time"], pred["close"].to_numpy(), r.trades).data}
+    assert {"close", "long entry", "short entry"} <= names and any(n.startswith("exit: ") for n in names)
+    hold = bp.initial_equity * pred["close"] / pred["close"].iloc[0]
+    fig = equity_figure(pred["open_time"], r.equity, hold.to_numpy(), np.minimum(r.equity / np.maximum.accumulate(r.equity) - 1, 0))
+    assert [t.name for t in fig.data] == ["strategy equity", "buy-and-hold", "drawdown %"]
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.args[0]["yaxis.type"] for b in buttons] == ["linear", "log"]
 
 
-def test_comparison_page_has_curves_heatmap_and_a_sortable_table():
+def test_trade_markers_are_bounded_to_the_largest_pnl():
+    pred = _pred(3000)
+    r = run_backtest(pred, BacktestParams(threshold=0.01), H)
+    assert len(r.trades) > 200
+    fig = price_trades_figure(pred["open_time"], pred["close"].to_numpy(), r.trades, max_markers=100)
+    entries = sum(len(t.x) for t in fig.data if t.name.endswith("entry"))
+    assert entries == 100
+    assert r.trades["pnl"].abs().max() in {abs(v) for t in fig.data if t.name.startswith("exit") for v in t.customdata}
+
+
+def test_comparison_charts_and_sortable_table():
     pred = _pred()
     bp = parse_params({"backtest": {"sweep": {"thresholds": [0.05, 0.1], "leverages": [1, 3, 7]}}}).backtest
     grid = bp.sweep_grid()
     equities, _ = run_sweep(pred, bp, grid, H)
+    curves = pd.DataFrame(equities.T, columns=[combo_label(g) for g in grid])
+    fig = equity_curves_figure(pred["open_time"], curves, main=combo_label(grid[0]))
+    assert len(fig.data) == 6 and max(t.line.width for t in fig.data) == 3
     table = pd.DataFrame([{**g, "total_return": e[-1] / 10000 - 1, "sharpe": 0.0} for g, e in zip(grid, equities)])
-    curves = equity_curves_figure(pred["open_time"], equities, [str(g) for g in grid], main=0)
-    assert len(curves.data) == 6
     heat = heatmap_figure(table, "threshold", "leverage")
     assert heat.data[0].z.shape == (3, 2)
-    page = comparison_html([curves, heat], table, "cmp")
-    assert page.count("sortTable(this)") == len(table.columns) and page.count("<tr>") == len(table) + 1
-    assert "<script src=" not in page  # self-contained
+    html = data_table("sweep-table", table, percent=("total_return",), highlight=2)
+    spec = json.loads(re.search(r'id="sweep-table-data">(.*?)</script>', html).group(1))
+    assert len(spec["rows"]) == 6 and spec["highlight"] == 2 and spec["pct"] == [False, False, True, False]
+    assert html.count("<th>") == len(table.columns) and "sortable" in html
 
 
-def test_equity_curves_are_decimated():
-    eq = np.tile(np.linspace(1, 2, 5000), (3, 1))
-    fig = equity_curves_figure(pd.Series(pd.date_range("2024", periods=5000, freq="h", tz="UTC")), eq, ["a", "b", "c"], max_points=100)
-    assert all(len(t.x) <= 100 for t in fig.data)
+def test_sweep_curves_share_at_most_n_times():
+    pred = _pred(5000)
+    bp = parse_params({"backtest": {"threshold": 0.1, "sweep": {"thresholds": [0.05, 0.1]}}}).backtest
+    sweep = sweep_report(pred, bp, bp.sweep_grid(), H)
+    curves = sweep_curves(sweep, pred["open_time"], 600)
+    assert len(curves) <= 600 and list(curves.columns) == ["time", "threshold=0.05", "threshold=0.1 (main)"]
+    assert curves["time"].iloc[0] == pred["open_time"].iloc[0] and curves["time"].iloc[-1] == pred["open_time"].iloc[-1]
+    assert curves["threshold=0.1 (main)"].iloc[-1] == sweep.equities[1, -1]
+    assert len(sweep_curves(sweep, pred["open_time"], 10_000)) == 5000
 
 
 def test_sweep_report_scores_every_combination_and_finds_the_main_one():
@@ -103,5 +126,3 @@ def test_sweep_report_scores_every_combination_and_finds_the_main_one():
     s = sweep.summary()
     assert s["combinations"] == 6 and s["best_total_return"] == pytest.approx(finals.max())
     assert sweep.grid[int(np.argmax(finals))] == s["best"]
-    figs = comparison_figures(pred["open_time"], sweep)
-    assert [type(f.data[0]).__name__ for f in figs] == ["Scattergl", "Heatmap", "Heatmap"]

@@ -10,10 +10,31 @@ from mlrisk.cli import main
 from mlrisk.settings import BinanceSettings
 
 
-@pytest.mark.parametrize("stage", ["check_params", "fetch", "preprocess", "train", "evaluate", "backtest"])
+@pytest.mark.parametrize("stage", ["check_params", "fetch", "preprocess", "train", "evaluate", "backtest", "report"])
 def test_every_stage_has_help(stage, tmp_path):
     r = run_stage(stage, "--help", cwd=tmp_path)
     assert r.returncode == 0 and "--params" in r.stdout and "DVC stage" in r.stdout
+
+
+@pytest.mark.parametrize("cmd", ["repro", "report", "diff", "check-params"])
+def test_every_subcommand_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0 and f"usage: mlrisk {cmd}" in capsys.readouterr().out
+
+
+def test_the_mlrisk_entry_point_lists_its_subcommands():
+    r = subprocess.run([sys.executable, "-m", "mlrisk.cli", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("repro", "report", "diff", "check-params"):
+        assert cmd in r.stdout
+
+
+def test_report_summary_without_a_pipeline_run_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    from mlrisk.cli import _summary
+
+    assert _summary() == 2
+    assert capsys.readouterr().err.strip() == "error: reports/index.html not found: run `mlrisk repro` first"
 
 
 def test_check_params_prints_effective_values(capsys, monkeypatch):

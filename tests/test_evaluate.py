@@ -90,41 +90,33 @@ def test_predictions_table_marks_rows_without_a_window():
 
 def test_charts_contain_the_expected_traces():
     pred = _pred()
-    fig = predictions_figure(pred, "BTCUSDT")
+    fig = predictions_figure(pred, "BTCUSDT", "1h")
     kinds = [type(t).__name__ for t in fig.data]
-    assert kinds[0] == "Candlestick" and "Scattergl" in kinds
+    assert kinds[0] == "Candlestick" and "Scatter" in kinds
     names = {t.name for t in fig.data}
     assert {"up: right", "up: wrong", "down: right", "down: wrong", "P(up)"} <= names
-    assert fig.layout.xaxis2.rangeslider.visible
     has = pred.dropna(subset=["p_up", "label"])
     y, p = has["label"].to_numpy().astype(int), has["p_up"].to_numpy()
-    fig2 = confidence_figure(p, confidence_table(y, p), coverage_table(y, p), calibration_table(y, p), 0.5, "verdict", False)
+    fig2 = confidence_figure(p, confidence_table(y, p), coverage_table(y, p), calibration_table(y, p), 0.5)
     names2 = [t.name for t in fig2.data]
     for expected in ("predictions", "accuracy per bin", "coverage (share of rows)", "accuracy above threshold", "perfect calibration"):
         assert expected in names2
-    assert any("verdict" in (a.text or "") for a in fig2.layout.annotations)
+    assert sum(fig2.data[0].y) == len(p)  # the histogram is binned before plotting and counts every prediction
 
 
-def test_predictions_chart_decimates_markers_on_a_year_of_candles():
+def test_predictions_chart_is_bounded_on_a_year_of_candles():
+    """A year of hourly candles: at most 1,500 (merged) candlesticks, the most confident 2,000 markers."""
     rng = np.random.default_rng(1)
     n = 8760
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.005, n)))
     frame = pd.DataFrame({"open_time": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"), "open": close,
                           "high": close * 1.01, "low": close * 0.99, "close": close, "label": rng.integers(0, 2, n).astype(float)})
-    pred = predictions_table(frame, np.arange(48, n), rng.uniform(0, 1, n - 48))
-    fig = predictions_figure(pred, "BTCUSDT", max_markers=2000)
-    markers = sum(len(t.x) for t in fig.data if type(t).__name__ == "Scattergl" and t.mode == "markers")
-    assert markers == 2000
-
-
-def test_html_charts_are_self_contained_and_byte_identical_when_rewritten(tmp_path):
-    """Same figure, same bytes: DVC sees no change in a chart that did not change. And plotly.js
-    is embedded, so the file opens offline."""
-    from mlrisk.report.plotting import write_html
-
-    fig = predictions_figure(_pred(), "BTCUSDT")
-    write_html(fig, tmp_path / "a.html")
-    write_html(fig, tmp_path / "b.html")
-    a, b = (tmp_path / "a.html").read_bytes(), (tmp_path / "b.html").read_bytes()
-    assert a == b
-    assert b"<script src=" not in a and len(a) > 3_000_000  # plotly.js (~3.5 MB) inline, no external script
+    p_all = rng.uniform(0, 1, n - 48)
+    pred = predictions_table(frame, np.arange(48, n), p_all)
+    fig = predictions_figure(pred, "BTCUSDT", "1h", max_markers=2000)
+    markers = [t for t in fig.data if getattr(t, "mode", None) == "markers"]
+    assert sum(len(t.x) for t in markers) == 2000
+    assert min(abs(v - 0.5) for t in markers for v in t.customdata) >= np.sort(np.abs(p_all - 0.5))[-2000] - 1e-12
+    candles = fig.data[0]
+    assert len(candles.x) <= 1500 and candles.name == "BTCUSDT (6 × 1h)"
+    assert max(candles.high) == pytest.approx(pred["high"].max()) and min(candles.low) == pytest.approx(pred["low"].min())

@@ -1,6 +1,7 @@
 """The DVC pipeline end to end, in a throw-away copy of the repository (small data, tiny model)."""
 
 import json
+from html import escape
 import os
 import shutil
 import subprocess
@@ -60,13 +61,17 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_then_is_a_no_op(repo: Path):
     out = _dvc("repro", cwd=repo)
-    for stage in ("check_params", "fetch", "preprocess", "train", "evaluate", "backtest"):
+    for stage in ("check_params", "fetch", "preprocess", "train", "evaluate", "backtest", "report"):
         assert f"Running stage '{stage}'" in out
+    # the pipeline ends with the dashboard's path and the three headline numbers
+    tail = out[out.index("Running stage 'report'"):]
+    assert "reports/index.html" in tail and "test accuracy" in tail and "vs buy-and-hold" in tail and "max drawdown" in tail
     q = json.loads((repo / "reports/data_quality.json").read_text())
     assert q["first_candle"].startswith("2024-06-01") and q["rows"] > 2500
     for f in ("models/preprocess.json", "models/model.keras", "models/model.json", "reports/predictions.parquet",
-              "reports/trades.csv", "reports/plots/equity.csv", "reports/backtest/strategy.html",
-              "reports/backtest/comparison.html", "reports/backtest/sweep.csv"):
+              "reports/trades.csv", "reports/plots/equity.csv", "reports/backtest/sweep.csv",
+              "reports/backtest/sweep_equity.parquet", "reports/evaluate/walk_forward.csv", "reports/index.html",
+              "reports/metrics/headline.json"):
         assert (repo / f).exists(), f
     m = json.loads((repo / "reports/metrics/evaluate.json").read_text())
     assert {"majority", "persistence", "logistic"} <= set(m["baselines"]) and m["verdict"]
@@ -74,12 +79,21 @@ def test_repro_runs_then_is_a_no_op(repo: Path):
     assert meta["versions"]["keras"].startswith("3.") and len(meta["data_sha256"]) == 2 and "test" not in meta["data_sha256"]
     bt = json.loads((repo / "reports/metrics/backtest.json").read_text())
     assert bt["sweep"]["combinations"] == 4 and {"sharpe", "max_drawdown", "buy_hold_return", "liquidations"} <= set(bt)
-    for chart in ("evaluate/confidence", "evaluate/predictions", "backtest/strategy", "backtest/comparison"):
-        html = (repo / f"reports/{chart}.html").read_text()
-        assert "<script src=" not in html and "plotly.js v" in html  # plotly.js embedded: opens offline
-        assert len(html) > 3_000_000
+    head = json.loads((repo / "reports/metrics/headline.json").read_text())
+    assert head["return_pct"] == round(100 * bt["total_return"], 2) and head["accuracy"] == round(m["model"]["accuracy"], 4)
+    html = (repo / "reports/index.html").read_text()
+    assert html.count("<script type='text/javascript'>") == 1 and "<script src=" not in html  # plotly.js once, inlined
+    assert escape(m["verdict"]) in html
+    assert not list((repo / "reports").rglob("*.html"))[1:], "only the dashboard is HTML"
+    size = sum(f.stat().st_size for f in (repo / "reports").rglob("*") if f.is_file())
+    assert size < 12_000_000, f"reports/ is {size / 1e6:.1f} MB"
     again = _dvc("repro", cwd=repo)
     assert "Running stage" not in again and "up to date" in again
+    # `mlrisk repro`: dvc repro (nothing to do), then the headline numbers and the dashboard's path
+    r = _sh(sys.executable, "-m", "mlrisk.cli", "repro", cwd=repo)
+    assert "Running stage" not in r.stdout + r.stderr
+    assert "test accuracy" in r.stdout and "vs buy-and-hold" in r.stdout and "max drawdown" in r.stdout
+    assert f"dashboard: {(repo / 'reports/index.html').resolve().as_uri()}" in r.stdout
 
 
 def test_forced_retrain_gives_identical_weights_and_metrics(repo: Path):
@@ -114,21 +128,22 @@ def test_exp_run_with_a_gru_network_and_exp_show_lists_both(repo: Path):
             for rev in exp.get("revs", [exp]) if "revs" in exp else [exp]:
                 data = rev.get("data") or {}
                 p = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-                m = (data.get("metrics") or {}).get("reports/metrics/evaluate.json", {}).get("data", {})
+                m = (data.get("metrics") or {}).get("reports/metrics/headline.json", {}).get("data", {})
                 if p.get("train"):
                     layers.append(p["train"]["layers"][0]["type"])
-                    accs.append(m.get("model", {}).get("accuracy"))
+                    accs.append(m.get("accuracy"))
     assert "gru" in layers and "lstm" in layers, layers
     assert all(a is not None for a in accs)
 
 
-def test_exp_run_with_a_backtest_param_reruns_only_the_backtest(repo: Path):
+def test_exp_run_with_a_backtest_param_reruns_only_backtest_and_report(repo: Path):
     _sh("git", "add", "-A", cwd=repo)
     _sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "gru", cwd=repo)
     out = _dvc("exp", "run", "-S", "backtest.threshold=0.0", cwd=repo)
-    assert "Running stage 'backtest'" in out
+    assert "Running stage 'backtest'" in out and "Running stage 'report'" in out
     for stage in ("fetch", "preprocess", "train", "evaluate"):
         assert f"Running stage '{stage}'" not in out
     diff = json.loads(_sh(sys.executable, "-m", "dvc", "metrics", "diff", "--json", cwd=repo).stdout)
-    assert set(diff) == {"reports/metrics/backtest.json"}, diff
-    assert diff["reports/metrics/backtest.json"]["trades"]["diff"] != 0
+    assert set(diff) == {"reports/metrics/headline.json"}, diff
+    assert set(diff["reports/metrics/headline.json"]) <= {"return_pct", "sharpe", "max_dd_pct"}
+    assert diff["reports/metrics/headline.json"]["return_pct"]["diff"] != 0

@@ -122,3 +122,20 @@ def run_sweep(pred: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]]
     Returns (equity matrix combos x candles, summary matrix combos x N_SUMMARY)."""
     prms = np.stack([params_vector(bp.model_copy(update=combo), interval_ms) for combo in grid])
     return E.sweep(*_arrays(pred), prms)
+
+
+def combo_label(combo: dict[str, Any]) -> str:
+    """A sweep combination as text, e.g. "threshold=0.08, leverage=3" ("main" for no overrides)."""
+    return ", ".join(f"{k}={v}" for k, v in combo.items()) or "main"
+
+
+def sweep_curves(sweep: SweepResult, times: pd.Series, max_points: int = 600) -> pd.DataFrame:
+    """Every combination's equity at up to ``max_points`` evenly spaced shared times (first and last
+    included): column ``time`` (UTC) and one column per combination, named by :func:`combo_label`
+    with " (main)" appended to the main parameters' curve."""
+    n = sweep.equities.shape[1]
+    keep = np.arange(n) if n <= max_points else np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+    names = [combo_label(g) + (" (main)" if i == sweep.main else "") for i, g in enumerate(sweep.grid)]
+    curves = pd.DataFrame(sweep.equities[:, keep].T, columns=names)
+    curves.insert(0, "time", pd.Series(times).iloc[keep].to_numpy())
+    return curves

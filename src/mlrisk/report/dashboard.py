@@ -1,0 +1,332 @@
+"""The dashboard (``reports/index.html``): reads what the earlier stages wrote, draws every chart
+and lays them out in sections (header, data quality, training, evaluation, strategy, sweep).
+
+:func:`read_inputs` is the I/O edge; :func:`build` turns inputs into the page (a string) and
+:func:`headline` into the few numbers that ``dvc exp show`` puts first."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlrisk.backtest.performance import monthly_returns, portfolio_stats, rolling_sharpe
+from mlrisk.config import Params
+from mlrisk.errors import DataError
+from mlrisk.report import html as H
+from mlrisk.report.backtest_charts import (equity_curves_figure, equity_figure, heatmap_figure,
+                                           monthly_returns_figure, price_trades_figure, rolling_sharpe_figure)
+from mlrisk.report.evaluation_charts import confidence_figure, predictions_figure, training_figure
+from mlrisk.report.plotting import figure_div
+from mlrisk.times import HOUR_MS
+
+MAX_TRADE_ROWS = 10_000   # trades embedded in the page (the latest); all are in reports/trades.csv
+
+# every input, relative to the reports directory; the optional ones may be missing
+INPUTS = {
+    "quality": "data_quality.json", "train_metrics": "train/metrics.json", "train_curves": "train/plots/metrics",
+    "evaluate": "metrics/evaluate.json", "confidence": "plots/confidence.csv", "coverage": "plots/coverage.csv",
+    "calibration": "plots/calibration.csv", "predictions": "predictions.parquet", "walk_forward": "evaluate/walk_forward.csv",
+    "backtest": "metrics/backtest.json", "trades": "trades.csv", "equity": "plots/equity.csv",
+    "sweep": "backtest/sweep.csv", "sweep_equity": "backtest/sweep_equity.parquet",
+}
+OPTIONAL = {"train_metrics", "train_curves", "walk_forward"}
+
+
+@dataclass
+class Inputs:
+    quality: dict[str, Any]
+    train_metrics: dict[str, Any] | None
+    train_curves: pd.DataFrame | None        # epoch, train_loss, val_loss, train_accuracy, val_accuracy
+    evaluate: dict[str, Any]
+    confidence: pd.DataFrame
+    coverage: pd.DataFrame
+    calibration: pd.DataFrame
+    predictions: pd.DataFrame
+    walk_forward: pd.DataFrame | None
+    backtest: dict[str, Any]
+    trades: pd.DataFrame
+    equity: pd.DataFrame                     # time (UTC), equity, buy_hold, drawdown
+    sweep: pd.DataFrame
+    sweep_equity: pd.DataFrame               # time + one column per combination
+
+
+def _stage_of(key: str) -> str:
+    if key in ("quality",):
+        return "fetch"
+    if key in ("backtest", "trades", "equity", "sweep", "sweep_equity"):
+        return "backtest"
+    return "evaluate" if not key.startswith("train") else "train"
+
+
+def _read_curves(root: Path) -> pd.DataFrame | None:
+    """dvclive's per-epoch files (train/ and eval/ loss and accuracy, step 0-based) as one table."""
+    cols = {}
+    for part, prefix in (("train", "train"), ("eval", "val")):
+        for metric in ("loss", "accuracy"):
+            f = root / part / f"{metric}.tsv"
+            if f.exists():
+                cols[f"{prefix}_{metric}"] = pd.read_csv(f, sep="\t").set_index("step")[metric]
+    if not cols:
+        return None
+    df = pd.DataFrame(cols).sort_index()
+    df.insert(0, "epoch", df.index.to_numpy() + 1)
+    return df.reset_index(drop=True)
+
+
+def read_inputs(reports: str | Path) -> Inputs:
+    """Read every input under ``reports``; a missing required file is a :class:`DataError` naming the
+    stage to run."""
+    reports = Path(reports)
+    out: dict[str, Any] = {}
+    for key, rel in INPUTS.items():
+        path = reports / rel
+        if not path.exists():
+            if key in OPTIONAL:
+                out[key] = None
+                continue
+            raise DataError(f"{path} not found: run `dvc repro {_stage_of(key)}` first")
+        if key == "train_curves":
+            out[key] = _read_curves(path)
+        elif path.suffix == ".json":
+            out[key] = json.loads(path.read_text())
+        elif path.suffix == ".parquet":
+            out[key] = pd.read_parquet(path)
+        else:
+            out[key] = pd.read_csv(path)
+    eq = out["equity"]
+    eq["time"] = pd.to_datetime(eq["time"], utc=True)
+    for c in ("entry_time", "exit_time"):
+        out["trades"][c] = pd.to_datetime(out["trades"][c], utc=True)
+    if out["walk_forward"] is not None and len(out["walk_forward"]) == 0:
+        out["walk_forward"] = None
+    return Inputs(**out)
+
+
+def headline(ev: dict[str, Any], bt: dict[str, Any]) -> dict[str, Any]:
+    """The numbers that matter, rounded so ``dvc exp show`` stays narrow: test accuracy (fraction),
+    margin over the best baseline (percentage points), total return, buy-and-hold return and max
+    drawdown (%), Sharpe."""
+    return {
+        "accuracy": round(ev["model"]["accuracy"], 4),
+        "margin_pp": round(100 * ev["margin_over_best_baseline"], 2),
+        "return_pct": round(100 * bt["total_return"], 2),
+        "sharpe": round(bt["sharpe"], 2),
+        "max_dd_pct": round(100 * bt["max_drawdown"], 2),
+        "bh_return_pct": round(100 * bt["buy_hold_return"], 2),
+    }
+
+
+def headline_lines(ev: dict[str, Any], bt: dict[str, Any]) -> list[str]:
+    """The three headline numbers in words (printed at the end of ``dvc repro``)."""
+    best = ev["best_baseline"]
+    return [f"test accuracy {ev['model']['accuracy']:.4f} vs best baseline ({best}) "
+            f"{ev['baselines'][best]['accuracy']:.4f}: {100 * ev['margin_over_best_baseline']:+.2f} pp",
+            f"strategy return {bt['total_return']:+.2%} vs buy-and-hold {bt['buy_hold_return']:+.2%}",
+            f"max drawdown {bt['max_drawdown']:.2%} (buy-and-hold {bt['buy_hold_max_drawdown']:.2%})"]
+
+
+def _pct(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:+.2f} %"
+
+
+def _num(v: Any, d: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "∞" if isinstance(v, float) and np.isinf(v) else ""
+    return f"{v:,.{d}f}"
+
+
+def _td(v: Any) -> str:
+    if not isinstance(v, pd.Timedelta) or pd.isna(v):
+        return ""
+    s = int(v.total_seconds())
+    d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    return f"{d} d {h} h" if d else f"{h} h {m} min"
+
+
+STAT_ROWS: list[tuple[str, str, Any]] = [
+    ("Start", "start", lambda v: v.strftime("%Y-%m-%d %H:%M UTC")), ("End", "end", lambda v: v.strftime("%Y-%m-%d %H:%M UTC")),
+    ("Period", "period", _td), ("Total return", "total_return", _pct), ("Benchmark (buy-and-hold) return", "buy_hold_return", _pct),
+    ("CAGR", "cagr", _pct), ("Max drawdown", "max_drawdown", _pct), ("Max drawdown duration", "max_drawdown_duration", _td),
+    ("Trades", "trades", str), ("Win rate", "win_rate", lambda v: f"{100 * v:.1f} %"),
+    ("Best trade (return on margin)", "best_trade", _pct), ("Worst trade", "worst_trade", _pct), ("Average trade", "avg_trade", _pct),
+    ("Average trade duration", "avg_trade_duration", _td), ("Profit factor", "profit_factor", _num),
+    ("Expectancy (per trade, quote)", "expectancy", _num), ("Sharpe", "sharpe", _num), ("Sortino", "sortino", _num),
+    ("Calmar", "calmar", _num), ("Exposure (time in market)", "exposure", lambda v: f"{100 * v:.1f} %"),
+    ("Fees paid (quote)", "fees_paid", _num), ("Funding paid (quote)", "funding_paid", _num),
+    ("Liquidations", "liquidations", str), ("Final equity (quote)", "final_equity", _num),
+]
+
+
+def stats_table(stats: dict[str, Any]) -> str:
+    rows = pd.DataFrame([(label, fmt(stats[key])) for label, key, fmt in STAT_ROWS], columns=["statistic", "value"])
+    return H.static_table(rows)
+
+
+def _header(inp: Inputs, params: Params, prov: dict[str, str]) -> H.Section:
+    q, ev, bt = inp.quality, inp.evaluate, inp.backtest
+    t = inp.predictions["open_time"]
+    rev = prov.get("git", "?") + (" (dirty)" if prov.get("dirty") == "true" else "")
+    s = H.Section("summary", "Summary")
+    s.add(H.facts({"symbol": params.data.symbol, "interval": params.data.interval, "source": q.get("source", params.data.source),
+                   "data": f"{str(q.get('first_candle', ''))[:16]} → {str(q.get('last_candle', ''))[:16]}",
+                   "test part": f"{t.iloc[0]:%Y-%m-%d %H:%M} → {t.iloc[-1]:%Y-%m-%d %H:%M}",
+                   "git revision": rev, "params": prov.get("params", "?"), "data hash": prov.get("data", "?"),
+                   "model hash": prov.get("model", "?")}))
+    s.add(H.facts({"test accuracy": f"{ev['model']['accuracy']:.4f}",
+                   f"best baseline ({ev['best_baseline']})": f"{ev['baselines'][ev['best_baseline']]['accuracy']:.4f}",
+                   "margin": f"{100 * ev['margin_over_best_baseline']:+.2f} pp",
+                   "strategy return": _pct(bt["total_return"]), "buy-and-hold": _pct(bt["buy_hold_return"]),
+                   "max drawdown": _pct(bt["max_drawdown"]), "Sharpe": _num(bt["sharpe"]), "trades": str(bt["trades"])}))
+    s.add(H.verdict_box(ev["verdict"], bool(ev.get("beats_best_baseline")) and bool(ev.get("significant"))))
+    return s
+
+
+def _quality(inp: Inputs) -> H.Section:
+    q = inp.quality
+    labels = {"rows": "rows", "first_candle": "first candle", "last_candle": "last candle", "gaps": "gaps",
+              "missing_candles": "missing candles", "largest_gap_candles": "largest gap (candles)",
+              "largest_gap_before": "largest gap before", "duplicates_dropped": "duplicates dropped",
+              "filled_candles": "filled candles", "gap_policy": "gap policy"}
+    s = H.Section("data", "Data quality")
+    s.add(H.facts({v: ("—" if q.get(k) is None else f"{q[k]:,}" if isinstance(q.get(k), int) else str(q[k]))
+                   for k, v in labels.items() if k in q}))
+    s.add(H.note("From reports/data_quality.json (the fetch stage). Filled candles are flat candles at the previous "
+                 "close with zero volume (gap policy ffill)."))
+    return s
+
+
+def _training(inp: Inputs) -> H.Section:
+    s = H.Section("training", "Training")
+    if inp.train_curves is None:
+        return s.add(H.note("No training curves found (reports/train/plots/metrics from dvclive)."))
+    best = (inp.train_metrics or {}).get("best_epoch")
+    s.add(figure_div(training_figure(inp.train_curves, best), "fig-training"))
+    s.add(H.note("Per epoch, from dvclive (reports/train/). Early stopping restores the weights of the best epoch "
+                 "(lowest validation loss)."))
+    return s
+
+
+def _evaluation(inp: Inputs, params: Params) -> H.Section:
+    ev = inp.evaluate
+    s = H.Section("evaluation", "Evaluation")
+    s.add(H.verdict_box(ev["verdict"], bool(ev.get("beats_best_baseline")) and bool(ev.get("significant"))))
+    rows = [{"predictor": "model", **ev["model"]}] + [{"predictor": k, **v} for k, v in ev["baselines"].items()]
+    table = pd.DataFrame(rows)[["predictor", "accuracy", "balanced_accuracy", "roc_auc", "log_loss", "brier", "n"]]
+    f4 = lambda v: f"{v:.4f}"  # noqa: E731
+    s.add("<h3>Test part: the model and every baseline</h3>",
+          H.static_table(table, {c: f4 for c in table.columns[1:-1]}, highlight=0),
+          H.note(f"p-value that the model's accuracy beats the majority class: {ev['p_value_vs_majority']:.3g} (exact binomial). "
+                 "Baselines are fitted on the training part only."))
+    p = inp.predictions["p_up"].dropna().to_numpy()
+    best_acc = ev["baselines"][ev["best_baseline"]]["accuracy"]
+    s.add("<h3>Accuracy by confidence, coverage and calibration</h3>",
+          figure_div(confidence_figure(p, inp.confidence, inp.coverage, inp.calibration, best_acc), "fig-confidence"))
+    s.add("<h3>Predictions over the price</h3>",
+          figure_div(predictions_figure(inp.predictions, params.data.symbol, params.data.interval), "fig-predictions"),
+          H.note("Triangles: predicted direction, size by confidence; green right, red wrong, grey unlabelled. "
+                 "Dense data is merged into coarser candles; every row is in reports/predictions.parquet."))
+    if inp.walk_forward is not None:
+        wf = inp.walk_forward
+        s.add("<h3>Walk-forward</h3>", H.data_table("walk-forward", wf, signed=("margin",), filterable=False))
+        if "walk_forward" in ev:
+            w = ev["walk_forward"]
+            s.add(H.note(f"{w['folds']} folds: accuracy {w['accuracy_mean']:.4f} ± {w['accuracy_std']:.4f}, margin "
+                         f"{100 * w['margin_mean']:+.2f} ± {100 * w['margin_std']:.2f} pp; {w['folds_beating_best_baseline']} "
+                         "folds beat the best baseline."))
+    return s
+
+
+def _window(interval_ms: int, n: int) -> tuple[int, str]:
+    """Rolling-Sharpe window in candles and its label: 30 days (a quarter of the data when shorter)."""
+    w = max(min(int(30 * 24 * HOUR_MS // interval_ms), n // 4), 2)
+    days = w * interval_ms / (24 * HOUR_MS)
+    return w, f"{days:.0f}-day" if days >= 1 else f"{w}-candle"
+
+
+def _strategy(inp: Inputs, params: Params) -> H.Section:
+    bp = params.backtest
+    eq = inp.equity
+    t, equity = eq["time"], eq["equity"].to_numpy(dtype="float64")
+    s = H.Section("strategy", "Strategy")
+    s.add(H.note(f"Threshold {bp.threshold}, direction {bp.direction}, leverage {bp.leverage}, order size {bp.order_size}, "
+                 f"pyramid {bp.pyramid_max}, {bp.entry} entries, hold {bp.hold}, take profit {bp.take_profit}, "
+                 f"stop loss {bp.stop_loss}, fee {bp.fee_rate}, slippage {bp.slippage_bps} bps, funding {bp.funding_rate}/8 h."))
+    stats = portfolio_stats(t, equity, inp.trades, inp.backtest)
+    w, wlabel = _window(params.data.interval_ms, len(eq))
+    s.add('<div class="grid2"><div>', "<h3>Statistics</h3>", stats_table(stats), "</div><div>",
+          figure_div(equity_figure(t, equity, eq["buy_hold"].to_numpy(), eq["drawdown"].to_numpy()), "fig-equity"),
+          "</div></div>")
+    s.add('<div class="grid2"><div>',
+          figure_div(rolling_sharpe_figure(t, rolling_sharpe(equity, bp.initial_equity, w, params.data.interval_ms), wlabel),
+                     "fig-rolling-sharpe"), "</div><div>",
+          figure_div(monthly_returns_figure(monthly_returns(t, equity, bp.initial_equity)), "fig-monthly"), "</div></div>")
+    s.add(figure_div(price_trades_figure(inp.predictions["open_time"], inp.predictions["close"].to_numpy(), inp.trades),
+                     "fig-trades-price"))
+    tr = inp.trades
+    shown = tr.iloc[-MAX_TRADE_ROWS:]
+    table = pd.DataFrame({
+        "entry": shown["entry_time"], "exit": shown["exit_time"], "side": shown["side"], "kind": shown["entry_kind"],
+        "entry price": shown["entry_price"], "exit price": shown["exit_price"], "margin": shown["margin"],
+        "fees": shown["entry_fee"] + shown["exit_fee"], "funding": shown["funding"],
+        "P&L": shown["pnl"], "return on margin": shown["return_on_margin"], "exit reason": shown["exit_reason"],
+        "hours": (shown["exit_time"] - shown["entry_time"]).dt.total_seconds() / 3600})
+    s.add("<h3>Trades (click a header to sort, type to filter)</h3>",
+          H.data_table("trades", table, digits={"margin": 2, "fees": 2, "funding": 2, "P&L": 2,
+                                                "return on margin": 2, "entry price": 2, "exit price": 2, "hours": 1},
+                       percent=("return on margin",), signed=("P&L", "return on margin")))
+    if len(tr) > len(shown):
+        s.add(H.note(f"The latest {len(shown):,} of {len(tr):,} trades; all of them are in reports/trades.csv."))
+    return s
+
+
+SWEEP_METRICS = ["total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "win_rate", "profit_factor",
+                 "expectancy", "trades", "exposure", "fees_paid", "liquidations", "final_equity"]
+
+
+def _sweep(inp: Inputs, params: Params) -> H.Section:
+    s = H.Section("sweep", "Strategy comparison")
+    table = inp.sweep
+    pcols = [c for c in table.columns if c not in SWEEP_METRICS and c not in ("buy_hold_return", "buy_hold_max_drawdown", "funding_paid")]
+    if not pcols:
+        return s.add(H.note("No sweep: set lists under backtest.sweep (e.g. thresholds, leverages) to compare parameters."))
+    bp = params.backtest
+    is_main = np.ones(len(table), dtype=bool)
+    for c in pcols:
+        main_value = getattr(bp, c)
+        if isinstance(main_value, (int, float)) and pd.api.types.is_numeric_dtype(table[c]):
+            is_main &= np.isclose(table[c].to_numpy(dtype="float64"), float(main_value))
+        else:
+            is_main &= table[c].astype(str).to_numpy() == str(main_value)
+    main_row = int(np.flatnonzero(is_main)[0]) if is_main.any() else None
+    curves = inp.sweep_equity.drop(columns="time")
+    main_label = next((c for c in curves.columns if c.endswith(" (main)")), None)
+    s.add(figure_div(equity_curves_figure(inp.sweep_equity["time"], curves, main_label), "fig-sweep-equity"),
+          H.note("Hover a curve for its parameters; the thick curve is the main parameters (params.yaml)."))
+    varied = [c for c in pcols if table[c].nunique() > 1]
+    if len(varied) == 2:
+        x, y = varied
+        s.add('<div class="grid2"><div>', figure_div(heatmap_figure(table, x, y, "total_return"), "fig-heat-return"),
+              "</div><div>", figure_div(heatmap_figure(table, x, y, "sharpe"), "fig-heat-sharpe"), "</div></div>")
+    else:
+        s.add(H.note(f"{len(varied)} parameters vary: heatmaps are drawn when exactly two do."))
+    shown = table[pcols + [c for c in SWEEP_METRICS if c in table]]
+    s.add(f"<h3>Every combination ({len(table)}; the main parameters highlighted)</h3>",
+          H.data_table("sweep-table", shown, percent=("total_return", "cagr", "max_drawdown", "win_rate", "exposure"),
+                       digits={**{c: None for c in pcols}, "total_return": 2, "cagr": 2, "max_drawdown": 2, "win_rate": 1, "exposure": 1, "sharpe": 2,
+                               "sortino": 2, "calmar": 2, "profit_factor": 2, "expectancy": 2, "fees_paid": 2,
+                               "final_equity": 2, "trades": 0, "liquidations": 0},
+                       signed=("total_return", "sharpe"), highlight=main_row, limit=1000))
+    return s
+
+
+def build(inp: Inputs, params: Params, provenance: dict[str, str], plotly_js: str) -> str:
+    """The whole dashboard as one HTML string (``plotly_js``: the library's source, inlined once)."""
+    sections = [_header(inp, params, provenance), _quality(inp), _training(inp), _evaluation(inp, params),
+                _strategy(inp, params), _sweep(inp, params)]
+    title = f"mlrisk · {params.data.symbol} {params.data.interval}"
+    return H.page(title, sections, plotly_js)
