@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from mlrisk.stage import run_stage
 from mlrisk.errors import DataError
