@@ -56,7 +56,7 @@ stops opening entries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit, prange
@@ -83,17 +83,62 @@ ENTRY_KINDS = ("market", "limit")
 (S_TRADES, S_WINS, S_GROSS_PROFIT, S_GROSS_LOSS, S_FEES, S_FUNDING, S_LIQUIDATIONS, S_EXPOSURE) = range(8)
 N_SUMMARY = 8
 
-# account state: a vector of scalars (integers stored exactly as float64) ...
-(A_BALANCE, A_SIDE, A_ENTRIES, A_FIRST_CANDLE, A_LAST_LIMIT_FILL, A_ORDER_SIDE, A_ORDERS, A_MARKET_ENTRY,
- A_MARKET_EXIT) = range(9)
-N_ACCOUNT = 9
-# ... the position's filled entries, one row each (pyramid_max rows, the first A_ENTRIES in use) ...
+
+
+class Config(NamedTuple):
+    """The parameter vector unpacked once (see ``P_*``; :func:`config`), typed for the compiled step."""
+    threshold: float
+    leverage: float
+    order_size: float
+    pyramid_max: int
+    limit_entry: bool
+    limit_offset: float
+    limit_ttl: int
+    hold: int
+    take_profit: float
+    stop_loss: float
+    exit_at_close: bool
+    fee: float
+    maker_fee: float
+    slippage: float
+    funding: float
+    mmr: float
+    liq_fee: float
+    min_notional: float
+    direction: int
+
+
+class Account(NamedTuple):
+    """The account's scalars between candles (the rest of its state: ``entries`` and ``orders`` arrays)."""
+    balance: float          # cash: initial equity + realised P&L - fees - funding, quote currency
+    side: int               # the open position's side, +1/-1, 0 when flat
+    n_entries: int          # filled entries of the position (rows in use of ``entries``)
+    first_candle: int       # candle of the position's first entry (-1 none)
+    last_limit_fill: int    # candle of the latest limit fill (-1 none)
+    order_side: int         # side of the resting limit orders, 0 when none
+    n_orders: int           # resting limit orders (rows in use of ``orders``)
+    market_entry: int       # side of a market entry to fill at the next open, 0 none
+    market_exit: bool       # close the position at the next open
+
+
+# the position's filled entries, one row each (pyramid_max rows, the first n_entries in use)
 (E_QTY, E_PRICE, E_MARGIN, E_FEE, E_FUNDING, E_CANDLE, E_KIND) = range(7)
 N_ENTRY_FIELDS = 7
-# ... and the resting limit orders, oldest first (pyramid_max rows, the first A_ORDERS in use)
+# the resting limit orders, oldest first (pyramid_max rows, the first n_orders in use); expiry = the
+# first candle on whose close the order is dropped (it may fill up to that candle)
 (O_PRICE, O_EXPIRE) = range(2)
 N_ORDER_FIELDS = 2
 STATE_VERSION = 1
+
+
+@njit(cache=True)
+def config(prm: np.ndarray) -> Config:
+    """The parameter vector as a :class:`Config`."""
+    return Config(prm[P_THRESHOLD], prm[P_LEVERAGE], prm[P_ORDER_SIZE], int(prm[P_PYRAMID_MAX]),
+                  prm[P_ENTRY_LIMIT] > 0.5, prm[P_LIMIT_OFFSET], int(prm[P_LIMIT_TTL]), int(prm[P_HOLD]),
+                  prm[P_TAKE_PROFIT], prm[P_STOP_LOSS], prm[P_EXIT_CLOSE] > 0.5, prm[P_FEE], prm[P_MAKER_FEE],
+                  prm[P_SLIPPAGE], prm[P_FUNDING], prm[P_MMR], prm[P_LIQ_FEE], prm[P_MIN_NOTIONAL],
+                  int(prm[P_DIRECTION]))
 
 
 @njit(cache=True, inline="always")
@@ -142,7 +187,8 @@ def _close_position(t: int, px: float, reason: int, fee_rate: float, side: int, 
         for i in range(k):
             exit_fee = liq_fee_rate * entries[i, E_QTY] * px * scale
             pnl = -entries[i, E_MARGIN] * scale - exit_fee - entries[i, E_FEE] - entries[i, E_FUNDING]
-            _record(trades, ntr, t, side, entries[i], px, exit_fee, pnl, reason)
+            _record(trades, ntr, entries[i, E_CANDLE], t, side, entries[i, E_PRICE], px, entries[i, E_QTY], entries[i, E_MARGIN],
+                    entries[i, E_FEE], exit_fee, entries[i, E_FUNDING], pnl, reason, entries[i, E_KIND])
             ntr += 1
         return balance - loss * scale, ntr
     for i in range(k):
@@ -150,27 +196,29 @@ def _close_position(t: int, px: float, reason: int, fee_rate: float, side: int, 
         gross = side * entries[i, E_QTY] * (px - entries[i, E_PRICE])
         pnl = gross - entries[i, E_FEE] - exit_fee - entries[i, E_FUNDING]
         balance += gross - exit_fee
-        _record(trades, ntr, t, side, entries[i], px, exit_fee, pnl, reason)
+        _record(trades, ntr, entries[i, E_CANDLE], t, side, entries[i, E_PRICE], px, entries[i, E_QTY], entries[i, E_MARGIN],
+                    entries[i, E_FEE], exit_fee, entries[i, E_FUNDING], pnl, reason, entries[i, E_KIND])
         ntr += 1
     return balance, ntr
 
 
 @njit(cache=True)
-def _record(trades: np.ndarray, r: int, exit_idx: int, side: int, entry: np.ndarray, exit_price: float,
-            exit_fee: float, pnl: float, reason: int) -> None:
-    trades[r, T_ENTRY_IDX] = entry[E_CANDLE]
+def _record(trades: np.ndarray, r: int, entry_idx: float, exit_idx: int, side: int, entry_price: float,
+            exit_price: float, qty: float, margin: float, entry_fee: float, exit_fee: float, funding: float,
+            pnl: float, reason: int, kind: float) -> None:
+    trades[r, T_ENTRY_IDX] = entry_idx
     trades[r, T_EXIT_IDX] = exit_idx
     trades[r, T_SIDE] = side
-    trades[r, T_ENTRY_PRICE] = entry[E_PRICE]
+    trades[r, T_ENTRY_PRICE] = entry_price
     trades[r, T_EXIT_PRICE] = exit_price
-    trades[r, T_QTY] = entry[E_QTY]
-    trades[r, T_MARGIN] = entry[E_MARGIN]
-    trades[r, T_ENTRY_FEE] = entry[E_FEE]
+    trades[r, T_QTY] = qty
+    trades[r, T_MARGIN] = margin
+    trades[r, T_ENTRY_FEE] = entry_fee
     trades[r, T_EXIT_FEE] = exit_fee
-    trades[r, T_FUNDING] = entry[E_FUNDING]
+    trades[r, T_FUNDING] = funding
     trades[r, T_PNL] = pnl
     trades[r, T_REASON] = reason
-    trades[r, T_ENTRY_KIND] = entry[E_KIND]
+    trades[r, T_ENTRY_KIND] = kind
 
 
 @njit(cache=True, inline="always")
@@ -198,218 +246,215 @@ def _open_entry(t: int, px: float, fee_rate: float, kind: int, side: int, k: int
 
 
 @njit(cache=True)
-def new_state(prm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A fresh account for parameter vector ``prm``: ``(account, entries, orders)`` (see ``A_*``,
-    ``E_*``, ``O_*``): flat, no resting orders, balance ``prm[P_INITIAL]``."""
-    pm = int(prm[P_PYRAMID_MAX])
-    acct = np.zeros(N_ACCOUNT)
-    acct[A_BALANCE] = prm[P_INITIAL]
-    acct[A_FIRST_CANDLE] = -1.0
-    acct[A_LAST_LIMIT_FILL] = -1.0
-    return acct, np.zeros((pm, N_ENTRY_FIELDS)), np.zeros((pm, N_ORDER_FIELDS))
-
-
-@njit(cache=True, inline="always")
-def step(acct: np.ndarray, entries: np.ndarray, orders: np.ndarray, t: int, o: float, h: float, lo: float,
-         c: float, p_up: float, prm: np.ndarray, can_enter: bool, trades: np.ndarray, ntr: int) -> tuple[float, int]:
-    """What happens to one account in candle ``t`` (open ``o``, high ``h``, low ``lo``, close ``c``; P(up)
-    ``p_up`` known at its close), in the order of the module docstring: fills at the open, resting
-    limit fills, intrabar exits, close-checked exits, funding, mark to market, then the orders
-    decided at the close (:func:`mlrisk.strategy.order_intents`), placed only if ``can_enter``
-    (the backtest passes False on the last candle, where nothing could fill).
-
-    Updates ``acct``, ``entries`` and ``orders`` in place, writes closed entries to ``trades`` from
-    row ``ntr`` on (at most ``2 * pyramid_max`` rows per candle) and returns (equity at the close,
-    new row count). ``t`` counts candles (entry candles, ``hold`` and limit expiry use it)."""
-    balance = acct[A_BALANCE]
-    side = int(acct[A_SIDE])
-    k = int(acct[A_ENTRIES])
-    first_idx = int(acct[A_FIRST_CANDLE])
-    last_limit_fill = int(acct[A_LAST_LIMIT_FILL])
-    l_side = int(acct[A_ORDER_SIDE])
-    nl = int(acct[A_ORDERS])
-    m_entry = int(acct[A_MARKET_ENTRY])
-    m_exit = acct[A_MARKET_EXIT] != 0.0
-
-    lev = prm[P_LEVERAGE]
-    order_size = prm[P_ORDER_SIZE]
-    pm = int(prm[P_PYRAMID_MAX])
-    hold = int(prm[P_HOLD])
-    tp = prm[P_TAKE_PROFIT]
-    sl = prm[P_STOP_LOSS]
-    at_close = prm[P_EXIT_CLOSE] > 0.5
-    fee = prm[P_FEE]
-    slip = prm[P_SLIPPAGE]
-    mmr = prm[P_MMR]
-    liq_fee = prm[P_LIQ_FEE]
-    min_notional = prm[P_MIN_NOTIONAL]
-
-    # ---- (1) at the open: a gap beyond the liquidation price liquidates; then exits, then market entries
-    if side != 0:
-        _, liq = _position(side, k, entries, mmr)
-        if (side == 1 and o <= liq) or (side == -1 and o >= liq):
-            balance, ntr = _close_position(t, liq, R_LIQUIDATION, fee, side, k, entries, balance, liq_fee, mmr,
-                                           trades, ntr)
-            side = 0
-            k = 0
-    if side != 0 and (m_exit or (hold > 0 and t - first_idx >= hold)):
-        reason = R_SIGNAL if m_exit else R_HOLD
-        balance, ntr = _close_position(t, o * (1.0 - side * slip), reason, fee, side, k, entries, balance, liq_fee,
-                                       mmr, trades, ntr)
-        side = 0
-        k = 0
-    m_exit = False
-    if m_entry != 0:
-        filled, balance, k = _open_entry(t, o * (1.0 + m_entry * slip), fee, 0, side, k, entries, balance,
-                                         order_size, lev, min_notional)
-        if filled and side == 0:
-            side = m_entry
-            first_idx = t
-        m_entry = 0
-    # ---- (2) resting limit orders
-    # (orders past their ttl were dropped at the previous close, so every order here may fill)
-    j = 0
-    while j < nl:
-        px = orders[j, O_PRICE]
-        hit = (l_side == 1 and lo < px) or (l_side == -1 and h > px)
-        if hit and (side == 0 or side == l_side) and k < pm:
-            filled, balance, k = _open_entry(t, px, prm[P_MAKER_FEE], 1, side, k, entries, balance, order_size, lev,
-                                             min_notional)
-            if filled:
-                if side == 0:
-                    side = l_side
-                    first_idx = t
-                last_limit_fill = t
-            nl = _drop_order(j, nl, orders)
-            continue
-        j += 1
-    if nl == 0:
-        l_side = 0
-    # ---- (3) intrabar exits
-    if side != 0 and last_limit_fill != t:
-        avg, liq = _position(side, k, entries, mmr)
-        tp_lvl, stop = protective_levels(side, avg, tp, sl)
-        exit_px = 0.0
-        reason = -1
-        if side == 1:
-            liq_hit = lo <= liq
-            stop_hit = (not at_close) and sl > 0.0 and lo <= stop
-            tp_hit = (not at_close) and tp > 0.0 and h >= tp_lvl
-            if liq_hit and (o <= liq or not stop_hit or liq >= stop):
-                reason = R_LIQUIDATION
-                exit_px = liq
-            elif stop_hit:
-                reason = R_STOP_LOSS
-                exit_px = min(o, stop) * (1.0 - slip)
-            elif tp_hit:
-                reason = R_TAKE_PROFIT
-                exit_px = max(o, tp_lvl) * (1.0 - slip)
-        else:
-            liq_hit = h >= liq
-            stop_hit = (not at_close) and sl > 0.0 and h >= stop
-            tp_hit = (not at_close) and tp > 0.0 and lo <= tp_lvl
-            if liq_hit and (o >= liq or not stop_hit or liq <= stop):
-                reason = R_LIQUIDATION
-                exit_px = liq
-            elif stop_hit:
-                reason = R_STOP_LOSS
-                exit_px = max(o, stop) * (1.0 + slip)
-            elif tp_hit:
-                reason = R_TAKE_PROFIT
-                exit_px = min(o, tp_lvl) * (1.0 + slip)
-        if reason >= 0:
-            balance, ntr = _close_position(t, exit_px, reason, fee, side, k, entries, balance, liq_fee, mmr, trades, ntr)
-            side = 0
-            k = 0
-    # ---- (4) at the close
-    if side != 0 and at_close and last_limit_fill != t and (sl > 0.0 or tp > 0.0):
-        avg, _ = _position(side, k, entries, mmr)
-        x = exit_at_close(side, avg, c, tp, sl)
-        if x != 0:
-            reason = R_STOP_LOSS if x < 0 else R_TAKE_PROFIT
-            balance, ntr = _close_position(t, c * (1.0 - side * slip), reason, fee, side, k, entries, balance, liq_fee,
-                                           mmr, trades, ntr)
-            side = 0
-            k = 0
-    upnl = 0.0
-    if side != 0:
-        funding = prm[P_FUNDING]
-        if funding != 0.0:
-            for i in range(k):
-                f = funding * entries[i, E_QTY] * c * side
-                entries[i, E_FUNDING] += f
-                balance -= f
-        for i in range(k):
-            upnl += side * entries[i, E_QTY] * (c - entries[i, E_PRICE])
-    equity = max(balance + upnl, 0.0)
-    # expired limit orders stop counting once they can no longer fill
-    j = 0
-    while j < nl:
-        if orders[j, O_EXPIRE] <= t:
-            nl = _drop_order(j, nl, orders)
-            continue
-        j += 1
-    if nl == 0:
-        l_side = 0
-    close_pos, cancel, e_side, e_kind, e_price = order_intents(
-        p_up, c, prm[P_THRESHOLD], side, k, l_side, nl, pm, int(prm[P_DIRECTION]), prm[P_ENTRY_LIMIT] > 0.5,
-        prm[P_LIMIT_OFFSET])
-    if close_pos:
-        m_exit = True
-    if cancel:
-        nl = 0
-        l_side = 0
-    if e_side != 0 and can_enter:
-        if e_kind == ENTRY_LIMIT:
-            l_side = e_side
-            orders[nl, O_PRICE] = e_price
-            orders[nl, O_EXPIRE] = t + int(prm[P_LIMIT_TTL])
-            nl += 1
-        else:
-            m_entry = e_side
-
-    acct[A_BALANCE] = balance
-    acct[A_SIDE] = side
-    acct[A_ENTRIES] = k
-    acct[A_FIRST_CANDLE] = first_idx
-    acct[A_LAST_LIMIT_FILL] = last_limit_fill
-    acct[A_ORDER_SIDE] = l_side
-    acct[A_ORDERS] = nl
-    acct[A_MARKET_ENTRY] = m_entry
-    acct[A_MARKET_EXIT] = 1.0 if m_exit else 0.0
-    return equity, ntr
+def fresh_state(initial_equity: float, pyramid_max: int) -> tuple[Account, np.ndarray, np.ndarray]:
+    """A fresh account: ``(Account, entries, orders)``, flat, no orders, balance ``initial_equity``."""
+    return (Account(initial_equity, 0, 0, -1, -1, 0, 0, 0, False), np.zeros((pyramid_max, N_ENTRY_FIELDS)),
+            np.zeros((pyramid_max, N_ORDER_FIELDS)))
 
 
 @njit(cache=True)
-def close_out(acct: np.ndarray, entries: np.ndarray, t: int, c: float, prm: np.ndarray, trades: np.ndarray,
-              ntr: int) -> tuple[float, int]:
+def advance(acct: Account, entries: np.ndarray, orders: np.ndarray, t0: int, open_: np.ndarray, high: np.ndarray,
+            low: np.ndarray, close: np.ndarray, p_up: np.ndarray, cfg: Config, final: bool, trades: np.ndarray,
+            ntr: int, equity: np.ndarray) -> tuple[Account, int]:
+    """Run one account through candles ``t0, t0 + 1, ...`` (one per element of ``open_``, ``high``,
+    ``low``, ``close`` and ``p_up``, the probability of up known at that candle's close). The live
+    paper broker calls it with one candle at a time, the backtest with all of them: the same
+    compiled code either way.
+
+    Each candle, in the order of the module docstring: fills at the open, resting limit fills,
+    intrabar exits, close-checked exits, funding, mark to market, then the orders decided at the
+    close by :func:`mlrisk.strategy.order_intents`. With ``final`` the last candle given is the end
+    of the data: no order is placed at its close (nothing could fill it).
+
+    Updates ``entries`` and ``orders`` in place, writes each close's equity to ``equity`` (one per
+    candle given) and each closed entry to ``trades`` from row ``ntr`` on (at most
+    ``2 * pyramid_max`` rows per candle). Returns (the account after the last candle, new row
+    count). Candle numbers ``t`` (entry candles, ``hold``, limit expiry) count from any fixed origin.
+    (One loop over the candles given, not a per-candle call inlined in a loop: numba would then
+    increment and decrement the reference counts of the three arrays on every candle, which
+    costs about a quarter of the engine's speed.)"""
+    balance = acct.balance
+    side = acct.side
+    k = acct.n_entries
+    first_idx = acct.first_candle
+    last_limit_fill = acct.last_limit_fill
+    l_side = acct.order_side
+    nl = acct.n_orders
+    m_entry = acct.market_entry
+    m_exit = acct.market_exit
+
+    lev = cfg.leverage
+    order_size = cfg.order_size
+    pm = cfg.pyramid_max
+    hold = cfg.hold
+    tp = cfg.take_profit
+    sl = cfg.stop_loss
+    at_close = cfg.exit_at_close
+    fee = cfg.fee
+    slip = cfg.slippage
+    mmr = cfg.mmr
+    liq_fee = cfg.liq_fee
+    min_notional = cfg.min_notional
+    m = close.shape[0]
+
+    for i_c in range(m):
+        t = t0 + i_c
+        o = open_[i_c]
+        h = high[i_c]
+        lo = low[i_c]
+        c = close[i_c]
+        # ---- (1) at the open: a gap beyond the liquidation price liquidates; then exits, then market entries
+        if side != 0:
+            _, liq = _position(side, k, entries, mmr)
+            if (side == 1 and o <= liq) or (side == -1 and o >= liq):
+                balance, ntr = _close_position(t, liq, R_LIQUIDATION, fee, side, k, entries, balance, liq_fee, mmr,
+                                               trades, ntr)
+                side = 0
+                k = 0
+        if side != 0 and (m_exit or (hold > 0 and t - first_idx >= hold)):
+            reason = R_SIGNAL if m_exit else R_HOLD
+            balance, ntr = _close_position(t, o * (1.0 - side * slip), reason, fee, side, k, entries, balance, liq_fee,
+                                           mmr, trades, ntr)
+            side = 0
+            k = 0
+        m_exit = False
+        if m_entry != 0:
+            filled, balance, k = _open_entry(t, o * (1.0 + m_entry * slip), fee, 0, side, k, entries, balance,
+                                             order_size, lev, min_notional)
+            if filled and side == 0:
+                side = m_entry
+                first_idx = t
+            m_entry = 0
+        # ---- (2) resting limit orders
+        # (orders past their ttl were dropped at the previous close, so every order here may fill)
+        j = 0
+        while j < nl:
+            px = orders[j, O_PRICE]
+            hit = (l_side == 1 and lo < px) or (l_side == -1 and h > px)
+            if hit and (side == 0 or side == l_side) and k < pm:
+                filled, balance, k = _open_entry(t, px, cfg.maker_fee, 1, side, k, entries, balance, order_size, lev,
+                                                 min_notional)
+                if filled:
+                    if side == 0:
+                        side = l_side
+                        first_idx = t
+                    last_limit_fill = t
+                nl = _drop_order(j, nl, orders)
+                continue
+            j += 1
+        if nl == 0:
+            l_side = 0
+        # ---- (3) intrabar exits
+        if side != 0 and last_limit_fill != t:
+            avg, liq = _position(side, k, entries, mmr)
+            tp_lvl, stop = protective_levels(side, avg, tp, sl)
+            exit_px = 0.0
+            reason = -1
+            if side == 1:
+                liq_hit = lo <= liq
+                stop_hit = (not at_close) and sl > 0.0 and lo <= stop
+                tp_hit = (not at_close) and tp > 0.0 and h >= tp_lvl
+                if liq_hit and (o <= liq or not stop_hit or liq >= stop):
+                    reason = R_LIQUIDATION
+                    exit_px = liq
+                elif stop_hit:
+                    reason = R_STOP_LOSS
+                    exit_px = min(o, stop) * (1.0 - slip)
+                elif tp_hit:
+                    reason = R_TAKE_PROFIT
+                    exit_px = max(o, tp_lvl) * (1.0 - slip)
+            else:
+                liq_hit = h >= liq
+                stop_hit = (not at_close) and sl > 0.0 and h >= stop
+                tp_hit = (not at_close) and tp > 0.0 and lo <= tp_lvl
+                if liq_hit and (o >= liq or not stop_hit or liq <= stop):
+                    reason = R_LIQUIDATION
+                    exit_px = liq
+                elif stop_hit:
+                    reason = R_STOP_LOSS
+                    exit_px = max(o, stop) * (1.0 + slip)
+                elif tp_hit:
+                    reason = R_TAKE_PROFIT
+                    exit_px = min(o, tp_lvl) * (1.0 + slip)
+            if reason >= 0:
+                balance, ntr = _close_position(t, exit_px, reason, fee, side, k, entries, balance, liq_fee, mmr, trades, ntr)
+                side = 0
+                k = 0
+        # ---- (4) at the close
+        if side != 0 and at_close and last_limit_fill != t and (sl > 0.0 or tp > 0.0):
+            avg, _ = _position(side, k, entries, mmr)
+            x = exit_at_close(side, avg, c, tp, sl)
+            if x != 0:
+                reason = R_STOP_LOSS if x < 0 else R_TAKE_PROFIT
+                balance, ntr = _close_position(t, c * (1.0 - side * slip), reason, fee, side, k, entries, balance, liq_fee,
+                                               mmr, trades, ntr)
+                side = 0
+                k = 0
+        upnl = 0.0
+        if side != 0:
+            funding = cfg.funding
+            if funding != 0.0:
+                for i in range(k):
+                    f = funding * entries[i, E_QTY] * c * side
+                    entries[i, E_FUNDING] += f
+                    balance -= f
+            for i in range(k):
+                upnl += side * entries[i, E_QTY] * (c - entries[i, E_PRICE])
+        equity[i_c] = max(balance + upnl, 0.0)
+        # expired limit orders stop counting once they can no longer fill
+        j = 0
+        while j < nl:
+            if orders[j, O_EXPIRE] <= t:
+                nl = _drop_order(j, nl, orders)
+                continue
+            j += 1
+        if nl == 0:
+            l_side = 0
+        close_pos, cancel, e_side, e_kind, e_price = order_intents(
+            p_up[i_c], c, cfg.threshold, side, k, l_side, nl, pm, cfg.direction, cfg.limit_entry, cfg.limit_offset)
+        if close_pos:
+            m_exit = True
+        if cancel:
+            nl = 0
+            l_side = 0
+        if e_side != 0 and not (final and i_c == m - 1):
+            if e_kind == ENTRY_LIMIT:
+                l_side = e_side
+                orders[nl, O_PRICE] = e_price
+                orders[nl, O_EXPIRE] = t + cfg.limit_ttl
+                nl += 1
+            else:
+                m_entry = e_side
+    return Account(balance, side, k, first_idx, last_limit_fill, l_side, nl, m_entry, m_exit), ntr
+
+
+@njit(cache=True)
+def close_out(acct: Account, entries: np.ndarray, t: int, c: float, cfg: Config, trades: np.ndarray,
+              ntr: int) -> tuple[Account, float, int]:
     """Close the open position, if any, at ``c`` moved by slippage (reason ``end``) in candle ``t``; resting
-    and pending orders stay. Returns (equity, new trade row count); the backtest calls it after its last candle."""
-    side = int(acct[A_SIDE])
-    if side != 0:
-        balance, ntr = _close_position(t, c * (1.0 - side * prm[P_SLIPPAGE]), R_END, prm[P_FEE], side,
-                                       int(acct[A_ENTRIES]), entries, acct[A_BALANCE], prm[P_LIQ_FEE], prm[P_MMR],
-                                       trades, ntr)
-        acct[A_BALANCE] = balance
-        acct[A_SIDE] = 0.0
-        acct[A_ENTRIES] = 0.0
-    return max(acct[A_BALANCE], 0.0), ntr
+    and pending orders stay. Returns (account, equity, new trade row count); the backtest calls it
+    after its last candle."""
+    balance = acct.balance
+    if acct.side != 0:
+        balance, ntr = _close_position(t, c * (1.0 - acct.side * cfg.slippage), R_END, cfg.fee, acct.side,
+                                       acct.n_entries, entries, balance, cfg.liq_fee, cfg.mmr, trades, ntr)
+        acct = Account(balance, 0, 0, acct.first_candle, acct.last_limit_fill, acct.order_side, acct.n_orders,
+                       acct.market_entry, acct.market_exit)
+    return acct, max(balance, 0.0), ntr
 
 
 @njit(cache=True)
 def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, p_up: np.ndarray,
                prm: np.ndarray, equity: np.ndarray, trades: np.ndarray) -> int:
-    """Simulate one parameter vector: :func:`step` on every candle from :func:`new_state`, then
+    """Simulate one parameter vector: :func:`advance` through every candle from :func:`fresh_state`, then
     :func:`close_out` at the last close. Fills ``equity`` (one value per close) and ``trades`` (rows of
     :data:`N_TRADE_FIELDS`, at least ``len(close) + 1`` rows); returns the number of trade rows."""
     n = close.shape[0]
-    acct, entries, orders = new_state(prm)
-    ntr = 0
-    for t in range(n):
-        equity[t], ntr = step(acct, entries, orders, t, open_[t], high[t], low[t], close[t], p_up[t], prm,
-                              t < n - 1, trades, ntr)
-    if acct[A_SIDE] != 0 and n > 0:
-        equity[n - 1], ntr = close_out(acct, entries, n - 1, close[n - 1], prm, trades, ntr)
+    cfg = config(prm)
+    acct, entries, orders = fresh_state(prm[P_INITIAL], cfg.pyramid_max)
+    acct, ntr = advance(acct, entries, orders, 0, open_, high, low, close, p_up, cfg, True, trades, 0, equity)
+    if acct.side != 0 and n > 0:
+        acct, equity[n - 1], ntr = close_out(acct, entries, n - 1, close[n - 1], cfg, trades, ntr)
     return ntr
 
 
