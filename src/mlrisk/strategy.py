@@ -1,8 +1,12 @@
-"""The strategy decision for one candle: P(up) at the close -> orders. The backtest engine and
-the live bot call this same function, so live trading cannot drift from the backtest.
+"""The strategy's rules: P(up) at a close -> the orders to send (:func:`decide`,
+:func:`order_intents`), each entry's margin at its fill (:func:`entry_size`), a position's
+take-profit, stop and liquidation prices (:func:`protective_levels`, :func:`liquidation_price`)
+and the close-checked exit (:func:`exit_at_close`). The backtest engine and the live bot's brokers
+(simulated or real exchange) call these same functions, so no rule is written twice and live
+trading cannot drift from the backtest.
 
-Compiled with numba (``njit``) so the engine can call it in its loop; it is an ordinary callable
-from Python too.
+Compiled with numba (``njit``) so the engine can call them in its loop; they are ordinary
+callables from Python too. Prices in quote currency, rates as fractions.
 """
 
 from __future__ import annotations
