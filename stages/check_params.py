@@ -35,6 +35,7 @@ def body(params, args) -> None:  # run_stage has validated the file by now
     if args.dvc_yaml.exists():
         raw = yaml.safe_load(args.params.read_text())
         missing = missing_keys(raw, declared_params(args.dvc_yaml))
+        missing = sorted(k for k in missing if not any(k.startswith(m + ".") for m in missing))  # a section, not each key
         if missing:
             raise ParamsError(f"{args.params} lacks {', '.join(missing)}, which the stages in {args.dvc_yaml} read: "
                               f"add them (`mlrisk check-params` prints every value)")
