@@ -87,6 +87,7 @@ class FeatureParams(_Section):
     label: LabelParams = Field(default_factory=LabelParams)
     balance: Literal["none", "undersample"] = "none"
     seed: int = Field(42, ge=0)
+    clip: float = Field(0.001, ge=0.0, lt=0.5)  # clip each feature at its train quantiles clip and 1 - clip before scaling; 0 = off
 
     @field_validator("names")
     @classmethod
