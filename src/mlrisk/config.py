@@ -186,8 +186,11 @@ class WalkForwardParams(_Section):
 
 
 class EvaluateParams(_Section):
-    """Evaluation on the test part (``evaluate`` stage)."""
+    """How the model is scored (``evaluate`` stage): on the split's test part, or walk-forward over
+    the whole history; either way the last ``holdout`` candles are left for ``mlrisk holdout``."""
 
+    mode: Literal["split", "walk_forward"] = "split"
+    holdout: int = Field(0, ge=0)   # final candles no stage sees; spent once by `mlrisk holdout`
     confidence_bins: int = Field(10, ge=2, le=100)
     calibration_bins: int = Field(10, ge=2, le=100)
     walk_forward: WalkForwardParams = Field(default_factory=WalkForwardParams)
