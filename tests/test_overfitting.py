@@ -68,3 +68,34 @@ def test_dsr_of_a_sweep_counts_every_combination_as_a_trial():
     assert d["trials"] == 50 and d["dsr"] < d["psr"]
     assert d["dsr"] < 0.95  # the best of 50 noise strategies is not significant after deflation
     assert deflated_sharpe_of_sweep(r, best, extra_trials=100)["dsr"] < d["dsr"]
+
+
+def test_sweep_overfitting_from_equity_curves():
+    from mlrisk.backtest.overfitting import equity_returns, sweep_overfitting
+
+    eq = np.array([[110.0, 121.0], [90.0, 90.0]])
+    np.testing.assert_allclose(equity_returns(eq, 100.0), [[0.1, -0.1], [0.1, 0.0]])
+    rng = np.random.default_rng(5)
+    curves = 1000 * np.cumprod(1 + rng.normal(0, 0.01, (20, 3200)), axis=1)
+    out = sweep_overfitting(curves, 1000.0, chosen=int(np.argmax(curves[:, -1])), blocks=10)
+    assert out["trials"] == 20 and out["dsr"] < out["psr"] and 0.0 <= out["pbo"] <= 1.0 and out["splits"] == 252
+
+
+def test_honest_selection_chooses_on_one_period_and_reports_on_the_other():
+    import pandas as pd
+
+    from mlrisk.backtest.selection import select_and_report, split_periods
+    from mlrisk.config import BacktestParams
+
+    rng = np.random.default_rng(0)
+    n = 1200
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    pred = pd.DataFrame({"open_time": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"), "open": c, "high": c * 1.005,
+                         "low": c * 0.995, "close": c, "p_up": rng.uniform(0.3, 0.7, n), "fold": np.repeat([1, 2, 3, 4], n // 4)})
+    sel, rep = split_periods(pred)
+    assert sel["fold"].max() == 2 and rep["fold"].min() == 3
+    bp = BacktestParams(initial_equity=1000.0)
+    grid = [{"threshold": t} for t in (0.02, 0.05, 0.1, 0.15)]
+    out = select_and_report(sel, rep, bp, grid, 3_600_000)
+    assert out["chosen"]["threshold"] in (0.02, 0.05, 0.1, 0.15) and 1 <= out["rank_on_report_period"] <= 4
+    assert out["selection_period"][1] < out["report_period"][0]

@@ -101,15 +101,39 @@ def test_scaler_changes_if_train_data_changes():
     assert sa.mean != sb.mean
 
 
-def test_scaler_is_fitted_on_the_train_part_only():
+@pytest.mark.parametrize("clip", [0.0, 0.01])
+def test_scaler_and_clipping_are_fitted_on_the_train_part_only(clip):
     c = synthetic_candles(1200)
-    fp, sp = _fp(), SplitParams(train=0.6, val=0.2)
+    fp, sp = _fp(clip=clip), SplitParams(train=0.6, val=0.2)
     ds, spec = build_dataset(c, fp, sp, "1h")
     raw = compute_features(c, fp.names).iloc[spec.warmup:].reset_index(drop=True)
     train = (ds["part"] == "train").to_numpy()
-    np.testing.assert_allclose(spec.mean, raw[train].mean().to_numpy(), rtol=1e-12)
-    np.testing.assert_allclose(spec.scale, raw[train].std(ddof=0).to_numpy(), rtol=1e-12)
+    tr = raw[train]
+    if clip:
+        lo, hi = tr.quantile(clip).to_numpy(), tr.quantile(1 - clip).to_numpy()
+        np.testing.assert_allclose(spec.clip_low, lo, rtol=1e-12)
+        np.testing.assert_allclose(spec.clip_high, hi, rtol=1e-12)
+        tr = tr.clip(lo, hi, axis=1)
+    else:
+        assert spec.clip_low is None
+    np.testing.assert_allclose(spec.mean, tr.mean().to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(spec.scale, tr.std(ddof=0).to_numpy(), rtol=1e-12)
     assert not np.allclose(spec.mean, raw.mean().to_numpy(), rtol=1e-6)
+
+
+def test_clipping_keeps_one_outlier_from_killing_a_feature():
+    """A zero-volume candle (a trading halt) in the training part made volume_pct's scale huge, so
+    every other value scaled to about 0. Clipped at the train quantiles, the feature stays alive."""
+    c = synthetic_candles(1200)
+    c["volume"] *= 100  # BTCUSDT 1h trades ~1,000-5,000 BTC a candle
+    c.loc[100, "volume"] = 0.0  # then (v + 1) / 1 - 1: an outlier of ~5,000 in volume_pct
+    fp = FeatureParams(names=["volume_pct"], seq_len=16)
+    sp = SplitParams(train=0.6, val=0.2)
+    spread = {}
+    for clip in (0.0, 0.01):
+        ds, _ = build_dataset(c, fp.model_copy(update={"clip": clip}), sp, "1h")
+        spread[clip] = ds.loc[ds["part"] == "test", "volume_pct"].std()
+    assert spread[0.0] < 0.2 and spread[0.01] > 0.5, spread
 
 
 def test_no_label_is_a_feature():

@@ -94,6 +94,7 @@ class FeatureParams(_Section):
     label: LabelParams = Field(default_factory=LabelParams)
     balance: Literal["none", "undersample"] = "none"
     seed: int = Field(42, ge=0)
+    clip: float = Field(0.001, ge=0.0, lt=0.5)  # clip each feature at its train quantiles clip and 1 - clip before scaling; 0 = off
 
     @field_validator("names")
     @classmethod
@@ -192,8 +193,11 @@ class WalkForwardParams(_Section):
 
 
 class EvaluateParams(_Section):
-    """Evaluation on the test part (``evaluate`` stage)."""
+    """How the model is scored (``evaluate`` stage): on the split's test part, or walk-forward over
+    the whole history; either way the last ``holdout`` candles are left for ``mlrisk holdout``."""
 
+    mode: Literal["split", "walk_forward"] = "split"
+    holdout: int = Field(0, ge=0)   # final candles no stage sees; spent once by `mlrisk holdout`
     confidence_bins: int = Field(10, ge=2, le=100)
     calibration_bins: int = Field(10, ge=2, le=100)
     walk_forward: WalkForwardParams = Field(default_factory=WalkForwardParams)

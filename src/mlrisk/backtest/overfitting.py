@@ -121,3 +121,21 @@ def pbo_cscv(returns: np.ndarray, blocks: int = 16) -> dict[str, float]:
     rank = ((perf_oos < chosen).sum(axis=1) + 0.5 * ((perf_oos == chosen).sum(axis=1) - 1) + 1) / (n + 1)
     logits = np.log(rank / (1 - rank))
     return {"pbo": float(np.mean(logits <= 0)), "splits": int(len(logits)), "logit_median": float(np.median(logits))}
+
+
+def equity_returns(equities: np.ndarray, initial: float) -> np.ndarray:
+    """Per-candle returns (fractions) of equity curves (combinations x candles) -> candles x combinations."""
+    eq = np.atleast_2d(np.asarray(equities, dtype="float64"))
+    prev = np.concatenate([np.full((eq.shape[0], 1), float(initial)), eq[:, :-1]], axis=1)
+    r = np.divide(eq, prev, out=np.ones_like(eq), where=prev > 0) - 1.0
+    return r.T
+
+
+def sweep_overfitting(equities: np.ndarray, initial: float, chosen: int, extra_trials: int = 0,
+                      blocks: int = 16) -> dict[str, float]:
+    """PSR and DSR of combination ``chosen`` (every combination of the sweep, plus ``extra_trials``,
+    counted as a trial) and the PBO of picking the best combination, from the sweep's equity curves."""
+    r = equity_returns(equities, initial)
+    out = deflated_sharpe_of_sweep(r, chosen, extra_trials) if r.shape[1] else {}
+    pbo = pbo_cscv(r, blocks=blocks) if r.shape[1] > 1 else {"pbo": float("nan"), "splits": 0, "logit_median": float("nan")}
+    return {**out, **pbo}

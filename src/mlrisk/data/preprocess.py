@@ -28,7 +28,8 @@ SPEC_VERSION = 1
 
 @dataclass
 class PreprocessSpec:
-    """Feature names, window length, label definition and the train-fitted scaler (z-score)."""
+    """Feature names, window length, label definition and the train-fitted scaler: each feature is
+    clipped to ``[clip_low, clip_high]`` (its train quantiles; None = no clipping), then z-scored."""
 
     features: list[str]
     seq_len: int
@@ -40,10 +41,15 @@ class PreprocessSpec:
     interval: str
     split: dict[str, Any] = field(default_factory=dict)
     version: int = SPEC_VERSION
+    clip_low: list[float] | None = None
+    clip_high: list[float] | None = None
 
     def scale_features(self, feats: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Apply the saved scaler: ``(x - mean) / scale``, float64."""
+        """Apply the saved transform: clip to the train quantiles, then ``(x - mean) / scale``, float64
+        (NaN stays NaN)."""
         x = np.asarray(feats, dtype="float64")
+        if self.clip_low is not None and self.clip_high is not None:
+            x = np.clip(x, np.asarray(self.clip_low), np.asarray(self.clip_high))
         return (x - np.asarray(self.mean)) / np.asarray(self.scale)
 
     def transform(self, candles: pd.DataFrame) -> np.ndarray:
@@ -75,6 +81,15 @@ class PreprocessSpec:
         if raw.get("version") != SPEC_VERSION:
             raise DataError(f"{path}: preprocess spec version {raw.get('version')} != {SPEC_VERSION}: re-run `dvc repro preprocess`")
         return cls(**raw)
+
+
+def fit_clip(train_feats: np.ndarray, tail: float) -> tuple[list[float] | None, list[float] | None]:
+    """Per-feature clipping bounds: the ``tail`` and ``1 - tail`` quantiles of the training rows only
+    (None, None when ``tail`` is 0)."""
+    if tail <= 0:
+        return None, None
+    lo, hi = np.quantile(np.asarray(train_feats, dtype="float64"), [tail, 1.0 - tail], axis=0)
+    return lo.tolist(), hi.tolist()
 
 
 def fit_scaler(train_feats: np.ndarray) -> tuple[list[float], list[float]]:
@@ -142,10 +157,15 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     purge = fp.label.horizon + fp.seq_len + embargo
     split = split_rows(body["open_time"], sp, purge, min_rows=fp.seq_len + 10)
     tr0, tr1 = split.train
-    mean, scale = fit_scaler(feats.iloc[tr0:tr1].to_numpy())
+    train_feats = feats.iloc[tr0:tr1].to_numpy()
+    clip_low, clip_high = fit_clip(train_feats, fp.clip)
+    if clip_low is not None:
+        train_feats = np.clip(train_feats, clip_low, clip_high)
+    mean, scale = fit_scaler(train_feats)
     spec = PreprocessSpec(
         features=list(fp.names), seq_len=fp.seq_len, warmup=w, mean=mean, scale=scale,
         label=fp.label.model_dump(), n_classes=n_classes(fp.label), interval=interval,
+        clip_low=clip_low, clip_high=clip_high,
     )
     x = spec.scale_features(feats)
     n = len(body)

@@ -1,5 +1,6 @@
-"""Scoring the model against baselines on the test part, honestly: the verdict says plainly
-when the model does not beat a baseline or is not significantly better than chance."""
+"""Scoring the model against baselines on the same rows, honestly: the verdict says plainly when
+the model does not beat the best baseline, or beats it by less than a paired block bootstrap
+(:mod:`mlrisk.evaluation.significance`) can tell from noise."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from mlrisk.evaluation import baselines
 from mlrisk.evaluation.classification import accuracy_p_value, classification_metrics
+from mlrisk.evaluation.significance import paired_tests
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.data.preprocess import window_arrays
 
@@ -23,43 +25,55 @@ def baseline_probabilities(train: pd.DataFrame, test: pd.DataFrame, features: li
     _, ends_train, y_train = window_arrays(train, features)
     keep = np.isin(y_train, (0, 1))
     ends_train, y_train = ends_train[keep], y_train[keep].astype(int)
+    x_train, x_test = train[features].to_numpy(), test[features].to_numpy()
+    lags = int(min(2, ends_train.min(initial=0), ends_test.min(initial=0)))  # rows t-1, t-2 lie inside every window
     return {
         "majority": baselines.majority(y_train, len(ends_test)),
         "persistence": baselines.persistence(train["close"].to_numpy(), ends_train, y_train,
                                              test["close"].to_numpy(), ends_test),
-        "logistic": baselines.logistic(train[features].to_numpy()[ends_train], y_train,
-                                       test[features].to_numpy()[ends_test], seed=seed),
+        "logistic": baselines.logistic(x_train[ends_train], y_train, x_test[ends_test], seed=seed),
+        "gbt": baselines.gradient_boosting(baselines.lagged_features(x_train, ends_train, lags), y_train,
+                                           baselines.lagged_features(x_test, ends_test, lags), seed=seed),
     }
 
 
-def score(y: np.ndarray, p_model: np.ndarray, p_baselines: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Model and baseline metrics on the same rows, the margin over the best baseline, the
-    p-value that the model's accuracy beats the majority baseline, and a plain verdict."""
+def score(y: np.ndarray, p_model: np.ndarray, p_baselines: dict[str, np.ndarray], reps: int = 2000,
+          seed: int = 0) -> dict[str, Any]:
+    """Model and baseline metrics on the same rows (in time order), the margin over the best
+    baseline with its paired block-bootstrap interval and p-value (accuracy and log loss), and a
+    plain verdict that uses that test. The exact binomial p-value against the majority class is kept
+    for reference only: it treats rows as independent and ignores the stronger baselines."""
     y = np.asarray(y).astype(int)
     model = classification_metrics(y, p_model)
     bl = {name: classification_metrics(y, p) for name, p in p_baselines.items()}
     best = max(bl, key=lambda k: bl[k]["accuracy"])
     margin = model["accuracy"] - bl[best]["accuracy"]
     correct = int(round(model["accuracy"] * model["n"]))
-    p_value = accuracy_p_value(correct, model["n"], bl["majority"]["accuracy"]) if "majority" in bl else float("nan")
+    p_majority = accuracy_p_value(correct, model["n"], bl["majority"]["accuracy"]) if "majority" in bl else float("nan")
+    tests = paired_tests(y, p_model, p_baselines[best], reps=reps, seed=seed)
+    acc = tests["accuracy"]
     beats = margin > 0
-    significant = beats and p_value < ALPHA
-    pp = 100 * margin
+    significant = beats and acc.p_value < ALPHA
+    pp, ci = 100 * margin, f"95 % CI [{100 * acc.ci_low:+.2f}, {100 * acc.ci_high:+.2f}] pp"
     if not beats:
         verdict = (f"The model does NOT beat the best baseline ({best}): accuracy {model['accuracy']:.4f} vs "
-                   f"{bl[best]['accuracy']:.4f} ({pp:+.2f} pp). Do not trade on it.")
+                   f"{bl[best]['accuracy']:.4f} ({pp:+.2f} pp, {ci}). Do not trade on it.")
     elif not significant:
-        verdict = (f"The model beats the best baseline ({best}) by {pp:+.2f} pp, but its accuracy is not significantly "
-                   f"above the majority class (p = {p_value:.3g} >= {ALPHA}): the edge may be noise.")
+        verdict = (f"The model beats the best baseline ({best}) by {pp:+.2f} pp, but not significantly "
+                   f"({ci}, block-bootstrap p = {acc.p_value:.3g} >= {ALPHA}): the edge may be noise.")
     else:
-        verdict = (f"The model beats every baseline: {pp:+.2f} pp over {best}; accuracy above the majority class "
-                   f"with p = {p_value:.3g}.")
+        verdict = (f"The model beats every baseline: {pp:+.2f} pp over {best} ({ci}, block-bootstrap "
+                   f"p = {acc.p_value:.3g}).")
     return {
         "model": model,
         "baselines": bl,
         "best_baseline": best,
         "margin_over_best_baseline": margin,
-        "p_value_vs_majority": p_value,
+        "margin_ci_low": acc.ci_low,
+        "margin_ci_high": acc.ci_high,
+        "p_value": acc.p_value,
+        "p_value_vs_majority": p_majority,
+        "bootstrap_vs_best": {k: v.to_dict() for k, v in tests.items()},
         "beats_best_baseline": bool(beats),
         "significant": bool(significant),
         "verdict": verdict,

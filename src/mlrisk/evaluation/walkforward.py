@@ -30,7 +30,6 @@ from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.data.preprocess import build_dataset, part_frame, window_arrays
 from mlrisk.evaluation.folds import Fold, plan_folds
 from mlrisk.evaluation.scoring import baseline_probabilities, score
-from mlrisk.evaluation.significance import paired_tests
 
 log = logging.getLogger(__name__)
 _PKG = Path(__file__).resolve().parents[1]
@@ -104,10 +103,7 @@ class WalkForwardResult:
 def _scores(rows: pd.DataFrame, reps: int, seed: int) -> dict[str, Any]:
     y = rows["label"].to_numpy().astype(int)
     names = [c[2:] for c in rows.columns if c.startswith("p_") and c != "p_up"]
-    s = score(y, rows["p_up"].to_numpy(), {n: rows[f"p_{n}"].to_numpy() for n in names})
-    tests = paired_tests(y, rows["p_up"].to_numpy(), rows[f"p_{s['best_baseline']}"].to_numpy(), reps=reps, seed=seed)
-    s["bootstrap_vs_best"] = {k: v.to_dict() for k, v in tests.items()}
-    return s
+    return score(y, rows["p_up"].to_numpy(), {n: rows[f"p_{n}"].to_numpy() for n in names}, reps=reps, seed=seed)
 
 
 def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Path | None = None,

@@ -1,0 +1,113 @@
+"""The final holdout: the last ``evaluate.holdout`` candles, which walk-forward, the split and the
+sweep never see, scored once by ``mlrisk holdout``.
+
+Spending the holdout trains one more fold (the walk-forward window rules, ending a purge gap
+before the holdout), predicts the holdout, scores the model against the baselines with the paired
+block bootstrap, and backtests the main strategy on it. Every use is appended to a log file
+(``holdout.json`` beside ``params.yaml``, committed with the project) with the data's and
+parameters' hashes, so a second look at the same holdout is reported as such: after the first
+look it is no longer an untouched out-of-sample estimate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlrisk.config import Params
+from mlrisk.data.klines import CANDLE_COLUMNS
+from mlrisk.errors import DataError
+from mlrisk.evaluation.folds import Fold
+
+LOG_VERSION = 1
+
+
+def holdout_fold(n_rows: int, params: Params) -> Fold:
+    """The fold whose test block is the holdout: the last ``evaluate.holdout`` rows."""
+    wf, h = params.evaluate.walk_forward, params.evaluate.holdout
+    if h <= 0:
+        raise DataError("evaluate.holdout is 0: set it to the number of final candles to hold out (e.g. 1460) "
+                        "and re-run the pipeline, so that nothing else ever sees them")
+    gap = params.features.label.horizon + params.features.seq_len + wf.embargo
+    test_start = n_rows - h
+    train_end = test_start - gap
+    start = 0 if wf.window == "expanding" else max(0, train_end - wf.train)
+    if train_end - start < 2 * (params.features.seq_len + 10):
+        raise DataError(f"only {n_rows} candles: too few before the {h}-candle holdout to train on")
+    val_start = train_end - max(1, int(round((train_end - start) * wf.val)))
+    return Fold(0, start, val_start, test_start, n_rows)
+
+
+def data_hash(candles: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(candles[CANDLE_COLUMNS], index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
+def params_hash(params: Params) -> str:
+    return hashlib.sha256(json.dumps(params.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_log(path: str | Path) -> dict[str, Any]:
+    """The holdout log (``{"version", "uses": [...]}``); an absent file is an empty log."""
+    path = Path(path)
+    if not path.exists():
+        return {"version": LOG_VERSION, "uses": []}
+    try:
+        log = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}): restore it from git (`git checkout {path}`)") from None
+    if not isinstance(log, dict) or not isinstance(log.get("uses"), list):
+        raise DataError(f"{path}: not a holdout log: restore it from git (`git checkout {path}`)")
+    return log
+
+
+def previous_uses(log: dict[str, Any], first: str, last: str) -> list[dict[str, Any]]:
+    """Earlier uses whose holdout overlaps ``[first, last]`` (UTC ISO times)."""
+    return [u for u in log["uses"] if not (u["last"] < first or u["first"] > last)]
+
+
+def record_use(path: str | Path, use: dict[str, Any]) -> dict[str, Any]:
+    """Append ``use`` to the log atomically; returns the new log."""
+    from mlrisk.io import write_json
+
+    log = read_log(path)
+    log["uses"].append({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), **use})
+    write_json(path, log)
+    return log
+
+
+def spend_holdout(candles: pd.DataFrame, params: Params, experiment: str, log_path: str | Path,
+                  reps: int = 2000) -> dict[str, Any]:
+    """Train the holdout fold, score it, backtest the main strategy on it, and log the use.
+    Returns the result, including ``previous_uses`` (0 on the first, honest look)."""
+    from mlrisk.backtest.performance import performance
+    from mlrisk.backtest.runner import run_backtest
+    from mlrisk.evaluation.scoring import score
+    from mlrisk.evaluation.walkforward import run_fold
+
+    fold = holdout_fold(len(candles), params)
+    out = run_fold(candles, fold, params, params.evaluate.walk_forward.epochs)
+    rows = out[out["scored"]]
+    names = [c[2:] for c in rows.columns if c.startswith("p_") and c != "p_up"]
+    s = score(rows["label"].to_numpy().astype(int), rows["p_up"].to_numpy(),
+              {n: rows[f"p_{n}"].to_numpy() for n in names}, reps=reps, seed=params.train.seed)
+    bt = run_backtest(out, params.backtest, params.data.interval_ms)
+    perf = performance(bt.equity, params.backtest.initial_equity, bt.summary, params.data.interval_ms,
+                       out["close"].to_numpy(dtype="float64"))
+    first, last = out["open_time"].iloc[0].isoformat(), out["open_time"].iloc[-1].isoformat()
+    before = previous_uses(read_log(log_path), first, last)
+    result = {
+        "experiment": experiment, "first": first, "last": last, "candles": int(len(out)),
+        "data_sha": data_hash(candles), "params_sha": params_hash(params), "previous_uses": len(before),
+        "accuracy": s["model"]["accuracy"], "best_baseline": s["best_baseline"],
+        "margin": s["margin_over_best_baseline"], "margin_ci_low": s["margin_ci_low"],
+        "margin_ci_high": s["margin_ci_high"], "p_value": s["p_value"], "verdict": s["verdict"],
+        "total_return": perf["total_return"], "buy_hold_return": perf["buy_hold_return"],
+        "sharpe": perf["sharpe"], "max_drawdown": perf["max_drawdown"], "trades": perf["trades"],
+    }
+    record_use(log_path, result)
+    return result

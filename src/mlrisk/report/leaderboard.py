@@ -1,0 +1,111 @@
+"""``mlrisk leaderboard``: experiments ranked by their out-of-sample margin over the best baseline,
+with the number of experiments tried and corrections for it.
+
+Reads ``dvc exp show --json`` (the commits and their experiments) and, for each, the full
+``reports/metrics/evaluate.json`` and ``backtest.json`` committed with it (``git show``). The
+margin is the walk-forward pooled margin when the experiment ran in ``walk_forward`` mode, else the
+test part's. Two corrections for having tried ``m`` experiments:
+
+- accuracy: the block-bootstrap p-value times ``m`` (Bonferroni, capped at 1);
+- strategy: the deflated Sharpe ratio of each experiment's main strategy with ``m`` trials and the
+  variance of the experiments' per-period Sharpe ratios (see :mod:`mlrisk.backtest.overfitting`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlrisk.backtest.overfitting import deflated_sharpe_ratio
+from mlrisk.errors import MlriskError
+
+METRICS_FILES = {"evaluate": "reports/metrics/evaluate.json", "backtest": "reports/metrics/backtest.json"}
+
+
+def flatten_exp_show(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Commits and experiments of ``dvc exp show --json`` as ``{"name", "rev", "params"}`` rows
+    (the workspace row is left out: it is not a recorded experiment)."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def add(entry: dict[str, Any], fallback_name: str | None) -> None:
+        data = entry.get("data") or {}
+        rev = entry.get("rev") or data.get("rev")
+        if not rev or rev == "workspace" or rev in seen or entry.get("error"):
+            return
+        seen.add(rev)
+        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        rows.append({"name": entry.get("name") or fallback_name or rev[:7], "rev": rev, "params": params})
+
+    for commit in shown:
+        add(commit, None)
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or [exp]:
+                add(rev, exp.get("name"))
+    return rows
+
+
+def leaderboard(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
+    """Rank ``rows`` (each with ``name``, ``rev``, ``evaluate`` and ``backtest`` metric dicts) by
+    their margin over the best baseline. Returns the table and the number of experiments ``m``."""
+    rows = [r for r in rows if r.get("evaluate")]
+    m = len(rows)
+    out = []
+    srs = np.array([(r.get("backtest") or {}).get("sharpe_per_period", np.nan) for r in rows], dtype="float64")
+    var_sr = float(np.nanvar(srs, ddof=1)) if np.isfinite(srs).sum() > 1 else 0.0
+    for r in rows:
+        ev, bt = r["evaluate"], r.get("backtest") or {}
+        scored = ev.get("walk_forward", {}).get("pooled") if ev.get("mode") == "walk_forward" else ev
+        scored = scored or ev
+        p = scored.get("p_value")
+        dsr = float("nan")
+        if bt.get("sharpe_per_period") is not None and bt.get("n_returns"):
+            dsr = deflated_sharpe_ratio(bt["sharpe_per_period"], int(bt["n_returns"]), bt.get("returns_skew", 0.0),
+                                        bt.get("returns_kurtosis", 3.0), var_sr, m)
+        out.append({
+            "experiment": r["name"], "rev": r["rev"][:7], "mode": ev.get("mode", "split"),
+            "accuracy": scored.get("model", {}).get("accuracy"),
+            "best_baseline": scored.get("best_baseline"),
+            "margin_pp": 100 * scored["margin_over_best_baseline"] if scored.get("margin_over_best_baseline") is not None else None,
+            "margin_ci_pp": (f"[{100 * scored['margin_ci_low']:+.2f}, {100 * scored['margin_ci_high']:+.2f}]"
+                             if scored.get("margin_ci_low") is not None else ""),
+            "p_value": p,
+            "p_adjusted": min(1.0, p * m) if p is not None else None,
+            "return_pct": 100 * bt["total_return"] if bt.get("total_return") is not None else None,
+            "sharpe": bt.get("sharpe"),
+            "dsr_across_experiments": dsr,
+        })
+    table = pd.DataFrame(out)
+    if len(table):
+        table = table.sort_values("margin_pp", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    return table, m
+
+
+def _run(args: list[str], cwd: str) -> str:
+    r = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise MlriskError(f"`{' '.join(args)}` failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    return r.stdout
+
+
+def gather(repo: str = ".") -> list[dict[str, Any]]:
+    """Every commit and experiment DVC knows here, with its committed evaluate and backtest metrics."""
+    rows = flatten_exp_show(json.loads(_run(["dvc", "exp", "show", "--json", "-A"], repo) or "[]"))
+    for r in rows:
+        for key, path in METRICS_FILES.items():
+            shown = subprocess.run(["git", "show", f"{r['rev']}:{path}"], cwd=repo, capture_output=True, text=True)
+            r[key] = json.loads(shown.stdout) if shown.returncode == 0 and shown.stdout.strip() else None
+    return rows
+
+
+def render(table: pd.DataFrame, m: int) -> str:
+    """The leaderboard as a plain-text table with a header line about ``m``."""
+    head = (f"{m} experiment(s) tried. p_adjusted = block-bootstrap p x {m} (Bonferroni); "
+            f"dsr_across_experiments deflates each strategy's Sharpe for {m} trials.\n")
+    if table.empty:
+        return head + "(no experiment has evaluate metrics yet: run `dvc exp run` first)\n"
+    return head + table.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n"
