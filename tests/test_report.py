@@ -4,6 +4,7 @@ OHLC aggregation, plotly.js inlined once with nothing fetched, the headline, and
 
 from __future__ import annotations
 
+import html
 import re
 import time
 
@@ -102,7 +103,7 @@ def test_page_inlines_plotly_once_and_fetches_nothing(small):
     for section in ("summary", "data", "training", "evaluation", "strategy", "sweep"):
         assert f'<section id="{section}">' in page and f'href="#{section}"' in page
     assert page.count("Plotly.newPlot(") == 10
-    assert "abc1234567 (dirty)" in page and made["evaluate"]["verdict"] in page
+    assert "abc1234567 (dirty)" in page and html.escape(made["evaluate"]["verdict"]) in page
     assert "threshold=0.05, leverage=3 (main)" in page  # the main parameters' curve, drawn thick
     assert page == build(read_inputs(root / "reports"), made["params"], PROV, get_plotlyjs())  # deterministic
 
