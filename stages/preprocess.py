@@ -1,4 +1,5 @@
-"""DVC stage `preprocess`: raw candles -> data/processed/dataset.parquet + models/preprocess.json."""
+"""DVC stage `preprocess`: raw candles -> data/processed/{train,val,test}.parquet + models/preprocess.json.
+The last `evaluate.holdout` candles are left out: only `mlrisk holdout` ever sees them."""
 
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ def body(params, args) -> None:
     d = params.data
     raw = Path(args.raw_dir) / f"{d.symbol}-{d.interval}.parquet"
     candles = read_parquet(raw, "run `dvc repro fetch`")
+    if params.evaluate.holdout:
+        candles = candles.iloc[: len(candles) - params.evaluate.holdout]
     ds, spec = build_dataset(candles, params.features, params.split, d.interval)
     for part in PARTS:  # one file per part: train never even opens the test file
         write_parquet(Path(args.out_dir) / f"{part}.parquet", part_frame(ds, part))

@@ -84,7 +84,8 @@ def test_sweep_overfitting_from_equity_curves():
 def test_honest_selection_chooses_on_one_period_and_reports_on_the_other():
     import pandas as pd
 
-    from mlrisk.backtest.selection import select_and_report, split_periods
+    from mlrisk.backtest.selection import select_and_report
+    from mlrisk.evaluation.folds import split_periods
     from mlrisk.config import BacktestParams
 
     rng = np.random.default_rng(0)

@@ -182,7 +182,6 @@ class TrainParams(_Section):
 class WalkForwardParams(_Section):
     """Walk-forward evaluation (see :mod:`mlrisk.evaluation.folds`). Counts are candles."""
 
-    folds: int = Field(0, ge=0, le=50)
     window: Literal["expanding", "rolling"] = "expanding"
     train: int = Field(4380, ge=50)        # the first (expanding) or every (rolling) training window, validation tail included
     test: int = Field(1460, ge=10)         # candles per test block, and the step between folds
@@ -236,10 +235,11 @@ class BacktestParams(_Section):
     liquidation_fee_rate: float = Field(0.0, ge=0.0, lt=0.1)
     min_notional: float = Field(5.0, ge=0.0)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    extra_trials: int = Field(0, ge=0)  # experiments tried elsewhere, counted as trials by the deflated Sharpe ratio
 
     @model_validator(mode="after")
     def _check_sweep(self) -> "BacktestParams":
-        allowed = {_plural(f): f for f in type(self).model_fields if f != "sweep"}
+        allowed = {_plural(f): f for f in type(self).model_fields if f not in ("sweep", "extra_trials")}
         for key, values in self.sweep.items():
             if key not in allowed:
                 close = difflib.get_close_matches(key, list(allowed), n=1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mlrisk.backtest.performance import performance
@@ -40,14 +39,3 @@ def select_and_report(select: pd.DataFrame, report: pd.DataFrame, bp: BacktestPa
 def _span(pred: pd.DataFrame) -> list[str]:
     t = pred["open_time"]
     return [t.iloc[0].isoformat(), t.iloc[-1].isoformat()] if len(t) else []
-
-
-def split_periods(pred: pd.DataFrame, fraction: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The first ``fraction`` of a walk-forward prediction table's folds (selection) and the rest
-    (report), cut at a fold boundary."""
-    folds = np.unique(pred["fold"].to_numpy())
-    if len(folds) < 2:
-        raise ValueError("honest selection on walk-forward predictions needs at least two folds")
-    cut = folds[max(1, int(round(len(folds) * fraction))) - 1]
-    first = pred["fold"] <= cut
-    return pred[first].reset_index(drop=True), pred[~first].reset_index(drop=True)

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+
 from mlrisk.config import WalkForwardParams
 from mlrisk.errors import DataError
 
@@ -57,3 +60,14 @@ def plan_folds(n_rows: int, wf: WalkForwardParams, gap: int, end: int | None = N
             f"walk-forward: {end} candles cannot hold one fold of evaluate.walk_forward.train = {wf.train} "
             f"+ gap {gap} + a test block: lower walk_forward.train/test or use more data")
     return folds
+
+
+def split_periods(pred: pd.DataFrame, fraction: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The first ``fraction`` of a walk-forward prediction table's folds (selection) and the rest
+    (report), cut at a fold boundary."""
+    folds = np.unique(pred["fold"].to_numpy())
+    if len(folds) < 2:
+        raise ValueError("honest selection on walk-forward predictions needs at least two folds")
+    cut = folds[max(1, int(round(len(folds) * fraction))) - 1]
+    first = pred["fold"] <= cut
+    return pred[first].reset_index(drop=True), pred[~first].reset_index(drop=True)

@@ -151,25 +151,3 @@ def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Pat
     pooled["folds"] = len(folds)
     pooled["folds_beating_best_baseline"] = int(sum(r["margin"] > 0 for r in rows))
     return WalkForwardResult(pred, pd.DataFrame(rows), pooled, cached)
-
-
-def walk_forward(candles: pd.DataFrame, params: Params, folds: int, epochs: int | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Expanding walk-forward over ``folds + 1`` equal blocks (the evaluate stage's
-    ``walk_forward.folds`` option): per-fold table and a summary of accuracy and margin."""
-    n = len(candles)
-    block = n // (folds + 1)
-    wf = params.evaluate.walk_forward.model_copy(update={"window": "expanding", "train": block, "test": block,
-                                                         "val": params.split.val / (params.split.train + params.split.val),
-                                                         "max_folds": folds, "embargo": 0, "epochs": epochs})
-    p = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"walk_forward": wf})})
-    res = run_walk_forward(candles, p, reps=200)
-    table = res.folds
-    summary = {
-        "folds": int(len(table)),
-        "accuracy_mean": float(table["accuracy"].mean()),
-        "accuracy_std": float(table["accuracy"].std(ddof=1)) if len(table) > 1 else 0.0,
-        "margin_mean": float(table["margin"].mean()),
-        "margin_std": float(table["margin"].std(ddof=1)) if len(table) > 1 else 0.0,
-        "folds_beating_best_baseline": int((table["margin"] > 0).sum()),
-    }
-    return table, summary
