@@ -66,3 +66,24 @@ def test_the_engine_is_compiled_once_and_cached_on_disk():
             "p[E.P_LIMIT_TTL]=1; E.run(c,c*1.01,c*0.99,c,np.full(n,0.9),p); print(sum(E.run_kernel.stats.cache_hits.values()))")
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() for _ in range(2)]
     assert int(runs[1]) >= 1  # the second process loaded the compiled kernel from disk
+
+
+def test_holdout_needs_a_holdout_and_says_how(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/raw").mkdir(parents=True)
+    from mlrisk.data.sources import load_sample
+
+    load_sample("BTCUSDT", "1h").to_parquet(tmp_path / "data/raw/BTCUSDT-1h.parquet")
+    assert main(["holdout"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "evaluate.holdout is 0" in err
+
+
+@pytest.mark.parametrize("cmd", ["leaderboard", "holdout"])
+def test_new_commands_have_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0 and "usage: mlrisk " + cmd in capsys.readouterr().out

@@ -23,7 +23,7 @@ def _exp(name, margin, p, sr, mode="split"):
     ev = {"mode": mode, "model": {"accuracy": 0.5 + margin}, "best_baseline": "gbt", "margin_over_best_baseline": margin,
           "margin_ci_low": margin - 0.01, "margin_ci_high": margin + 0.01, "p_value": p}
     if mode == "walk_forward":
-        ev = {"mode": mode, "walk_forward": {"pooled": ev}}
+        ev["walk_forward"] = {"folds": 5}
     bt = {"total_return": 0.1, "sharpe": 1.0, "sharpe_per_period": sr, "n_returns": 2000, "returns_skew": 0.0, "returns_kurtosis": 3.0}
     return {"name": name, "rev": name * 7, "evaluate": ev, "backtest": bt}
 

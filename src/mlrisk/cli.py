@@ -5,7 +5,11 @@
 - ``mlrisk report [--open]``: bring the dashboard up to date (``dvc repro report``), print its path,
   optionally open it in the browser;
 - ``mlrisk diff [BASE]``: markdown of params, metrics and plots against a git revision (default main);
-- ``mlrisk check-params``: validate params.yaml and print the effective values.
+- ``mlrisk check-params``: validate params.yaml and print the effective values;
+- ``mlrisk leaderboard``: experiments ranked by their out-of-sample margin over the best baseline,
+  corrected for how many were tried;
+- ``mlrisk holdout [EXP]``: spend the final holdout once on an experiment (every use is logged);
+- ``mlrisk live``: the trading bot (see ``mlrisk live --help``).
 """
 
 from __future__ import annotations
@@ -92,6 +96,70 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from mlrisk.report.leaderboard import gather, leaderboard, render
+
+    try:
+        table, m = leaderboard(gather(".", args.all_commits))
+    except MlriskError as e:
+        print(f"error: leaderboard: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(render(table, m), end="")
+    return 0
+
+
+def _experiment_params(name: str):
+    """params.yaml of experiment (or git revision) ``name``, validated."""
+    import yaml
+
+    from mlrisk.config import parse_params
+    from mlrisk.report.leaderboard import flatten_exp_show
+
+    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"], capture_output=True, text=True)
+    rows = flatten_exp_show(json.loads(shown.stdout or "[]")) if shown.returncode == 0 else []
+    rev = next((r["rev"] for r in rows if r["name"] == name or r["rev"].startswith(name)), name)
+    raw = subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True)
+    if raw.returncode != 0:
+        raise MlriskError(f"no experiment or revision {name!r}: `mlrisk leaderboard` or `dvc exp show` lists them")
+    return parse_params(yaml.safe_load(raw.stdout), f"{name}:params.yaml")
+
+
+def cmd_holdout(args: argparse.Namespace) -> int:
+    from mlrisk.io import read_parquet
+
+    try:
+        params = _experiment_params(args.experiment) if args.experiment else load_params(args.params)
+        here = load_params(args.params).data
+        d = params.data
+        if (d.source, d.symbol, d.interval, d.market, d.start, d.end) != (here.source, here.symbol, here.interval, here.market, here.start, here.end):
+            raise MlriskError(f"experiment {args.experiment!r} reads other candles than the workspace: "
+                              f"`dvc exp apply {args.experiment} && dvc repro fetch` first")
+        candles = read_parquet(Path(args.raw_dir) / f"{d.symbol}-{d.interval}.parquet", "run `dvc repro fetch`")
+        from mlrisk.evaluation.holdout import spend_holdout
+        from mlrisk.model.tfquiet import import_tensorflow
+
+        import_tensorflow()
+        r = spend_holdout(candles, params, args.experiment or "workspace", args.log)
+    except MlriskError as e:
+        print(f"error: holdout: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if r["previous_uses"]:
+        print(f"WARNING: this holdout ({r['first'][:10]}..{r['last'][:10]}) had been looked at {r['previous_uses']} time(s) "
+              f"before (see {args.log}): it is no longer an untouched out-of-sample estimate", file=sys.stderr)
+    print(f"holdout {r['first'][:10]}..{r['last'][:10]} ({r['candles']} candles), experiment {r['experiment']}:\n"
+          f"  {r['verdict']}\n"
+          f"  strategy {r['total_return']:+.2%} vs buy-and-hold {r['buy_hold_return']:+.2%}, Sharpe {r['sharpe']:.2f}, "
+          f"max drawdown {r['max_drawdown']:.2%}, {r['trades']} trades\n"
+          f"  logged in {args.log} (commit it: the log is how the project knows the holdout was spent)")
+    return 0
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from mlrisk.live.cli import main as live_main
+
+    return live_main(args.live_args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlrisk", description="mlrisk: run the pipeline, read its report, compare revisions.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -116,6 +184,25 @@ def parser() -> argparse.ArgumentParser:
                        description="Validate params.yaml (unknown keys, types, ranges) and print the effective values.")
     s.add_argument("--params", default="params.yaml", type=Path)
     s.set_defaults(func=cmd_check_params)
+    s = sub.add_parser("leaderboard", help="experiments ranked by out-of-sample margin over the best baseline",
+                       description="Rank every commit and experiment DVC knows (`dvc exp show`) by its margin over the best "
+                                   "baseline (walk-forward pooled, or the test part), with the number tried, Bonferroni-"
+                                   "adjusted p-values and the deflated Sharpe ratio across experiments.")
+    s.add_argument("--all-commits", action="store_true", help="every commit's experiments too (dvc exp show -A)")
+    s.set_defaults(func=cmd_leaderboard)
+    s = sub.add_parser("holdout", help="spend the final holdout (evaluate.holdout candles) once on an experiment",
+                       description="Train around the last evaluate.holdout candles, score them against the baselines and "
+                                   "backtest the strategy there. Every use is appended to the log; a second look at the "
+                                   "same holdout is reported as such.")
+    s.add_argument("experiment", nargs="?", help="experiment name or git revision (default: the workspace's params)")
+    s.add_argument("--params", default="params.yaml", type=Path)
+    s.add_argument("--raw-dir", default="data/raw")
+    s.add_argument("--log", default="holdout.json", type=Path, help="the holdout log (default: holdout.json, committed)")
+    s.set_defaults(func=cmd_holdout)
+    s = sub.add_parser("live", help="the trading bot (paper by default); `mlrisk live --help` lists its settings",
+                       add_help=False)
+    s.add_argument("live_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_live)
     return p
 
 

@@ -3,8 +3,8 @@ with the number of experiments tried and corrections for it.
 
 Reads ``dvc exp show --json`` (the commits and their experiments) and, for each, the full
 ``reports/metrics/evaluate.json`` and ``backtest.json`` committed with it (``git show``). The
-margin is the walk-forward pooled margin when the experiment ran in ``walk_forward`` mode, else the
-test part's. Two corrections for having tried ``m`` experiments:
+margin is the walk-forward pooled margin when the experiment ran in ``walk_forward`` mode (the top-level
+scores of its ``evaluate.json``), else the test part's. Two corrections for having tried ``m`` experiments:
 
 - accuracy: the block-bootstrap p-value times ``m`` (Bonferroni, capped at 1);
 - strategy: the deflated Sharpe ratio of each experiment's main strategy with ``m`` trials and the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,12 @@ METRICS_FILES = {"evaluate": "reports/metrics/evaluate.json", "backtest": "repor
 
 
 def flatten_exp_show(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Commits and experiments of ``dvc exp show --json`` as ``{"name", "rev", "params"}`` rows
-    (the workspace row is left out: it is not a recorded experiment)."""
+    """Commits and experiments of ``dvc exp show --json`` as ``{"name", "rev", "params"}`` rows (the
+    workspace row is left out: it is not a recorded experiment; so is a repeat of the same params,
+    which is the same trial)."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
+    seen_params: set[str] = set()
 
     def add(entry: dict[str, Any], fallback_name: str | None) -> None:
         data = entry.get("data") or {}
@@ -39,6 +42,10 @@ def flatten_exp_show(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return
         seen.add(rev)
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+        key = json.dumps(params, sort_keys=True)
+        if params and key in seen_params:
+            return
+        seen_params.add(key)
         rows.append({"name": entry.get("name") or fallback_name or rev[:7], "rev": rev, "params": params})
 
     for commit in shown:
@@ -59,8 +66,7 @@ def leaderboard(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     var_sr = float(np.nanvar(srs, ddof=1)) if np.isfinite(srs).sum() > 1 else 0.0
     for r in rows:
         ev, bt = r["evaluate"], r.get("backtest") or {}
-        scored = ev.get("walk_forward", {}).get("pooled") if ev.get("mode") == "walk_forward" else ev
-        scored = scored or ev
+        scored = ev  # in walk_forward mode its top-level scores are the folds' pooled out-of-sample ones
         p = scored.get("p_value")
         dsr = float("nan")
         if bt.get("sharpe_per_period") is not None and bt.get("n_returns"):
@@ -92,9 +98,10 @@ def _run(args: list[str], cwd: str) -> str:
     return r.stdout
 
 
-def gather(repo: str = ".") -> list[dict[str, Any]]:
-    """Every commit and experiment DVC knows here, with its committed evaluate and backtest metrics."""
-    rows = flatten_exp_show(json.loads(_run(["dvc", "exp", "show", "--json", "-A"], repo) or "[]"))
+def gather(repo: str = ".", all_commits: bool = False) -> list[dict[str, Any]]:
+    """The current commit and its experiments (every commit with ``all_commits``), with their committed
+    evaluate and backtest metrics."""
+    rows = flatten_exp_show(json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["-A"] if all_commits else []), repo) or "[]"))
     for r in rows:
         for key, path in METRICS_FILES.items():
             shown = subprocess.run(["git", "show", f"{r['rev']}:{path}"], cwd=repo, capture_output=True, text=True)
