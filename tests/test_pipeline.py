@@ -147,3 +147,25 @@ def test_exp_run_with_a_backtest_param_reruns_only_backtest_and_report(repo: Pat
     assert set(diff) == {"reports/metrics/headline.json"}, diff
     assert set(diff["reports/metrics/headline.json"]) <= {"return_pct", "sharpe", "max_dd_pct"}
     assert diff["reports/metrics/headline.json"]["return_pct"]["diff"] != 0
+
+
+def test_walk_forward_mode_stitches_folds_and_reuses_unchanged_ones(repo: Path):
+    """evaluate.mode walk_forward under DVC: out-of-sample predictions from every fold feed the
+    backtest and the report; a second run whose folds did not change reads them from the cache."""
+    wf = ["-S", "evaluate.mode=walk_forward", "-S", "evaluate.walk_forward.train=900", "-S", "evaluate.walk_forward.test=600"]
+    out = _dvc("exp", "run", *wf, cwd=repo)
+    assert "Running stage 'evaluate'" in out and "Running stage 'train'" not in out
+    ev = json.loads((repo / "reports/metrics/evaluate.json").read_text())
+    assert ev["mode"] == "walk_forward" and ev["walk_forward"]["folds"] >= 2 and ev["walk_forward"]["cached_folds"] == 0
+    assert {"gbt", "logistic"} <= set(ev["baselines"]) and ev["margin_ci_low"] <= ev["margin_over_best_baseline"] <= ev["margin_ci_high"]
+    import pandas as pd
+
+    pred = pd.read_parquet(repo / "reports/predictions.parquet")
+    assert pred["fold"].nunique() == ev["walk_forward"]["folds"] and pred["open_time"].is_unique
+    bt = json.loads((repo / "reports/metrics/backtest.json").read_text())
+    assert {"psr", "dsr", "pbo"} <= set(bt["overfitting"]) and bt["selection"]["report_period"][0] > bt["selection"]["selection_period"][1]
+    # another evaluate parameter re-runs the stage, but no fold is retrained
+    _dvc("exp", "run", *wf, "-S", "evaluate.confidence_bins=5", cwd=repo)
+    again = json.loads((repo / "reports/metrics/evaluate.json").read_text())
+    assert again["walk_forward"]["cached_folds"] == again["walk_forward"]["folds"]
+    assert again["model"] == ev["model"]
