@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyarrow import ArrowInvalid
+from pyarrow.parquet import read_schema
 
 from mlrisk.backtest.performance import monthly_returns, portfolio_stats, rolling_sharpe
 from mlrisk.config import Params
@@ -103,10 +103,10 @@ def read_features(processed: str | Path, preprocess: str | Path) -> FeatureTable
         raise DataError(f"{preprocess}: no 'features' list: re-run `dvc repro preprocess`")
     parts = {}
     for f in files[1:]:
-        try:
-            parts[f.stem] = pd.read_parquet(f, columns=names)
-        except (KeyError, ValueError, ArrowInvalid) as e:  # a listed feature that is not a column
-            raise DataError(f"{f}: lacks features listed in {preprocess} ({e}): re-run `dvc repro preprocess`") from None
+        missing = sorted(set(names) - set(read_schema(f).names))
+        if missing:
+            raise DataError(f"{f}: lacks features listed in {preprocess} ({', '.join(missing)}): re-run `dvc repro preprocess`")
+        parts[f.stem] = pd.read_parquet(f, columns=names)
     return FeatureTables(names, parts["train"], parts["test"])
 
 
@@ -270,9 +270,16 @@ def _header(inp: Inputs, params: Params, prov: dict[str, str]) -> H.Section:
                    f"best baseline ({ev['best_baseline']})": f"{ev['baselines'][ev['best_baseline']]['accuracy']:.4f}",
                    "margin": margin_text(ev),
                    "strategy return": _pct(bt["total_return"]), "buy-and-hold": _pct(bt["buy_hold_return"]),
-                   "max drawdown": _pct(bt["max_drawdown"]), "Sharpe": _num(bt["sharpe"]), "trades": str(bt["trades"])}))
+                   "max drawdown": _pct(bt["max_drawdown"]), "Sharpe": _num(bt["sharpe"]),
+                   **{k: _num(v) for k, v in _deflation(bt).items()}, "trades": str(bt["trades"])}))
     s.add(H.verdict_box(ev["verdict"], bool(ev.get("beats_best_baseline")) and bool(ev.get("significant"))))
     return s
+
+
+def _deflation(bt: dict[str, Any]) -> dict[str, float]:
+    """PSR, DSR and PBO from backtest.json's ``overfitting`` (the ones present and finite)."""
+    o = bt.get("overfitting") or {}
+    return {k.upper(): o[k] for k in ("psr", "dsr", "pbo") if isinstance(o.get(k), (int, float)) and np.isfinite(o[k])}
 
 
 def margin_text(ev: dict[str, Any]) -> str:
@@ -374,7 +381,8 @@ def _evaluation(inp: Inputs, params: Params) -> H.Section:
         s.add("<h3>Walk-forward: every fold</h3>")
         if {"fold", "accuracy", "margin"} <= set(wf.columns) and any(c.endswith("_accuracy") for c in wf.columns):
             s.add(figure_div(folds_figure(wf), "fig-folds"))
-        s.add(H.data_table("walk-forward", wf, signed=("margin", "margin_ci_low", "margin_ci_high"), filterable=False))
+        s.add(H.data_table("walk-forward", wf, digits={"fold": 0, "n_test": 0, "block_length": 1},
+                           signed=("margin", "margin_ci_low", "margin_ci_high"), filterable=False))
         s.add(H.note(_folds_note(wf, ev.get("walk_forward", {}))))
     return s
 
@@ -517,7 +525,8 @@ def _holdout(uses: list[dict[str, Any]]) -> H.Section:
     s = H.Section("holdout", "Holdout")
     for u in uses:
         if int(u.get("previous_uses") or 0) > 0:
-            s.add(H.verdict_box(f"Use by {u.get('experiment', '?')} at {u.get('when', '?')}: the holdout had been looked "
+            when = str(u.get("when", "?"))[:16].replace("T", " ")
+            s.add(H.verdict_box(f"Use by {u.get('experiment', '?')} at {when} UTC: the holdout had been looked "
                                 f"at before ({u['previous_uses']} earlier use{'s' if u['previous_uses'] > 1 else ''}): "
                                 "no longer an untouched estimate.", False))
     last = uses[-1]

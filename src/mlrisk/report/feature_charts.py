@@ -76,6 +76,7 @@ def feature_figure(train: pd.DataFrame, test: pd.DataFrame, features: list[str],
                                  marker_color=COLORS["train"] if part == "train" else COLORS["baseline"],
                                  hovertemplate=f"{part} %{{x:.3g}}: density %{{y:.3g}}<extra>{f}</extra>"),
                           row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(barmode="overlay", height=110 + 230 * rows, bargap=0)
-    fig.update_xaxes(title_text="scaled value")
+    fig.update_layout(barmode="overlay", height=110 + 230 * rows, bargap=0,
+                      legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.0 + 60 / (110 + 230 * rows),
+                              "yanchor": "bottom"})
     return fig
