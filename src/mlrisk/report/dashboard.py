@@ -321,8 +321,8 @@ def _features(s: H.Section, ft: FeatureTables) -> None:
                 f"has test std {rec.test_std:.3g} > {WILD_STD}: the train-fitted scale does not fit the test part")
         s.add(H.verdict_box(f"Feature {rec.feature} {what}.", False))
     s.add(figure_div(feature_figure(ft.train, ft.test, ft.names, summary), "fig-features"))
-    f3 = lambda v: f"{v:.3g}"  # noqa: E731
-    s.add(H.static_table(summary, {c: f3 for c in summary.columns[1:-1]}),
+    f3 = lambda v: f"{v:.3f}"  # noqa: E731
+    s.add(H.static_table(summary, {**{c: f3 for c in summary.columns[1:-1]}, "test_std": lambda v: f"{v:.3g}"}),
           H.note(f"Scaled as the model sees them (data/processed/, scaler fitted on the training part). Densities on "
                  f"shared bins over the 0.5–99.5 % range; the outer bins hold the tails. Flagged: test std below "
                  f"{DEAD_STD} (dead) or above {WILD_STD} (wild). {len(flagged)} of {len(summary)} flagged."))
