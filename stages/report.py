@@ -1,5 +1,6 @@
 """DVC stage `report`: everything the earlier stages wrote -> reports/index.html, one self-contained
-dashboard (opens offline from the file system), and reports/metrics/headline.json (the numbers that
+dashboard (opens offline from the file system; it also reads the scaled features in data/processed/
+and the holdout log holdout.json), and reports/metrics/headline.json (the numbers that
 `dvc exp show` lists first). Ends by printing the dashboard's path and the headline numbers."""
 
 import hashlib
@@ -43,7 +44,7 @@ def body(params, args) -> None:
     from mlrisk.report.html import write_page
 
     t0 = time.perf_counter()
-    inp = read_inputs(args.reports)
+    inp = read_inputs(args.reports, args.processed_dir, args.preprocess, args.holdout)
     raw = Path(args.raw_dir) / f"{params.data.symbol}-{params.data.interval}.parquet"
     page = build(inp, params, provenance(params, raw, Path(args.model)), get_plotlyjs())
     out = Path(args.out)
@@ -59,6 +60,9 @@ def add_args(p):
     p.add_argument("--reports", default="reports", help="directory the earlier stages wrote to")
     p.add_argument("--raw-dir", default="data/raw")
     p.add_argument("--model", default="models/model.keras")
+    p.add_argument("--processed-dir", default="data/processed", help="scaled train/test features (the Features charts)")
+    p.add_argument("--preprocess", default="models/preprocess.json")
+    p.add_argument("--holdout", default="holdout.json", help="the holdout log (absent: no uses)")
     p.add_argument("--out", default="reports/index.html")
     p.add_argument("--headline", default="reports/metrics/headline.json")
 

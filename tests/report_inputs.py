@@ -13,7 +13,9 @@ import yaml
 
 from conftest import ROOT, synthetic_candles
 from mlrisk.backtest.performance import drawdown_curve, performance
+from mlrisk.backtest.overfitting import sweep_overfitting
 from mlrisk.backtest.runner import run_backtest, sweep_curves, sweep_report
+from mlrisk.backtest.selection import select_and_report, split_periods
 from mlrisk.config import parse_params
 from mlrisk.evaluation.confidence import calibration_table, confidence_table, coverage_table
 from mlrisk.evaluation.scoring import score
@@ -21,9 +23,20 @@ from mlrisk.evaluation.scoring import score
 SWEEP = {"thresholds": [0.02, 0.05, 0.1], "leverages": [1, 3]}
 
 
+FOLDS = 4
+DEAD = "volume_pct"   # the synthetic feature whose test values all lie within +-0.03 after scaling
+
+
 def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = None, freq: str = "1h",
-                        interval: str = "1h", seed: int = 0, walk_forward: bool = True) -> dict:
-    """Write every file the report stage reads under ``root`` (a fake repository) and return the params."""
+                        interval: str = "1h", seed: int = 0, walk_forward: bool = True, honest: bool = True,
+                        holdout_uses: int = 2) -> dict:
+    """Write every file the report stage reads under ``root`` (a fake repository) and return the params.
+
+    ``walk_forward``: evaluate.json in walk-forward mode with ``FOLDS`` folds (a ``fold`` column in the
+    predictions, one row per fold in walk_forward.csv); else split mode with an empty fold table.
+    ``honest``: the issue-12 additions (overfitting and selection in backtest.json, the scaled
+    feature tables, ``holdout.json`` with ``holdout_uses`` uses, the second onwards a repeated look);
+    without it the files look like an older run's."""
     root = Path(root)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["interval"] = interval
@@ -42,6 +55,8 @@ def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = Non
     p[:10] = np.nan  # before the first full window
     pred = pd.DataFrame({**{k: c[k] for k in ("open_time", "open", "high", "low", "close", "volume")},
                          "p_up": p, "label": label})
+    if walk_forward:
+        pred["fold"] = np.arange(n_test) * FOLDS // n_test + 1
     reports = root / "reports"
     for d in ("metrics", "plots", "evaluate", "backtest", "train/plots/metrics/train", "train/plots/metrics/eval"):
         (reports / d).mkdir(parents=True, exist_ok=True)
@@ -51,16 +66,38 @@ def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = Non
     y, pp = label[ok].astype(int), p[ok]
     bl = {"majority": np.full(len(y), 0.51), "persistence": np.clip(0.5 + rng.normal(0, 0.05, len(y)), 0, 1),
           "logistic": np.clip(0.5 + rng.normal(0, 0.03, len(y)), 0, 1)}
-    ev = score(y, pp, bl)
+    if honest:
+        bl["gbt"] = np.clip(0.5 + rng.normal(0, 0.04, len(y)), 0, 1)
+    ev = score(y, pp, bl, reps=300)
+    if not honest:   # an older run: no gbt, no bootstrap of the margin
+        for k in ("margin_ci_low", "margin_ci_high", "p_value", "bootstrap_vs_best"):
+            ev.pop(k)
+    wf = pd.DataFrame({"fold": pd.Series(dtype="int64")})
     if walk_forward:
-        ev["walk_forward"] = {"folds": 2, "accuracy_mean": 0.52, "accuracy_std": 0.01, "margin_mean": 0.004,
-                              "margin_std": 0.003, "folds_beating_best_baseline": 1}
+        ev["mode"] = "walk_forward"
+        fold_of = pred["fold"].to_numpy()[ok]
+        rows = []
+        for f in range(1, FOLDS + 1):
+            sel = fold_of == f
+            s = score(y[sel], pp[sel], {k: v[sel] for k, v in bl.items()}, reps=200, seed=f)
+            t = pred["open_time"][pred["fold"] == f]
+            rows.append({"fold": f, "train_first": str(pred["open_time"].iloc[0] - pd.Timedelta(days=200))[:19],
+                         "test_first": str(t.iloc[0])[:19], "test_last": str(t.iloc[-1])[:19], "n_test": int(sel.sum()),
+                         "accuracy": s["model"]["accuracy"], "log_loss": s["model"]["log_loss"],
+                         "roc_auc": s["model"]["roc_auc"],
+                         **{f"{k}_accuracy": s["baselines"][k]["accuracy"] for k in bl},
+                         "best_baseline": s["best_baseline"], "margin": s["margin_over_best_baseline"],
+                         "margin_ci_low": s.get("margin_ci_low", np.nan), "margin_ci_high": s.get("margin_ci_high", np.nan),
+                         "p_value": s.get("p_value", np.nan)})
+        wf = pd.DataFrame(rows)
+        ev["walk_forward"] = {"folds": FOLDS, "folds_beating_best_baseline": int((wf["margin"] > 0).sum()),
+                              "window": "expanding", "train": 4000, "test": n_test // FOLDS}
+    elif honest:
+        ev["mode"] = "split"
     (reports / "metrics/evaluate.json").write_text(json.dumps(ev))
     confidence_table(y, pp, 10).to_csv(reports / "plots/confidence.csv", index=False)
     coverage_table(y, pp).to_csv(reports / "plots/coverage.csv", index=False)
     calibration_table(y, pp, 10).to_csv(reports / "plots/calibration.csv", index=False)
-    wf = pd.DataFrame({"fold": [1, 2], "test_first": ["2024-01-01", "2024-02-01"], "accuracy": [0.51, 0.53],
-                       "margin": [-0.002, 0.01]}) if walk_forward else pd.DataFrame({"fold": pd.Series(dtype="int64")})
     wf.to_csv(reports / "evaluate/walk_forward.csv", index=False)
 
     bp, ms = params.backtest, params.data.interval_ms
@@ -70,6 +107,15 @@ def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = Non
     m = performance(res.equity, bp.initial_equity, res.summary, ms, close)
     sweep = sweep_report(pred_bt, bp, bp.sweep_grid(), ms)
     m["sweep"] = sweep.summary()
+    if honest:
+        main = sweep.main if sweep.main is not None else 0
+        m["overfitting"] = sweep_overfitting(sweep.equities, bp.initial_equity, main, blocks=8)
+        if walk_forward:
+            sel, rep = split_periods(pred_bt)
+        else:
+            half = n_test // 2
+            sel, rep = pred_bt.iloc[:half].reset_index(drop=True), pred_bt.iloc[half:].reset_index(drop=True)
+        m["selection"] = select_and_report(sel, rep, bp, bp.sweep_grid(), ms)
     (reports / "metrics/backtest.json").write_text(json.dumps(m))
     res.trades.to_csv(reports / "trades.csv", index=False)
     pd.DataFrame({"time": pred["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "equity": res.equity,
@@ -96,6 +142,33 @@ def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = Non
     (root / f"data/raw/{params.data.symbol}-{interval}.parquet").write_bytes(b"raw candles stand-in")
     (root / "models").mkdir(exist_ok=True)
     (root / "models/model.keras").write_bytes(b"model stand-in")
+    if honest:
+        _write_features(root, params.features.names, rng)
+        _write_holdout(root, ev, m, holdout_uses)
     return {"params": params, "pred": pred, "trades": res.trades, "evaluate": ev, "backtest": m}
 
 
+def _write_features(root: Path, names: list[str], rng: np.random.Generator) -> None:
+    """Scaled feature tables as the preprocess stage writes them: train about N(0, 1); on test every
+    feature alike except ``DEAD``, squeezed into +-0.03 (the zero-volume-candle scale of issue 12)."""
+    (root / "data/processed").mkdir(parents=True, exist_ok=True)
+    for part, n in (("train", 3000), ("test", 800)):
+        cols = {f: rng.standard_t(5, n) * (0.01 if part == "test" and f == DEAD else 1.0) for f in names}
+        pd.DataFrame({**cols, "label": rng.integers(0, 2, n).astype(float), "part": part}).to_parquet(
+            root / f"data/processed/{part}.parquet", index=False)
+    (root / "models/preprocess.json").write_text(json.dumps({"features": list(names), "seq_len": 48}))
+
+
+def _write_holdout(root: Path, ev: dict, bt: dict, uses: int) -> None:
+    """``holdout.json`` with ``uses`` uses of the same holdout (the second onwards a repeated look)."""
+    log = {"version": 1, "uses": []}
+    for i in range(uses):
+        log["uses"].append({
+            "when": f"2026-11-2{i}T10:00:00+00:00", "experiment": f"exp-{i + 1}", "first": "2025-06-01T00:00:00+00:00",
+            "last": "2025-07-31T23:00:00+00:00", "candles": 1460, "data_sha": "a" * 16, "params_sha": f"{i}" * 16,
+            "previous_uses": i, "accuracy": ev["model"]["accuracy"], "best_baseline": ev["best_baseline"],
+            "margin": ev["margin_over_best_baseline"] - 0.001 * i, "margin_ci_low": -0.03, "margin_ci_high": 0.02,
+            "p_value": 0.4, "verdict": ev["verdict"], "total_return": bt["total_return"],
+            "buy_hold_return": bt["buy_hold_return"], "sharpe": bt["sharpe"], "max_drawdown": bt["max_drawdown"],
+            "trades": bt["trades"]})
+    (root / "holdout.json").write_text(json.dumps(log))

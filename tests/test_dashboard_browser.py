@@ -18,8 +18,9 @@ from report_inputs import write_report_inputs
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "reports" / "dashboard-screenshot.png"
-SECTIONS = ["summary", "data", "training", "evaluation", "strategy", "sweep"]
-CHARTED = {"training": 1, "evaluation": 2, "strategy": 4, "sweep": 3}  # plotly charts expected per section
+SECTIONS = ["summary", "data", "training", "evaluation", "strategy", "sweep", "holdout"]
+# plotly charts expected per section: data has the feature distributions, evaluation the folds
+CHARTED = {"data": 1, "training": 1, "evaluation": 3, "strategy": 4, "sweep": 3}
 
 
 def _chromium() -> Path:
@@ -100,6 +101,16 @@ def test_dashboard_renders_in_chromium(dashboard: Path, tmp_path: Path):
         page.fill("#trades input.filter", "short")
         sides = page.eval_on_selector_all("#trades tbody tr td:nth-child(3)", "tds => tds.map(td => td.textContent)")
         assert sides and set(sides) == {"short"} and len(sides) < n_rows
+
+        # the issue-12 charts: one bar per fold for the model and each baseline, every feature's histograms
+        folds = page.evaluate("document.getElementById('fig-folds').data.filter(t => t.type === 'bar')"
+                              ".map(t => [t.name, t.x.length])")
+        assert dict(folds) == {n: 4 for n in ("model", "majority", "persistence", "logistic", "gbt")}, folds
+        assert page.locator("#fig-folds g.trace.bars").count() >= 1
+        n_feats = page.evaluate("new Set(document.getElementById('fig-features').data.map(t => t.xaxis)).size")
+        assert n_feats == 4
+        assert page.locator("section#holdout .verdict.bad").filter(has_text="no longer an untouched estimate").count() == 1
+        assert page.locator("section#sweep .box").filter(has_text="Honest selection").is_visible()
 
         # the log-scale toggle switches the equity axis
         page.locator("#fig-equity .updatemenu-button").filter(has_text="log").click()

@@ -1,6 +1,8 @@
 """The dashboard's numbers and size: portfolio statistics by hand, decimation that keeps extremes,
-OHLC aggregation, plotly.js inlined once with nothing fetched, the headline, and a minute-data case
-(1,000,000 candles, 150,000 in the test part) that stays under 15 MB."""
+OHLC aggregation, plotly.js inlined once with nothing fetched, the headline, the issue-12 sections
+(folds, bootstrap margin, PSR/DSR/PBO, honest selection, holdout, feature distributions) and pages
+built from older runs without them, and a minute-data case (1,000,000 candles, 150,000 in the test
+part) that stays under 15 MB."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from plotly.offline import get_plotlyjs
 
 from mlrisk.backtest.performance import (drawdown_duration, monthly_returns, portfolio_stats, rolling_sharpe,
                                          trade_stats)
-from mlrisk.report.dashboard import build, headline, headline_lines, read_inputs
+from mlrisk.errors import DataError
+from mlrisk.report.dashboard import build, headline, headline_lines, overfitting_sentences, read_inputs
+from mlrisk.report.feature_charts import feature_summary, histogram
 from mlrisk.report.plotting import aggregate_ohlc, aggregation_factor, minmax_indices
 from mlrisk.times import HOUR_MS
-from report_inputs import write_report_inputs
+from report_inputs import DEAD, FOLDS, write_report_inputs
 
 PROV = {"git": "abc1234567", "dirty": "true", "params": "p" * 10, "data": "d" * 10, "model": "m" * 10}
 
@@ -86,6 +90,10 @@ def test_ohlc_aggregation():
     assert aggregation_factor(150_000, 1500) == 100 and aggregation_factor(1000, 1500) == 1
 
 
+def _read(root):
+    return read_inputs(root / "reports", root / "data/processed", root / "models/preprocess.json", root / "holdout.json")
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     root = tmp_path_factory.mktemp("small")
@@ -93,19 +101,131 @@ def small(tmp_path_factory):
     return root, made
 
 
+@pytest.fixture(scope="module")
+def old(tmp_path_factory):
+    """An older split-mode run: no gbt, no bootstrap, no overfitting or selection, no features, no holdout."""
+    root = tmp_path_factory.mktemp("old")
+    made = write_report_inputs(root, n_test=800, walk_forward=False, honest=False)
+    return root, made
+
+
 def test_page_inlines_plotly_once_and_fetches_nothing(small):
     root, made = small
-    page = build(read_inputs(root / "reports"), made["params"], PROV, get_plotlyjs())
+    page = build(_read(root), made["params"], PROV, get_plotlyjs())
     assert page.count(get_plotlyjs()[:200]) == 1                    # plotly.js once, in the head
     assert page.index(get_plotlyjs()[:200]) < page.index("</head>")
     assert not re.search(r"<script[^>]+src=", page)
     assert not re.search(r"""(href|src)=["']https?://""", page.replace(get_plotlyjs(), ""))
-    for section in ("summary", "data", "training", "evaluation", "strategy", "sweep"):
+    for section in ("summary", "data", "training", "evaluation", "strategy", "sweep", "holdout"):
         assert f'<section id="{section}">' in page and f'href="#{section}"' in page
-    assert page.count("Plotly.newPlot(") == 10
+    assert page.count("Plotly.newPlot(") == 12          # 10, plus the folds and the features
     assert "abc1234567 (dirty)" in page and html.escape(made["evaluate"]["verdict"]) in page
     assert "threshold=0.05, leverage=3 (main)" in page  # the main parameters' curve, drawn thick
-    assert page == build(read_inputs(root / "reports"), made["params"], PROV, get_plotlyjs())  # deterministic
+    assert page == build(_read(root), made["params"], PROV, get_plotlyjs())  # deterministic
+
+
+def _text(page: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def test_evaluation_shows_folds_gbt_and_the_bootstrap_margin(small):
+    root, made = small
+    ev = made["evaluate"]
+    page = build(_read(root), made["params"], PROV, "")
+    text = _text(page)
+    assert 'id="fig-folds"' in page and "gbt" in text
+    assert f"{FOLDS} folds" in text and "pooled accuracy" in text
+    margin = (f"{100 * ev['margin_over_best_baseline']:+.2f} pp [{100 * ev['margin_ci_low']:+.2f}, "
+              f"{100 * ev['margin_ci_high']:+.2f}], p = {ev['p_value']:.3g}")
+    assert text.count(margin) >= 2                       # the summary and the evaluation section
+    assert "paired block bootstrap" in text and "log_loss" in text
+    beating = int((pd.read_csv(root / "reports/evaluate/walk_forward.csv")["margin"] > 0).sum())
+    assert f"{beating} of {FOLDS} folds beat their best baseline" in text
+
+
+def test_strategy_shows_psr_dsr_pbo_and_the_honest_selection(small):
+    root, made = small
+    o, sel = made["backtest"]["overfitting"], made["backtest"]["selection"]
+    page = build(_read(root), made["params"], PROV, "")
+    assert f"<b>DSR</b>{o['dsr']:,.2f}" in page and f"<b>PBO</b>{o['pbo']:,.2f}" in page   # the summary, beside Sharpe
+    text = _text(page)
+    assert f"DSR (deflated, {o['trials']} trials)" in text and "PSR (P(true Sharpe > 0))" in text
+    assert f"{o['dsr']:,.2f}" in text and f"{o['pbo']:,.2f}" in text
+    for sentence in overfitting_sentences(o):
+        assert sentence in text
+    assert "In-sample selection" in text and "in-sample selection, ranked on the period shown" in text
+    assert "Honest selection" in text
+    assert f"{sel['rank_on_report_period']} of {sel['combinations']}" in text
+    assert ", ".join(f"{k}={v}" for k, v in sel["chosen"].items()) in text
+
+
+def test_overfitting_sentences_say_what_the_numbers_mean():
+    weak = overfitting_sentences({"psr": 0.9, "dsr": 0.41, "trials": 18, "pbo": 0.6, "splits": 70})
+    assert "DSR 0.41: after 18 trials this Sharpe is not distinguishable from the best of 18 noise strategies." in weak
+    assert any("more likely overfitting" in t for t in weak)
+    strong = overfitting_sentences({"psr": 0.999, "dsr": 0.97, "trials": 6, "pbo": 0.1, "splits": 70})
+    assert any("beats what the best of 6 noise" in t for t in strong) and not any("overfitting" in t for t in strong)
+    assert overfitting_sentences({}) == []
+
+
+def test_holdout_section_warns_about_repeated_looks(small, tmp_path):
+    import json
+    import shutil
+
+    root, made = small
+    page = _text(build(_read(root), made["params"], PROV, ""))
+    assert page.count("no longer an untouched estimate") == 1          # the 2nd use only
+    assert "exp-1" in page and "exp-2" in page
+    shutil.copytree(root, tmp_path / "r")
+    log = json.loads((tmp_path / "r/holdout.json").read_text())
+    (tmp_path / "r/holdout.json").write_text(json.dumps({**log, "uses": log["uses"][:1]}))
+    page = build(_read(tmp_path / "r"), made["params"], PROV, "")
+    assert '<section id="holdout">' in page and "no longer an untouched estimate" not in page
+    (tmp_path / "r/holdout.json").write_text(json.dumps({"version": 1, "uses": []}))
+    assert '<section id="holdout">' not in build(_read(tmp_path / "r"), made["params"], PROV, "")
+    (tmp_path / "r/holdout.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"holdout.json: not valid JSON .*git checkout"):
+        _read(tmp_path / "r")
+
+
+def test_feature_distributions_flag_the_dead_feature(small, tmp_path):
+    import json
+    import shutil
+
+    root, made = small
+    page = build(_read(root), made["params"], PROV, "")
+    assert 'id="fig-features"' in page
+    text = _text(page)
+    assert f"Feature {DEAD} barely moves on the test part" in text
+    assert sum(f"Feature {f} " in text for f in made["params"].features.names) == 1   # only the dead one
+    shutil.copytree(root, tmp_path / "r")
+    spec = json.loads((tmp_path / "r/models/preprocess.json").read_text())
+    (tmp_path / "r/models/preprocess.json").write_text(json.dumps({**spec, "features": spec["features"] + ["no_such"]}))
+    with pytest.raises(DataError, match=r"lacks features listed in .*dvc repro preprocess"):
+        _read(tmp_path / "r")
+
+
+def test_feature_summary_and_histogram_by_hand():
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"ok": rng.normal(size=2000), "dead": rng.normal(size=2000), "wild": rng.normal(size=2000)})
+    test = pd.DataFrame({"ok": rng.normal(size=500), "dead": rng.uniform(-0.03, 0.03, 500), "wild": 20 * rng.normal(size=500)})
+    s = feature_summary(train, test, ["ok", "dead", "wild"]).set_index("feature")
+    assert s["flag"].to_dict() == {"ok": "", "dead": "dead", "wild": "wild"}
+    assert s.loc["dead", "test_std"] == pytest.approx(test["dead"].std(ddof=0))
+    assert s.loc["dead", "test_q99"] <= 0.03
+    edges, a, b = histogram(train["ok"].to_numpy(), test["ok"].to_numpy(), bins=20)
+    assert len(edges) == 21 and (a * np.diff(edges)).sum() == pytest.approx(1) and (b * np.diff(edges)).sum() == pytest.approx(1)
+
+
+def test_an_older_run_without_the_new_fields_still_builds(old):
+    root, made = old
+    assert not (root / "holdout.json").exists() and not (root / "data/processed").exists()
+    page = build(_read(root), made["params"], PROV, get_plotlyjs())
+    assert page.count("Plotly.newPlot(") == 10
+    for absent in ('id="fig-folds"', 'id="fig-features"', '<section id="holdout">', "PSR", "Honest selection"):
+        assert absent not in page
+    text = _text(page)
+    assert "test accuracy" in text and f"{100 * made['evaluate']['margin_over_best_baseline']:+.2f} pp" in text
 
 
 def test_headline_is_rounded_and_ordered(small):
@@ -134,9 +254,10 @@ def test_a_missing_input_names_the_stage_to_run(small, tmp_path):
 def test_minute_data_dashboard_stays_small(tmp_path):
     """1,000,000 one-minute candles, 150,000 in the test part: the page stays under 15 MB."""
     made = write_report_inputs(tmp_path, n_test=150_000, n_rows=1_000_000, freq="min", interval="1m", walk_forward=False)
+    assert (tmp_path / "holdout.json").exists()
     assert len(made["trades"]) > 1000
     t0 = time.perf_counter()
-    page = build(read_inputs(tmp_path / "reports"), made["params"], PROV, get_plotlyjs())
+    page = build(_read(tmp_path), made["params"], PROV, get_plotlyjs())
     secs = time.perf_counter() - t0
     size = len(page.encode())
     print(f"minute-data dashboard: {size / 1e6:.1f} MB, built in {secs:.1f} s")

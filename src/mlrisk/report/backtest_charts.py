@@ -102,7 +102,7 @@ def equity_curves_figure(times: pd.Series, equities: pd.DataFrame, main: str | N
         is_main = label == main
         fig.add_trace(scatter(equities.size, x=pd.DatetimeIndex(times), y=equities[label], mode="lines", name=str(label),
                                    opacity=1.0 if is_main else 0.55, line={"width": 3 if is_main else 1}))
-    fig.update_layout(title=f"Equity of all {equities.shape[1]} combinations", height=460, yaxis_title="equity",
+    fig.update_layout(title=f"Equity of all {equities.shape[1]} combinations (in-sample: ranked on the period shown)", height=460, yaxis_title="equity",
                       showlegend=equities.shape[1] <= 8, hovermode="closest")
     return fig
 
@@ -111,6 +111,6 @@ def heatmap_figure(table: pd.DataFrame, x: str, y: str, metric: str = "total_ret
     piv = table.pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
     fig = go.Figure(go.Heatmap(z=piv.to_numpy(), x=[str(v) for v in piv.columns], y=[str(v) for v in piv.index],
                                colorscale="RdYlGn", zmid=0, texttemplate="%{z:.3f}", colorbar={"title": metric}))
-    fig.update_layout(title=f"{metric} by {x} and {y}", xaxis_title=x, yaxis_title=y, height=380,
+    fig.update_layout(title=f"{metric} by {x} and {y} (in-sample)", xaxis_title=x, yaxis_title=y, height=380,
                       xaxis={"type": "category"}, yaxis={"type": "category"})
     return fig

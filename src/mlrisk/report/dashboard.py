@@ -1,5 +1,7 @@
 """The dashboard (``reports/index.html``): reads what the earlier stages wrote, draws every chart
-and lays them out in sections (header, data quality, training, evaluation, strategy, sweep).
+and lays them out in sections (header, data quality and feature distributions, training,
+evaluation with the walk-forward folds and the block-bootstrap margin, strategy with PSR/DSR/PBO,
+sweep with the honest selection, and the holdout's uses when there are any).
 
 :func:`read_inputs` is the I/O edge; :func:`build` turns inputs into the page (a string) and
 :func:`headline` into the few numbers that ``dvc exp show`` puts first."""
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pyarrow.parquet import read_schema
 
 from mlrisk.backtest.performance import monthly_returns, portfolio_stats, rolling_sharpe
 from mlrisk.config import Params
@@ -20,7 +23,8 @@ from mlrisk.errors import DataError
 from mlrisk.report import html as H
 from mlrisk.report.backtest_charts import (equity_curves_figure, equity_figure, heatmap_figure,
                                            monthly_returns_figure, price_trades_figure, rolling_sharpe_figure)
-from mlrisk.report.evaluation_charts import confidence_figure, predictions_figure, training_figure
+from mlrisk.report.evaluation_charts import confidence_figure, folds_figure, predictions_figure, training_figure
+from mlrisk.report.feature_charts import DEAD_STD, WILD_STD, feature_figure, feature_summary
 from mlrisk.report.plotting import figure_div
 from mlrisk.times import HOUR_MS
 
@@ -53,6 +57,15 @@ class Inputs:
     equity: pd.DataFrame                     # time (UTC), equity, buy_hold, drawdown
     sweep: pd.DataFrame
     sweep_equity: pd.DataFrame               # time + one column per combination
+    features: "FeatureTables | None" = None  # scaled train/test features (absent in older runs)
+    holdout: list[dict[str, Any]] | None = None  # holdout.json's uses, oldest first
+
+
+@dataclass
+class FeatureTables:
+    names: list[str]
+    train: pd.DataFrame                      # scaled feature columns of data/processed/train.parquet
+    test: pd.DataFrame
 
 
 def _stage_of(key: str) -> str:
@@ -78,9 +91,46 @@ def _read_curves(root: Path) -> pd.DataFrame | None:
     return df.reset_index(drop=True)
 
 
-def read_inputs(reports: str | Path) -> Inputs:
+def read_features(processed: str | Path, preprocess: str | Path) -> FeatureTables | None:
+    """The scaled features of the training and test parts (``processed``/train.parquet, test.parquet),
+    named by ``preprocess`` (models/preprocess.json, key ``features``); None when a file is missing."""
+    processed, preprocess = Path(processed), Path(preprocess)
+    files = [preprocess, processed / "train.parquet", processed / "test.parquet"]
+    if not all(f.exists() for f in files):
+        return None
+    names = json.loads(preprocess.read_text()).get("features")
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{preprocess}: no 'features' list: re-run `dvc repro preprocess`")
+    parts = {}
+    for f in files[1:]:
+        missing = sorted(set(names) - set(read_schema(f).names))
+        if missing:
+            raise DataError(f"{f}: lacks features listed in {preprocess} ({', '.join(missing)}): re-run `dvc repro preprocess`")
+        parts[f.stem] = pd.read_parquet(f, columns=names)
+    return FeatureTables(names, parts["train"], parts["test"])
+
+
+def read_holdout_uses(path: str | Path) -> list[dict[str, Any]]:
+    """The uses in the holdout log (``{"version", "uses": [...]}``, written by ``mlrisk holdout``); an
+    absent file has none. Read here rather than through :mod:`mlrisk.evaluation.holdout`, whose
+    scoring code would make every model change re-run the report."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        log = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}): restore it from git (`git checkout {path}`)") from None
+    if not isinstance(log, dict) or not isinstance(log.get("uses"), list) or not all(isinstance(u, dict) for u in log["uses"]):
+        raise DataError(f"{path}: not a holdout log: restore it from git (`git checkout {path}`)")
+    return log["uses"]
+
+
+def read_inputs(reports: str | Path, processed: str | Path | None = None, preprocess: str | Path | None = None,
+                holdout: str | Path | None = None) -> Inputs:
     """Read every input under ``reports``; a missing required file is a :class:`DataError` naming the
-    stage to run."""
+    stage to run. Optional: the scaled feature tables (``processed`` directory and ``preprocess``
+    spec) and the holdout log (``holdout``, an absent file meaning no uses)."""
     reports = Path(reports)
     out: dict[str, Any] = {}
     for key, rel in INPUTS.items():
@@ -104,6 +154,10 @@ def read_inputs(reports: str | Path) -> Inputs:
         out["trades"][c] = pd.to_datetime(out["trades"][c], utc=True)
     if out["walk_forward"] is not None and len(out["walk_forward"]) == 0:
         out["walk_forward"] = None
+    if processed is not None and preprocess is not None:
+        out["features"] = read_features(processed, preprocess)
+    if holdout is not None:
+        out["holdout"] = read_holdout_uses(holdout) or None
     return Inputs(**out)
 
 
@@ -162,9 +216,43 @@ STAT_ROWS: list[tuple[str, str, Any]] = [
 ]
 
 
-def stats_table(stats: dict[str, Any]) -> str:
-    rows = pd.DataFrame([(label, fmt(stats[key])) for label, key, fmt in STAT_ROWS], columns=["statistic", "value"])
-    return H.static_table(rows)
+def stats_table(stats: dict[str, Any], overfitting: dict[str, Any] | None = None) -> str:
+    """The strategy's statistics; with ``overfitting`` (backtest.json), PSR and DSR right after the
+    Sharpe ratio and the sweep's PBO after them."""
+    rows = []
+    for label, key, fmt in STAT_ROWS:
+        rows.append((label, fmt(stats[key])))
+        if key == "sharpe" and overfitting:
+            o = overfitting
+            if o.get("psr") is not None:
+                rows.append(("PSR (P(true Sharpe > 0))", _num(o["psr"])))
+            if o.get("dsr") is not None:
+                rows.append((f"DSR (deflated, {o.get('trials', '?')} trials)", _num(o["dsr"])))
+            if o.get("pbo") is not None and np.isfinite(o["pbo"]):
+                rows.append(("PBO of the sweep (in-sample best)", _num(o["pbo"])))
+    return H.static_table(pd.DataFrame(rows, columns=["statistic", "value"]))
+
+
+def overfitting_sentences(o: dict[str, Any]) -> list[str]:
+    """PSR, DSR and PBO in words (all probabilities, 0..1)."""
+    out = []
+    if o.get("psr") is not None:
+        out.append(f"PSR {o['psr']:.2f}: the probability that this strategy's true Sharpe ratio is above zero, "
+                   "given the length, skewness and kurtosis of its returns.")
+    if o.get("dsr") is not None:
+        n = o.get("trials", "?")
+        if o["dsr"] >= 0.95:
+            out.append(f"DSR {o['dsr']:.2f}: even after {n} trials this Sharpe beats what the best of {n} noise "
+                       "strategies would show (at 95 %).")
+        else:
+            out.append(f"DSR {o['dsr']:.2f}: after {n} trials this Sharpe is not distinguishable from the best of "
+                       f"{n} noise strategies.")
+    if o.get("pbo") is not None and np.isfinite(o["pbo"]):
+        out.append(f"PBO {o['pbo']:.2f}: in {100 * o['pbo']:.0f} % of the {o.get('splits', '?')} combinatorial "
+                   "splits of the period, the sweep's in-sample best combination ranked in the bottom half out of "
+                   "sample" + (" — picking the sweep's best is more likely overfitting than skill." if o["pbo"] >= 0.5
+                               else "."))
+    return out
 
 
 def _header(inp: Inputs, params: Params, prov: dict[str, str]) -> H.Section:
@@ -172,18 +260,37 @@ def _header(inp: Inputs, params: Params, prov: dict[str, str]) -> H.Section:
     t = inp.predictions["open_time"]
     rev = prov.get("git", "?") + (" (dirty)" if prov.get("dirty") == "true" else "")
     s = H.Section("summary", "Summary")
+    walk = ev.get("mode") == "walk_forward"
     s.add(H.facts({"symbol": params.data.symbol, "interval": params.data.interval, "source": q.get("source", params.data.source),
                    "data": f"{str(q.get('first_candle', ''))[:16]} → {str(q.get('last_candle', ''))[:16]}",
-                   "test part": f"{t.iloc[0]:%Y-%m-%d %H:%M} → {t.iloc[-1]:%Y-%m-%d %H:%M}",
+                   ("out-of-sample (all folds)" if walk else "test part"): f"{t.iloc[0]:%Y-%m-%d %H:%M} → {t.iloc[-1]:%Y-%m-%d %H:%M}",
                    "git revision": rev, "params": prov.get("params", "?"), "data hash": prov.get("data", "?"),
                    "model hash": prov.get("model", "?")}))
-    s.add(H.facts({"test accuracy": f"{ev['model']['accuracy']:.4f}",
+    s.add(H.facts({("pooled accuracy" if walk else "test accuracy"): f"{ev['model']['accuracy']:.4f}",
                    f"best baseline ({ev['best_baseline']})": f"{ev['baselines'][ev['best_baseline']]['accuracy']:.4f}",
-                   "margin": f"{100 * ev['margin_over_best_baseline']:+.2f} pp",
+                   "margin": margin_text(ev),
                    "strategy return": _pct(bt["total_return"]), "buy-and-hold": _pct(bt["buy_hold_return"]),
-                   "max drawdown": _pct(bt["max_drawdown"]), "Sharpe": _num(bt["sharpe"]), "trades": str(bt["trades"])}))
+                   "max drawdown": _pct(bt["max_drawdown"]), "Sharpe": _num(bt["sharpe"]),
+                   **{k: _num(v) for k, v in _deflation(bt).items()}, "trades": str(bt["trades"])}))
     s.add(H.verdict_box(ev["verdict"], bool(ev.get("beats_best_baseline")) and bool(ev.get("significant"))))
     return s
+
+
+def _deflation(bt: dict[str, Any]) -> dict[str, float]:
+    """PSR, DSR and PBO from backtest.json's ``overfitting`` (the ones present and finite)."""
+    o = bt.get("overfitting") or {}
+    return {k.upper(): o[k] for k in ("psr", "dsr", "pbo") if isinstance(o.get(k), (int, float)) and np.isfinite(o[k])}
+
+
+def margin_text(ev: dict[str, Any]) -> str:
+    """The margin over the best baseline in pp, with its 95 % block-bootstrap interval and one-sided
+    p-value when evaluate.json has them (older runs do not)."""
+    text = f"{100 * ev['margin_over_best_baseline']:+.2f} pp"
+    if ev.get("margin_ci_low") is not None and ev.get("margin_ci_high") is not None:
+        text += f" [{100 * ev['margin_ci_low']:+.2f}, {100 * ev['margin_ci_high']:+.2f}]"
+    if ev.get("p_value") is not None:
+        text += f", p = {ev['p_value']:.3g}"
+    return text
 
 
 def _quality(inp: Inputs) -> H.Section:
@@ -197,7 +304,28 @@ def _quality(inp: Inputs) -> H.Section:
                    for k, v in labels.items() if k in q}))
     s.add(H.note("From reports/data_quality.json (the fetch stage). Filled candles are flat candles at the previous "
                  "close with zero volume (gap policy ffill)."))
+    if inp.features is not None:
+        _features(s, inp.features)
     return s
+
+
+def _features(s: H.Section, ft: FeatureTables) -> None:
+    """The "Features" subsection: each feature's scaled distribution, train vs test, flagged when dead."""
+    summary = feature_summary(ft.train, ft.test, ft.names)
+    s.add('<h3 id="features">Features: scaled distributions, training vs test part</h3>')
+    flagged = summary[summary["flag"] != ""]
+    for rec in flagged.itertuples(index=False):
+        what = (f"barely moves on the test part (std {rec.test_std:.3g} < {DEAD_STD} of the train-fitted scale): "
+                "it is effectively dead there; clip outliers before scaling (features.clip) or transform it"
+                if rec.flag == "dead" else
+                f"has test std {rec.test_std:.3g} > {WILD_STD}: the train-fitted scale does not fit the test part")
+        s.add(H.verdict_box(f"Feature {rec.feature} {what}.", False))
+    s.add(figure_div(feature_figure(ft.train, ft.test, ft.names, summary), "fig-features"))
+    f3 = lambda v: f"{v:.3f}"  # noqa: E731
+    s.add(H.static_table(summary, {**{c: f3 for c in summary.columns[1:-1]}, "test_std": lambda v: f"{v:.3g}"}),
+          H.note(f"Scaled as the model sees them (data/processed/, scaler fitted on the training part). Densities on "
+                 f"shared bins over the 0.5–99.5 % range; the outer bins hold the tails. Flagged: test std below "
+                 f"{DEAD_STD} (dead) or above {WILD_STD} (wild). {len(flagged)} of {len(summary)} flagged."))
 
 
 def _training(inp: Inputs) -> H.Section:
@@ -218,10 +346,28 @@ def _evaluation(inp: Inputs, params: Params) -> H.Section:
     rows = [{"predictor": "model", **ev["model"]}] + [{"predictor": k, **v} for k, v in ev["baselines"].items()]
     table = pd.DataFrame(rows)[["predictor", "accuracy", "balanced_accuracy", "roc_auc", "log_loss", "brier", "n"]]
     f4 = lambda v: f"{v:.4f}"  # noqa: E731
-    s.add("<h3>Test part: the model and every baseline</h3>",
+    walk = ev.get("mode") == "walk_forward"
+    part = "Pooled out-of-sample predictions of every fold" if walk else "Test part"
+    s.add(H.facts({"mode": ("walk-forward" + (f", {ev['walk_forward']['folds']} folds" if "walk_forward" in ev else "")
+                            if walk else ev.get("mode", "split")),
+                   f"margin over {ev['best_baseline']} (95 % CI, p)": margin_text(ev)}))
+    s.add(f"<h3>{part}: the model and every baseline</h3>",
           H.static_table(table, {c: f4 for c in table.columns[1:-1]}, highlight=0),
-          H.note(f"p-value that the model's accuracy beats the majority class: {ev['p_value_vs_majority']:.3g} (exact binomial). "
-                 "Baselines are fitted on the training part only."))
+          H.note(f"The best baseline ({ev['best_baseline']}) is the one with the highest accuracy on these rows. "
+                 f"For reference only, the exact binomial p-value against the majority class, which treats rows as "
+                 f"independent: {ev['p_value_vs_majority']:.3g}. Baselines are fitted on the training part"
+                 f"{' of each fold' if walk else ''} only."))
+    boot = ev.get("bootstrap_vs_best")
+    if boot:
+        bt = pd.DataFrame([{"metric": k, **v} for k, v in boot.items()])
+        cols = [c for c in ("metric", "mean_diff", "ci_low", "ci_high", "p_value", "block_length", "n", "reps") if c in bt]
+        s.add(f"<h3>Model minus best baseline ({ev['best_baseline']}): paired block bootstrap</h3>",
+              H.static_table(bt[cols], {"mean_diff": f4, "ci_low": f4, "ci_high": f4, "p_value": lambda v: f"{v:.3g}",
+                                        "block_length": lambda v: f"{v:.1f}"}),
+              H.note("Per row, model score minus baseline score (accuracy: fraction of rows; log loss: nats, positive = "
+                     "model better), resampled in blocks of rows (stationary bootstrap) because neighbouring rows are "
+                     "correlated. 95 % interval of the mean difference; p: one-sided, that the model is no better. "
+                     "The verdict uses the accuracy row."))
     p = inp.predictions["p_up"].dropna().to_numpy()
     best_acc = ev["baselines"][ev["best_baseline"]]["accuracy"]
     s.add("<h3>Accuracy by confidence, coverage and calibration</h3>",
@@ -232,13 +378,28 @@ def _evaluation(inp: Inputs, params: Params) -> H.Section:
                  "Dense data is merged into coarser candles; every row is in reports/predictions.parquet."))
     if inp.walk_forward is not None:
         wf = inp.walk_forward
-        s.add("<h3>Walk-forward</h3>", H.data_table("walk-forward", wf, signed=("margin",), filterable=False))
-        if "walk_forward" in ev:
-            w = ev["walk_forward"]
-            s.add(H.note(f"{w['folds']} folds: accuracy {w['accuracy_mean']:.4f} ± {w['accuracy_std']:.4f}, margin "
-                         f"{100 * w['margin_mean']:+.2f} ± {100 * w['margin_std']:.2f} pp; {w['folds_beating_best_baseline']} "
-                         "folds beat the best baseline."))
+        s.add("<h3>Walk-forward: every fold</h3>")
+        if {"fold", "accuracy", "margin"} <= set(wf.columns) and any(c.endswith("_accuracy") for c in wf.columns):
+            s.add(figure_div(folds_figure(wf), "fig-folds"))
+        s.add(H.data_table("walk-forward", wf, digits={"fold": 0, "n_test": 0, "block_length": 1},
+                           signed=("margin", "margin_ci_low", "margin_ci_high"), filterable=False))
+        s.add(H.note(_folds_note(wf, ev.get("walk_forward", {}))))
     return s
+
+
+def _folds_note(wf: pd.DataFrame, w: dict[str, Any]) -> str:
+    """One sentence on the folds: how many beat their best baseline, how many significantly."""
+    n = len(wf)
+    acc, margin = wf["accuracy"].to_numpy(dtype="float64"), wf["margin"].to_numpy(dtype="float64")
+    how = [f"{w['window']} window"] if "window" in w else []
+    how += [f"{w['train']} training candles"] if "train" in w else []
+    how += [f"{w['test']} test candles each"] if "test" in w else []
+    text = (f"{n} folds{' (' + ', '.join(how) + ')' if how else ''}: accuracy {acc.mean():.4f} ± {acc.std():.4f}, "
+            f"margin {100 * margin.mean():+.2f} ± {100 * margin.std():.2f} pp; {int((margin > 0).sum())} of {n} folds "
+            "beat their best baseline")
+    if "p_value" in wf:
+        text += f", {int(((margin > 0) & (wf['p_value'].to_numpy(dtype='float64') < 0.05)).sum())} significantly (p < 0.05)"
+    return text + ". Each fold's model and baselines are trained only on candles before its test block."
 
 
 def _window(interval_ms: int, n: int) -> tuple[int, str]:
@@ -258,7 +419,9 @@ def _strategy(inp: Inputs, params: Params) -> H.Section:
                  f"stop loss {bp.stop_loss}, fee {bp.fee_rate}, slippage {bp.slippage_bps} bps, funding {bp.funding_rate}/8 h."))
     stats = portfolio_stats(t, equity, inp.trades, inp.backtest)
     w, wlabel = _window(params.data.interval_ms, len(eq))
-    s.add('<div class="grid2"><div>', "<h3>Statistics</h3>", stats_table(stats), "</div><div>",
+    over = inp.backtest.get("overfitting")
+    s.add('<div class="grid2"><div>', "<h3>Statistics</h3>", stats_table(stats, over),
+          *(H.note(t) for t in (overfitting_sentences(over) if over else [])), "</div><div>",
           figure_div(equity_figure(t, equity, eq["buy_hold"].to_numpy(), eq["drawdown"].to_numpy()), "fig-equity"),
           "</div></div>")
     s.add('<div class="grid2"><div>',
@@ -305,8 +468,17 @@ def _sweep(inp: Inputs, params: Params) -> H.Section:
     main_row = int(np.flatnonzero(is_main)[0]) if is_main.any() else None
     curves = inp.sweep_equity.drop(columns="time")
     main_label = next((c for c in curves.columns if c.endswith(" (main)")), None)
+    sel = inp.backtest.get("selection")
+    if sel:
+        s.add(_selection_box(sel))
+    best = table.iloc[int(np.argmax(table["total_return"].to_numpy(dtype="float64")))]
+    s.add(H.verdict_box(f"In-sample selection below: every combination is ranked on the same candles it is shown on. "
+                        f"The best of them ({', '.join(f'{c}={best[c]}' for c in pcols)}: "
+                        f"{_pct(best['total_return'])}) was chosen with hindsight; its result overstates what choosing "
+                        "it in advance would have earned" + (" (the box above shows the honest choice)." if sel else "."),
+                        False))
     s.add(figure_div(equity_curves_figure(inp.sweep_equity["time"], curves, main_label), "fig-sweep-equity"),
-          H.note("Hover a curve for its parameters; the thick curve is the main parameters (params.yaml)."))
+          H.note("In-sample selection. Hover a curve for its parameters; the thick curve is the main parameters (params.yaml)."))
     varied = [c for c in pcols if table[c].nunique() > 1]
     if len(varied) == 2:
         x, y = varied
@@ -315,7 +487,8 @@ def _sweep(inp: Inputs, params: Params) -> H.Section:
     else:
         s.add(H.note(f"{len(varied)} parameters vary: heatmaps are drawn when exactly two do."))
     shown = table[pcols + [c for c in SWEEP_METRICS if c in table]]
-    s.add(f"<h3>Every combination ({len(table)}; the main parameters highlighted)</h3>",
+    s.add(f"<h3>Every combination ({len(table)}; the main parameters highlighted): in-sample selection, ranked on the "
+          "period shown</h3>",
           H.data_table("sweep-table", shown, percent=("total_return", "cagr", "max_drawdown", "win_rate", "exposure"),
                        digits={**{c: None for c in pcols}, "total_return": 2, "cagr": 2, "max_drawdown": 2, "win_rate": 1, "exposure": 1, "sharpe": 2,
                                "sortino": 2, "calmar": 2, "profit_factor": 2, "expectancy": 2, "fees_paid": 2,
@@ -324,9 +497,65 @@ def _sweep(inp: Inputs, params: Params) -> H.Section:
     return s
 
 
+def _period(span: list[str]) -> str:
+    return f"{span[0][:16].replace('T', ' ')} → {span[1][:16].replace('T', ' ')}" if len(span) == 2 else "?"
+
+
+def _selection_box(sel: dict[str, Any]) -> str:
+    """The honest selection: the combination chosen on the selection period, its result on the later
+    report period (which had no say in the choice) and its rank there among all combinations."""
+    rep, n, r = sel.get("report", {}), sel.get("combinations", "?"), sel.get("rank_on_report_period", "?")
+    metric = sel.get("selected_by", "sharpe")
+    chosen = ", ".join(f"{k}={v}" for k, v in sel.get("chosen", {}).items())
+    facts = {"chosen": chosen, f"selected by {metric} on": _period(sel.get("selection_period", [])),
+             f"its {metric} there": _num(sel.get("selection", {}).get(metric)),
+             "reported on": _period(sel.get("report_period", [])),
+             "return": _pct(rep.get("total_return")), "buy-and-hold": _pct(rep.get("buy_hold_return")),
+             "Sharpe": _num(rep.get("sharpe")), "max drawdown": _pct(rep.get("max_drawdown")),
+             "trades": str(rep.get("trades", "")), "rank on the report period": f"{r} of {n}"}
+    return ('<div class="box"><h3>Honest selection: chosen on an earlier period, reported on a later one</h3>'
+            + H.facts(facts)
+            + H.note(f"The sweep's {n} combinations were ranked by {metric} on the selection period only; the winner "
+                     f"then ran on the report period, where it ranks {r} of {n} (an in-sample pick would always rank 1).")
+            + "</div>")
+
+
+def _holdout(uses: list[dict[str, Any]]) -> H.Section:
+    """Every use of the final holdout (holdout.json), with a red warning for each repeated look."""
+    s = H.Section("holdout", "Holdout")
+    for u in uses:
+        if int(u.get("previous_uses") or 0) > 0:
+            when = str(u.get("when", "?"))[:16].replace("T", " ")
+            s.add(H.verdict_box(f"Use by {u.get('experiment', '?')} at {when} UTC: the holdout had been looked "
+                                f"at before ({u['previous_uses']} earlier use{'s' if u['previous_uses'] > 1 else ''}): "
+                                "no longer an untouched estimate.", False))
+    last = uses[-1]
+    if last.get("verdict"):
+        good = last.get("margin", 0) > 0 and last.get("p_value", 1) < 0.05 and not last.get("previous_uses")
+        s.add("<h3>Latest use</h3>", H.verdict_box(str(last["verdict"]), good))
+    rows = pd.DataFrame([{
+        "when": str(u.get("when", ""))[:16].replace("T", " "), "experiment": u.get("experiment", ""),
+        "holdout": _period([str(u.get("first", "")), str(u.get("last", ""))]), "candles": u.get("candles"),
+        "earlier uses": u.get("previous_uses"), "accuracy": u.get("accuracy"), "best baseline": u.get("best_baseline"),
+        "margin": u.get("margin"), "margin CI low": u.get("margin_ci_low"), "margin CI high": u.get("margin_ci_high"),
+        "p": u.get("p_value"), "return": u.get("total_return"), "buy-and-hold": u.get("buy_hold_return"),
+        "Sharpe": u.get("sharpe"), "max drawdown": u.get("max_drawdown"), "trades": u.get("trades")} for u in uses])
+    pp = lambda v: "" if v is None or pd.isna(v) else f"{100 * v:+.2f} pp"  # noqa: E731
+    s.add("<h3>Every use (holdout.json)</h3>", '<div class="scroll">',
+          H.static_table(rows, {"accuracy": lambda v: "" if v is None or pd.isna(v) else f"{v:.4f}", "margin": pp,
+                                "margin CI low": pp, "margin CI high": pp,
+                                "p": lambda v: "" if v is None or pd.isna(v) else f"{v:.3g}", "return": _pct,
+                                "buy-and-hold": _pct, "Sharpe": _num, "max drawdown": _pct}), "</div>",
+          H.note("The last evaluate.holdout candles, never seen by walk-forward, the split or the sweep, scored by "
+                 "`mlrisk holdout EXP`; every use is logged. Only the first look is an untouched out-of-sample estimate."))
+    return s
+
+
 def build(inp: Inputs, params: Params, provenance: dict[str, str], plotly_js: str) -> str:
     """The whole dashboard as one HTML string (``plotly_js``: the library's source, inlined once)."""
     sections = [_header(inp, params, provenance), _quality(inp), _training(inp), _evaluation(inp, params),
                 _strategy(inp, params), _sweep(inp, params)]
+    if inp.holdout:
+        sections.append(_holdout(inp.holdout))
     title = f"mlrisk · {params.data.symbol} {params.data.interval}"
     return H.page(title, sections, plotly_js)

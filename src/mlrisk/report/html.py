@@ -36,6 +36,7 @@ h3{margin:14px 0 4px;font-size:15px;color:#37474f}
 .verdict{border-radius:5px;padding:10px 14px;margin:8px 0;font-weight:600;border:1px solid}
 .verdict.good{background:#e8f5e9;color:#1b5e20;border-color:#a5d6a7}
 .verdict.bad{background:#ffebee;color:#b71c1c;border-color:#ef9a9a}
+.box{border:1px solid #b0bec5;border-radius:5px;padding:4px 14px 6px;margin:8px 0;background:#f8fafb}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:8px 16px}.grid2>div{min-width:0}
 @media (max-width:1000px){.grid2{grid-template-columns:1fr}}
 table.t{border-collapse:collapse;font-size:12.5px;margin:4px 0}
