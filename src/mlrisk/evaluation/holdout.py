@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ from mlrisk.config import Params
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.errors import DataError
 from mlrisk.evaluation.folds import Fold
+from mlrisk.evaluation.holdout_log import previous_uses, read_log, record_use
 
-LOG_VERSION = 1
 
 
 def holdout_fold(n_rows: int, params: Params) -> Fold:
@@ -49,35 +48,6 @@ def data_hash(candles: pd.DataFrame) -> str:
 
 def params_hash(params: Params) -> str:
     return hashlib.sha256(json.dumps(params.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def read_log(path: str | Path) -> dict[str, Any]:
-    """The holdout log (``{"version", "uses": [...]}``); an absent file is an empty log."""
-    path = Path(path)
-    if not path.exists():
-        return {"version": LOG_VERSION, "uses": []}
-    try:
-        log = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}): restore it from git (`git checkout {path}`)") from None
-    if not isinstance(log, dict) or not isinstance(log.get("uses"), list):
-        raise DataError(f"{path}: not a holdout log: restore it from git (`git checkout {path}`)")
-    return log
-
-
-def previous_uses(log: dict[str, Any], first: str, last: str) -> list[dict[str, Any]]:
-    """Earlier uses whose holdout overlaps ``[first, last]`` (UTC ISO times)."""
-    return [u for u in log["uses"] if not (u["last"] < first or u["first"] > last)]
-
-
-def record_use(path: str | Path, use: dict[str, Any]) -> dict[str, Any]:
-    """Append ``use`` to the log atomically; returns the new log."""
-    from mlrisk.io import write_json
-
-    log = read_log(path)
-    log["uses"].append({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), **use})
-    write_json(path, log)
-    return log
 
 
 def spend_holdout(candles: pd.DataFrame, params: Params, experiment: str, log_path: str | Path,

@@ -20,6 +20,7 @@ from pyarrow.parquet import read_schema
 from mlrisk.backtest.performance import monthly_returns, portfolio_stats, rolling_sharpe
 from mlrisk.config import Params
 from mlrisk.errors import DataError
+from mlrisk.evaluation.holdout_log import read_log
 from mlrisk.report import html as H
 from mlrisk.report.backtest_charts import (equity_curves_figure, equity_figure, heatmap_figure,
                                            monthly_returns_figure, price_trades_figure, rolling_sharpe_figure)
@@ -111,19 +112,8 @@ def read_features(processed: str | Path, preprocess: str | Path) -> FeatureTable
 
 
 def read_holdout_uses(path: str | Path) -> list[dict[str, Any]]:
-    """The uses in the holdout log (``{"version", "uses": [...]}``, written by ``mlrisk holdout``); an
-    absent file has none. Read here rather than through :mod:`mlrisk.evaluation.holdout`, whose
-    scoring code would make every model change re-run the report."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    try:
-        log = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}): restore it from git (`git checkout {path}`)") from None
-    if not isinstance(log, dict) or not isinstance(log.get("uses"), list) or not all(isinstance(u, dict) for u in log["uses"]):
-        raise DataError(f"{path}: not a holdout log: restore it from git (`git checkout {path}`)")
-    return log["uses"]
+    """The uses in the holdout log (written by ``mlrisk holdout``); an absent file has none."""
+    return read_log(path)["uses"]
 
 
 def read_inputs(reports: str | Path, processed: str | Path | None = None, preprocess: str | Path | None = None,
@@ -164,8 +154,9 @@ def read_inputs(reports: str | Path, processed: str | Path | None = None, prepro
 def headline(ev: dict[str, Any], bt: dict[str, Any]) -> dict[str, Any]:
     """The numbers that matter, rounded so ``dvc exp show`` stays narrow: test accuracy (fraction),
     margin over the best baseline (percentage points), total return, buy-and-hold return and max
-    drawdown (%), Sharpe."""
-    return {
+    drawdown (%), Sharpe; and, when the run has them, the margin's block-bootstrap p-value and the
+    strategy's deflated Sharpe ratio (both probabilities)."""
+    out = {
         "accuracy": round(ev["model"]["accuracy"], 4),
         "margin_pp": round(100 * ev["margin_over_best_baseline"], 2),
         "return_pct": round(100 * bt["total_return"], 2),
@@ -173,13 +164,20 @@ def headline(ev: dict[str, Any], bt: dict[str, Any]) -> dict[str, Any]:
         "max_dd_pct": round(100 * bt["max_drawdown"], 2),
         "bh_return_pct": round(100 * bt["buy_hold_return"], 2),
     }
+    if ev.get("p_value") is not None:
+        out["p_value"] = round(ev["p_value"], 3)
+    if (bt.get("overfitting") or {}).get("dsr") is not None:
+        out["dsr"] = round(bt["overfitting"]["dsr"], 3)
+    return out
 
 
 def headline_lines(ev: dict[str, Any], bt: dict[str, Any]) -> list[str]:
     """The three headline numbers in words (printed at the end of ``dvc repro``)."""
     best = ev["best_baseline"]
     return [f"test accuracy {ev['model']['accuracy']:.4f} vs best baseline ({best}) "
-            f"{ev['baselines'][best]['accuracy']:.4f}: {100 * ev['margin_over_best_baseline']:+.2f} pp",
+            f"{ev['baselines'][best]['accuracy']:.4f}: {100 * ev['margin_over_best_baseline']:+.2f} pp"
+            + (f" (95 % CI [{100 * ev['margin_ci_low']:+.2f}, {100 * ev['margin_ci_high']:+.2f}] pp, p = {ev['p_value']:.3g})"
+               if ev.get("margin_ci_low") is not None else ""),
             f"strategy return {bt['total_return']:+.2%} vs buy-and-hold {bt['buy_hold_return']:+.2%}",
             f"max drawdown {bt['max_drawdown']:.2%} (buy-and-hold {bt['buy_hold_max_drawdown']:.2%})"]
 
