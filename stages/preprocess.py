@@ -1,5 +1,7 @@
 """DVC stage `preprocess`: raw candles -> data/processed/{train,val,test}.parquet + models/preprocess.json.
-The last `evaluate.holdout` candles are left out: only `mlrisk holdout` ever sees them."""
+The last `evaluate.holdout` candles are left out: only `mlrisk holdout` ever sees them. With
+`evaluate.mode: walk_forward` the pinned model's parts are the most recent training window and its
+validation tail (`split.method: final`); the folds are scored by the evaluate stage."""
 
 import sys
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 from mlrisk.stage import run_stage
 from mlrisk.io import read_parquet, write_parquet
 from mlrisk.data.preprocess import build_dataset, part_frame
+from mlrisk.config import SplitParams
 from mlrisk.data.split import PARTS
 
 
@@ -16,12 +19,19 @@ def body(params, args) -> None:
     candles = read_parquet(raw, "run `dvc repro fetch`")
     if params.evaluate.holdout:
         candles = candles.iloc[: len(candles) - params.evaluate.holdout]
-    ds, spec = build_dataset(candles, params.features, params.split, d.interval)
+    split = params.split
+    if params.evaluate.mode == "walk_forward":  # pin a model of the most recent window, as the next fold's would be
+        wf = params.evaluate.walk_forward
+        if wf.window == "rolling":
+            candles = candles.iloc[-wf.train:]
+        split = SplitParams(method="final", val=wf.val)
+    ds, spec = build_dataset(candles, params.features, split, d.interval)
     for part in PARTS:  # one file per part: train never even opens the test file
         write_parquet(Path(args.out_dir) / f"{part}.parquet", part_frame(ds, part))
     spec.save(args.spec)
     s = spec.split
-    print("preprocess: " + ", ".join(f"{p} {s[p]['samples']} samples ({s[p]['first'][:10]}..{s[p]['last'][:10]})" for p in ("train", "val", "test"))
+    print("preprocess: " + ", ".join(f"{p} {s[p]['samples']} samples ({s[p]['first'][:10]}..{s[p]['last'][:10]})" if s[p]["first"]
+                                     else f"{p}: none (walk-forward scores the folds)" for p in ("train", "val", "test"))
           + f"; purge {s['purge']} candles"
           + (f"; gaps: {s['gaps']['windows_dropped']} windows and {s['gaps']['labels_dropped']} labels spanning one dropped" if "gaps" in s else "")
           + f" -> {args.out_dir}/{{train,val,test}}.parquet")

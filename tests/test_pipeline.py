@@ -154,7 +154,11 @@ def test_walk_forward_mode_stitches_folds_and_reuses_unchanged_ones(repo: Path):
     backtest and the report; a second run whose folds did not change reads them from the cache."""
     wf = ["-S", "evaluate.mode=walk_forward", "-S", "evaluate.walk_forward.train=900", "-S", "evaluate.walk_forward.test=600"]
     out = _dvc("exp", "run", *wf, cwd=repo)
-    assert "Running stage 'evaluate'" in out and "Running stage 'train'" not in out
+    assert "Running stage 'evaluate'" in out and "Running stage 'fetch'" not in out
+    assert "Running stage 'train'" in out  # the pinned model moves to the most recent window
+    spec = json.loads((repo / "models/preprocess.json").read_text())
+    q = json.loads((repo / "reports/data_quality.json").read_text())
+    assert spec["split"]["test"]["samples"] == 0 and spec["split"]["val"]["last"][:13] == q["last_candle"][:13]
     ev = json.loads((repo / "reports/metrics/evaluate.json").read_text())
     assert ev["mode"] == "walk_forward" and ev["walk_forward"]["folds"] >= 2 and ev["walk_forward"]["cached_folds"] == 0
     assert {"gbt", "logistic"} <= set(ev["baselines"]) and ev["margin_ci_low"] <= ev["margin_over_best_baseline"] <= ev["margin_ci_high"]

@@ -265,3 +265,15 @@ def test_with_gaps_kept_no_window_or_label_spans_a_gap():
     # without the gap nothing is dropped and nothing is reported
     _, spec2 = build_dataset(c, fp, SplitParams(train=0.6, val=0.2), "1h")
     assert "gaps" not in spec2.split
+
+
+def test_final_split_trains_on_the_most_recent_window_with_no_test_part():
+    c = synthetic_candles(1000)
+    ds, spec = build_dataset(c, _fp(), SplitParams(method="final", val=0.2), "1h")
+    parts = ds["part"].to_numpy()
+    assert (parts == "test").sum() == 0 and spec.split["test"]["samples"] == 0 and spec.split["test"]["first"] is None
+    assert parts[-1] == "val" and spec.split["val"]["last"] == ds["open_time"].iloc[-1].isoformat()
+    n = len(ds)
+    assert spec.split["val"]["rows"] == n - int(n * 0.8)
+    train_end = np.nonzero(parts == "train")[0].max()
+    assert np.nonzero(parts == "val")[0].min() - train_end - 1 == spec.split["purge"]  # purged before validation

@@ -116,7 +116,7 @@ class FeatureParams(_Section):
 class SplitParams(_Section):
     """Chronological train/validation/test split. Fractions of rows, or UTC start dates."""
 
-    method: Literal["fraction", "date"] = "fraction"
+    method: Literal["fraction", "date", "final"] = "fraction"  # final: train + a `val` tail, no test (walk-forward's pinned model)
     train: float = Field(0.7, gt=0.0, lt=1.0)
     val: float = Field(0.15, gt=0.0, lt=1.0)
     val_start: str | None = None

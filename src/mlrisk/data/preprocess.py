@@ -184,7 +184,7 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
         keep = undersample(np.nan_to_num(y, nan=-1), train_mask, fp.seed)
         use = np.where(part == "train", keep, use)
     for name in PARTS:
-        if not (use & (part == name)).any():
+        if not (use & (part == name)).any() and not (name == "test" and sp.method == "final"):
             raise DataError(f"the {name} part has no labelled windows: use more data or a shorter horizon/seq_len")
     out = body[[c for c in CANDLE_COLUMNS if c in body.columns]].copy()
     for j, name in enumerate(fp.names):
@@ -196,8 +196,8 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     spec.split = {
         name: {
             "rows": int(split.part(name)[1] - split.part(name)[0]),
-            "first": out["open_time"].iloc[split.part(name)[0]].isoformat(),
-            "last": out["open_time"].iloc[split.part(name)[1] - 1].isoformat(),
+            "first": out["open_time"].iloc[split.part(name)[0]].isoformat() if split.part(name)[1] > split.part(name)[0] else None,
+            "last": out["open_time"].iloc[split.part(name)[1] - 1].isoformat() if split.part(name)[1] > split.part(name)[0] else None,
             "samples": int((use & (part == name)).sum()),
             "class_counts": {str(int(k)): int(v) for k, v in zip(*np.unique(y[use & (part == name)], return_counts=True))},
         }

@@ -44,12 +44,17 @@ def split_rows(times: pd.Series, p: SplitParams, purge: int, min_rows: int = 1) 
     if p.method == "fraction":
         b1 = int(n * p.train)
         b2 = int(n * (p.train + p.val))
+    elif p.method == "final":  # the most recent window: train, then a validation tail; no test part
+        b1 = int(n * (1.0 - p.val))
+        b2 = n + purge
     else:
         ts = pd.DatetimeIndex(pd.to_datetime(times, utc=True))
         b1 = int(ts.searchsorted(utc(p.val_start)))
         b2 = int(ts.searchsorted(utc(p.test_start)))
-    split = Split(train=(0, b1 - purge), val=(b1, b2 - purge), test=(b2, n), purge=purge)
+    split = Split(train=(0, b1 - purge), val=(b1, b2 - purge), test=(min(b2, n), n), purge=purge)
     for name in PARTS:
+        if name == "test" and p.method == "final":
+            continue
         s, e = split.part(name)
         if e - s < min_rows:
             raise DataError(
