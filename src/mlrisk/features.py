@@ -106,13 +106,28 @@ FAMILIES: dict[str, tuple[Callable[[pd.DataFrame, int], pd.Series], Callable[[in
 }
 _FAMILY = re.compile(r"^(" + "|".join(FAMILIES) + r")_([1-9][0-9]{0,3})$")  # N = 1..9999 candles
 
-ALLOWED = (*FEATURES, *(f"{f}_<N>" for f in FAMILIES))  # for messages: every name params.yaml may use
+ALLOWED = (*FEATURES, *(f"{f}_<N>" for f in FAMILIES), "<SYMBOL>:<feature>")  # for messages: every name params.yaml may use
+
+
+_OTHER = re.compile(r"^([A-Z0-9]{2,30}):(.+)$")  # SYMBOL:feature, e.g. ETHUSDT:close_pct
+
+
+def other_symbol(name: str) -> tuple[str | None, str]:
+    """(symbol, feature) of a name: ``("ETHUSDT", "close_pct")`` for ``ETHUSDT:close_pct``, ``(None, name)``
+    for a feature of the traded symbol itself."""
+    m = _OTHER.match(name)
+    return (m.group(1), m.group(2)) if m else (None, name)
+
+
+def others_needed(names: list[str]) -> list[str]:
+    """The other symbols whose candles ``names`` need, in order of first use."""
+    return list(dict.fromkeys(sym for sym, _ in map(other_symbol, names) if sym))
 
 
 def is_known(name: str) -> bool:
-    """Whether ``name`` is a feature this module computes."""
+    """Whether ``name`` is a feature this module computes (``SYMBOL:feature`` included)."""
     try:
-        _resolve(name)
+        _resolve(other_symbol(name)[1])
     except KeyError:
         return False
     return True
@@ -132,17 +147,30 @@ def _resolve(name: str) -> tuple[Callable[[pd.DataFrame], pd.Series], int]:
 
 def warmup(names: list[str]) -> int:
     """Rows at the start whose features are undefined (NaN)."""
-    return max(_resolve(n)[1] for n in names)
+    return max(_resolve(other_symbol(n)[1])[1] for n in names)
 
 
-def compute_features(candles: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+def compute_features(candles: pd.DataFrame, names: list[str], others: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Feature table aligned with ``candles`` (same index), float64, one column per name.
 
-    Causal by construction: every function uses the current row and ``shift(k >= 0)`` only.
+    ``SYMBOL:feature`` names compute the feature on ``others[SYMBOL]``'s candles, matched to
+    ``candles`` by open time (the other symbol's candle t closes when candle t does; a candle it
+    lacks gives NaN). Causal by construction: every function uses the current row and
+    ``shift(k >= 0)`` only.
     """
     out = {}
+    aligned: dict[str, pd.DataFrame] = {}
     for name in names:
-        fn, _ = _resolve(name)
-        out[name] = fn(candles).astype("float64")
+        sym, feat = other_symbol(name)
+        fn, _ = _resolve(feat)
+        if sym is None:
+            out[name] = fn(candles).astype("float64")
+            continue
+        if sym not in aligned:
+            if not others or sym not in others:
+                raise KeyError(f"{name} needs the candles of {sym}: add {sym} to data.others")
+            o = others[sym].drop_duplicates("open_time").set_index("open_time").reindex(pd.DatetimeIndex(candles["open_time"]))
+            aligned[sym] = o.reset_index().set_axis(candles.index)
+        out[name] = fn(aligned[sym]).astype("float64")
     feats = pd.DataFrame(out, index=candles.index)
     return feats.replace([np.inf, -np.inf], np.nan)
