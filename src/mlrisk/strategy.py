@@ -12,7 +12,7 @@ import math
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def signal(p_up: float, threshold: float) -> int:
     """+1 (long) if ``p_up >= 0.5 + threshold``, -1 (short) if ``p_up <= 0.5 - threshold``, else 0.
     A NaN probability (no prediction) is no signal. Long wins the tie at threshold 0, p = 0.5."""
@@ -25,7 +25,7 @@ def signal(p_up: float, threshold: float) -> int:
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def decide(p_up: float, threshold: float, position_side: int, position_entries: int,
            pending_side: int, pending_entries: int, pyramid_max: int, direction: int = 0) -> tuple[int, bool, bool, bool]:
     """Orders for the close of one candle.
@@ -53,3 +53,90 @@ def decide(p_up: float, threshold: float, position_side: int, position_entries: 
         same += pending_entries
     allowed = direction == 0 or direction == s
     return s, close_position, cancel_pending, allowed and same < pyramid_max
+
+
+ENTRY_MARKET, ENTRY_LIMIT = 0, 1
+
+
+@njit(cache=True, error_model="numpy")
+def order_intents(p_up: float, close: float, threshold: float, position_side: int, position_entries: int,
+                  pending_side: int, pending_entries: int, pyramid_max: int, direction: int, limit_entry: bool,
+                  limit_offset: float) -> tuple[bool, bool, int, int, float]:
+    """What to send at the close of one candle: the simulator and a real-exchange broker both act
+    on exactly this, so no order rule is written twice.
+
+    Arguments as for :func:`decide`, plus the candle's ``close``, ``limit_entry`` (entries rest as
+    limit orders, else market orders) and ``limit_offset`` (fraction).
+
+    Returns ``(close_position, cancel_pending, entry_side, entry_kind, entry_price)``:
+    - ``close_position``: close the whole open position with a market order (next open).
+    - ``cancel_pending``: cancel every resting entry order.
+    - ``entry_side``: +1/-1: place one entry on that side; 0: none.
+    - ``entry_kind``: :data:`ENTRY_MARKET` (fills at the next open) or :data:`ENTRY_LIMIT`
+      (rests at ``entry_price = close * (1 - side * limit_offset)``; 0.0 for a market order).
+    The entry's margin is decided at its fill by :func:`entry_size`; its protective levels by
+    :func:`protective_levels` and :func:`liquidation_price` once the position exists.
+    """
+    s, close_position, cancel_pending, add = decide(p_up, threshold, position_side, position_entries,
+                                                    pending_side, pending_entries, pyramid_max, direction)
+    if not add:
+        return close_position, cancel_pending, 0, ENTRY_MARKET, 0.0
+    if limit_entry:
+        return close_position, cancel_pending, s, ENTRY_LIMIT, close * (1.0 - s * limit_offset)
+    return close_position, cancel_pending, s, ENTRY_MARKET, 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def entry_size(free_balance: float, order_size: float, leverage: float, min_notional: float) -> tuple[float, float]:
+    """The margin rule of one entry at its fill: margin ``order_size * free_balance`` (free balance =
+    equity marked at the fill price minus margin in use, quote currency), notional ``margin * leverage``.
+    Returns ``(margin, notional)``; ``(0.0, 0.0)`` when the entry is skipped (no free balance, or a
+    notional below ``min_notional``)."""
+    margin = order_size * free_balance
+    notional = margin * leverage
+    if not (margin > 0.0 and notional >= min_notional and notional > 0.0):
+        return 0.0, 0.0
+    return margin, notional
+
+
+@njit(cache=True, error_model="numpy")
+def protective_levels(side: int, avg_price: float, take_profit: float, stop_loss: float) -> tuple[float, float]:
+    """Take-profit and stop prices of a position on ``side`` (+1/-1) with average entry price
+    ``avg_price``; ``take_profit``/``stop_loss`` are fractions of it. Returns ``(take_profit_price,
+    stop_price)``, each 0.0 when its fraction is 0 (no such exit)."""
+    tp_px = 0.0
+    sl_px = 0.0
+    if side == 1:
+        if take_profit > 0.0:
+            tp_px = avg_price * (1.0 + take_profit)
+        if stop_loss > 0.0:
+            sl_px = avg_price * (1.0 - stop_loss)
+    else:
+        if take_profit > 0.0:
+            tp_px = avg_price * (1.0 - take_profit)
+        if stop_loss > 0.0:
+            sl_px = avg_price * (1.0 + stop_loss)
+    return tp_px, sl_px
+
+
+@njit(cache=True, error_model="numpy")
+def liquidation_price(side: int, qty: float, avg: float, margin: float, mmr: float) -> float:
+    """Isolated-margin liquidation price of a position of ``qty`` units at average price ``avg``
+    with ``margin`` (quote currency) and maintenance margin rate ``mmr`` (fraction):
+    ``(Q*P - M) / (Q*(1 - mmr))`` for a long (0 when it cannot be liquidated),
+    ``(Q*P + M) / (Q*(1 + mmr))`` for a short."""
+    if side == 1:
+        return max((qty * avg - margin) / (qty * (1.0 - mmr)), 0.0)
+    return (qty * avg + margin) / (qty * (1.0 + mmr))
+
+
+@njit(cache=True, error_model="numpy")
+def exit_at_close(side: int, avg_price: float, close: float, take_profit: float, stop_loss: float) -> int:
+    """The close-checked exit (``exit_check: close``) of a position: -1 stop-loss, +1 take-profit,
+    0 none. The stop is checked first: ``side * (close - avg) <= -stop_loss * avg``, then
+    ``side * (close - avg) >= take_profit * avg`` (fractions; 0 = no such exit)."""
+    if stop_loss > 0.0 and side * (close - avg_price) <= -stop_loss * avg_price:
+        return -1
+    if take_profit > 0.0 and side * (close - avg_price) >= take_profit * avg_price:
+        return 1
+    return 0

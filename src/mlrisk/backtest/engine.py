@@ -55,10 +55,14 @@ stops opening entries.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
-from mlrisk.strategy import decide
+from mlrisk.errors import DataError
+from mlrisk.strategy import ENTRY_LIMIT, entry_size, exit_at_close, liquidation_price, order_intents, protective_levels
 
 # parameter vector layout
 (P_INITIAL, P_THRESHOLD, P_LEVERAGE, P_ORDER_SIZE, P_PYRAMID_MAX, P_ENTRY_LIMIT, P_LIMIT_OFFSET, P_LIMIT_TTL,
@@ -80,47 +84,93 @@ ENTRY_KINDS = ("market", "limit")
 N_SUMMARY = 8
 
 
+
+class Config(NamedTuple):
+    """The parameter vector unpacked once (see ``P_*``; :func:`config`), typed for the compiled step."""
+    threshold: float
+    leverage: float
+    order_size: float
+    pyramid_max: int
+    limit_entry: bool
+    limit_offset: float
+    limit_ttl: int
+    hold: int
+    take_profit: float
+    stop_loss: float
+    exit_at_close: bool
+    fee: float
+    maker_fee: float
+    slippage: float
+    funding: float
+    mmr: float
+    liq_fee: float
+    min_notional: float
+    direction: int
+
+
+class Account(NamedTuple):
+    """The account's scalars between candles (the rest of its state: ``entries`` and ``orders`` arrays)."""
+    balance: float          # cash: initial equity + realised P&L - fees - funding, quote currency
+    side: int               # the open position's side, +1/-1, 0 when flat
+    n_entries: int          # filled entries of the position (rows in use of ``entries``)
+    first_candle: int       # candle of the position's first entry (-1 none)
+    last_limit_fill: int    # candle of the latest limit fill (-1 none)
+    order_side: int         # side of the resting limit orders, 0 when none
+    n_orders: int           # resting limit orders (rows in use of ``orders``)
+    market_entry: int       # side of a market entry to fill at the next open, 0 none
+    market_exit: bool       # close the position at the next open
+
+
+# the position's filled entries, one row each (pyramid_max rows, the first n_entries in use)
+(E_QTY, E_PRICE, E_MARGIN, E_FEE, E_FUNDING, E_CANDLE, E_KIND) = range(7)
+N_ENTRY_FIELDS = 7
+# the resting limit orders, oldest first (pyramid_max rows, the first n_orders in use); expiry = the
+# first candle on whose close the order is dropped (it may fill up to that candle)
+(O_PRICE, O_EXPIRE) = range(2)
+N_ORDER_FIELDS = 2
+STATE_VERSION = 1
+
+
 @njit(cache=True)
-def liquidation_price(side: int, qty: float, avg: float, margin: float, mmr: float) -> float:
-    """Isolated-margin liquidation price of a position (0 for a long that cannot be liquidated)."""
-    if side == 1:
-        return max((qty * avg - margin) / (qty * (1.0 - mmr)), 0.0)
-    return (qty * avg + margin) / (qty * (1.0 + mmr))
+def config(prm: np.ndarray) -> Config:
+    """The parameter vector as a :class:`Config`."""
+    return Config(prm[P_THRESHOLD], prm[P_LEVERAGE], prm[P_ORDER_SIZE], int(prm[P_PYRAMID_MAX]),
+                  prm[P_ENTRY_LIMIT] > 0.5, prm[P_LIMIT_OFFSET], int(prm[P_LIMIT_TTL]), int(prm[P_HOLD]),
+                  prm[P_TAKE_PROFIT], prm[P_STOP_LOSS], prm[P_EXIT_CLOSE] > 0.5, prm[P_FEE], prm[P_MAKER_FEE],
+                  prm[P_SLIPPAGE], prm[P_FUNDING], prm[P_MMR], prm[P_LIQ_FEE], prm[P_MIN_NOTIONAL],
+                  int(prm[P_DIRECTION]))
 
 
 @njit(cache=True, inline="always")
-def _drop_order(j: int, nl: int, l_price: np.ndarray, l_expire: np.ndarray) -> int:
+def _drop_order(j: int, nl: int, orders: np.ndarray) -> int:
     """Remove resting order ``j`` of ``nl`` (later orders move up, keeping their order); returns ``nl - 1``."""
     for jj in range(j, nl - 1):
-        l_price[jj] = l_price[jj + 1]
-        l_expire[jj] = l_expire[jj + 1]
+        orders[jj, O_PRICE] = orders[jj + 1, O_PRICE]
+        orders[jj, O_EXPIRE] = orders[jj + 1, O_EXPIRE]
     return nl - 1
 
 
 @njit(cache=True, inline="always")
-def _position(side: int, k: int, e_qty: np.ndarray, e_price: np.ndarray, e_margin: np.ndarray,
-              mmr: float) -> tuple[float, float]:
+def _position(side: int, k: int, entries: np.ndarray, mmr: float) -> tuple[float, float]:
     """The open position's average entry price and isolated-margin liquidation price."""
     q_tot = 0.0
     m_tot = 0.0
     cost = 0.0
     for i in range(k):
-        q_tot += e_qty[i]
-        m_tot += e_margin[i]
-        cost += e_qty[i] * e_price[i]
+        q_tot += entries[i, E_QTY]
+        m_tot += entries[i, E_MARGIN]
+        cost += entries[i, E_QTY] * entries[i, E_PRICE]
     avg = cost / q_tot
     return avg, liquidation_price(side, q_tot, avg, m_tot, mmr)
 
 
 @njit(cache=True)
-def _close_position(t: int, px: float, reason: int, fee_rate: float, side: int, k: int,
-                    e_qty: np.ndarray, e_price: np.ndarray, e_margin: np.ndarray, e_fee: np.ndarray,
-                    e_fund: np.ndarray, e_idx: np.ndarray, e_kind: np.ndarray,
+def _close_position(t: int, px: float, reason: int, fee_rate: float, side: int, k: int, entries: np.ndarray,
                     balance: float, liq_fee_rate: float, mmr: float, trades: np.ndarray, ntr: int) -> tuple[float, int]:
     """Close all ``k`` entries at ``px``; returns (new balance, new trade count). An exit whose
     price is at or beyond the liquidation price is a liquidation (the exchange would get there first)."""
     if reason != R_LIQUIDATION:
-        _, liq = _position(side, k, e_qty, e_price, e_margin, mmr)
+        _, liq = _position(side, k, entries, mmr)
         if (side == 1 and px <= liq) or (side == -1 and px >= liq):
             reason = R_LIQUIDATION
             px = liq
@@ -128,26 +178,26 @@ def _close_position(t: int, px: float, reason: int, fee_rate: float, side: int, 
         m_total = 0.0
         fee_total = 0.0
         for i in range(k):
-            m_total += e_margin[i]
-            fee_total += liq_fee_rate * e_qty[i] * px
+            m_total += entries[i, E_MARGIN]
+            fee_total += liq_fee_rate * entries[i, E_QTY] * px
         loss = m_total + fee_total
         scale = 1.0
         if loss > balance:  # never take more than the account holds
             scale = max(balance, 0.0) / loss if loss > 0 else 0.0
         for i in range(k):
-            exit_fee = liq_fee_rate * e_qty[i] * px * scale
-            pnl = -e_margin[i] * scale - exit_fee - e_fee[i] - e_fund[i]
-            _record(trades, ntr, e_idx[i], t, side, e_price[i], px, e_qty[i], e_margin[i], e_fee[i], exit_fee,
-                    e_fund[i], pnl, reason, e_kind[i])
+            exit_fee = liq_fee_rate * entries[i, E_QTY] * px * scale
+            pnl = -entries[i, E_MARGIN] * scale - exit_fee - entries[i, E_FEE] - entries[i, E_FUNDING]
+            _record(trades, ntr, entries[i, E_CANDLE], t, side, entries[i, E_PRICE], px, entries[i, E_QTY], entries[i, E_MARGIN],
+                    entries[i, E_FEE], exit_fee, entries[i, E_FUNDING], pnl, reason, entries[i, E_KIND])
             ntr += 1
         return balance - loss * scale, ntr
     for i in range(k):
-        exit_fee = fee_rate * e_qty[i] * px
-        gross = side * e_qty[i] * (px - e_price[i])
-        pnl = gross - e_fee[i] - exit_fee - e_fund[i]
+        exit_fee = fee_rate * entries[i, E_QTY] * px
+        gross = side * entries[i, E_QTY] * (px - entries[i, E_PRICE])
+        pnl = gross - entries[i, E_FEE] - exit_fee - entries[i, E_FUNDING]
         balance += gross - exit_fee
-        _record(trades, ntr, e_idx[i], t, side, e_price[i], px, e_qty[i], e_margin[i], e_fee[i], exit_fee,
-                e_fund[i], pnl, reason, e_kind[i])
+        _record(trades, ntr, entries[i, E_CANDLE], t, side, entries[i, E_PRICE], px, entries[i, E_QTY], entries[i, E_MARGIN],
+                    entries[i, E_FEE], exit_fee, entries[i, E_FUNDING], pnl, reason, entries[i, E_KIND])
         ntr += 1
     return balance, ntr
 
@@ -172,102 +222,104 @@ def _record(trades: np.ndarray, r: int, entry_idx: float, exit_idx: int, side: i
 
 
 @njit(cache=True, inline="always")
-def _open_entry(t: int, px: float, fee_rate: float, kind: int, side: int, k: int,
-                e_qty: np.ndarray, e_price: np.ndarray, e_margin: np.ndarray, e_fee: np.ndarray,
-                e_fund: np.ndarray, e_idx: np.ndarray, e_kind: np.ndarray, balance: float,
-                order_size: float, lev: float, min_notional: float) -> tuple[bool, float, int]:
-    """Fill entry ``k`` of a position on ``side`` (0 when flat) at ``px`` (kind 0 market, 1 limit): margin is
-    ``order_size`` x free balance (equity marked at ``px`` minus margin in use), notional
-    ``margin x lev``, fee ``fee_rate`` x notional. Returns (filled, new balance, new entry count);
-    an entry below ``min_notional`` (or with no free balance) is skipped."""
+def _open_entry(t: int, px: float, fee_rate: float, kind: int, side: int, k: int, entries: np.ndarray,
+                balance: float, order_size: float, lev: float, min_notional: float) -> tuple[bool, float, int]:
+    """Fill entry ``k`` of a position on ``side`` (0 when flat) at ``px`` (kind 0 market, 1 limit), sized by
+    :func:`mlrisk.strategy.entry_size` on the free balance (equity marked at ``px`` minus margin in use);
+    fee ``fee_rate`` x notional. Returns (filled, new balance, new entry count)."""
     m_tot = 0.0
     upnl = 0.0
     for i in range(k):
-        m_tot += e_margin[i]
-        upnl += side * e_qty[i] * (px - e_price[i])
-    margin = order_size * (balance + upnl - m_tot)
-    notional = margin * lev
-    if not (margin > 0.0 and notional >= min_notional and notional > 0.0):
+        m_tot += entries[i, E_MARGIN]
+        upnl += side * entries[i, E_QTY] * (px - entries[i, E_PRICE])
+    margin, notional = entry_size(balance + upnl - m_tot, order_size, lev, min_notional)
+    if not margin > 0.0:
         return False, balance, k
-    e_qty[k] = notional / px
-    e_price[k] = px
-    e_margin[k] = margin
-    e_fee[k] = fee_rate * notional
-    e_fund[k] = 0.0
-    e_idx[k] = t
-    e_kind[k] = kind
+    entries[k, E_QTY] = notional / px
+    entries[k, E_PRICE] = px
+    entries[k, E_MARGIN] = margin
+    entries[k, E_FEE] = fee_rate * notional
+    entries[k, E_FUNDING] = 0.0
+    entries[k, E_CANDLE] = t
+    entries[k, E_KIND] = kind
     return True, balance - fee_rate * notional, k + 1
 
 
 @njit(cache=True)
-def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, p_up: np.ndarray,
-               prm: np.ndarray, equity: np.ndarray, trades: np.ndarray) -> int:
-    """Simulate one parameter vector. Fills ``equity`` (one value per close) and ``trades`` (rows of
-    :data:`N_TRADE_FIELDS`, at least ``len(close) + 1`` rows); returns the number of trade rows."""
-    n = close.shape[0]
-    thr = prm[P_THRESHOLD]
-    lev = prm[P_LEVERAGE]
-    order_size = prm[P_ORDER_SIZE]
-    pm = int(prm[P_PYRAMID_MAX])
-    use_limit = prm[P_ENTRY_LIMIT] > 0.5
-    offset = prm[P_LIMIT_OFFSET]
-    ttl = int(prm[P_LIMIT_TTL])
-    hold = int(prm[P_HOLD])
-    tp = prm[P_TAKE_PROFIT]
-    sl = prm[P_STOP_LOSS]
-    at_close = prm[P_EXIT_CLOSE] > 0.5
-    fee = prm[P_FEE]
-    maker = prm[P_MAKER_FEE]
-    slip = prm[P_SLIPPAGE]
-    funding = prm[P_FUNDING]
-    mmr = prm[P_MMR]
-    liq_fee = prm[P_LIQ_FEE]
-    min_notional = prm[P_MIN_NOTIONAL]
-    direction = int(prm[P_DIRECTION])
+def fresh_state(initial_equity: float, pyramid_max: int) -> tuple[Account, np.ndarray, np.ndarray]:
+    """A fresh account: ``(Account, entries, orders)``, flat, no orders, balance ``initial_equity``."""
+    return (Account(initial_equity, 0, 0, -1, -1, 0, 0, 0, False), np.zeros((pyramid_max, N_ENTRY_FIELDS)),
+            np.zeros((pyramid_max, N_ORDER_FIELDS)))
 
-    balance = prm[P_INITIAL]
-    side = 0
-    k = 0
-    e_qty = np.zeros(pm)
-    e_price = np.zeros(pm)
-    e_margin = np.zeros(pm)
-    e_fee = np.zeros(pm)
-    e_fund = np.zeros(pm)
-    e_idx = np.zeros(pm)
-    e_kind = np.zeros(pm)
-    first_idx = -1
-    last_limit_fill = -1
-    l_side = 0
-    nl = 0
-    l_price = np.zeros(pm)
-    l_expire = np.zeros(pm, dtype=np.int64)
-    m_entry = 0
-    m_exit = False
-    ntr = 0
 
-    for t in range(n):
-        o = open_[t]
-        h = high[t]
-        lo = low[t]
-        c = close[t]
+@njit(cache=True)
+def advance(acct: Account, entries: np.ndarray, orders: np.ndarray, t0: int, open_: np.ndarray, high: np.ndarray,
+            low: np.ndarray, close: np.ndarray, p_up: np.ndarray, cfg: Config, final: bool, trades: np.ndarray,
+            ntr: int, equity: np.ndarray) -> tuple[Account, int]:
+    """Run one account through candles ``t0, t0 + 1, ...`` (one per element of ``open_``, ``high``,
+    ``low``, ``close`` and ``p_up``, the probability of up known at that candle's close). The live
+    paper broker calls it with one candle at a time, the backtest with all of them: the same
+    compiled code either way.
+
+    Each candle, in the order of the module docstring: fills at the open, resting limit fills,
+    intrabar exits, close-checked exits, funding, mark to market, then the orders decided at the
+    close by :func:`mlrisk.strategy.order_intents`. With ``final`` the last candle given is the end
+    of the data: no order is placed at its close (nothing could fill it).
+
+    Updates ``entries`` and ``orders`` in place, writes each close's equity to ``equity`` (one per
+    candle given) and each closed entry to ``trades`` from row ``ntr`` on (at most
+    ``2 * pyramid_max`` rows per candle). Returns (the account after the last candle, new row
+    count). Candle numbers ``t`` (entry candles, ``hold``, limit expiry) count from any fixed origin.
+    (One loop over the candles given, not a per-candle call inlined in a loop: numba would then
+    increment and decrement the reference counts of the three arrays on every candle, which
+    costs about a quarter of the engine's speed.)"""
+    balance = acct.balance
+    side = acct.side
+    k = acct.n_entries
+    first_idx = acct.first_candle
+    last_limit_fill = acct.last_limit_fill
+    l_side = acct.order_side
+    nl = acct.n_orders
+    m_entry = acct.market_entry
+    m_exit = acct.market_exit
+
+    lev = cfg.leverage
+    order_size = cfg.order_size
+    pm = cfg.pyramid_max
+    hold = cfg.hold
+    tp = cfg.take_profit
+    sl = cfg.stop_loss
+    at_close = cfg.exit_at_close
+    fee = cfg.fee
+    slip = cfg.slippage
+    mmr = cfg.mmr
+    liq_fee = cfg.liq_fee
+    min_notional = cfg.min_notional
+    m = close.shape[0]
+
+    for i_c in range(m):
+        t = t0 + i_c
+        o = open_[i_c]
+        h = high[i_c]
+        lo = low[i_c]
+        c = close[i_c]
         # ---- (1) at the open: a gap beyond the liquidation price liquidates; then exits, then market entries
         if side != 0:
-            _, liq = _position(side, k, e_qty, e_price, e_margin, mmr)
+            _, liq = _position(side, k, entries, mmr)
             if (side == 1 and o <= liq) or (side == -1 and o >= liq):
-                balance, ntr = _close_position(t, liq, R_LIQUIDATION, fee, side, k, e_qty, e_price, e_margin, e_fee,
-                                               e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
+                balance, ntr = _close_position(t, liq, R_LIQUIDATION, fee, side, k, entries, balance, liq_fee, mmr,
+                                               trades, ntr)
                 side = 0
                 k = 0
         if side != 0 and (m_exit or (hold > 0 and t - first_idx >= hold)):
             reason = R_SIGNAL if m_exit else R_HOLD
-            balance, ntr = _close_position(t, o * (1.0 - side * slip), reason, fee, side, k, e_qty, e_price, e_margin,
-                                           e_fee, e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
+            balance, ntr = _close_position(t, o * (1.0 - side * slip), reason, fee, side, k, entries, balance, liq_fee,
+                                           mmr, trades, ntr)
             side = 0
             k = 0
         m_exit = False
         if m_entry != 0:
-            filled, balance, k = _open_entry(t, o * (1.0 + m_entry * slip), fee, 0, side, k, e_qty,
-                                             e_price, e_margin, e_fee, e_fund, e_idx, e_kind, balance,
+            filled, balance, k = _open_entry(t, o * (1.0 + m_entry * slip), fee, 0, side, k, entries, balance,
                                              order_size, lev, min_notional)
             if filled and side == 0:
                 side = m_entry
@@ -277,32 +329,30 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
         # (orders past their ttl were dropped at the previous close, so every order here may fill)
         j = 0
         while j < nl:
-            px = l_price[j]
+            px = orders[j, O_PRICE]
             hit = (l_side == 1 and lo < px) or (l_side == -1 and h > px)
             if hit and (side == 0 or side == l_side) and k < pm:
-                filled, balance, k = _open_entry(t, px, maker, 1, side, k, e_qty, e_price, e_margin,
-                                                 e_fee, e_fund, e_idx, e_kind, balance, order_size, lev,
+                filled, balance, k = _open_entry(t, px, cfg.maker_fee, 1, side, k, entries, balance, order_size, lev,
                                                  min_notional)
                 if filled:
                     if side == 0:
                         side = l_side
                         first_idx = t
                     last_limit_fill = t
-                nl = _drop_order(j, nl, l_price, l_expire)
+                nl = _drop_order(j, nl, orders)
                 continue
             j += 1
         if nl == 0:
             l_side = 0
         # ---- (3) intrabar exits
         if side != 0 and last_limit_fill != t:
-            avg, liq = _position(side, k, e_qty, e_price, e_margin, mmr)
+            avg, liq = _position(side, k, entries, mmr)
+            tp_lvl, stop = protective_levels(side, avg, tp, sl)
             exit_px = 0.0
             reason = -1
             if side == 1:
                 liq_hit = lo <= liq
-                stop = avg * (1.0 - sl)
                 stop_hit = (not at_close) and sl > 0.0 and lo <= stop
-                tp_lvl = avg * (1.0 + tp)
                 tp_hit = (not at_close) and tp > 0.0 and h >= tp_lvl
                 if liq_hit and (o <= liq or not stop_hit or liq >= stop):
                     reason = R_LIQUIDATION
@@ -315,9 +365,7 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
                     exit_px = max(o, tp_lvl) * (1.0 - slip)
             else:
                 liq_hit = h >= liq
-                stop = avg * (1.0 + sl)
                 stop_hit = (not at_close) and sl > 0.0 and h >= stop
-                tp_lvl = avg * (1.0 - tp)
                 tp_hit = (not at_close) and tp > 0.0 and lo <= tp_lvl
                 if liq_hit and (o >= liq or not stop_hit or liq <= stop):
                     reason = R_LIQUIDATION
@@ -329,62 +377,84 @@ def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.n
                     reason = R_TAKE_PROFIT
                     exit_px = min(o, tp_lvl) * (1.0 + slip)
             if reason >= 0:
-                balance, ntr = _close_position(t, exit_px, reason, fee, side, k, e_qty, e_price, e_margin, e_fee,
-                                               e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
+                balance, ntr = _close_position(t, exit_px, reason, fee, side, k, entries, balance, liq_fee, mmr, trades, ntr)
                 side = 0
                 k = 0
         # ---- (4) at the close
         if side != 0 and at_close and last_limit_fill != t and (sl > 0.0 or tp > 0.0):
-            avg, _ = _position(side, k, e_qty, e_price, e_margin, mmr)
-            reason = -1
-            if sl > 0.0 and side * (c - avg) <= -sl * avg:
-                reason = R_STOP_LOSS
-            elif tp > 0.0 and side * (c - avg) >= tp * avg:
-                reason = R_TAKE_PROFIT
-            if reason >= 0:
-                balance, ntr = _close_position(t, c * (1.0 - side * slip), reason, fee, side, k, e_qty, e_price,
-                                               e_margin, e_fee, e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
+            avg, _ = _position(side, k, entries, mmr)
+            x = exit_at_close(side, avg, c, tp, sl)
+            if x != 0:
+                reason = R_STOP_LOSS if x < 0 else R_TAKE_PROFIT
+                balance, ntr = _close_position(t, c * (1.0 - side * slip), reason, fee, side, k, entries, balance, liq_fee,
+                                               mmr, trades, ntr)
                 side = 0
                 k = 0
         upnl = 0.0
         if side != 0:
+            funding = cfg.funding
             if funding != 0.0:
                 for i in range(k):
-                    f = funding * e_qty[i] * c * side
-                    e_fund[i] += f
+                    f = funding * entries[i, E_QTY] * c * side
+                    entries[i, E_FUNDING] += f
                     balance -= f
             for i in range(k):
-                upnl += side * e_qty[i] * (c - e_price[i])
-        equity[t] = max(balance + upnl, 0.0)
+                upnl += side * entries[i, E_QTY] * (c - entries[i, E_PRICE])
+        equity[i_c] = max(balance + upnl, 0.0)
         # expired limit orders stop counting once they can no longer fill
         j = 0
         while j < nl:
-            if l_expire[j] <= t:
-                nl = _drop_order(j, nl, l_price, l_expire)
+            if orders[j, O_EXPIRE] <= t:
+                nl = _drop_order(j, nl, orders)
                 continue
             j += 1
         if nl == 0:
             l_side = 0
-        s, close_pos, cancel, add = decide(p_up[t], thr, side, k, l_side, nl, pm, direction)
-        if s != 0:
-            if close_pos:
-                m_exit = True
-            if cancel:
-                nl = 0
-                l_side = 0
-            if add and t < n - 1:
-                if use_limit:
-                    l_side = s
-                    l_price[nl] = c * (1.0 - s * offset)
-                    l_expire[nl] = t + ttl
-                    nl += 1
-                else:
-                    m_entry = s
-    if side != 0 and n > 0:
-        c = close[n - 1]
-        balance, ntr = _close_position(n - 1, c * (1.0 - side * slip), R_END, fee, side, k, e_qty, e_price, e_margin,
-                                       e_fee, e_fund, e_idx, e_kind, balance, liq_fee, mmr, trades, ntr)
-        equity[n - 1] = max(balance, 0.0)
+        close_pos, cancel, e_side, e_kind, e_price = order_intents(
+            p_up[i_c], c, cfg.threshold, side, k, l_side, nl, pm, cfg.direction, cfg.limit_entry, cfg.limit_offset)
+        if close_pos:
+            m_exit = True
+        if cancel:
+            nl = 0
+            l_side = 0
+        if e_side != 0 and not (final and i_c == m - 1):
+            if e_kind == ENTRY_LIMIT:
+                l_side = e_side
+                orders[nl, O_PRICE] = e_price
+                orders[nl, O_EXPIRE] = t + cfg.limit_ttl
+                nl += 1
+            else:
+                m_entry = e_side
+    return Account(balance, side, k, first_idx, last_limit_fill, l_side, nl, m_entry, m_exit), ntr
+
+
+@njit(cache=True)
+def close_out(acct: Account, entries: np.ndarray, t: int, c: float, cfg: Config, trades: np.ndarray,
+              ntr: int) -> tuple[Account, float, int]:
+    """Close the open position, if any, at ``c`` moved by slippage (reason ``end``) in candle ``t``; resting
+    and pending orders stay. Returns (account, equity, new trade row count); the backtest calls it
+    after its last candle."""
+    balance = acct.balance
+    if acct.side != 0:
+        balance, ntr = _close_position(t, c * (1.0 - acct.side * cfg.slippage), R_END, cfg.fee, acct.side,
+                                       acct.n_entries, entries, balance, cfg.liq_fee, cfg.mmr, trades, ntr)
+        acct = Account(balance, 0, 0, acct.first_candle, acct.last_limit_fill, acct.order_side, acct.n_orders,
+                       acct.market_entry, acct.market_exit)
+    return acct, max(balance, 0.0), ntr
+
+
+@njit(cache=True)
+def run_kernel(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, p_up: np.ndarray,
+               prm: np.ndarray, equity: np.ndarray, trades: np.ndarray) -> int:
+    """Simulate one parameter vector: :func:`advance` through every candle from :func:`fresh_state`, then
+    :func:`close_out` at the last close. Fills ``equity`` (one value per close) and ``trades`` (rows of
+    :data:`N_TRADE_FIELDS`, at least ``len(close) + 1`` rows); returns the number of trade rows."""
+    n = close.shape[0]
+    cfg = config(prm)
+    acct, entries, orders = fresh_state(prm[P_INITIAL], cfg.pyramid_max)
+    acct, ntr = advance(acct, entries, orders, 0, open_, high, low, close, p_up, cfg, True, trades, 0, equity)
+    if acct.side != 0 and n > 0:
+        acct, equity[n - 1], ntr = close_out(acct, entries, n - 1, close[n - 1], cfg, trades, ntr)
     return ntr
 
 
