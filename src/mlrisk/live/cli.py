@@ -156,6 +156,7 @@ def _replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, in
         try:
             bot = _bot(settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms)
             res = run_replay(bot, candles, start_ms)
+            log.event("replay_end", candles=res.candles, equity=res.equity, seconds=round(res.seconds, 3))
         finally:
             log.close()
             store.close()

@@ -77,7 +77,7 @@ def fill_gaps(df: pd.DataFrame, interval_ms: int) -> pd.DataFrame:
 
 def open_ms(df: pd.DataFrame) -> np.ndarray:
     """Open times as epoch ms (int64)."""
-    return df["open_time"].astype("int64").to_numpy()
+    return pd.DatetimeIndex(df["open_time"]).as_unit("ms").asi8
 
 
 # -------------------------------------------------------------------------------------------- log
@@ -304,13 +304,30 @@ class PollingFeed:
         self.server_now()
         return self.klines.fetch(self.symbol, self.interval, self.interval_ms, start_ms)
 
+    def history(self, start_ms: int) -> pd.DataFrame:
+        """Closed candles from ``start_ms`` to now, retried like :meth:`wait_for` when the exchange
+        fails (:class:`FeedStalled` after ``max_stale_s`` of failures)."""
+        waited = 0.0
+        while True:
+            try:
+                return self.fetch(start_ms)
+            except ExchangeError as e:
+                if waited >= self.max_stale_ms / 1000:
+                    raise FeedStalled(f"cannot load the candle history for {waited:.0f} s (limit MLRISK_MAX_STALE_S "
+                                      f"{self.max_stale_ms / 1000:.0f} s): {e}; stopped safely, state saved") from None
+                self.warnings += 1
+                self.warn(f"candle history not loaded: {e}; retrying")
+                self._wait(self.poll_retry_s)
+                waited += self.poll_retry_s
+                if self.stop():
+                    return pd.DataFrame()
+
     def _wait(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while not self.stop():
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            self.sleep(min(left, self.poll_retry_s))
+        slept = 0.0
+        while not self.stop() and slept < seconds:
+            step = min(seconds - slept, self.poll_retry_s)
+            self.sleep(step)
+            slept += step
 
     def wait_for(self, next_open_ms: int) -> pd.DataFrame | None:
         """Closed candles with open time >= ``next_open_ms`` (at least one), or None when stopped."""
@@ -367,7 +384,7 @@ def run_paper(bot: Bot, feed: PollingFeed, stop: Stopper, on_candle: Callable[[C
         nxt = last + iv
     else:
         nxt = feed.server_now() // iv * iv  # the candle forming now is the first one decided
-    hist = feed.fetch(nxt - (bot.need + 2) * iv)
+    hist = feed.history(nxt - (bot.need + 2) * iv)
     hist = fill_gaps(hist, iv) if len(hist) else hist
     while not stop():
         t = open_ms(hist) if len(hist) else np.empty(0, dtype="int64")
