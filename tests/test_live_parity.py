@@ -8,6 +8,7 @@
   in a fresh clone without a cache, trades identically; a corrupted remote object is refused."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -158,10 +159,11 @@ def test_rev_reads_the_tagged_model_from_a_local_dvc_remote_in_a_fresh_clone(rep
     clone = tmp_path / "clone"
     _sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
     assert not (clone / "models/model.keras").exists() and not (clone / ".dvc/cache").exists()
-    import dvc.api
+    from dvc.repo import Repo
 
-    art = dvc.api.artifacts_show("lstm-model", repo=str(clone))  # declared in dvc.yaml
-    assert art["path"] == "models/model.keras"
+    with Repo(str(clone)) as dvc_repo:  # the model is declared as a DVC artifact in dvc.yaml
+        art = dvc_repo.artifacts.read()["dvc.yaml"]["lstm-model"]
+    assert art.path == "models/model.keras" and art.type == "model"
     _, _, trades = _replay(repo, clone, "--repo", str(clone), "--rev", "model-v1")
     ref = pd.read_csv(repo / "reports/trades.csv")
     assert trades[["entry_time", "exit_time", "side", "exit_reason"]].equals(ref[["entry_time", "exit_time", "side", "exit_reason"]])
@@ -178,3 +180,79 @@ def test_rev_reads_the_tagged_model_from_a_local_dvc_remote_in_a_fresh_clone(rep
     assert r.returncode == 2 and "models/model.keras at model-v1 has MD5" in r.stderr, r.stderr
     r = _live("--replay", str(repo / RAW), *FUTURES, "--repo", str(fresh), "--rev", "no-such-tag", cwd=fresh, ok=False)
     assert r.returncode == 2 and "no-such-tag" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def _wait_records(log: Path, n: int, proc: subprocess.Popen, timeout: float = 120.0) -> list[dict]:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        recs = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+        if sum("event" not in r for r in recs) >= n:
+            return recs
+        if proc.poll() is not None:
+            raise AssertionError(f"the bot exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {n} candles logged in {timeout} s")
+
+
+def test_paper_mode_against_the_local_server_runs_until_sigterm_resumes_and_stops_on_the_kill_switch(repo: Path,
+                                                                                                         tmp_path: Path):
+    import signal
+    import threading
+
+    from fake_binance import FakeBinance
+
+    raw = pd.read_parquet(repo / RAW)
+    rows = [[int(t.value // 10**6), repr(o), repr(h), repr(lo), repr(c), repr(v), int(t.value // 10**6) + 3_599_999,
+             "0", 0, "0", "0", "0"] for t, o, h, lo, c, v in raw[["open_time", "open", "high", "low", "close", "volume"]]
+            .itertuples(index=False)]
+    pred = pd.read_parquet(repo / "reports/predictions.parquet")
+    start = int(pred["open_time"].iloc[0].value // 10**6)
+    key, secret = "KEYtestABCDEF0123456789", "SECRETtestZYXWV9876543210"
+    state, log, kill = tmp_path / "state.sqlite", tmp_path / "bot.jsonl", tmp_path / "STOP"
+    with FakeBinance({("BTCUSDT", "1h"): rows}, now_ms=start + 5_000) as fb:
+        ticking = threading.Event()
+
+        def tick():
+            while not ticking.wait(0.4):  # one hour of exchange time per 0.4 s
+                fb.now_ms += 3_600_000
+
+        threading.Thread(target=tick, daemon=True).start()
+        env = {**_env(), "MLRISK_BINANCE_BASE_URL": fb.url, "MLRISK_BINANCE_API_KEY": key,
+               "MLRISK_BINANCE_API_SECRET": secret}
+        args = [sys.executable, "-m", "mlrisk.live", "--mode", "paper", *FUTURES, "--state-file", str(state),
+                "--log-file", str(log), "--kill-switch-file", str(kill), "--poll-delay-s", "0", "--poll-retry-s", "0.1",
+                "--max-stale-s", "86400"]
+        try:
+            p1 = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            _wait_records(log, 4, p1)
+            p1.send_signal(signal.SIGTERM)
+            out1, err1 = p1.communicate(timeout=60)
+            assert p1.returncode == 0, err1
+            first = [json.loads(x) for x in log.read_text().splitlines()]
+            assert first[-1]["event"] == "stop" and first[-1]["reason"] == "SIGTERM"
+            n1 = sum("event" not in r for r in first)
+            p2 = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            _wait_records(log, n1 + 4, p2)
+            kill.touch()
+            out2, err2 = p2.communicate(timeout=60)
+            assert p2.returncode == 0, err2
+        finally:
+            ticking.set()
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert lines[-1]["event"] == "stop" and "kill switch" in lines[-1]["reason"]
+    starts = [r for r in lines if r.get("event") == "start"]
+    assert len(starts) == 2 and starts[1]["resume_after"] == first[-1]["last_candle"]
+    recs = [r for r in lines if "event" not in r]
+    opens = [r["open_ms"] for r in recs]
+    assert opens == list(range(opens[0], opens[0] + len(opens) * 3_600_000, 3_600_000))  # each candle once, no gap
+    # paper mode computes the evaluate stage's P(up) on the live candles too (windows after the test start)
+    p_eval = dict(zip(pd.DatetimeIndex(pred["open_time"]).as_unit("ms").asi8.tolist(), pred["p_up"]))
+    checked = [(r["p_up"], p_eval[r["open_ms"]]) for r in recs if not math.isnan(p_eval.get(r["open_ms"], math.nan))]
+    assert checked and max(abs(a - b) for a, b in checked) < 1e-6
+    # secrets never reach anything the bot wrote
+    written = [f.read_bytes() for f in tmp_path.glob("state.sqlite*")] + [log.read_bytes()]
+    for text in written + [(out1 + err1 + out2 + err2).encode()]:
+        assert key.encode() not in text and secret.encode() not in text
+    assert "live: " in err1 and "equity" in err1  # the readable line on stderr
