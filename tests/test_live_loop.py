@@ -165,3 +165,62 @@ def test_gaps_in_a_replay_file_are_filled_like_the_pipeline(tmp_path):
     with StateStore(tmp_path / "r.sqlite", symbol="BTCUSDT", interval="1h", mode="replay") as store:
         res = run_replay(_bot(store), c)
     assert res.candles == 30 and not math.isnan(res.equity)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--mode", "testnet"], "needs MLRISK_BINANCE_API_KEY"),
+    (["--mode", "live"], "needs MLRISK_BINANCE_API_KEY"),
+    (["--max-drawdown", "2"], "max_drawdown (MLRISK_MAX_DRAWDOWN)"),
+    (["--market", "spot", "--max-leverage", "3"], "max_leverage must be 1 on spot"),
+    (["--start", "2024-01-01"], "belong to --replay"),
+    (["--replay", "nope.parquet"], "no such file"),
+    (["--replay", "x.csv", "--start", "yesterday-ish"], "is not a date/time"),
+])
+def test_cli_errors_are_one_line_before_any_network_call(monkeypatch, tmp_path, capsys, argv, words):
+    import socket
+
+    from mlrisk.live import cli
+
+    def no_network(*a, **k):
+        raise AssertionError("network call")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("")
+    for var in ("MLRISK_BINANCE_API_KEY", "MLRISK_BINANCE_API_SECRET", "MLRISK_MODE", "MLRISK_MARKET"):
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(argv + ["--env-file", str(tmp_path / "none.env")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: live: ") and words in err[0], err
+
+
+def test_testnet_with_keys_is_refused_until_order_sending_exists(monkeypatch, tmp_path, capsys):
+    from mlrisk.live import cli
+
+    monkeypatch.setenv("MLRISK_BINANCE_API_KEY", "k" * 20)
+    monkeypatch.setenv("MLRISK_BINANCE_API_SECRET", "s" * 20)
+    assert cli.main(["--mode", "testnet", "--env-file", str(tmp_path / "none.env")]) == 2
+    err = capsys.readouterr().err
+    assert "not built yet" in err and "k" * 20 not in err
+
+
+def test_cli_without_a_pinned_model_says_run_dvc_repro(monkeypatch, tmp_path, capsys):
+    from mlrisk.live import cli
+
+    (tmp_path / "k.csv").write_text("")
+    assert cli.main(["--repo", str(tmp_path), "--replay", str(tmp_path / "k.csv"), "--env-file", str(tmp_path / "n")]) == 2
+    assert "dvc.lock not found: run `dvc repro`" in capsys.readouterr().err
+
+
+def test_help_documents_every_setting(capsys):
+    from mlrisk.live import cli
+    from mlrisk.live.settings import LiveSettings
+
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in LiveSettings.model_fields:
+        if name != "binance":
+            assert "--" + name.replace("_", "-") in out and f"MLRISK_{name.upper()}" in out
+    for flag in ("--replay", "--start", "--rev", "--trades-out", "--reset-halt"):
+        assert flag in out

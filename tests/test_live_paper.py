@@ -155,3 +155,26 @@ def test_halt_and_account_survive_a_restart(tmp_path):
         assert res.decision == "short" and res.halted and res.orders == [] and res.position["side"] == "flat"
         assert "halted" in res.blocked[0]
         assert b.state.account.next_candle == 5 and not math.isnan(res.equity)
+
+
+def test_flatten_on_stop_closes_at_the_last_close_and_is_saved(tmp_path):
+    import pandas as pd
+
+    prm = _prm()
+    candles = pd.DataFrame({"open_time": pd.to_datetime(T0 + np.arange(4) * H, unit="ms", utc=True),
+                            "open": [100.0] * 4, "high": [101.0] * 4, "low": [99.0] * 4,
+                            "close": [100.0, 100.0, 100.0, 101.0], "volume": [1.0] * 4})
+    path = tmp_path / "s.sqlite"
+    with StateStore(path, symbol="BTCUSDT", interval="1h") as store:
+        b = Bot(lambda h: 0.9, 1, 1, prm, H, LOOSE, store, CandleLog(None, None))
+        for i in range(4):
+            b.process(candles.iloc[: i + 1])
+        assert b.state.account.account.side == 1
+    with StateStore(path, symbol="BTCUSDT", interval="1h") as store:   # after a restart too
+        b = Bot(lambda h: 0.9, 1, 1, prm, H, LOOSE, store, CandleLog(None, None))
+        equity, trades = b.flatten()
+        assert len(trades) == 1 and trades[0, E.T_EXIT_PRICE] == 101.0 and E.EXIT_REASONS[int(trades[0, E.T_REASON])] == "end"
+        assert equity == pytest.approx(10000 + 0.5 * 10000 * 10 / 100 * 1.0)
+    with StateStore(path, symbol="BTCUSDT", interval="1h") as store:
+        saved = BotState.from_blob(store.step_state().data)
+        assert saved.account.account.side == 0 and saved.account.account.market_entry == 0
