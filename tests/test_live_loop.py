@@ -194,14 +194,17 @@ def test_cli_errors_are_one_line_before_any_network_call(monkeypatch, tmp_path, 
     assert len(err) == 1 and err[0].startswith("error: live: ") and words in err[0], err
 
 
-def test_testnet_with_keys_is_refused_until_order_sending_exists(monkeypatch, tmp_path, capsys):
+def test_testnet_with_keys_passes_the_settings_and_never_echoes_them(monkeypatch, tmp_path, capsys):
     from mlrisk.live import cli
 
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLRISK_BINANCE_API_KEY", "k" * 20)
     monkeypatch.setenv("MLRISK_BINANCE_API_SECRET", "s" * 20)
     assert cli.main(["--mode", "testnet", "--env-file", str(tmp_path / "none.env")]) == 2
     err = capsys.readouterr().err
-    assert "not built yet" in err and "k" * 20 not in err
+    assert "dvc.lock not found" in err and "k" * 20 not in err and "s" * 20 not in err
+    assert cli.main(["--mode", "testnet", "--replay", "x.parquet", "--env-file", str(tmp_path / "none.env")]) == 2
+    assert "--replay is offline" in capsys.readouterr().err
 
 
 def test_cli_without_a_pinned_model_says_run_dvc_repro(monkeypatch, tmp_path, capsys):

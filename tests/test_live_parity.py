@@ -39,8 +39,8 @@ def _env() -> dict[str, str]:
             "PYTHONPATH": str(ROOT / "src")}
 
 
-def _sh(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(list(args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+def _sh(*args: str, cwd: Path, ok: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    r = subprocess.run(list(args), cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=900)
     if ok:
         assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
@@ -135,6 +135,9 @@ def test_a_model_that_differs_from_dvc_lock_is_refused(repo: Path, tmp_path: Pat
     assert r.returncode == 2 and "not the model's interval 1h" in r.stderr
     r = _live("--replay", str(repo / RAW), cwd=repo, ok=False)  # spot cannot short
     assert r.returncode == 2 and "spot cannot short" in r.stderr
+    r = _sh(sys.executable, "-m", "mlrisk.live", "--mode", "testnet", *FUTURES, cwd=repo, ok=False,
+            env={"MLRISK_BINANCE_API_KEY": "k" * 16, "MLRISK_BINANCE_API_SECRET": "s" * 16})
+    assert r.returncode == 2 and "supports spot, long-only" in r.stderr and "direction both" in r.stderr
     params = repo / "params.yaml"
     text = params.read_text()
     try:

@@ -25,8 +25,10 @@ EXIT_STALLED = 3
 
 DESCRIPTION = """The live bot: trades the pinned model (models/ as recorded in dvc.lock, or --rev) one decision per
 closed candle, with the backtest's own per-candle step. Modes: paper (default; simulated fills on live
-candles polled from the exchange) and --replay FILE (the same loop over a stored candle file, offline,
-as fast as it can). testnet/live order sending is not built yet. Every setting below is also an
+candles polled from the exchange), testnet/live (the same decisions sent as spot MARKET orders: written
+ahead, unknown outcomes queried by client id, reconciliation at start; spot, long-only, leverage 1,
+market entries only) and --replay FILE (the same loop over a stored candle file, offline, as fast as
+it can). Every setting below is also an
 environment variable MLRISK_<NAME> (or a line in .env); keys are MLRISK_BINANCE_API_KEY/_SECRET."""
 
 
@@ -106,9 +108,8 @@ def _run(args: argparse.Namespace) -> int:
     from mlrisk.times import INTERVAL_MS, to_ms
 
     settings = _settings(args)
-    if settings.sends_orders:
-        raise SettingsError(f"mode {settings.mode}: sending orders to the exchange is not built yet; "
-                            "use --mode paper (simulated fills on live candles) or --replay FILE")
+    if settings.sends_orders and args.replay is not None:
+        raise SettingsError("--replay is offline: use it with --mode paper")
     if args.replay is None and (args.start or args.trades_out):
         raise SettingsError("--start and --trades-out belong to --replay FILE")
     start_ms = None
@@ -123,6 +124,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         symbol, interval = model.resolve(settings.symbol, settings.interval)
         _check_strategy(settings, model.backtest)
+        if settings.sends_orders:
+            from mlrisk.live.broker import check_supported
+
+            check_supported(model.backtest, settings.market)
         if args.replay is not None:
             return _replay(args, settings, model, symbol, interval, INTERVAL_MS[interval], start_ms)
         return _paper(args, settings, model, symbol, interval, INTERVAL_MS[interval])
@@ -195,7 +200,17 @@ def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
         r = store.risk()
         if r.halted:
             log.event("halted", reason=r.halt_reason, note="entries stay blocked; --reset-halt clears a drawdown halt")
-        bot = _bot(settings, model, store, log, interval_ms)
+        broker = None
+        if settings.sends_orders:
+            from mlrisk.live.broker import ExchangeBroker
+
+            signed = ExchangeClient(settings.binance, market=settings.market, signed=True)
+            signed.server_time_ms()  # the clock offset for signed requests
+            broker = ExchangeBroker(signed, store, symbol, settings.client_id_prefix, model.backtest.order_size,
+                                    model.backtest.min_notional)
+            for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
+                log.event("reconcile", order=line)
+        bot = _bot(settings, model, store, log, interval_ms, broker=broker)
         exchange = ExchangeClient(settings.binance, market=settings.market, signed=False)
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,
                            poll_retry_s=settings.poll_retry_s, max_stale_s=settings.max_stale_s, stop=stop,

@@ -147,6 +147,7 @@ class Bot:
     log: CandleLog
     window_start_ms: int | None = None
     clock: Callable[[int], int] | None = None
+    broker: Any = None  # an ExchangeBroker (testnet/live): the step's orders are written ahead, then sent
 
     def __post_init__(self) -> None:
         self.cfg = E.config(np.ascontiguousarray(self.prm, dtype=np.float64))
@@ -167,10 +168,13 @@ class Bot:
                 return math.nan
         return float(self.predict(hist.iloc[-self.need:]))
 
-    def process(self, hist: pd.DataFrame, final: bool = False, available_ms: float | None = None) -> CandleResult | None:
+    def process(self, hist: pd.DataFrame, final: bool = False, available_ms: float | None = None,
+                send: bool = True) -> CandleResult | None:
         """Decide the last candle of ``hist`` (closed candles, oldest first, contiguous); returns None
         when it was processed already. ``available_ms``: ``time.perf_counter()`` ms when the candle
-        became available, for the logged latency."""
+        became available, for the logged latency. ``send=False`` (catching up on candles closed while
+        the bot was down) with an exchange broker: the candle is stepped without a decision (P(up)
+        none), so no late order is ever sent and the simulated account stays in line with the real one."""
         row = hist.iloc[-1]
         t_open = int(open_ms(hist.iloc[-1:])[0])
         last = self.last_processed
@@ -178,13 +182,26 @@ class Bot:
             return None
         if self.state is None:
             self.state = BotState.fresh(self.prm, t_open, self.interval_ms)
-        p = self.p_up(hist)
+        catch_up = self.broker is not None and not send
+        p = math.nan if catch_up else self.p_up(hist)  # a decision that can no longer be acted on is not made
         clock = self.clock(t_open + self.interval_ms) if self.clock else now_ms()
         candle = (float(row["open"]), float(row["high"]), float(row["low"]), float(row["close"]))
         new, risk, res = paper_step(self.state, candle, t_open, p, self.cfg, self.limits, self.store.risk(), clock, final)
-        self.store.commit_candle(t_open, step_state=StepState(1, new.to_blob(), t_open), risk=risk)
+        orders: list[Any] = []
+        if self.broker is not None and send:
+            orders, skipped = self.broker.prepare(res.orders, candle[3], t_open)
+            res.blocked.extend(skipped)
+        elif catch_up:
+            res.blocked.append("catch-up: closed while the bot was down; stepped without a decision")
+        # write-ahead: the candle's orders, its state and the processed mark in one transaction
+        self.store.commit_candle(t_open, orders, step_state=StepState(1, new.to_blob(), t_open), risk=risk)
         self.state = new
         rec = res.record()
+        if self.broker is not None:
+            sent = self.broker.send_all(orders) if orders else []
+            rec["exchange_orders"] = [{"client_order_id": o.client_order_id, "side": o.side, "quantity": str(o.quantity),
+                                       "status": o.status.value, "executed_qty": str(o.executed_qty)} for o in sent]
+            rec["exchange_position"] = str(self.store.position(self.broker.symbol).quantity)
         if available_ms is not None:
             rec["latency_ms"] = round(time.perf_counter() * 1000 - available_ms, 3)
         self.log.write(rec)
@@ -401,10 +418,11 @@ def run_paper(bot: Bot, feed: PollingFeed, stop: Stopper, on_candle: Callable[[C
         else:
             continue_avail = None
         t = open_ms(hist)
-        for i in np.nonzero(t >= nxt)[0]:
+        todo = np.nonzero(t >= nxt)[0]
+        for i in todo:
             if stop():
                 break
-            res = bot.process(hist.iloc[: i + 1], available_ms=continue_avail)
+            res = bot.process(hist.iloc[: i + 1], available_ms=continue_avail, send=i == todo[-1])
             nxt = int(t[i]) + iv
             if res is not None and on_candle is not None:
                 on_candle(res)
