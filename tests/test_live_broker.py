@@ -183,3 +183,19 @@ def test_unsupported_strategies_are_refused_in_one_line(change, words):
     with pytest.raises(SettingsError, match="futures"):
         check_supported(BP, "futures")
     check_supported(BP, "spot")
+
+
+def test_flatten_on_stop_sells_the_real_position_once(tmp_path):
+    candles = _candles(8)
+    with FakeExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store)
+        _run(fx, bot, candles)
+        held = store.position("BTCUSDT").quantity
+        assert held > 0
+        bot.flatten()
+        bot.flatten()  # a second stop request does not sell twice
+        cid = make_client_order_id("mlr", "BTCUSDT", store.last_processed_candle(), "flat")
+        assert store.order(cid).status is S.FILLED and len(fx.orders_with_client_id(cid)) == 1
+        dust = store.position("BTCUSDT").quantity  # below the lot step: cannot be sold, as on Binance
+        assert 0 <= dust < bot.broker.filters.step_size and dust == sum(fx.balance("BTC"))
+        assert bot.state.account.account.side == 0

@@ -114,7 +114,7 @@ class ExchangeBroker:
             if o["type"] != "MARKET":
                 raise SettingsError(f"{o['type']} orders are not sent yet (backtest.entry market only)")
             try:
-                if o["leg"] == "exit":
+                if o["leg"] in ("exit", "flat"):
                     if held <= 0:
                         continue
                     p = prepare_order(self.filters, "SELL", "MARKET", held, reference_price=close)
@@ -132,7 +132,7 @@ class ExchangeBroker:
                 continue
             cid = make_client_order_id(self.prefix, self.symbol, open_ms, o["leg"])
             out.append(NewOrder(cid, self.symbol, p.side, "MARKET", p.quantity, open_ms, o["leg"],
-                                reduce_only=o["leg"] == "exit"))
+                                reduce_only=o["leg"] != "entry"))
         return out, skipped
 
     # ---------------------------------------------------------------------------------- send

@@ -209,12 +209,23 @@ class Bot:
 
     def flatten(self) -> tuple[float, np.ndarray] | None:
         """Close the position at the last processed close (reason ``end``), cancel pending entries,
-        save. None when there is nothing to close."""
+        save; with an exchange broker also sell the real position (leg ``flat``). None when there is
+        nothing to close."""
         if self.state is None:
             return None
         new, equity, trades = flatten(self.state, self.cfg)
         self.store.save_step_state(StepState(1, new.to_blob(), self.last_processed or 0))
         self.state = new
+        if self.broker is not None and self.last_processed is not None and new.last_close is not None:
+            from mlrisk.live.state import DuplicateOrder
+
+            orders, _ = self.broker.prepare([{"leg": "flat", "type": "MARKET"}], new.last_close, self.last_processed)
+            for o in orders:  # the real position, sold once: written ahead, then sent
+                try:
+                    self.store.insert_order(o)
+                except DuplicateOrder:
+                    continue
+                self.broker.send(o.client_order_id)
         return equity, trades
 
 
