@@ -4,7 +4,9 @@ Latency: from the moment a candle's close is available at the exchange (the loca
 on 127.0.0.1 moves its clock past the close) to the paper decision being committed and logged:
 one server-time request, one klines request, features, the scaler, the compiled single-window
 inference, the backtest's per-candle step, the risk controls, the SQLite commit and the log line.
-Replay: candles per second through the same loop from the stored raw candles. Needs the
+Testnet/live: from the close to the candle's orders written ahead, sent to the fake spot exchange
+and acknowledged (the free balance queried, the filters applied). Replay: candles per second
+through the same loop from the stored raw candles. Needs the
 pipeline's outputs (``dvc repro``). Prints figures; asserts nothing.
 
     python bench/live.py [--candles 200] [--repo .]
@@ -91,6 +93,36 @@ def main() -> None:
                               "  of which polling (server time + klines over HTTP to 127.0.0.1)",
                               "  of which deciding (features, inference, step, risk, SQLite commit, log)")):
         print(f"{what}, {len(lat)} candles: median {np.median(lat[:, j]):.1f} ms, p99 {np.percentile(lat[:, j], 99):.1f} ms")
+
+    # testnet/live path: decision + order written ahead + sent + acknowledged (spot, long-only variant of
+    # the strategy, which is what the broker trades), against the fake spot exchange
+    from fake_exchange import FakeExchange
+
+    from mlrisk.live.broker import ExchangeBroker
+
+    bp_spot = model.backtest.model_copy(update={"direction": "long", "leverage": 1.0, "threshold": 0.0})
+    lat2, n_orders = [], 0
+    with tempfile.TemporaryDirectory() as tmp, FakeExchange(balances={"USDT": "100000", "BTC": "0"}) as fx:
+        fx._server.RequestHandlerClass.disable_nagle_algorithm = True
+        store = StateStore(Path(tmp) / "t.sqlite", symbol=model.symbol, interval=model.interval, mode="testnet")
+        ex = ExchangeClient(BinanceSettings(base_url=fx.url, api_key=fx.api_key, api_secret=fx.api_secret),
+                            market="spot", signed=True)
+        ex.server_time_ms()
+        broker = ExchangeBroker(ex, store, model.symbol, "mlr", bp_spot.order_size, bp_spot.min_notional)
+        bot = Bot(pred.predict_latest, spec.seq_len + spec.warmup, spec.seq_len, params_vector(bp_spot, iv), iv,
+                  limits, store, CandleLog(Path(tmp) / "t.jsonl", None), broker=broker)
+        j0 = len(candles) - args.candles
+        for j in range(j0, len(candles)):
+            fx.set_price(model.symbol, f"{candles['close'].iloc[j]:.2f}")
+            t0 = time.perf_counter()
+            res = bot.process(candles.iloc[j - bot.need - 1: j + 1])
+            if res is not None and res.orders:
+                lat2.append((time.perf_counter() - t0) * 1000)
+        n_orders = len(fx.orders)
+        store.close()
+    lat2 = np.array(lat2[2:])
+    print(f"testnet, candle in hand -> decision, orders written ahead, sent and acknowledged (fake spot exchange), {len(lat2)} candles "
+          f"with orders, {n_orders} orders: median {np.median(lat2):.1f} ms, p99 {np.percentile(lat2, 99):.1f} ms")
 
     with tempfile.TemporaryDirectory() as tmp:
         store = StateStore(Path(tmp) / "r.sqlite", symbol=model.symbol, interval=model.interval, mode="replay")
