@@ -199,3 +199,16 @@ def test_flatten_on_stop_sells_the_real_position_once(tmp_path):
         dust = store.position("BTCUSDT").quantity  # below the lot step: cannot be sold, as on Binance
         assert 0 <= dust < bot.broker.filters.step_size and dust == sum(fx.balance("BTC"))
         assert bot.state.account.account.side == 0
+
+
+def test_the_position_cap_applies_to_the_real_order_size(tmp_path):
+    candles = _candles(10)
+    with FakeExchange(balances={"USDT": "10000", "BTC": "0"}) as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store)
+        bot.broker.max_position_notional = 1500.0  # an entry is 20 % of 10,000 USDT = 2,000
+        _run(fx, bot, candles)
+        assert fx.orders == [] and store.orders() == []
+        bot.broker.max_position_notional = 2500.0
+        more = _candles(20)
+        _run(fx, bot, more, 10, 20)
+        assert fx.orders and all(D(o["cummulativeQuoteQty"]) <= 2500 for o in fx.orders)

@@ -5,7 +5,7 @@ step) decides the orders at the close; this module turns them into exchange orde
 
 1. **prepare**: an exit sells the recorded position; an entry buys ``entry_size(free quote balance,
    order_size, leverage 1, min_notional)`` worth at the close (the backtest's sizing on the real
-   balance); both through the exchange filters (:func:`mlrisk.live.filters.prepare_order`); each gets
+   balance), unless the position would then exceed ``max_position_notional``; both through the exchange filters (:func:`mlrisk.live.filters.prepare_order`); each gets
    its deterministic client order id (symbol, candle open time, leg);
 2. the bot **writes them ahead** in the same transaction as the candle's state
    (:meth:`~mlrisk.live.state.StateStore.commit_candle`), then
@@ -88,11 +88,13 @@ class ExchangeBroker:
     ``sleep`` and ``clock_ms`` (the exchange's clock estimate) are injectable for tests."""
 
     def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, order_size: float,
-                 min_notional: float, *, recv_window_ms: int = 5000, sleep: Callable[[float], None] | None = None) -> None:
+                 min_notional: float, *, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
+                 sleep: Callable[[float], None] | None = None) -> None:
         import time
 
         self.exchange, self.store, self.symbol, self.prefix = exchange, store, symbol, prefix
         self.order_size, self.min_notional = order_size, min_notional
+        self.max_position_notional = max_position_notional  # quote currency; 0 = no cap
         self.recv_window_ms = recv_window_ms
         self.sleep = sleep or time.sleep
         self.filters: SymbolFilters = symbol_filters(exchange.call("get_exchange_info"), symbol)
@@ -124,6 +126,11 @@ class ExchangeBroker:
                     _, notional = entry_size(float(free), self.order_size, 1.0, self.min_notional)
                     if notional <= 0:
                         skipped.append(f"entry skipped: free {self.filters.quote_asset} {free} too small")
+                        continue
+                    after = float(held) * close + notional
+                    if self.max_position_notional > 0 and after > self.max_position_notional:
+                        skipped.append(f"entry skipped: the position would be {after:.2f} {self.filters.quote_asset}, "
+                                       f"above max_position_notional {self.max_position_notional:.2f}")
                         continue
                     p = prepare_order(self.filters, "BUY", "MARKET", Decimal(str(notional)) / Decimal(str(close)),
                                       reference_price=close)

@@ -207,7 +207,7 @@ def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
             signed = ExchangeClient(settings.binance, market=settings.market, signed=True)
             signed.server_time_ms()  # the clock offset for signed requests
             broker = ExchangeBroker(signed, store, symbol, settings.client_id_prefix, model.backtest.order_size,
-                                    model.backtest.min_notional)
+                                    model.backtest.min_notional, max_position_notional=settings.max_position_notional)
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
         bot = _bot(settings, model, store, log, interval_ms, broker=broker)
