@@ -1,8 +1,12 @@
-"""The strategy decision for one candle: P(up) at the close -> orders. The backtest engine and
-the live bot call this same function, so live trading cannot drift from the backtest.
+"""The strategy's rules: P(up) at a close -> the orders to send (:func:`decide`,
+:func:`order_intents`), each entry's margin at its fill (:func:`entry_size`), a position's
+take-profit, stop and liquidation prices (:func:`protective_levels`, :func:`liquidation_price`)
+and the close-checked exit (:func:`exit_at_close`). The backtest engine and the live bot's brokers
+(simulated or real exchange) call these same functions, so no rule is written twice and live
+trading cannot drift from the backtest.
 
-Compiled with numba (``njit``) so the engine can call it in its loop; it is an ordinary callable
-from Python too.
+Compiled with numba (``njit``) so the engine can call them in its loop; they are ordinary
+callables from Python too. Prices in quote currency, rates as fractions.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import math
 from numba import njit
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def signal(p_up: float, threshold: float) -> int:
     """+1 (long) if ``p_up >= 0.5 + threshold``, -1 (short) if ``p_up <= 0.5 - threshold``, else 0.
     A NaN probability (no prediction) is no signal. Long wins the tie at threshold 0, p = 0.5."""
@@ -25,7 +29,7 @@ def signal(p_up: float, threshold: float) -> int:
     return 0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def decide(p_up: float, threshold: float, position_side: int, position_entries: int,
            pending_side: int, pending_entries: int, pyramid_max: int, direction: int = 0) -> tuple[int, bool, bool, bool]:
     """Orders for the close of one candle.
@@ -58,7 +62,7 @@ def decide(p_up: float, threshold: float, position_side: int, position_entries: 
 ENTRY_MARKET, ENTRY_LIMIT = 0, 1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def order_intents(p_up: float, close: float, threshold: float, position_side: int, position_entries: int,
                   pending_side: int, pending_entries: int, pyramid_max: int, direction: int, limit_entry: bool,
                   limit_offset: float) -> tuple[bool, bool, int, int, float]:
@@ -86,7 +90,7 @@ def order_intents(p_up: float, close: float, threshold: float, position_side: in
     return close_position, cancel_pending, s, ENTRY_MARKET, 0.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def entry_size(free_balance: float, order_size: float, leverage: float, min_notional: float) -> tuple[float, float]:
     """The margin rule of one entry at its fill: margin ``order_size * free_balance`` (free balance =
     equity marked at the fill price minus margin in use, quote currency), notional ``margin * leverage``.
@@ -99,7 +103,7 @@ def entry_size(free_balance: float, order_size: float, leverage: float, min_noti
     return margin, notional
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def protective_levels(side: int, avg_price: float, take_profit: float, stop_loss: float) -> tuple[float, float]:
     """Take-profit and stop prices of a position on ``side`` (+1/-1) with average entry price
     ``avg_price``; ``take_profit``/``stop_loss`` are fractions of it. Returns ``(take_profit_price,
@@ -119,7 +123,7 @@ def protective_levels(side: int, avg_price: float, take_profit: float, stop_loss
     return tp_px, sl_px
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def liquidation_price(side: int, qty: float, avg: float, margin: float, mmr: float) -> float:
     """Isolated-margin liquidation price of a position of ``qty`` units at average price ``avg``
     with ``margin`` (quote currency) and maintenance margin rate ``mmr`` (fraction):
@@ -130,7 +134,7 @@ def liquidation_price(side: int, qty: float, avg: float, margin: float, mmr: flo
     return (qty * avg + margin) / (qty * (1.0 + mmr))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def exit_at_close(side: int, avg_price: float, close: float, take_profit: float, stop_loss: float) -> int:
     """The close-checked exit (``exit_check: close``) of a position: -1 stop-loss, +1 take-profit,
     0 none. The stop is checked first: ``side * (close - avg) <= -stop_loss * avg``, then

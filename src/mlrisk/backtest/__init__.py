@@ -1,5 +1,6 @@
 """Leveraged long/short threshold backtest on the model's predictions.
 
-See :mod:`mlrisk.backtest.engine` for every assumption; the signal and order decision live in
-:mod:`mlrisk.strategy`, shared with the live bot.
+See :mod:`mlrisk.backtest.engine` for every assumption; the signal, order intents, sizing and
+protective levels live in :mod:`mlrisk.strategy`, shared with the live bot;
+:mod:`mlrisk.backtest.account` steps one account candle by candle (the paper broker) and saves it.
 """
