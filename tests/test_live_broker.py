@@ -212,3 +212,21 @@ def test_the_position_cap_applies_to_the_real_order_size(tmp_path):
         more = _candles(20)
         _run(fx, bot, more, 10, 20)
         assert fx.orders and all(D(o["cummulativeQuoteQty"]) <= 2500 for o in fx.orders)
+
+
+def test_loss_limits_measure_the_real_account_in_exchange_mode(tmp_path):
+    # the account also holds 1 BTC: an 8 % fall costs it about 7 % of its value, the simulated account
+    # (20 % of 10,000 USDT in the trade) under 2 %
+    n = 6
+    close = np.array([40000.0, 40400.0, 40800.0, 41200.0, 37900.0, 37900.0])
+    day = (T0 // 86_400_000 + 1) * 86_400_000  # all within one UTC day
+    candles = pd.DataFrame({"open_time": pd.to_datetime(day + np.arange(n) * H, unit="ms", utc=True), "open": close,
+                            "high": close, "low": close, "close": close, "volume": np.ones(n)})
+    with FakeExchange(balances={"USDT": "10000", "BTC": "1"}) as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store)
+        bot.limits = RiskLimits(0.0, 0.03, 1.0, 1200)
+        _run(fx, bot, candles)
+        risk = store.risk()
+        assert risk.halted and risk.halt_reason.startswith("daily_loss")
+        assert bot.state.last_equity > 0.98 * 10000  # the simulated account lost too little to trip it
+        assert bot.state.last_mark == pytest.approx(bot.broker.equity(37900.0))

@@ -104,6 +104,14 @@ class ExchangeBroker:
         acct = self.exchange.call("get_account")
         return {b["asset"]: (Decimal(b["free"]), Decimal(b["locked"])) for b in acct.get("balances", [])}
 
+    def equity(self, price: float) -> float:
+        """The account's value in the quote asset at ``price``: quote plus base holdings (free and
+        locked), what the loss limits measure in the exchange modes."""
+        b = self.balances()
+        zero = (Decimal(0), Decimal(0))
+        quote, base = sum(b.get(self.filters.quote_asset, zero)), sum(b.get(self.filters.base_asset, zero))
+        return float(quote) + float(base) * price
+
     # ------------------------------------------------------------------------------- prepare
     def prepare(self, orders: Iterable[dict[str, Any]], close: float, open_ms: int) -> tuple[list[NewOrder], list[str]]:
         """The exchange orders for the step's ``orders`` (dicts of :class:`~mlrisk.live.paper.CandleResult`)

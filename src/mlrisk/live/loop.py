@@ -186,7 +186,9 @@ class Bot:
         p = math.nan if catch_up else self.p_up(hist)  # a decision that can no longer be acted on is not made
         clock = self.clock(t_open + self.interval_ms) if self.clock else now_ms()
         candle = (float(row["open"]), float(row["high"]), float(row["low"]), float(row["close"]))
-        new, risk, res = paper_step(self.state, candle, t_open, p, self.cfg, self.limits, self.store.risk(), clock, final)
+        mark = None if self.broker is None else self.broker.equity(candle[3])
+        new, risk, res = paper_step(self.state, candle, t_open, p, self.cfg, self.limits, self.store.risk(), clock, final,
+                                    mark=mark)
         orders: list[Any] = []
         if self.broker is not None and send:
             orders, skipped = self.broker.prepare(res.orders, candle[3], t_open)
@@ -202,6 +204,7 @@ class Bot:
             rec["exchange_orders"] = [{"client_order_id": o.client_order_id, "side": o.side, "quantity": str(o.quantity),
                                        "status": o.status.value, "executed_qty": str(o.executed_qty)} for o in sent]
             rec["exchange_position"] = str(self.store.position(self.broker.symbol).quantity)
+            rec["account_equity"] = mark
         if available_ms is not None:
             rec["latency_ms"] = round(time.perf_counter() * 1000 - available_ms, 3)
         self.log.write(rec)

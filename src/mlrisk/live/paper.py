@@ -8,7 +8,7 @@ controls only *remove* orders the step placed at this close (entries) or ask for
 be closed at the next open (the step's own exit), before anything could fill:
 
 - a halt (daily loss or drawdown beyond the limit, equity marked to market at this close, so open
-  P&L counts) removes every entry order, resting ones too; with ``flatten_on_breach`` the position
+  P&L counts; in the exchange modes the real account's equity, ``mark``) removes every entry order, resting ones too; with ``flatten_on_breach`` the position
   is also closed at the next open. A daily-loss halt lifts at the next UTC day; a drawdown halt
   stays until the operator clears it (``--reset-halt``);
 - ``max_position_notional`` (quote currency; 0 = none) removes a new entry when the position's
@@ -69,6 +69,7 @@ class BotState:
     last_equity: float
     recent_orders_ms: list[int] = field(default_factory=list)
     last_close: float | None = None
+    last_mark: float | None = None   # the real account's equity at the last close (exchange modes)
 
     @classmethod
     def fresh(cls, prm: np.ndarray, origin_ms: int, interval_ms: int) -> "BotState":
@@ -80,12 +81,13 @@ class BotState:
 
     def copy(self) -> "BotState":
         return BotState(self.account.copy(), self.origin_ms, self.interval_ms, self.last_equity,
-                        list(self.recent_orders_ms), self.last_close)
+                        list(self.recent_orders_ms), self.last_close, self.last_mark)
 
     def to_blob(self) -> bytes:
         return json.dumps({"version": BLOB_VERSION, "account": self.account.to_dict(), "origin_ms": self.origin_ms,
                            "interval_ms": self.interval_ms, "last_equity": self.last_equity,
-                           "recent_orders_ms": self.recent_orders_ms, "last_close": self.last_close}).encode()
+                           "recent_orders_ms": self.recent_orders_ms, "last_close": self.last_close,
+                           "last_mark": self.last_mark}).encode()
 
     @classmethod
     def from_blob(cls, data: bytes) -> "BotState":
@@ -94,7 +96,8 @@ class BotState:
             if d.get("version") != BLOB_VERSION:
                 raise ValueError(f"version {d.get('version')} is not {BLOB_VERSION}")
             return cls(AccountState.from_dict(d["account"]), int(d["origin_ms"]), int(d["interval_ms"]),
-                       float(d["last_equity"]), [int(t) for t in d["recent_orders_ms"]], d.get("last_close"))
+                       float(d["last_equity"]), [int(t) for t in d["recent_orders_ms"]], d.get("last_close"),
+                       d.get("last_mark"))
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"state file: the saved paper account is unreadable ({e}): use a new MLRISK_STATE_FILE") from None
 
@@ -193,11 +196,12 @@ def update_risk(risk: RiskState, equity: float, last_equity: float, close_ms: in
 
 def paper_step(state: BotState, candle: tuple[float, float, float, float], open_ms: int, p_up: float,
                cfg: E.Config, limits: RiskLimits, risk: RiskState, now_ms: int,
-               final: bool = False) -> tuple[BotState, RiskState, CandleResult]:
+               final: bool = False, mark: float | None = None) -> tuple[BotState, RiskState, CandleResult]:
     """Run one closed candle (open, high, low, close; open time ``open_ms``) with P(up) known at its
     close through the engine, then apply the risk controls to the orders it placed. ``now_ms``: the
     clock for the orders-per-minute window. ``final``: the data end here (replay), no orders.
-    Pure: ``state`` is not modified."""
+    ``mark``: the real account's equity at this close (exchange modes; quote currency): the loss
+    limits then measure it instead of the simulated account's. Pure: ``state`` is not modified."""
     if open_ms != state.next_open_ms():
         raise DataError(f"candle {open_ms} is not the next one the account expects ({state.next_open_ms()}): "
                         "candles must arrive in order without gaps")
@@ -205,7 +209,11 @@ def paper_step(state: BotState, candle: tuple[float, float, float, float], open_
     t = new.account.next_candle
     equity, trades = new.account.step(*candle, p_up, cfg, final)
     close_ms = open_ms + state.interval_ms
-    risk = update_risk(risk, equity, state.last_equity, close_ms, limits)
+    if mark is None:
+        risk = update_risk(risk, equity, state.last_equity, close_ms, limits)
+    else:
+        risk = update_risk(risk, mark, state.last_mark if state.last_mark is not None else mark, close_ms, limits)
+        new.last_mark = mark
     orders, new_limit = _orders(new.account, t, candle[3], cfg)
     blocked: list[str] = []
     entries = [o for o in orders if o["leg"] == "entry"]
