@@ -230,3 +230,15 @@ def test_loss_limits_measure_the_real_account_in_exchange_mode(tmp_path):
         assert risk.halted and risk.halt_reason.startswith("daily_loss")
         assert bot.state.last_equity > 0.98 * 10000  # the simulated account lost too little to trip it
         assert bot.state.last_mark == pytest.approx(bot.broker.equity(37900.0))
+
+
+def test_a_clock_skew_is_measured_again_and_the_order_sent_once(tmp_path):
+    candles = _candles(6)
+    with FakeExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store)
+        fx.clock_skew_ms = 30_000  # the exchange's clock jumps ahead: our timestamps fall outside recvWindow
+        _run(fx, bot, candles)
+        first = store.orders()[0]
+        assert first.status is S.FILLED and len(fx.orders_with_client_id(first.client_order_id)) == 1
+        assert any(x[3] == 400 for x in fx.signed)  # the exchange did refuse a request (-1021) first
+        assert abs(bot.broker.exchange.offset_ms - 30_000) < 2_000
