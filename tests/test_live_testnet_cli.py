@@ -112,3 +112,22 @@ def test_testnet_mode_sends_written_ahead_orders_and_fails_closed(tmp_path):
         with StateStore(state, symbol="BTCUSDT", interval="1h", mode="testnet") as store:
             assert store.risk().halted
         assert len(fx.orders) == 1
+
+
+def test_paper_mode_stops_with_exit_code_3_when_the_feed_stalls(tmp_path):
+    _pinned_repo(tmp_path)
+    now = int(time.time() * 1000)
+    hour = now // H * H
+    rows = make_candles(30, start_ms=hour - 30 * H)          # nothing after the previous hour
+    # the exchange's clock: 40 s before the hour ends (the bot needs a few seconds to load the model)
+    with FakeExchange(candles={("BTCUSDT", "1h"): rows}, clock_skew_ms=hour + H - 40_000 - now) as fx:
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MLRISK_BINANCE_BASE_URL": fx.url}
+        r = subprocess.run([sys.executable, "-m", "mlrisk.live", "--state-file", str(tmp_path / "s.sqlite"),
+                            "--log-file", str(tmp_path / "bot.jsonl"), "--kill-switch-file", str(tmp_path / "STOP"),
+                            "--poll-delay-s", "0", "--poll-retry-s", "0.5", "--max-stale-s", "2",
+                            "--env-file", str(tmp_path / "none")],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: live: no candle closing at") and "MLRISK_MAX_STALE_S" in last
+    assert "is late" in r.stderr  # it warned and retried first
