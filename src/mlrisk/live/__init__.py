@@ -1,19 +1,20 @@
-"""The live bot (issue 11), in progress: the foundations exist, the bot itself does not yet.
+"""The live bot (issue 11): ``mlrisk live`` / ``python -m mlrisk.live``.
 
-What exists (each tested on its own):
+Built and tested:
 
-- :mod:`mlrisk.live.settings`: ``LiveSettings`` (pydantic-settings, ``MLRISK_`` variables and
-  ``.env``): mode paper/testnet/live, market, symbol, interval, state file, risk limits; one-line
-  errors before any network call; keys from :class:`mlrisk.settings.BinanceSettings`.
-- :mod:`mlrisk.live.client_ids`: deterministic client order ids from (prefix, symbol, candle open
-  time, leg), parseable back.
-- :mod:`mlrisk.live.filters`: Binance exchange filters (tick size, lot/step size, min/max notional)
-  applied with ``decimal.Decimal`` before an order is sent.
-- :mod:`mlrisk.live.state`: the SQLite state store (WAL, transactions): orders with their state
-  machine and write-ahead insert, fills, positions, the per-candle step state, the last processed
-  candle, persisted risk counters.
+- :mod:`mlrisk.live.cli`: the entrypoint; every setting a flag; one-line errors before any network call.
+- :mod:`mlrisk.live.model`: the pinned model (MD5s against ``dvc.lock``, symbol/interval/features,
+  the backtest parameters the backtest stage ran), ``--rev`` through ``dvc.api``.
+- :mod:`mlrisk.live.paper`: one candle's decision, pure: the backtest's own per-candle step
+  (:class:`mlrisk.backtest.account.AccountState`) plus the risk controls.
+- :mod:`mlrisk.live.loop`: the I/O around it: inference, the state store commit, the log line,
+  replay from a file, REST polling with a staleness watchdog, the kill switch.
+- :mod:`mlrisk.live.broker`: testnet/live on spot: orders written ahead then sent once, unknown
+  outcomes queried by client id, reconciliation at start (settle, adopt, position check, halt).
+- :mod:`mlrisk.live.settings`, :mod:`mlrisk.live.client_ids`, :mod:`mlrisk.live.filters`,
+  :mod:`mlrisk.live.state`: settings, deterministic client order ids, exchange filters, the SQLite
+  state store with write-ahead orders.
 
-Still to come: the ``mlrisk live`` entrypoint and loop (candles, features, inference, the shared
-per-candle step, sending and querying orders), reconciliation at start, the risk controls'
-enforcement, paper/replay modes, the chaos and parity tests, and ``bench/live.py``.
+Not built yet: futures order sending (leverage, margin type, stop orders), limit/protective orders,
+the kline websocket, the chaos test.
 """

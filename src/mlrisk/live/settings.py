@@ -22,7 +22,11 @@ Variables (all optional; ``paper`` mode needs no key):
   ``MLRISK_MAX_LEVERAGE`` (1 on spot), ``MLRISK_MAX_DAILY_LOSS`` and ``MLRISK_MAX_DRAWDOWN``
   (fractions of equity, 0.05 = 5 %; equity includes open P&L), ``MLRISK_MAX_ORDERS_PER_MINUTE``,
   ``MLRISK_FLATTEN_ON_BREACH`` (close the position when a loss limit trips, else only reducing
-  orders are allowed), ``MLRISK_KILL_SWITCH_FILE`` (when this file exists the bot stops gracefully).
+  orders are allowed), ``MLRISK_KILL_SWITCH_FILE`` (when this file exists the bot stops gracefully),
+  ``MLRISK_FLATTEN_ON_STOP`` (close the position before stopping).
+- The loop: ``MLRISK_LOG_FILE`` (JSON lines, one per candle), ``MLRISK_POLL_DELAY_S`` (seconds after
+  a close to poll for the candle), ``MLRISK_POLL_RETRY_S`` (seconds between polls while it is late),
+  ``MLRISK_MAX_STALE_S`` (a candle this late stops the bot safely).
 """
 
 from __future__ import annotations
@@ -63,20 +67,36 @@ class LiveSettings(BaseSettings):
                                       validate_default=True)
 
     binance: BinanceSettings = Field(default_factory=BinanceSettings)
-    mode: Mode = "paper"
-    market: Market = "spot"
-    i_understand_real_money: bool = False
-    symbol: str | None = None
-    interval: str | None = None
-    state_file: Path = Path("live/state.sqlite")
-    client_id_prefix: str = "mlr"
-    max_position_notional: float = Field(0.0, ge=0, allow_inf_nan=False)
-    max_leverage: float = Field(1.0, ge=1, le=125, allow_inf_nan=False)
-    max_daily_loss: float = Field(0.05, gt=0, le=1, allow_inf_nan=False)
-    max_drawdown: float = Field(0.20, gt=0, le=1, allow_inf_nan=False)
-    max_orders_per_minute: int = Field(10, ge=1, le=1200)
-    flatten_on_breach: bool = False
-    kill_switch_file: Path = Path("live/STOP")
+    mode: Mode = Field("paper", description="paper (the backtest's fills on live candles, no orders sent), testnet or live")
+    market: Market = Field("spot", description="spot or futures (USDT-M); the default strategy shorts and uses "
+                           "leverage, which only futures can")
+    i_understand_real_money: bool = Field(False, description="required for mode live")
+    symbol: str | None = Field(None, description="default: the pinned model's; must equal it")
+    interval: str | None = Field(None, description="default: the pinned model's; must equal it")
+    state_file: Path = Field(Path("live/state.sqlite"), description="the SQLite state database")
+    client_id_prefix: str = Field("mlr", description="prefix of the bot's client order ids (1-8 letters/digits)")
+    max_position_notional: float = Field(0.0, ge=0, allow_inf_nan=False,
+                                         description="largest position, quote currency (USDT); 0 = no limit (live refuses 0)")
+    max_leverage: float = Field(1.0, ge=1, le=125, allow_inf_nan=False,
+                                description="the strategy's backtest.leverage must not exceed it; 1 on spot")
+    max_daily_loss: float = Field(0.05, gt=0, le=1, allow_inf_nan=False,
+                                  description="fraction of the UTC day's starting equity (open P&L included); "
+                                  "then entries stop until the next UTC day")
+    max_drawdown: float = Field(0.20, gt=0, le=1, allow_inf_nan=False,
+                                description="fraction below the peak equity (open P&L included); then entries stop "
+                                "until --reset-halt")
+    max_orders_per_minute: int = Field(10, ge=1, le=1200, description="new entries beyond it are cancelled")
+    flatten_on_breach: bool = Field(False, description="also close the position when a loss limit trips")
+    kill_switch_file: Path = Field(Path("live/STOP"), description="when this file exists the bot stops gracefully")
+    flatten_on_stop: bool = Field(False, description="close the position before stopping (kill switch, SIGTERM)")
+    log_file: Path | None = Field(None, description="JSON lines, one per candle; default live/bot.jsonl "
+                                  "(none for --replay)")
+    poll_delay_s: float = Field(2.0, ge=0, le=600, allow_inf_nan=False,
+                                description="seconds after a candle's close (exchange clock) to poll for it")
+    poll_retry_s: float = Field(5.0, gt=0, le=600, allow_inf_nan=False,
+                                description="seconds between polls while a candle is late, and the longest single wait")
+    max_stale_s: float = Field(300.0, gt=0, le=86400, allow_inf_nan=False,
+                               description="stop safely when a candle is this many seconds late (stalled feed)")
 
     @field_validator("symbol")
     @classmethod
@@ -102,10 +122,10 @@ class LiveSettings(BaseSettings):
             raise ValueError("must be 1-8 letters or digits")
         return v
 
-    @field_validator("state_file", "kill_switch_file")
+    @field_validator("state_file", "kill_switch_file", "log_file")
     @classmethod
-    def _path(cls, v: Path) -> Path:
-        if str(v).strip() in ("", "."):
+    def _path(cls, v: Path | None) -> Path | None:
+        if v is not None and str(v).strip() in ("", "."):
             raise ValueError("must be a file path")
         return v
 

@@ -1,0 +1,141 @@
+"""Benchmark: the live bot's decision latency and replay throughput, on CPU, with the pinned model.
+
+Latency: from the moment a candle's close is available at the exchange (the local fake Binance
+on 127.0.0.1 moves its clock past the close) to the paper decision being committed and logged:
+one server-time request, one klines request, features, the scaler, the compiled single-window
+inference, the backtest's per-candle step, the risk controls, the SQLite commit and the log line.
+Testnet/live: from the close to the candle's orders written ahead, sent to the fake spot exchange
+and acknowledged (the free balance queried, the filters applied). Replay: candles per second
+through the same loop from the stored raw candles. Needs the
+pipeline's outputs (``dvc repro``). Prints figures; asserts nothing.
+
+    python bench/live.py [--candles 200] [--repo .]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", default=str(ROOT))
+    ap.add_argument("--candles", type=int, default=200)
+    args = ap.parse_args()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU figures
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fake_binance import FakeBinance
+
+    from mlrisk.backtest.runner import params_vector
+    from mlrisk.exchange import ExchangeClient
+    from mlrisk.live.loop import Bot, CandleLog, PollingFeed, Stopper, read_candle_file, run_replay
+    from mlrisk.live.model import pin_model
+    from mlrisk.live.paper import RiskLimits
+    from mlrisk.live.state import StateStore
+    from mlrisk.model.inference import Predictor
+    from mlrisk.settings import BinanceSettings
+    from mlrisk.times import INTERVAL_MS
+
+    model = pin_model(args.repo)
+    iv = INTERVAL_MS[model.interval]
+    pred = Predictor(model.model_path, model.spec_path)
+    spec = pred.spec
+    candles = read_candle_file(Path(args.repo) / f"data/raw/{model.symbol}-{model.interval}.parquet", iv)
+    prm = params_vector(model.backtest, iv)
+    limits = RiskLimits(0.0, 1.0, 1.0, 1200)
+    print(f"model {model.symbol} {model.interval}, window {spec.seq_len}x{len(spec.features)}, "
+          f"{os.cpu_count()} cores, CPU")
+
+    rows = [[int(t.value // 10**6), repr(o), repr(h), repr(lo), repr(c), repr(v), int(t.value // 10**6) + iv - 1,
+             "0", 0, "0", "0", "0"] for t, o, h, lo, c, v in
+            candles[["open_time", "open", "high", "low", "close", "volume"]].itertuples(index=False)]
+    first = len(rows) - args.candles - 1
+    t_first = rows[first][0]
+    lat = []
+    with tempfile.TemporaryDirectory() as tmp, FakeBinance({(model.symbol, model.interval): rows},
+                                                           now_ms=t_first + 1) as fb:
+        # the fake writes headers and body separately: without TCP_NODELAY each answer waits ~40 ms for a
+        # delayed ACK, an artefact of the test server, not of the bot or of Binance
+        fb._server.RequestHandlerClass.disable_nagle_algorithm = True
+        store = StateStore(Path(tmp) / "s.sqlite", symbol=model.symbol, interval=model.interval)
+        bot = Bot(pred.predict_latest, spec.seq_len + spec.warmup, spec.seq_len, prm, iv, limits, store,
+                  CandleLog(Path(tmp) / "bot.jsonl", None))
+        ex = ExchangeClient(BinanceSettings(base_url=fb.url), market="spot")
+        feed = PollingFeed(ex, model.symbol, model.interval, iv, poll_delay_s=0.0, stop=Stopper(None))
+        hist = feed.history(t_first - (bot.need + 2) * iv)
+        nxt = t_first
+        import pandas as pd
+
+        for i in range(args.candles):
+            fb.now_ms = nxt + iv + 1          # the close is available now
+            t0 = time.perf_counter()
+            new = feed.wait_for(nxt)
+            t1 = time.perf_counter()
+            hist = pd.concat([hist, new], ignore_index=True).iloc[-(bot.need + 8):]
+            bot.process(hist)
+            t2 = time.perf_counter()
+            lat.append(((t2 - t0) * 1000, (t1 - t0) * 1000, (t2 - t1) * 1000))
+            nxt += iv
+        store.close()
+    lat = np.array(lat[5:])  # the first calls trace the graph
+    for j, what in enumerate(("paper decision latency (close available -> decision committed and logged)",
+                              "  of which polling (server time + klines over HTTP to 127.0.0.1)",
+                              "  of which deciding (features, inference, step, risk, SQLite commit, log)")):
+        print(f"{what}, {len(lat)} candles: median {np.median(lat[:, j]):.1f} ms, p99 {np.percentile(lat[:, j], 99):.1f} ms")
+
+    # testnet/live path: decision + order written ahead + sent + acknowledged (spot, long-only variant of
+    # the strategy, which is what the broker trades), against the fake spot exchange
+    from fake_exchange import FakeExchange
+
+    from mlrisk.live.broker import ExchangeBroker
+
+    bp_spot = model.backtest.model_copy(update={"direction": "long", "leverage": 1.0, "threshold": 0.0})
+    lat2, n_orders = [], 0
+    with tempfile.TemporaryDirectory() as tmp, FakeExchange(balances={"USDT": "100000", "BTC": "0"}) as fx:
+        fx._server.RequestHandlerClass.disable_nagle_algorithm = True
+        store = StateStore(Path(tmp) / "t.sqlite", symbol=model.symbol, interval=model.interval, mode="testnet")
+        ex = ExchangeClient(BinanceSettings(base_url=fx.url, api_key=fx.api_key, api_secret=fx.api_secret),
+                            market="spot", signed=True)
+        ex.server_time_ms()
+        broker = ExchangeBroker(ex, store, model.symbol, "mlr", bp_spot.order_size, bp_spot.min_notional)
+        bot = Bot(pred.predict_latest, spec.seq_len + spec.warmup, spec.seq_len, params_vector(bp_spot, iv), iv,
+                  limits, store, CandleLog(Path(tmp) / "t.jsonl", None), broker=broker)
+        j0 = len(candles) - args.candles
+        for j in range(j0, len(candles)):
+            fx.set_price(model.symbol, f"{candles['close'].iloc[j]:.2f}")
+            t0 = time.perf_counter()
+            res = bot.process(candles.iloc[j - bot.need - 1: j + 1])
+            if res is not None and res.orders:
+                lat2.append((time.perf_counter() - t0) * 1000)
+        n_orders = len(fx.orders)
+        store.close()
+    lat2 = np.array(lat2[2:])
+    print(f"testnet, candle in hand -> decision, orders written ahead, sent and acknowledged (fake spot exchange), {len(lat2)} candles "
+          f"with orders, {n_orders} orders: median {np.median(lat2):.1f} ms, p99 {np.percentile(lat2, 99):.1f} ms")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = StateStore(Path(tmp) / "r.sqlite", symbol=model.symbol, interval=model.interval, mode="replay")
+        bot = Bot(pred.predict_latest, spec.seq_len + spec.warmup, spec.seq_len, prm, iv, limits, store,
+                  CandleLog(None, None), clock=lambda ms: ms)
+        n = min(2000, len(candles) - bot.need - 1)
+        start = int(candles["open_time"].iloc[-n].value // 10**6)
+        res = run_replay(bot, candles, start)
+        store.close()
+    print(f"replay: {res.candles} candles in {res.seconds:.2f} s = {res.candles / res.seconds:.0f} candles/s "
+          f"(final equity {res.equity:.2f})")
+    model.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The exchange broker (spot, MARKET orders): the paper step's orders made real, safely.
+
+Per candle the bot's pure step (:func:`mlrisk.live.paper.paper_step`, the backtest's own per-candle
+step) decides the orders at the close; this module turns them into exchange orders:
+
+1. **prepare**: an exit sells the recorded position; an entry buys ``entry_size(free quote balance,
+   order_size, leverage 1, min_notional)`` worth at the close (the backtest's sizing on the real
+   balance), unless the position would then exceed ``max_position_notional``; both through the exchange filters (:func:`mlrisk.live.filters.prepare_order`); each gets
+   its deterministic client order id (symbol, candle open time, leg);
+2. the bot **writes them ahead** in the same transaction as the candle's state
+   (:meth:`~mlrisk.live.state.StateStore.commit_candle`), then
+3. **sends** each with ``idempotent=False``: an answer records the order, its fills (with fees) and
+   the position; a refusal marks it rejected; an unknown outcome (timeout, 5xx, lost response) marks
+   it ``unknown`` and it is **queried by client id before anything else**: found, it is recorded;
+   absent (asked again once ``recv_window_ms`` has passed, after which the lost request can no longer
+   execute), it goes back to pending and is sent again under the same id. Never resent blindly.
+
+:meth:`ExchangeBroker.reconcile` runs at start: every recorded order that may be in flight
+(pending, unknown, open) is queried by client id and settled (a pending order of the last processed
+candle is sent; an older one is cancelled as stale, never sent late); open orders at the exchange
+with the bot's prefix that the state file does not know are adopted; then the bot's position as the
+exchange's own trade history explains it must equal the recorded one, and the account must hold it.
+Anything else halts trading with one line (fail closed).
+
+Supported strategy (checked by :func:`check_supported`): spot, long only, leverage 1, market
+entries, no take-profit/stop/hold (the engine would exit its simulated position inside a candle
+where no real order exists). Quantities are ``Decimal`` base asset; prices quote asset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+from mlrisk.errors import ExchangeError, SettingsError
+from mlrisk.live.client_ids import is_ours, make_client_order_id, parse_client_order_id
+from mlrisk.live.filters import OrderFilterError, SymbolFilters, fmt, prepare_order, symbol_filters
+from mlrisk.live.state import (Fill, NewOrder, OrderRecord, OrderStatus, Position, StateError, StateStore)
+from mlrisk.strategy import entry_size
+
+log = logging.getLogger(__name__)
+S = OrderStatus
+ORDER_NOT_FOUND = -2013
+
+
+class PositionMismatch(StateError):
+    """The exchange and the state file disagree about the position: trading halts."""
+
+
+def check_supported(bp: Any, market: str) -> None:
+    """Refuse a strategy the broker cannot trade yet (one line naming the parameter)."""
+    problems = []
+    if market != "spot":
+        problems.append("market futures (USDT-M order sending is not built yet)")
+    if bp.direction != "long":
+        problems.append(f"backtest.direction {bp.direction} (spot is long only)")
+    if bp.leverage != 1:
+        problems.append(f"backtest.leverage {bp.leverage:g} (spot has none)")
+    if bp.entry != "market":
+        problems.append("backtest.entry limit (resting limit entries are not sent yet)")
+    for name in ("take_profit", "stop_loss"):
+        if getattr(bp, name):
+            problems.append(f"backtest.{name} (protective orders are not sent yet)")
+    if bp.hold:
+        problems.append("backtest.hold (timed exits are not sent yet)")
+    if problems:
+        raise SettingsError("testnet/live order sending supports spot, long-only, leverage 1, market entries, no "
+                            "take-profit/stop/hold; not: " + "; ".join(problems))
+
+
+def _query(client: Any, **kw: Any) -> dict[str, Any] | None:
+    """GET /order by client id; None when the exchange has no such order (-2013)."""
+    from binance.exceptions import BinanceAPIException
+
+    try:
+        return client.get_order(**kw)
+    except BinanceAPIException as e:
+        if e.code == ORDER_NOT_FOUND:
+            return None
+        raise
+
+
+class ExchangeBroker:
+    """Orders for one symbol on a spot exchange, through one signed
+    :class:`~mlrisk.exchange.ExchangeClient` (``exchange``) and the bot's ``store``.
+    ``sleep`` and ``clock_ms`` (the exchange's clock estimate) are injectable for tests."""
+
+    def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, order_size: float,
+                 min_notional: float, *, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        import time
+
+        self.exchange, self.store, self.symbol, self.prefix = exchange, store, symbol, prefix
+        self.order_size, self.min_notional = order_size, min_notional
+        self.max_position_notional = max_position_notional  # quote currency; 0 = no cap
+        self.recv_window_ms = recv_window_ms
+        self.sleep = sleep or time.sleep
+        self.filters: SymbolFilters = symbol_filters(exchange.call("get_exchange_info"), symbol)
+
+    # ------------------------------------------------------------------------------ balances
+    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        acct = self.exchange.call("get_account")
+        return {b["asset"]: (Decimal(b["free"]), Decimal(b["locked"])) for b in acct.get("balances", [])}
+
+    def equity(self, price: float) -> float:
+        """The account's value in the quote asset at ``price``: quote plus base holdings (free and
+        locked), what the loss limits measure in the exchange modes."""
+        b = self.balances()
+        zero = (Decimal(0), Decimal(0))
+        quote, base = sum(b.get(self.filters.quote_asset, zero)), sum(b.get(self.filters.base_asset, zero))
+        return float(quote) + float(base) * price
+
+    # ------------------------------------------------------------------------------- prepare
+    def prepare(self, orders: Iterable[dict[str, Any]], close: float, open_ms: int) -> tuple[list[NewOrder], list[str]]:
+        """The exchange orders for the step's ``orders`` (dicts of :class:`~mlrisk.live.paper.CandleResult`)
+        decided at ``close`` of the candle opening at ``open_ms``. Returns (orders, reasons for orders
+        that could not be made, e.g. below the exchange's minimum)."""
+        out: list[NewOrder] = []
+        skipped: list[str] = []
+        held = self.store.position(self.symbol).quantity
+        for o in orders:
+            if o["type"] != "MARKET":
+                raise SettingsError(f"{o['type']} orders are not sent yet (backtest.entry market only)")
+            try:
+                if o["leg"] in ("exit", "flat"):
+                    if held <= 0:
+                        continue
+                    p = prepare_order(self.filters, "SELL", "MARKET", held, reference_price=close)
+                    held = Decimal(0)
+                else:
+                    free = self.balances().get(self.filters.quote_asset, (Decimal(0), Decimal(0)))[0]
+                    _, notional = entry_size(float(free), self.order_size, 1.0, self.min_notional)
+                    if notional <= 0:
+                        skipped.append(f"entry skipped: free {self.filters.quote_asset} {free} too small")
+                        continue
+                    after = float(held) * close + notional
+                    if self.max_position_notional > 0 and after > self.max_position_notional:
+                        skipped.append(f"entry skipped: the position would be {after:.2f} {self.filters.quote_asset}, "
+                                       f"above max_position_notional {self.max_position_notional:.2f}")
+                        continue
+                    p = prepare_order(self.filters, "BUY", "MARKET", Decimal(str(notional)) / Decimal(str(close)),
+                                      reference_price=close)
+            except OrderFilterError as e:
+                skipped.append(f"{o['leg']} skipped: {e}")
+                continue
+            cid = make_client_order_id(self.prefix, self.symbol, open_ms, o["leg"])
+            out.append(NewOrder(cid, self.symbol, p.side, "MARKET", p.quantity, open_ms, o["leg"],
+                                reduce_only=o["leg"] != "entry"))
+        return out, skipped
+
+    # ---------------------------------------------------------------------------------- send
+    def send(self, cid: str) -> OrderRecord:
+        """Send a recorded pending order; settle an unknown outcome by querying (see the module docstring)."""
+        from mlrisk.exchange import ExchangeOutcomeUnknown
+
+        o = self.store.order(cid)
+        assert o is not None
+        if o.status is not S.PENDING_SUBMIT:
+            return o
+        try:
+            r = self.exchange.call("create_order", idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
+                                   quantity=str(o.quantity), newClientOrderId=cid, newOrderRespType="FULL")
+        except ExchangeOutcomeUnknown as e:
+            self.store.transition(cid, S.UNKNOWN, reason=str(e)[:200])
+            return self.settle(cid, resend=True)
+        except ExchangeError as e:
+            return self.store.transition(cid, S.REJECTED, reason=str(e)[:200])
+        return self._record(o, r, r.get("fills"))
+
+    def settle(self, cid: str, resend: bool) -> OrderRecord:
+        """Query an order by client id and record the answer. Absent: asked again after
+        ``recv_window_ms``; still absent, the order goes back to pending and (``resend``) is sent again
+        under the same id, else (a stale decision) it is cancelled without being sent."""
+        o = self.store.order(cid)
+        assert o is not None
+        q = self.exchange.call(_query, client=self.exchange.client, symbol=o.symbol, origClientOrderId=cid)
+        if q is None:
+            self.sleep(self.recv_window_ms / 1000)  # a request still in flight expires on the exchange by then
+            q = self.exchange.call(_query, client=self.exchange.client, symbol=o.symbol, origClientOrderId=cid)
+        if q is not None:
+            return self._record(o, q, None)
+        if o.status is S.UNKNOWN:
+            o = self.store.transition(cid, S.PENDING_SUBMIT, reason="not at the exchange: may be sent again")
+        if resend:
+            return self.send(cid)
+        return self.store.transition(cid, S.CANCELLED, reason="stale: decided for an earlier candle, never sent")
+
+    def _record(self, o: OrderRecord, r: dict[str, Any], fills: list[dict[str, Any]] | None) -> OrderRecord:
+        """Record an exchange answer (create or query) with its fills and the resulting position."""
+        status = r["status"]
+        if fills is None and Decimal(r.get("executedQty", "0")) > 0:  # a query: the trades come from myTrades
+            fills = self.exchange.call("get_my_trades", symbol=o.symbol, orderId=r["orderId"])
+        recs = [Fill(o.client_order_id, int(f.get("tradeId", f.get("id"))), Decimal(f["price"]), Decimal(f["qty"]),
+                     Decimal(f["commission"]), f["commissionAsset"], int(r.get("transactTime", r.get("updateTime", 0))))
+                for f in fills or []]
+        known = {f.trade_id for f in self.store.fills(o.client_order_id)}
+        pos = self.store.position(o.symbol)
+        qty = pos.quantity
+        for f in recs:
+            if f.trade_id in known:
+                continue
+            net = f.qty - (f.commission if f.commission_asset == self.filters.base_asset else 0)
+            qty += net if o.side == "BUY" else -f.qty
+        new_pos = Position(o.symbol, qty, pos.entry_price) if qty != pos.quantity else None
+        if o.status is S.FILLED:
+            return o
+        return self.store.transition(o.client_order_id, status, exchange_order_id=int(r["orderId"]),
+                                     executed_qty=r.get("executedQty"), cumulative_quote=r.get("cummulativeQuoteQty"),
+                                     fills=recs, position=new_pos)
+
+    def send_all(self, orders: Iterable[NewOrder]) -> list[OrderRecord]:
+        return [self.send(o.client_order_id) for o in orders]
+
+    # ------------------------------------------------------------------------------ reconcile
+    def reconcile(self) -> list[str]:
+        """Settle every order that may be in flight, adopt unknown orders with the bot's prefix, then
+        check the position (see the module docstring). Returns what it did, one line each; raises
+        :class:`PositionMismatch` when the position cannot be explained."""
+        done: list[str] = []
+        last = self.store.last_processed_candle()
+        for o in self.store.orders_to_reconcile():
+            rec = self.settle(o.client_order_id, resend=o.candle_open_ms == last)
+            done.append(f"{o.client_order_id}: {o.status.value} -> {rec.status.value}")
+        for x in self.exchange.call("get_open_orders", symbol=self.symbol):
+            cid = x.get("clientOrderId", "")
+            if is_ours(cid, self.prefix) and self.store.order(cid) is None:
+                c = parse_client_order_id(cid)
+                self.store.insert_order(NewOrder(cid, self.symbol, x["side"], x["type"], Decimal(x["origQty"]),
+                                                 c.open_time_ms, c.leg,
+                                                 price=Decimal(x["price"]) if Decimal(x["price"]) else None))
+                self._record(self.store.order(cid), x, None)  # type: ignore[arg-type]
+                done.append(f"{cid}: adopted ({x['status']})")
+        self.check_position()
+        return done
+
+    def exchange_position(self) -> Decimal:
+        """The bot's position as the exchange's own records explain it: its orders' trades (BUY qty
+        less base-asset commission, minus SELL qty)."""
+        qty = Decimal(0)
+        ours = {o["orderId"]: o for o in self.exchange.call("get_all_orders", symbol=self.symbol, limit=1000)
+                if is_ours(o.get("clientOrderId", ""), self.prefix)}
+        for t in self.exchange.call("get_my_trades", symbol=self.symbol, limit=1000):
+            o = ours.get(t["orderId"])
+            if o is None:
+                continue
+            fee = Decimal(t["commission"]) if t["commissionAsset"] == self.filters.base_asset else Decimal(0)
+            qty += Decimal(t["qty"]) - fee if t["isBuyer"] else -Decimal(t["qty"])
+        return qty
+
+    def check_position(self) -> None:
+        recorded = self.store.position(self.symbol).quantity
+        explained = self.exchange_position()
+        free, locked = self.balances().get(self.filters.base_asset, (Decimal(0), Decimal(0)))
+        base = self.filters.base_asset
+        if explained != recorded:
+            reason = (f"position mismatch: the state file records {fmt(recorded)} {base} but the exchange's trades of "
+                      f"this bot's orders give {fmt(explained)} {base}")
+        elif free + locked < recorded:
+            reason = (f"position mismatch: the state file records {fmt(recorded)} {base} but the account holds only "
+                      f"{fmt(free + locked)} {base} (sold outside the bot?)")
+        else:
+            return
+        self.store.halt(reason)
+        raise PositionMismatch(reason + ": trading halted; settle it by hand, then start with --reset-halt")

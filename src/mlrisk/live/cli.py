@@ -1,0 +1,234 @@
+"""``mlrisk live`` / ``python -m mlrisk.live``: the bot's command line.
+
+Every setting of :class:`mlrisk.live.settings.LiveSettings` is a flag (``--max-drawdown 0.1`` =
+``MLRISK_MAX_DRAWDOWN=0.1``; flags win over the environment, which wins over ``.env``). Settings,
+the pinned model and the parameters are checked before any network call; a problem is one line
+``error: live: ...`` and exit code 2. Exit codes: 0 stopped as asked (kill switch, SIGTERM, end of
+a replay), 2 a user-fixable error, 3 stopped safely on a stalled candle feed (state saved), 130
+interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, get_args
+
+from mlrisk.errors import MlriskError, SettingsError
+
+EXIT_USER_ERROR = 2
+EXIT_STALLED = 3
+
+DESCRIPTION = """The live bot: trades the pinned model (models/ as recorded in dvc.lock, or --rev) one decision per
+closed candle, with the backtest's own per-candle step. Modes: paper (default; simulated fills on live
+candles polled from the exchange), testnet/live (the same decisions sent as spot MARKET orders: written
+ahead, unknown outcomes queried by client id, reconciliation at start; spot, long-only, leverage 1,
+market entries only) and --replay FILE (the same loop over a stored candle file, offline, as fast as
+it can). Every setting below is also an
+environment variable MLRISK_<NAME> (or a line in .env); keys are MLRISK_BINANCE_API_KEY/_SECRET."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mlrisk.live.settings import LiveSettings
+
+    p = argparse.ArgumentParser(prog="mlrisk live", description=DESCRIPTION)
+    g = p.add_argument_group("settings (flag = environment variable MLRISK_<NAME>)")
+    for name, f in LiveSettings.model_fields.items():
+        if name == "binance":
+            continue
+        env = f"MLRISK_{name.upper()}"
+        default = f.default
+        help_ = f"{f.description or ''} [{env}; default {default}]".replace("%", "%%")
+        if f.annotation is bool:
+            g.add_argument(_flag(name), dest=name, action="store_const", const=True, default=None, help=help_)
+        else:
+            choices = get_args(f.annotation) if name in ("mode", "market") else None
+            g.add_argument(_flag(name), dest=name, default=None, choices=choices, metavar=None if choices else name.upper(),
+                           help=help_)
+    r = p.add_argument_group("model and replay")
+    r.add_argument("--repo", default=".", type=Path, help="the project (dvc.lock, params.yaml, models/); default: .")
+    r.add_argument("--rev", default=None, help="trade the model of this git revision or tag (read with dvc.api "
+                   "from the DVC cache or remote) instead of the working tree's")
+    r.add_argument("--replay", default=None, type=Path, metavar="FILE",
+                   help="drive the loop from a stored candle file (data/raw/*.parquet or a Binance kline CSV/zip), "
+                   "offline; prints the trades and the final equity")
+    r.add_argument("--start", default=None, help="replay: first candle to trade (UTC date/time); earlier candles "
+                   "are history only and windows start here, like the evaluate stage's test part")
+    r.add_argument("--trades-out", default=None, type=Path, help="replay: write the trades as CSV (the backtest's "
+                   "reports/trades.csv columns)")
+    r.add_argument("--reset-halt", action="store_true", help="clear a persisted risk halt (drawdown) and start")
+    r.add_argument("--env-file", default=".env", help="the .env file to read (settings and keys)")
+    r.add_argument("-v", "--verbose", action="store_true", help="debug logging; replay: one line per candle on stderr")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bot; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("urllib3", "tensorflow", "absl", "h5py", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return _run(args)
+    except MlriskError as e:
+        print(f"error: live: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("error: live: interrupted; state saved up to the last processed candle", file=sys.stderr)
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from mlrisk.live.settings import LiveSettings, load_live_settings
+
+    overrides = {n: getattr(args, n) for n in LiveSettings.model_fields if n != "binance"}
+    return load_live_settings(env_file=args.env_file, **overrides)
+
+
+def _check_strategy(settings: Any, bp: Any) -> None:
+    if settings.market == "spot" and bp.direction != "long":
+        raise SettingsError(f"backtest.direction is {bp.direction} but spot cannot short: set MLRISK_MARKET=futures "
+                            "(--market futures) or backtest.direction: long")
+    if bp.leverage > settings.max_leverage:
+        raise SettingsError(f"backtest.leverage {bp.leverage:g} exceeds MLRISK_MAX_LEVERAGE {settings.max_leverage:g}: "
+                            f"raise it (--max-leverage {bp.leverage:g}, futures only) or lower backtest.leverage")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mlrisk.live.model import pin_model
+    from mlrisk.times import INTERVAL_MS, to_ms
+
+    settings = _settings(args)
+    if settings.sends_orders and args.replay is not None:
+        raise SettingsError("--replay is offline: use it with --mode paper")
+    if args.replay is None and (args.start or args.trades_out):
+        raise SettingsError("--start and --trades-out belong to --replay FILE")
+    start_ms = None
+    if args.start is not None:
+        try:
+            start_ms = to_ms(args.start)
+        except ValueError:
+            raise SettingsError(f"--start {args.start!r} is not a date/time: use e.g. 2024-09-05 or 2024-09-05T06:00") from None
+    if args.replay is not None and not args.replay.exists():
+        raise SettingsError(f"--replay {args.replay}: no such file")
+    model = pin_model(args.repo, args.rev)
+    try:
+        symbol, interval = model.resolve(settings.symbol, settings.interval)
+        _check_strategy(settings, model.backtest)
+        if settings.sends_orders:
+            from mlrisk.live.broker import check_supported
+
+            check_supported(model.backtest, settings.market)
+        if args.replay is not None:
+            return _replay(args, settings, model, symbol, interval, INTERVAL_MS[interval], start_ms)
+        return _paper(args, settings, model, symbol, interval, INTERVAL_MS[interval])
+    finally:
+        model.close()
+
+
+def _bot(settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw: Any) -> Any:
+    from mlrisk.backtest.runner import params_vector
+    from mlrisk.live.loop import Bot
+    from mlrisk.live.paper import RiskLimits
+    from mlrisk.model.inference import Predictor
+
+    predictor = Predictor(model.model_path, model.spec_path)
+    spec = predictor.spec
+    return Bot(predictor.predict_latest, spec.seq_len + spec.warmup, spec.seq_len,
+               params_vector(model.backtest, interval_ms), interval_ms, RiskLimits.from_settings(settings), store, log, **kw)
+
+
+def _replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int,
+            start_ms: int | None) -> int:
+    from mlrisk.io import write_csv
+    from mlrisk.live.loop import CandleLog, read_candle_file, run_replay, trades_table
+    from mlrisk.live.state import StateStore
+
+    candles = read_candle_file(args.replay, interval_ms)
+    with tempfile.TemporaryDirectory(prefix="mlrisk-replay-") as tmp:
+        store = StateStore(Path(tmp) / "replay.sqlite", symbol=symbol, interval=interval, market=settings.market,
+                           mode="replay", client_id_prefix=settings.client_id_prefix)
+        log = CandleLog(settings.log_file, sys.stderr if args.verbose else None)
+        try:
+            bot = _bot(settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms)
+            res = run_replay(bot, candles, start_ms)
+            log.event("replay_end", candles=res.candles, equity=res.equity, seconds=round(res.seconds, 3))
+        finally:
+            log.close()
+            store.close()
+    trades = trades_table(res.trades, res.origin_ms, interval_ms)
+    if args.trades_out is not None:
+        write_csv(args.trades_out, trades)
+    initial = model.backtest.initial_equity
+    for t in trades.itertuples():
+        print(f"trade {t.entry_time:%Y-%m-%d %H:%M} -> {t.exit_time:%Y-%m-%d %H:%M} {t.side:5} {t.exit_reason:11} "
+              f"entry {t.entry_price:.2f} exit {t.exit_price:.2f} pnl {t.pnl:+.2f}")
+    print(f"replay: {symbol} {interval}, {res.candles} candles in {res.seconds:.2f} s "
+          f"({res.candles / max(res.seconds, 1e-9):.0f} candles/s), {len(trades)} trades, final equity "
+          f"{res.equity:.2f} ({res.equity / initial - 1:+.2%})")
+    return 0
+
+
+def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int) -> int:
+    from mlrisk.exchange import ExchangeClient
+    from mlrisk.live.loop import CandleLog, PollingFeed, Stopper, run_paper
+    from mlrisk.live.state import RiskState, StateStore
+
+    store = StateStore.from_settings(settings, symbol=symbol, interval=interval)
+    log = CandleLog(settings.log_file or Path("live/bot.jsonl"), sys.stderr)
+    stop = Stopper(settings.kill_switch_file)
+    if stop():
+        store.close()
+        log.close()
+        raise SettingsError(f"the kill switch file {settings.kill_switch_file} exists: remove it to start")
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        signal.signal(s, lambda signum, _f: stop.request(signal.Signals(signum).name))
+    try:
+        if args.reset_halt:
+            r = store.risk()
+            store.save_risk(RiskState(r.day_start_ms, r.day_start_equity, r.peak_equity, False, ""))
+        r = store.risk()
+        if r.halted:
+            log.event("halted", reason=r.halt_reason, note="entries stay blocked; --reset-halt clears a drawdown halt")
+        broker = None
+        if settings.sends_orders:
+            from mlrisk.live.broker import ExchangeBroker
+
+            signed = ExchangeClient(settings.binance, market=settings.market, signed=True)
+            signed.server_time_ms()  # the clock offset for signed requests
+            broker = ExchangeBroker(signed, store, symbol, settings.client_id_prefix, model.backtest.order_size,
+                                    model.backtest.min_notional, max_position_notional=settings.max_position_notional)
+            for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
+                log.event("reconcile", order=line)
+        bot = _bot(settings, model, store, log, interval_ms, broker=broker)
+        exchange = ExchangeClient(settings.binance, market=settings.market, signed=False)
+        feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,
+                           poll_retry_s=settings.poll_retry_s, max_stale_s=settings.max_stale_s, stop=stop,
+                           warn=lambda m: log.event("warning", message=m))
+        log.event("start", mode=settings.mode, symbol=symbol, interval=interval, model_md5=model.md5["models/model.keras"],
+                  rev=model.rev, resume_after=bot.last_processed)
+        try:
+            reason = run_paper(bot, feed, stop)
+        finally:
+            if settings.flatten_on_stop and stop.reason is not None:
+                out = bot.flatten()
+                if out is not None and len(out[1]):
+                    log.event("flattened", equity=round(out[0], 2), trades=len(out[1]))
+        log.event("stop", reason=reason, last_candle=bot.last_processed,
+                  equity=None if bot.state is None else round(bot.state.last_equity, 2))
+        return 0
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        store.close()
+        log.close()

@@ -1,0 +1,443 @@
+"""The bot's loop: closed candles in, one decision per candle out, state committed per candle.
+
+:class:`Bot` does one candle: P(up) from the pipeline's own :class:`~mlrisk.data.preprocess.PreprocessSpec`
+and the model's compiled single-window inference (:class:`~mlrisk.model.inference.Predictor`), the
+pure :func:`mlrisk.live.paper.paper_step` (the backtest's per-candle step plus the risk controls),
+then ONE transaction in the :class:`~mlrisk.live.state.StateStore` (step state, risk counters and
+the processed mark, :meth:`~mlrisk.live.state.StateStore.commit_candle`) and one log line (a JSON
+line in the log file, a readable line on stderr). A candle at or before the last processed one is
+never decided again; after a crash the next start resumes at the next unprocessed candle.
+
+Candle sources: :func:`read_candle_file` (replay: the pipeline's raw parquet or a Binance kline
+CSV/zip) and :class:`PollingFeed` (REST polling of the exchange's klines just after each close,
+judged by the exchange's clock, with a staleness watchdog). Gaps are filled like the pipeline's
+``gap_policy: ffill`` (a flat candle at the previous close), so candle numbers stay contiguous.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+
+from mlrisk.backtest import engine as E
+from mlrisk.errors import DataError, ExchangeError
+from mlrisk.live.paper import BotState, CandleResult, RiskLimits, flatten, paper_step
+from mlrisk.live.state import StateStore, StepState, now_ms
+from mlrisk.times import from_ms
+
+log = logging.getLogger(__name__)
+
+
+class FeedStalled(ExchangeError):
+    """No new closed candle arrived within the staleness limit: the bot stopped (state saved)."""
+
+    exit_code = 3
+
+
+# ----------------------------------------------------------------------------------------- candles
+def read_candle_file(path: str | Path, interval_ms: int) -> pd.DataFrame:
+    """A stored candle file: the pipeline's raw parquet (``data/raw/*.parquet``) or a Binance kline
+    CSV/zip; validated like the fetch stage (sorted, on the interval grid, gaps filled)."""
+    from mlrisk.data.klines import normalise, validate
+    from mlrisk.data.sources import read_kline_file
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"--replay {path}: no such file")
+    if path.suffix == ".parquet":
+        try:
+            df = normalise(pd.read_parquet(path), time_unit="ms")
+        except (OSError, ValueError) as e:
+            raise DataError(f"--replay {path}: not a readable parquet file ({' '.join(str(e).split())[:120]})") from None
+    else:
+        df = read_kline_file(path)
+    try:
+        df, _ = validate(df, interval_ms, "ffill")
+    except DataError as e:
+        raise DataError(f"--replay {path}: {e}") from None
+    return df.reset_index(drop=True)
+
+
+def fill_gaps(df: pd.DataFrame, interval_ms: int) -> pd.DataFrame:
+    """Sorted, de-duplicated, gaps filled (the pipeline's ``ffill``)."""
+    from mlrisk.data.klines import validate
+
+    return validate(df, interval_ms, "ffill")[0].reset_index(drop=True)
+
+
+def open_ms(df: pd.DataFrame) -> np.ndarray:
+    """Open times as epoch ms (int64)."""
+    return pd.DatetimeIndex(df["open_time"]).as_unit("ms").asi8
+
+
+# -------------------------------------------------------------------------------------------- log
+class CandleLog:
+    """One line per candle: a JSON line to ``path`` (None: none) and a readable line to ``stream``
+    (None: none). Never receives settings, so never a secret."""
+
+    def __init__(self, path: str | Path | None, stream: TextIO | None = sys.stderr) -> None:
+        self.fh = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(path, "a", encoding="utf-8")
+        self.stream = stream
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.fh is not None:
+            self.fh.write(json.dumps(record, allow_nan=False) + "\n")
+            self.fh.flush()
+        if self.stream is not None:
+            self.stream.write(readable(record) + "\n")
+            self.stream.flush()
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """A non-candle line (start, stop, warning)."""
+        record = {"event": kind, "at": from_ms(now_ms()).isoformat(), **fields}
+        if self.fh is not None:
+            self.fh.write(json.dumps(record, default=str) + "\n")
+            self.fh.flush()
+        if self.stream is not None:
+            self.stream.write(f"live: {kind}: " + ", ".join(f"{k} {v}" for k, v in fields.items()) + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def readable(r: dict[str, Any]) -> str:
+    p = "  n/a " if r["p_up"] is None else f"{r['p_up']:.4f}"
+    orders = ", ".join(f"{o['side']} {o['type']} {o['leg']}" + (f" @ {o['price']:.2f}" if "price" in o else "")
+                       for o in r["orders"]) or "-"
+    pos = r["position"]
+    pos_s = "flat" if pos["side"] == "flat" else f"{pos['side']} {pos['qty']:.6f} @ {pos['entry_price']:.2f}"
+    trades = "".join(f"; closed {t['side']} ({t['reason']}) pnl {t['pnl']:+.2f}" for t in r["trades"])
+    extra = "".join(f"; {b}" for b in r["blocked"]) + (f"; HALTED ({r['halt_reason']})" if r["halted"] else "")
+    return (f"live: {r['time'][:16]}Z p_up {p} {r['decision']:>5} | orders {orders} | {pos_s} | "
+            f"equity {r['equity']:.2f}{trades}{extra}")
+
+
+# -------------------------------------------------------------------------------------------- bot
+@dataclass
+class Bot:
+    """One decision per closed candle (see the module docstring). ``predict``: P(up) for a kline table
+    ending at the candle (the :class:`~mlrisk.model.inference.Predictor`'s ``predict_latest``);
+    ``need``: candles one window needs (``seq_len + warmup``); ``seq_len``; ``prm``: the engine's
+    parameter vector; ``window_start_ms``: windows never reach before this open time (a replay's
+    ``--start``, like the evaluate stage, whose windows stay inside the test part); ``clock``: ms
+    for the orders-per-minute window (wall clock; a replay passes each candle's close)."""
+
+    predict: Callable[[pd.DataFrame], float]
+    need: int
+    seq_len: int
+    prm: np.ndarray
+    interval_ms: int
+    limits: RiskLimits
+    store: StateStore
+    log: CandleLog
+    window_start_ms: int | None = None
+    clock: Callable[[int], int] | None = None
+    broker: Any = None  # an ExchangeBroker (testnet/live): the step's orders are written ahead, then sent
+
+    def __post_init__(self) -> None:
+        self.cfg = E.config(np.ascontiguousarray(self.prm, dtype=np.float64))
+        st = self.store.step_state()
+        self.state: BotState | None = None if st is None else BotState.from_blob(st.data)
+
+    @property
+    def last_processed(self) -> int | None:
+        return self.store.last_processed_candle()
+
+    def p_up(self, hist: pd.DataFrame) -> float:
+        """P(up) at the close of the last candle of ``hist`` (NaN when no full window exists)."""
+        if len(hist) < self.need:
+            return math.nan
+        if self.window_start_ms is not None:
+            since = int((open_ms(hist.iloc[-self.seq_len:]) >= self.window_start_ms).sum())
+            if since < self.seq_len:
+                return math.nan
+        return float(self.predict(hist.iloc[-self.need:]))
+
+    def process(self, hist: pd.DataFrame, final: bool = False, available_ms: float | None = None,
+                send: bool = True) -> CandleResult | None:
+        """Decide the last candle of ``hist`` (closed candles, oldest first, contiguous); returns None
+        when it was processed already. ``available_ms``: ``time.perf_counter()`` ms when the candle
+        became available, for the logged latency. ``send=False`` (catching up on candles closed while
+        the bot was down) with an exchange broker: the candle is stepped without a decision (P(up)
+        none), so no late order is ever sent and the simulated account stays in line with the real one."""
+        row = hist.iloc[-1]
+        t_open = int(open_ms(hist.iloc[-1:])[0])
+        last = self.last_processed
+        if last is not None and t_open <= last:
+            return None
+        if self.state is None:
+            self.state = BotState.fresh(self.prm, t_open, self.interval_ms)
+        catch_up = self.broker is not None and not send
+        p = math.nan if catch_up else self.p_up(hist)  # a decision that can no longer be acted on is not made
+        clock = self.clock(t_open + self.interval_ms) if self.clock else now_ms()
+        candle = (float(row["open"]), float(row["high"]), float(row["low"]), float(row["close"]))
+        mark = None if self.broker is None else self.broker.equity(candle[3])
+        new, risk, res = paper_step(self.state, candle, t_open, p, self.cfg, self.limits, self.store.risk(), clock, final,
+                                    mark=mark)
+        orders: list[Any] = []
+        if self.broker is not None and send:
+            orders, skipped = self.broker.prepare(res.orders, candle[3], t_open)
+            res.blocked.extend(skipped)
+        elif catch_up:
+            res.blocked.append("catch-up: closed while the bot was down; stepped without a decision")
+        # write-ahead: the candle's orders, its state and the processed mark in one transaction
+        self.store.commit_candle(t_open, orders, step_state=StepState(1, new.to_blob(), t_open), risk=risk)
+        self.state = new
+        rec = res.record()
+        if self.broker is not None:
+            sent = self.broker.send_all(orders) if orders else []
+            rec["exchange_orders"] = [{"client_order_id": o.client_order_id, "side": o.side, "quantity": str(o.quantity),
+                                       "status": o.status.value, "executed_qty": str(o.executed_qty)} for o in sent]
+            rec["exchange_position"] = str(self.store.position(self.broker.symbol).quantity)
+            rec["account_equity"] = mark
+        if available_ms is not None:
+            rec["latency_ms"] = round(time.perf_counter() * 1000 - available_ms, 3)
+        self.log.write(rec)
+        return res
+
+    def flatten(self) -> tuple[float, np.ndarray] | None:
+        """Close the position at the last processed close (reason ``end``), cancel pending entries,
+        save; with an exchange broker also sell the real position (leg ``flat``). None when there is
+        nothing to close."""
+        if self.state is None:
+            return None
+        new, equity, trades = flatten(self.state, self.cfg)
+        self.store.save_step_state(StepState(1, new.to_blob(), self.last_processed or 0))
+        self.state = new
+        if self.broker is not None and self.last_processed is not None and new.last_close is not None:
+            from mlrisk.live.state import DuplicateOrder
+
+            orders, _ = self.broker.prepare([{"leg": "flat", "type": "MARKET"}], new.last_close, self.last_processed)
+            for o in orders:  # the real position, sold once: written ahead, then sent
+                try:
+                    self.store.insert_order(o)
+                except DuplicateOrder:
+                    continue
+                self.broker.send(o.client_order_id)
+        return equity, trades
+
+
+# ----------------------------------------------------------------------------------------- replay
+@dataclass
+class ReplayResult:
+    candles: int
+    equity: float
+    trades: np.ndarray          # engine trade rows, candle numbers from the first replayed candle
+    origin_ms: int
+    seconds: float
+
+
+def run_replay(bot: Bot, candles: pd.DataFrame, start_ms: int | None = None) -> ReplayResult:
+    """Drive ``bot`` through every candle of ``candles`` with open time >= ``start_ms`` (earlier
+    candles are history for the features), as fast as it can; the last candle is the end of the
+    data (no orders at its close, the position closed at its close, like the backtest)."""
+    t = open_ms(candles)
+    first = 0 if start_ms is None else int(np.searchsorted(t, start_ms))
+    if first >= len(candles):
+        raise DataError(f"--start {from_ms(start_ms).isoformat()} is after the last candle of the file "
+                        f"({from_ms(int(t[-1])).isoformat()})")
+    t0 = time.perf_counter()
+    rows: list[np.ndarray] = []
+    n = 0
+    for i in range(first, len(candles)):
+        res = bot.process(candles.iloc[max(0, i - bot.need - 1): i + 1], final=i == len(candles) - 1)
+        if res is None:
+            continue
+        n += 1
+        rows.append(res.trades)
+    equity = bot.state.last_equity if bot.state is not None else float(bot.prm[E.P_INITIAL])
+    if bot.state is not None and bot.state.account.account.side != 0:
+        out = bot.flatten()
+        if out is not None:
+            equity, tr = out
+            rows.append(tr)
+    trades = np.concatenate(rows) if rows else np.empty((0, E.N_TRADE_FIELDS))
+    origin = bot.state.origin_ms if bot.state is not None else int(t[first])
+    return ReplayResult(n, equity, trades, origin, time.perf_counter() - t0)
+
+
+def trades_table(trades: np.ndarray, origin_ms: int, interval_ms: int) -> pd.DataFrame:
+    """Trade rows as the backtest stage's ``reports/trades.csv`` table (UTC times)."""
+    from mlrisk.backtest.runner import trades_frame
+
+    n = int(trades[:, [E.T_ENTRY_IDX, E.T_EXIT_IDX]].max()) + 1 if len(trades) else 1
+    times = pd.Series(pd.to_datetime(origin_ms + np.arange(n) * interval_ms, unit="ms", utc=True))
+    return trades_frame(trades, times)
+
+
+# ---------------------------------------------------------------------------------------- polling
+class Stopper:
+    """Whether to stop: SIGTERM/SIGINT received (:meth:`request`) or the kill-switch file exists."""
+
+    def __init__(self, kill_switch_file: str | Path | None) -> None:
+        self.kill_switch_file = None if kill_switch_file is None else Path(kill_switch_file)
+        self.reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        self.reason = self.reason or reason
+
+    def __call__(self) -> bool:
+        if self.reason is None and self.kill_switch_file is not None and self.kill_switch_file.exists():
+            self.reason = f"kill switch file {self.kill_switch_file} exists"
+        return self.reason is not None
+
+
+class PollingFeed:
+    """Closed candles from the exchange's REST klines, polled ``poll_delay_s`` after each close on
+    the exchange's clock (:meth:`~mlrisk.exchange.ExchangeClient.server_time_ms`).
+
+    Watchdog: when the expected candle is not served ``poll_delay_s`` after its close, or a request
+    fails after the client's retries, it warns and tries again every ``poll_retry_s``; once the
+    candle is ``max_stale_s`` late it raises :class:`FeedStalled` (the bot then stops; its state is
+    already saved). ``sleep`` is injectable; every wait is cut in pieces of at most ``poll_retry_s``
+    and ends early when ``stop()`` is true."""
+
+    def __init__(self, exchange: Any, symbol: str, interval: str, interval_ms: int, *, poll_delay_s: float = 2.0,
+                 poll_retry_s: float = 5.0, max_stale_s: float = 300.0, stop: Callable[[], bool] = lambda: False,
+                 sleep: Callable[[float], None] = time.sleep, warn: Callable[[str], None] = log.warning) -> None:
+        from mlrisk.data.sources import BinanceKlines
+
+        self.exchange = exchange
+        self.symbol, self.interval, self.interval_ms = symbol, interval, interval_ms
+        self.poll_delay_ms = poll_delay_s * 1000
+        self.poll_retry_s = poll_retry_s
+        self.max_stale_ms = max_stale_s * 1000
+        self.stop, self.sleep, self.warn = stop, sleep, warn
+        self._now: int | None = None
+        self.klines = BinanceKlines(exchange, now_ms=self._server_now, progress=False)
+        self.warnings = 0
+
+    def _server_now(self) -> int:
+        return self._now if self._now is not None else self.exchange.server_time_ms()
+
+    def server_now(self) -> int:
+        self._now = None
+        self._now = self.exchange.server_time_ms()
+        return self._now
+
+    def fetch(self, start_ms: int) -> pd.DataFrame:
+        """Closed candles from ``start_ms`` to now (one time request, then the klines pages)."""
+        self.server_now()
+        return self.klines.fetch(self.symbol, self.interval, self.interval_ms, start_ms)
+
+    def history(self, start_ms: int) -> pd.DataFrame:
+        """Closed candles from ``start_ms`` to now, retried like :meth:`wait_for` when the exchange
+        fails (:class:`FeedStalled` after ``max_stale_s`` of failures)."""
+        waited = 0.0
+        while True:
+            try:
+                return self.fetch(start_ms)
+            except ExchangeError as e:
+                if waited >= self.max_stale_ms / 1000:
+                    raise FeedStalled(f"cannot load the candle history for {waited:.0f} s (limit MLRISK_MAX_STALE_S "
+                                      f"{self.max_stale_ms / 1000:.0f} s): {e}; stopped safely, state saved") from None
+                self.warnings += 1
+                self.warn(f"candle history not loaded: {e}; retrying")
+                self._wait(self.poll_retry_s)
+                waited += self.poll_retry_s
+                if self.stop():
+                    return pd.DataFrame()
+
+    def _wait(self, seconds: float) -> None:
+        slept = 0.0
+        while not self.stop() and slept < seconds:
+            step = min(seconds - slept, self.poll_retry_s)
+            self.sleep(step)
+            slept += step
+
+    def wait_for(self, next_open_ms: int) -> pd.DataFrame | None:
+        """Closed candles with open time >= ``next_open_ms`` (at least one), or None when stopped."""
+        due = next_open_ms + self.interval_ms + self.poll_delay_ms
+        while not self.stop():
+            try:
+                now = self.server_now()
+            except ExchangeError as e:
+                self._late(next_open_ms, None, str(e))
+                continue
+            if now < due:
+                self._wait(min((due - now) / 1000, self.poll_retry_s))
+                continue
+            try:
+                df = self.klines.fetch(self.symbol, self.interval, self.interval_ms, next_open_ms)
+            except ExchangeError as e:
+                self._late(next_open_ms, now, str(e))
+                continue
+            if len(df):
+                return df
+            self._late(next_open_ms, now, "the exchange does not serve it yet")
+        return None
+
+    def _late(self, next_open_ms: int, now: int | None, why: str) -> None:
+        close = next_open_ms + self.interval_ms
+        late_ms = (now - close) if now is not None else None
+        if late_ms is not None and late_ms > self.max_stale_ms:
+            raise FeedStalled(f"no candle closing at {from_ms(close).isoformat()} after {late_ms / 1000:.0f} s "
+                              f"(limit {self.max_stale_ms / 1000:.0f} s, MLRISK_MAX_STALE_S): {why}; stopped safely, "
+                              "state saved: restart when the exchange serves candles again")
+        self.warnings += 1
+        self.warn(f"candle closing at {from_ms(close).isoformat()} is late"
+                  + (f" ({late_ms / 1000:.1f} s)" if late_ms is not None else "") + f": {why}; retrying")
+        if now is None:
+            self._stale_without_clock(next_open_ms)
+        self._wait(self.poll_retry_s)
+
+    def _stale_without_clock(self, next_open_ms: int) -> None:
+        """The exchange's clock is unreachable too: judge staleness by the local clock."""
+        late = now_ms() + self.exchange.offset_ms - (next_open_ms + self.interval_ms)
+        if late > self.max_stale_ms:
+            raise FeedStalled(f"the exchange has not answered for {late / 1000:.0f} s after the candle closing at "
+                              f"{from_ms(next_open_ms + self.interval_ms).isoformat()} (limit "
+                              f"{self.max_stale_ms / 1000:.0f} s, MLRISK_MAX_STALE_S); stopped safely, state saved")
+
+
+def run_paper(bot: Bot, feed: PollingFeed, stop: Stopper, on_candle: Callable[[CandleResult], None] | None = None) -> str:
+    """Run until ``stop()``: resume after the last processed candle (or start with the candle now
+    forming), catch up on every closed candle since, then one decision per new close. Returns the
+    reason it stopped; raises :class:`FeedStalled` when the feed stays stale."""
+    iv = bot.interval_ms
+    last = bot.last_processed
+    if last is not None:
+        nxt = last + iv
+    else:
+        nxt = feed.server_now() // iv * iv  # the candle forming now is the first one decided
+    hist = feed.history(nxt - (bot.need + 2) * iv)
+    hist = fill_gaps(hist, iv) if len(hist) else hist
+    while not stop():
+        t = open_ms(hist) if len(hist) else np.empty(0, dtype="int64")
+        todo = np.nonzero(t >= nxt)[0]
+        if len(todo) == 0:
+            avail = None
+            new = feed.wait_for(nxt)
+            if new is None:
+                break
+            avail = time.perf_counter() * 1000
+            hist = fill_gaps(pd.concat([hist, new], ignore_index=True), iv) if len(hist) else fill_gaps(new, iv)
+            hist = hist.iloc[-(bot.need + 64):].reset_index(drop=True)
+            continue_avail = avail
+        else:
+            continue_avail = None
+        t = open_ms(hist)
+        todo = np.nonzero(t >= nxt)[0]
+        for i in todo:
+            if stop():
+                break
+            res = bot.process(hist.iloc[: i + 1], available_ms=continue_avail, send=i == todo[-1])
+            nxt = int(t[i]) + iv
+            if res is not None and on_candle is not None:
+                on_candle(res)
+    return stop.reason or "stopped"
