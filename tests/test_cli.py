@@ -87,3 +87,10 @@ def test_new_commands_have_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
     assert e.value.code == 0 and "usage: mlrisk " + cmd in capsys.readouterr().out
+
+
+def test_mlrisk_live_is_the_bot_s_own_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["live", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "--replay" in out and "MLRISK_" in out

@@ -154,12 +154,6 @@ def cmd_holdout(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_live(args: argparse.Namespace) -> int:
-    from mlrisk.live.cli import main as live_main
-
-    return live_main(args.live_args)
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlrisk", description="mlrisk: run the pipeline, read its report, compare revisions.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -199,14 +193,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--raw-dir", default="data/raw")
     s.add_argument("--log", default="holdout.json", type=Path, help="the holdout log (default: holdout.json, committed)")
     s.set_defaults(func=cmd_holdout)
-    s = sub.add_parser("live", help="the trading bot (paper by default); `mlrisk live --help` lists its settings",
-                       add_help=False)
-    s.add_argument("live_args", nargs=argparse.REMAINDER)
-    s.set_defaults(func=cmd_live)
+    sub.add_parser("live", help="the trading bot (paper by default); `mlrisk live --help` lists its settings", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["live"]:  # the bot parses its own options (argparse cannot pass `--help` through)
+        from mlrisk.live.cli import main as live_main
+
+        return live_main(argv[1:])
     args = parser().parse_args(argv)
     return args.func(args)
 
