@@ -97,7 +97,10 @@ def _walk_forward(params, args):
     raw = Path(args.raw_dir) / f"{params.data.symbol}-{params.data.interval}.parquet"
     candles = read_parquet(raw, "run `dvc repro fetch`")
     wf = params.evaluate.walk_forward
-    res = run_walk_forward(candles, params, cache_dir=args.folds_dir, end=len(candles) - params.evaluate.holdout)
+    from mlrisk.data.preprocess import load_others
+
+    res = run_walk_forward(candles, params, cache_dir=args.folds_dir, end=len(candles) - params.evaluate.holdout,
+                           others=load_others(args.raw_dir, params.data.interval, params.data.others))
     rows = res.predictions[res.predictions["scored"]]
     report = dict(res.pooled)
     t = res.folds

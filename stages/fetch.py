@@ -30,6 +30,16 @@ def body(params, args) -> None:
         check_files_dir(d.files, Path(args.files_dir))
     existing = read_existing(out, d) if d.source == "binance" else None
     candles, quality = get_candles(d, existing)
+    others = {}
+    for sym in d.others:  # other symbols for SYMBOL:feature names: same source, interval, market and dates
+        od = d.model_copy(update={"symbol": sym, "others": []})
+        o_out = Path(args.out_dir) / f"{sym}-{d.interval}.parquet"
+        o_candles, o_quality = get_candles(od, read_existing(o_out, od))
+        write_parquet(o_out, o_candles, metadata={METADATA_KEY: provenance(od)})
+        others[sym] = {k: o_quality[k] for k in ("rows", "first_candle", "last_candle", "gaps", "filled_candles")}
+        print(f"fetch: {sym}: {o_quality['rows']} candles, {o_quality['gaps']} gap(s) -> {o_out}")
+    if others:
+        quality["others"] = others
     write_parquet(out, candles, metadata={METADATA_KEY: provenance(d)})
     write_json(args.quality, quality)
     print(f"fetch: {quality['rows']} candles {quality['first_candle']} .. {quality['last_candle']}, "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mlrisk.stage import run_stage
 from mlrisk.io import read_parquet, write_parquet
-from mlrisk.data.preprocess import build_dataset, part_frame
+from mlrisk.data.preprocess import build_dataset, load_others, part_frame
 from mlrisk.config import SplitParams
 from mlrisk.data.split import PARTS
 
@@ -25,7 +25,8 @@ def body(params, args) -> None:
         if wf.window == "rolling":
             candles = candles.iloc[-wf.train:]
         split = SplitParams(method="final", val=wf.val)
-    ds, spec = build_dataset(candles, params.features, split, d.interval)
+    others = load_others(args.raw_dir, d.interval, d.others)
+    ds, spec = build_dataset(candles, params.features, split, d.interval, others=others)
     for part in PARTS:  # one file per part: train never even opens the test file
         write_parquet(Path(args.out_dir) / f"{part}.parquet", part_frame(ds, part))
     spec.save(args.spec)

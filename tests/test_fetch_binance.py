@@ -248,3 +248,17 @@ def test_fetch_stage_names_a_damaged_existing_file(tmp_path: Path):
     r = run_stage("fetch", cwd=tmp_path, env={"MLRISK_BINANCE_BASE_URL": "http://127.0.0.1:9"})
     assert r.returncode == 2 and "unreadable" in r.stderr and "delete it" in r.stderr
     assert out.read_bytes() == b"not parquet"
+
+
+def test_fetch_stage_downloads_the_other_symbols_too(tmp_path: Path):
+    btc = make_candles(300, start_ms=T0, interval_ms=H, price=40_000.0)
+    eth = make_candles(300, start_ms=T0, interval_ms=H, seed=5, price=2_000.0)
+    with FakeBinance({("BTCUSDT", "1h"): btc, ("ETHUSDT", "1h"): eth}, now_ms=T0 + 300 * H) as fb:
+        _params(tmp_path, others=["ETHUSDT"])
+        rc, out, df = _stage(tmp_path, fb)
+    assert rc == 0, out
+    e = pd.read_parquet(tmp_path / "data/raw/ETHUSDT-1h.parquet")
+    assert len(df) == len(e) == 300 and (e["open_time"] == df["open_time"]).all()
+    np.testing.assert_allclose(e["close"].to_numpy(), [float(r[4]) for r in eth])
+    q = yaml.safe_load((tmp_path / "reports/data_quality.json").read_text())
+    assert q["others"]["ETHUSDT"]["rows"] == 300

@@ -277,3 +277,32 @@ def test_final_split_trains_on_the_most_recent_window_with_no_test_part():
     assert spec.split["val"]["rows"] == n - int(n * 0.8)
     train_end = np.nonzero(parts == "train")[0].max()
     assert np.nonzero(parts == "val")[0].min() - train_end - 1 == spec.split["purge"]  # purged before validation
+
+
+def test_features_of_another_symbol_are_causal_and_matched_by_time():
+    btc, eth = synthetic_candles(600, seed=1), synthetic_candles(600, seed=2, price=50.0)
+    names = ["close_pct", "ETHUSDT:close_pct", "ETHUSDT:realised_vol_5"]
+    f = compute_features(btc, names, {"ETHUSDT": eth})
+    np.testing.assert_array_equal(f["ETHUSDT:close_pct"].to_numpy(), compute_features(eth, ["close_pct"])["close_pct"].to_numpy())
+    for t in (40, 300):  # the other symbol's future changes nothing before it
+        g = compute_features(btc, names, {"ETHUSDT": perturb_after(eth, t)})
+        assert np.array_equal(f.iloc[: t + 1].to_numpy(), g.iloc[: t + 1].to_numpy(), equal_nan=True)
+        assert not np.array_equal(f.iloc[t + 1:].to_numpy(), g.iloc[t + 1:].to_numpy(), equal_nan=True)
+    # matched by open time, not by row: a shifted table gives NaN where the other symbol has no candle
+    late = compute_features(btc, names, {"ETHUSDT": eth.iloc[100:]})
+    assert late["ETHUSDT:close_pct"].iloc[:101].isna().all() and late["ETHUSDT:close_pct"].iloc[101:].notna().all()
+    assert warmup(names) == 5
+    with pytest.raises(KeyError, match="add ETHUSDT to data.others"):
+        compute_features(btc, names)
+
+
+def test_params_for_another_symbol_are_checked():
+    from mlrisk.config import parse_params
+
+    with pytest.raises(Exception, match="add ETHUSDT to data.others"):
+        parse_params({"data": {"source": "binance", "start": "2024-01-01"}, "features": {"names": ["ETHUSDT:close_pct"]}})
+    with pytest.raises(Exception, match="needs data.source 'binance'"):
+        parse_params({"data": {"others": ["ETHUSDT"]}, "features": {"names": ["ETHUSDT:close_pct"]}})
+    p = parse_params({"data": {"source": "binance", "start": "2024-01-01", "others": ["ETHUSDT"]},
+                      "features": {"names": ["close_pct", "ETHUSDT:close_pct"]}})
+    assert p.data.others == ["ETHUSDT"]

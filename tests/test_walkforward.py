@@ -83,3 +83,32 @@ def test_a_random_walk_is_judged_not_significant_in_95_percent_of_40_seeds():
     p_values = [run_walk_forward(synthetic_candles(950, seed=100 + s), params, reps=200)
                 .pooled["bootstrap_vs_best"]["accuracy"]["p_value"] for s in range(40)]
     assert sum(p < 0.05 for p in p_values) <= 2, sorted(p_values)[:5]
+
+
+def test_walk_forward_with_another_symbol_s_features(tmp_path):
+    """A lead-lag pattern: BTC's next return follows ETH's last one. The ETHUSDT:close_pct feature
+    carries it to the model (and to the baselines, which see the same features); the fold key includes
+    ETH's candles, so changing them retrains."""
+    import numpy as np
+
+    from mlrisk.evaluation.walkforward import run_walk_forward
+
+    rng = np.random.default_rng(3)
+    eth = synthetic_candles(1400, seed=8, price=50.0)
+    eth_r = np.log(eth["close"] / eth["close"].shift(1)).fillna(0).to_numpy()
+    r = np.abs(rng.normal(0, 0.01, 1400)) * np.where(rng.uniform(size=1400) < 0.8, np.sign(np.r_[0, eth_r[:-1]]), -np.sign(np.r_[0, eth_r[:-1]]))
+    btc = synthetic_candles(1400, seed=9)
+    close = 100 * np.exp(np.cumsum(r))
+    btc["close"], btc["open"] = close, np.r_[100.0, close[:-1]]
+    btc["high"], btc["low"] = np.maximum(btc["open"], btc["close"]) * 1.001, np.minimum(btc["open"], btc["close"]) * 0.999
+    params = parse_params({
+        "data": {"source": "binance", "start": "2024-01-01", "others": ["ETHUSDT"]},
+        "features": {"names": ["close_pct", "ETHUSDT:close_pct"], "seq_len": 4},
+        "train": {"layers": [{"units": 8}], "dense": [], "epochs": 6, "batch_size": 64, "learning_rate": 0.01, "patience": 2},
+        "evaluate": {"walk_forward": {"train": 900, "test": 480}},
+    })
+    res = run_walk_forward(btc, params, cache_dir=tmp_path, reps=200, others={"ETHUSDT": eth})
+    assert res.pooled["model"]["accuracy"] > 0.7 and res.pooled["baselines"]["logistic"]["accuracy"] > 0.7
+    changed = eth.copy()
+    changed.loc[1390, "close"] *= 1.01
+    assert run_walk_forward(btc, params, cache_dir=tmp_path, reps=50, others={"ETHUSDT": changed}).cached == 0

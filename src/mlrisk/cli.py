@@ -139,7 +139,10 @@ def cmd_holdout(args: argparse.Namespace) -> int:
         from mlrisk.model.tfquiet import import_tensorflow
 
         import_tensorflow()
-        r = spend_holdout(candles, params, args.experiment or "workspace", args.log)
+        from mlrisk.data.preprocess import load_others
+
+        r = spend_holdout(candles, params, args.experiment or "workspace", args.log,
+                          others=load_others(args.raw_dir, d.interval, d.others))
     except MlriskError as e:
         print(f"error: holdout: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

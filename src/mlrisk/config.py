@@ -9,6 +9,7 @@ Units: all rates, returns, offsets and fees are fractions (0.001 = 0.1 %), excep
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlrisk.errors import ParamsError
-from mlrisk.features import ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature
+from mlrisk.features import ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature, others_needed
 from mlrisk.times import INTERVAL_MS, INTERVALS, candles_per_day, utc
 
 
@@ -45,6 +46,7 @@ class DataParams(_Section):
     start: str | None = None
     end: str | None = None
     files: list[str] = Field(default_factory=list)
+    others: list[str] = Field(default_factory=list)  # other symbols fetched alongside (binance source), for SYMBOL:feature names
     gap_policy: Literal["error", "keep", "ffill"] = "ffill"
     max_fill: int | None = Field(None, ge=0, le=100_000)  # ffill: longest gap filled, candles; None = one day
 
@@ -58,6 +60,12 @@ class DataParams(_Section):
 
     @model_validator(mode="after")
     def _source_needs(self) -> "DataParams":
+        for sym in self.others:
+            if not re.fullmatch(r"[A-Z0-9]{2,30}", sym) or sym == self.symbol:
+                raise ValueError(f"data.others: {sym!r} is not another symbol like ETHUSDT")
+        if self.others and self.source != "binance":
+            raise ValueError(f"data.others ({', '.join(self.others)}) needs data.source 'binance': the sample ships "
+                             "BTCUSDT only and dump files name one symbol")
         if self.source == "file" and not self.files:
             raise ValueError("data.source 'file' needs data.files: a list of Binance kline CSV/zip paths")
         if self.source == "binance" and self.start is None:
@@ -272,6 +280,14 @@ class Params(_Section):
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     backtest: BacktestParams = Field(default_factory=BacktestParams)
+
+    @model_validator(mode="after")
+    def _others_fetched(self) -> "Params":
+        missing = [s for s in others_needed(self.features.names) if s not in self.data.others]
+        if missing:
+            raise ValueError(f"features.names use {', '.join(missing)}: add {', '.join(missing)} to data.others "
+                             "(and use data.source 'binance') so the fetch stage downloads their candles")
+        return self
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

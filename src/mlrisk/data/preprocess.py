@@ -52,16 +52,17 @@ class PreprocessSpec:
             x = np.clip(x, np.asarray(self.clip_low), np.asarray(self.clip_high))
         return (x - np.asarray(self.mean)) / np.asarray(self.scale)
 
-    def transform(self, candles: pd.DataFrame) -> np.ndarray:
-        """Scaled feature matrix for ``candles`` (rows aligned; warmup rows are NaN)."""
-        return self.scale_features(compute_features(candles, self.features)[self.features])
+    def transform(self, candles: pd.DataFrame, others: dict[str, pd.DataFrame] | None = None) -> np.ndarray:
+        """Scaled feature matrix for ``candles`` (rows aligned; warmup rows are NaN); ``others``: the
+        candles of the symbols that ``SYMBOL:feature`` names use."""
+        return self.scale_features(compute_features(candles, self.features, others)[self.features])
 
-    def latest_window(self, candles: pd.DataFrame) -> np.ndarray:
+    def latest_window(self, candles: pd.DataFrame, others: dict[str, pd.DataFrame] | None = None) -> np.ndarray:
         """The window ending at the last (closed) candle, shape ``(1, seq_len, F)``, for live use."""
         need = self.seq_len + self.warmup
         if len(candles) < need:
             raise DataError(f"need at least {need} closed candles for one window, got {len(candles)}")
-        x = self.transform(candles.iloc[-need:])
+        x = self.transform(candles.iloc[-need:], others)
         return x[-self.seq_len:][None, :, :]
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +82,13 @@ class PreprocessSpec:
         if raw.get("version") != SPEC_VERSION:
             raise DataError(f"{path}: preprocess spec version {raw.get('version')} != {SPEC_VERSION}: re-run `dvc repro preprocess`")
         return cls(**raw)
+
+
+def load_others(raw_dir: str | Path, interval: str, symbols: list[str]) -> dict[str, pd.DataFrame]:
+    """The candles of ``symbols`` (``data.others``) that the fetch stage wrote to ``raw_dir``."""
+    from mlrisk.io import read_parquet
+
+    return {sym: read_parquet(Path(raw_dir) / f"{sym}-{interval}.parquet", "run `dvc repro fetch`") for sym in symbols}
 
 
 def fit_clip(train_feats: np.ndarray, tail: float) -> tuple[list[float] | None, list[float] | None]:
@@ -123,7 +131,7 @@ def contiguous_run(open_time: pd.Series, interval_ms: int) -> np.ndarray:
 
 
 def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, interval: str,
-                  embargo: int = 0) -> tuple[pd.DataFrame, PreprocessSpec]:
+                  embargo: int = 0, others: dict[str, pd.DataFrame] | None = None) -> tuple[pd.DataFrame, PreprocessSpec]:
     """The whole preprocess transform. The purge between parts is ``horizon + seq_len`` candles
     plus ``embargo``.
 
@@ -136,7 +144,7 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     are NaN; ``spec.split["gaps"]`` counts them.
     """
     try:
-        feats = compute_features(candles, fp.names)
+        feats = compute_features(candles, fp.names, others)
     except KeyError as e:
         raise DataError(f"features.names: {e.args[0]}; pick features the data source has") from None
     w = warmup(fp.names)

@@ -51,7 +51,7 @@ def params_hash(params: Params) -> str:
 
 
 def spend_holdout(candles: pd.DataFrame, params: Params, experiment: str, log_path: str | Path,
-                  reps: int = 2000) -> dict[str, Any]:
+                  reps: int = 2000, others: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
     """Train the holdout fold, score it, backtest the main strategy on it, and log the use.
     Returns the result, including ``previous_uses`` (0 on the first, honest look)."""
     from mlrisk.backtest.performance import performance
@@ -60,7 +60,7 @@ def spend_holdout(candles: pd.DataFrame, params: Params, experiment: str, log_pa
     from mlrisk.evaluation.walkforward import run_fold
 
     fold = holdout_fold(len(candles), params)
-    out = run_fold(candles, fold, params, params.evaluate.walk_forward.epochs)
+    out = run_fold(candles, fold, params, params.evaluate.walk_forward.epochs, others)
     rows = out[out["scored"]]
     names = [c[2:] for c in rows.columns if c.startswith("p_") and c != "p_up"]
     s = score(rows["label"].to_numpy().astype(int), rows["p_up"].to_numpy(),

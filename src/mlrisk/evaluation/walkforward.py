@@ -47,11 +47,17 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def fold_key(candles: pd.DataFrame, fold: Fold, params: Params, epochs: int | None, code: str) -> str:
-    """Content address of one fold's result: its own candles, its plan, the parameters and code."""
+def fold_key(candles: pd.DataFrame, fold: Fold, params: Params, epochs: int | None, code: str,
+             others: dict[str, pd.DataFrame] | None = None) -> str:
+    """Content address of one fold's result: its own candles (and the other symbols' over the same
+    times), its plan, the parameters and code."""
     h = hashlib.sha256()
     rows = candles.iloc[fold.start:fold.test_end]
     h.update(pd.util.hash_pandas_object(rows[CANDLE_COLUMNS], index=False).to_numpy().tobytes())
+    first, last = rows["open_time"].iloc[0], rows["open_time"].iloc[-1]
+    for sym, o in sorted((others or {}).items()):
+        part = o[(o["open_time"] >= first) & (o["open_time"] <= last)]
+        h.update(sym.encode() + pd.util.hash_pandas_object(part[CANDLE_COLUMNS], index=False).to_numpy().tobytes())
     spec = {"fold": fold.as_dict(), "features": params.features.model_dump(), "train": params.train.model_dump(),
             "embargo": params.evaluate.walk_forward.embargo, "epochs": epochs, "interval": params.data.interval,
             "code": code}
@@ -59,7 +65,8 @@ def fold_key(candles: pd.DataFrame, fold: Fold, params: Params, epochs: int | No
     return h.hexdigest()[:24]
 
 
-def run_fold(candles: pd.DataFrame, fold: Fold, params: Params, epochs: int | None = None) -> pd.DataFrame:
+def run_fold(candles: pd.DataFrame, fold: Fold, params: Params, epochs: int | None = None,
+             others: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """One fold: train on its window, predict its test block. Returns one row per test candle:
     the candle columns, ``p_up`` (NaN before the first full window), ``label``, ``fold``,
     ``scored`` (a labelled up/down window) and each baseline's ``p_<name>`` on scored rows."""
@@ -69,7 +76,8 @@ def run_fold(candles: pd.DataFrame, fold: Fold, params: Params, epochs: int | No
     sub = candles.iloc[fold.start:fold.test_end].reset_index(drop=True)
     t = candles["open_time"]
     sp = SplitParams(method="date", val_start=t.iloc[fold.val_start].isoformat(), test_start=t.iloc[fold.test_start].isoformat())
-    ds, spec = build_dataset(sub, params.features, sp, params.data.interval, embargo=params.evaluate.walk_forward.embargo)
+    ds, spec = build_dataset(sub, params.features, sp, params.data.interval, embargo=params.evaluate.walk_forward.embargo,
+                             others=others)
     frames = {p: part_frame(ds, p) for p in ("train", "val", "test")}
     arrays = {p: window_arrays(frames[p], spec.features) for p in ("train", "val")}
     res = fit(params.train, spec.seq_len, spec.n_classes, arrays["train"], arrays["val"], verbose=0, epochs=epochs)
@@ -107,7 +115,7 @@ def _scores(rows: pd.DataFrame, reps: int, seed: int) -> dict[str, Any]:
 
 
 def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Path | None = None,
-                     end: int | None = None, reps: int = 1000) -> WalkForwardResult:
+                     end: int | None = None, reps: int = 1000, others: dict[str, pd.DataFrame] | None = None) -> WalkForwardResult:
     """Plan the folds over the first ``end`` candles, run (or read back) each, and score them."""
     from mlrisk.io import write_parquet
 
@@ -118,14 +126,14 @@ def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Pat
     cache = Path(cache_dir) if cache_dir else None
     parts, rows, cached = [], [], 0
     for fold in tqdm(folds, desc="walk-forward", unit="fold", disable=None):
-        key = fold_key(candles, fold, params, wf.epochs, code)
+        key = fold_key(candles, fold, params, wf.epochs, code, others)
         path = cache / f"fold-{key}.parquet" if cache else None
         hit = path is not None and path.exists()
         if hit:
             out = pd.read_parquet(path)
             cached += 1
         else:
-            out = run_fold(candles, fold, params, wf.epochs)
+            out = run_fold(candles, fold, params, wf.epochs, others)
             if path is not None:
                 write_parquet(path, out)
         parts.append(out)
@@ -142,7 +150,7 @@ def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Pat
         log.info("walk-forward fold %d/%d%s: accuracy %.4f, margin %+.4f over %s", fold.k, len(folds),
                  " (cached)" if hit else "", row["accuracy"], row["margin"], row["best_baseline"])
     if cache is not None:  # keep only the folds of this plan: the cache never grows without bound
-        keep = {f"fold-{fold_key(candles, f, params, wf.epochs, code)}.parquet" for f in folds}
+        keep = {f"fold-{fold_key(candles, f, params, wf.epochs, code, others)}.parquet" for f in folds}
         for old in cache.glob("fold-*.parquet"):
             if old.name not in keep:
                 old.unlink()

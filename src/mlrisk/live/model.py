@@ -170,6 +170,11 @@ def _check(src: dict[str, Path], d: Path, rev: str | None, tmp: Any) -> PinnedMo
         if trained.get(key) != spec.get(key):
             raise DataError(f"models/model.json{where} was trained with {key}={trained.get(key)!r} but "
                             f"models/preprocess.json has {spec.get(key)!r}: run `dvc repro` so they agree")
+    from mlrisk.features import others_needed
+
+    if others_needed(spec["features"]):
+        raise DataError(f"the model{where} uses features of other symbols ({', '.join(others_needed(spec['features']))}): "
+                        "the live bot does not fetch those yet; train one on the traded symbol's features")
     symbol = locked_params(lock, "preprocess").get("data.symbol")
     if not symbol:
         raise DataError(f"dvc.lock{where} records no data.symbol for the preprocess stage: run `dvc repro`")
