@@ -145,7 +145,7 @@ def test_exp_run_with_a_backtest_param_reruns_only_backtest_and_report(repo: Pat
         assert f"Running stage '{stage}'" not in out
     diff = json.loads(_sh(sys.executable, "-m", "dvc", "metrics", "diff", "--json", cwd=repo).stdout)
     assert set(diff) == {"reports/metrics/headline.json"}, diff
-    assert set(diff["reports/metrics/headline.json"]) <= {"return_pct", "sharpe", "max_dd_pct"}
+    assert set(diff["reports/metrics/headline.json"]) <= {"return_pct", "sharpe", "max_dd_pct", "dsr"}
     assert diff["reports/metrics/headline.json"]["return_pct"]["diff"] != 0
 
 
