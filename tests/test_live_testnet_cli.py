@@ -20,7 +20,7 @@ from conftest import ROOT
 from fake_exchange import FakeExchange
 from fake_binance import make_candles
 from mlrisk.live.client_ids import make_client_order_id
-from mlrisk.live.model import md5_file
+from mlrisk.hashing import md5_file
 from mlrisk.live.state import StateStore
 
 pytestmark = pytest.mark.slow

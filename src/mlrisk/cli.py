@@ -113,10 +113,12 @@ def _experiment_params(name: str):
     import yaml
 
     from mlrisk.config import parse_params
-    from mlrisk.report.leaderboard import flatten_exp_show
+    from mlrisk.report.leaderboard import list_experiments
 
-    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"], capture_output=True, text=True)
-    rows = flatten_exp_show(json.loads(shown.stdout or "[]")) if shown.returncode == 0 else []
+    try:
+        rows = list_experiments(".", all_commits=True)
+    except MlriskError:  # no DVC experiments to look in: NAME may still be a git revision
+        rows = []
     rev = next((r["rev"] for r in rows if r["name"] == name or r["rev"].startswith(name)), name)
     raw = subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True)
     if raw.returncode != 0:

@@ -22,6 +22,7 @@ from mlrisk.config import Params
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.errors import DataError
 from mlrisk.evaluation.folds import Fold
+from mlrisk.hashing import frame_digest
 from mlrisk.evaluation.holdout_log import previous_uses, read_log, record_use
 
 
@@ -43,7 +44,7 @@ def holdout_fold(n_rows: int, params: Params) -> Fold:
 
 
 def data_hash(candles: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(candles[CANDLE_COLUMNS], index=False).to_numpy().tobytes()).hexdigest()[:16]
+    return frame_digest(candles, CANDLE_COLUMNS).hex()[:16]
 
 
 def params_hash(params: Params) -> str:

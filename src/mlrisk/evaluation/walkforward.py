@@ -29,6 +29,7 @@ from mlrisk.config import Params, SplitParams
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.data.preprocess import build_dataset, part_frame, window_arrays
 from mlrisk.evaluation.folds import Fold, plan_folds
+from mlrisk.hashing import frame_digest
 from mlrisk.evaluation.scoring import baseline_probabilities, score
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,11 @@ def fold_key(candles: pd.DataFrame, fold: Fold, params: Params, epochs: int | No
     times), its plan, the parameters and code."""
     h = hashlib.sha256()
     rows = candles.iloc[fold.start:fold.test_end]
-    h.update(pd.util.hash_pandas_object(rows[CANDLE_COLUMNS], index=False).to_numpy().tobytes())
+    h.update(frame_digest(rows, CANDLE_COLUMNS))
     first, last = rows["open_time"].iloc[0], rows["open_time"].iloc[-1]
     for sym, o in sorted((others or {}).items()):
         part = o[(o["open_time"] >= first) & (o["open_time"] <= last)]
-        h.update(sym.encode() + pd.util.hash_pandas_object(part[CANDLE_COLUMNS], index=False).to_numpy().tobytes())
+        h.update(sym.encode() + frame_digest(part, CANDLE_COLUMNS))
     spec = {"fold": fold.as_dict(), "features": params.features.model_dump(), "train": params.train.model_dump(),
             "embargo": params.evaluate.walk_forward.embargo, "epochs": epochs, "interval": params.data.interval,
             "code": code}

@@ -17,7 +17,6 @@ Every problem is one :class:`~mlrisk.errors.DataError` / :class:`~mlrisk.errors.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -29,18 +28,10 @@ import yaml
 
 from mlrisk.config import BacktestParams, Params, load_params
 from mlrisk.errors import DataError, MlriskError, SettingsError
+from mlrisk.hashing import md5_file
 
 MODEL_FILES = ("models/model.keras", "models/preprocess.json", "models/model.json")
 GIT_FILES = ("dvc.lock", "params.yaml")
-
-
-def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """The MD5 of a file's bytes (what DVC 3 records as a file's ``md5`` in ``dvc.lock``)."""
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def locked_outs(lock: dict[str, Any]) -> dict[str, str]:

@@ -98,10 +98,14 @@ def _run(args: list[str], cwd: str) -> str:
     return r.stdout
 
 
+def list_experiments(repo: str = ".", all_commits: bool = False) -> list[dict[str, Any]]:
+    """The current commit and its experiments (every commit with ``all_commits``) from ``dvc exp show``."""
+    return flatten_exp_show(json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["-A"] if all_commits else []), repo) or "[]"))
+
+
 def gather(repo: str = ".", all_commits: bool = False) -> list[dict[str, Any]]:
-    """The current commit and its experiments (every commit with ``all_commits``), with their committed
-    evaluate and backtest metrics."""
-    rows = flatten_exp_show(json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["-A"] if all_commits else []), repo) or "[]"))
+    """:func:`list_experiments` with each one's committed evaluate and backtest metrics."""
+    rows = list_experiments(repo, all_commits)
     for r in rows:
         for key, path in METRICS_FILES.items():
             shown = subprocess.run(["git", "show", f"{r['rev']}:{path}"], cwd=repo, capture_output=True, text=True)
