@@ -10,7 +10,9 @@ import copy
 import hashlib
 import hmac
 import itertools
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -94,9 +96,10 @@ class Fault:
     """One scheduled fault. ``kind``: ``error`` (``status``/``code``/``msg``, default a 500 -1001),
     ``429``/``418`` (with ``Retry-After: retry_after``), ``timeout`` (wait ``delay_s``, then close the
     connection with no response), ``slow`` (wait ``delay_s``, then answer normally), ``lost`` (process
-    the request, then close the connection: an order accepted whose response is lost). ``execute``:
-    for ``error`` and ``timeout``, process the request first (the outcome was a success the client
-    never hears about). It fires on the first request matching ``method``/``path`` (None = any) after
+    the request, then close the connection: an order accepted whose response is lost), ``kill``
+    (SIGKILL the process ``FakeExchange.kill_pid``, wait until it is dead, then close the connection:
+    the client dies with its request sent). ``execute``: for ``error``, ``timeout`` and ``kill``,
+    process the request first (the outcome was a success the client never hears about). It fires on the first request matching ``method``/``path`` (None = any) after
     ``skip`` matching requests went through."""
 
     kind: str
@@ -147,6 +150,7 @@ class FakeExchange(FakeBinance):
                                                    for a, v in (balances or {"USDT": "10000", "BTC": "0"}).items()}
         self.taker_fee, self.maker_fee = Decimal(taker_fee), Decimal(maker_fee)
         self.clock_skew_ms = clock_skew_ms
+        self.kill_pid: int | None = None            # the process a ``kill`` fault kills
         self.orders: list[dict[str, Any]] = []      # every accepted order, oldest first (internal form)
         self.trades: list[dict[str, Any]] = []      # every trade, as GET /api/v3/myTrades shows it
         self.signed: list[tuple[str, str, dict[str, str], int]] = []
@@ -233,6 +237,25 @@ class FakeExchange(FakeBinance):
                     return f
         return None
 
+    def _kill_client(self) -> None:
+        """SIGKILL ``kill_pid`` and wait (at most 5 s) until it is dead (a zombie or gone)."""
+        if self.kill_pid is None:
+            raise ValueError("a kill fault needs FakeExchange.kill_pid")
+        try:
+            os.kill(self.kill_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self.kill_pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return
+            if state in ("Z", "X"):
+                return
+            time.sleep(0.005)
+
     @staticmethod
     def _drop(h: Any) -> None:
         h.close_connection = True
@@ -267,6 +290,12 @@ class FakeExchange(FakeBinance):
                 run()
             if fault.kind == "timeout":
                 self._stopping.wait(fault.delay_s)
+            self._drop(h)
+            return True
+        elif fault.kind == "kill":
+            if fault.execute:
+                run()
+            self._kill_client()
             self._drop(h)
             return True
         elif fault.kind in ("429", "418"):

@@ -31,7 +31,6 @@ SMALL = {
     "backtest": {"threshold": 0.01, "sweep": {"thresholds": [0.01], "leverages": [3]}},
 }
 RAW = "data/raw/BTCUSDT-1h.parquet"
-FUTURES = ["--market", "futures", "--max-leverage", "3"]
 
 
 def _env() -> dict[str, str]:
@@ -87,7 +86,7 @@ def _test_start(repo: Path) -> str:
 def _replay(repo: Path, cwd: Path, *extra: str) -> tuple[subprocess.CompletedProcess, list[dict], pd.DataFrame]:
     log, trades = cwd / "replay.jsonl", cwd / "replay_trades.csv"
     log.unlink(missing_ok=True)
-    r = _live("--replay", str(repo / RAW), "--start", _test_start(repo), *FUTURES, "--log-file", str(log),
+    r = _live("--replay", str(repo / RAW), "--start", _test_start(repo), "--log-file", str(log),
               "--trades-out", str(trades), *extra, cwd=cwd)
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     return r, lines, pd.read_csv(trades)
@@ -129,13 +128,13 @@ def test_a_model_that_differs_from_dvc_lock_is_refused(repo: Path, tmp_path: Pat
         assert len(r.stderr.strip().splitlines()) == 1
     finally:
         model.write_bytes(saved)
-    r = _live("--replay", str(repo / RAW), *FUTURES, "--symbol", "ETHUSDT", cwd=repo, ok=False)
+    r = _live("--replay", str(repo / RAW), "--symbol", "ETHUSDT", cwd=repo, ok=False)
     assert r.returncode == 2 and "not the model's symbol BTCUSDT" in r.stderr
-    r = _live("--replay", str(repo / RAW), *FUTURES, "--interval", "15m", cwd=repo, ok=False)
+    r = _live("--replay", str(repo / RAW), "--interval", "15m", cwd=repo, ok=False)
     assert r.returncode == 2 and "not the model's interval 1h" in r.stderr
-    r = _live("--replay", str(repo / RAW), cwd=repo, ok=False)  # spot cannot short
+    r = _live("--replay", str(repo / RAW), "--market", "spot", cwd=repo, ok=False)  # spot cannot short
     assert r.returncode == 2 and "spot cannot short" in r.stderr
-    r = _sh(sys.executable, "-m", "mlrisk.live", "--mode", "testnet", *FUTURES, cwd=repo, ok=False,
+    r = _sh(sys.executable, "-m", "mlrisk.live", "--mode", "testnet", cwd=repo, ok=False,
             env={"MLRISK_BINANCE_API_KEY": "k" * 16, "MLRISK_BINANCE_API_SECRET": "s" * 16})
     assert r.returncode == 2 and "supports spot, long-only" in r.stderr and "direction both" in r.stderr
     params = repo / "params.yaml"
@@ -149,7 +148,7 @@ def test_a_model_that_differs_from_dvc_lock_is_refused(repo: Path, tmp_path: Pat
 
 
 def _replay_fail(repo: Path) -> subprocess.CompletedProcess:
-    return _live("--replay", str(repo / RAW), *FUTURES, cwd=repo, ok=False)
+    return _live("--replay", str(repo / RAW), cwd=repo, ok=False)
 
 
 def test_rev_reads_the_tagged_model_from_a_local_dvc_remote_in_a_fresh_clone(repo: Path, tmp_path: Path):
@@ -179,9 +178,9 @@ def test_rev_reads_the_tagged_model_from_a_local_dvc_remote_in_a_fresh_clone(rep
     obj.write_bytes(obj.read_bytes() + b"tampered")
     fresh = tmp_path / "clone2"
     _sh("git", "clone", "-q", str(repo), str(fresh), cwd=tmp_path)
-    r = _live("--replay", str(repo / RAW), *FUTURES, "--repo", str(fresh), "--rev", "model-v1", cwd=fresh, ok=False)
+    r = _live("--replay", str(repo / RAW), "--repo", str(fresh), "--rev", "model-v1", cwd=fresh, ok=False)
     assert r.returncode == 2 and "models/model.keras at model-v1 has MD5" in r.stderr, r.stderr
-    r = _live("--replay", str(repo / RAW), *FUTURES, "--repo", str(fresh), "--rev", "no-such-tag", cwd=fresh, ok=False)
+    r = _live("--replay", str(repo / RAW), "--repo", str(fresh), "--rev", "no-such-tag", cwd=fresh, ok=False)
     assert r.returncode == 2 and "no-such-tag" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
@@ -224,7 +223,7 @@ def test_paper_mode_against_the_local_server_runs_until_sigterm_resumes_and_stop
         threading.Thread(target=tick, daemon=True).start()
         env = {**_env(), "MLRISK_BINANCE_BASE_URL": fb.url, "MLRISK_BINANCE_API_KEY": key,
                "MLRISK_BINANCE_API_SECRET": secret}
-        args = [sys.executable, "-m", "mlrisk.live", "--mode", "paper", *FUTURES, "--state-file", str(state),
+        args = [sys.executable, "-m", "mlrisk.live", "--mode", "paper", "--state-file", str(state),
                 "--log-file", str(log), "--kill-switch-file", str(kill), "--poll-delay-s", "0", "--poll-retry-s", "0.1",
                 "--max-stale-s", "86400"]
         try:

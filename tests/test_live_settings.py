@@ -32,9 +32,9 @@ def with_keys(monkeypatch):
 
 def test_defaults_are_paper_spot_with_no_keys():
     s = load_live_settings(env_file=None)
-    assert (s.mode, s.market, s.symbol, s.interval) == ("paper", "spot", None, None)
+    assert (s.mode, s.market, s.symbol, s.interval, s.max_leverage) == ("paper", None, None, None, None)
     assert not s.sends_orders and not s.has_keys
-    assert str(s.state_file) == "live/state.sqlite" and s.max_leverage == 1
+    assert str(s.state_file) == "live/state.sqlite"
     assert s.base_url == "https://api.binance.com"
 
 
@@ -69,7 +69,7 @@ def test_dotenv_file_is_read_for_keys_and_settings(tmp_path):
     ({"market": "margin"}, ["market (MLRISK_MARKET)"]),
     ({"symbol": "BTC/USDT"}, ["symbol (MLRISK_SYMBOL)", "BTCUSDT"]),
     ({"interval": "7m"}, ["interval (MLRISK_INTERVAL)", "1h"]),
-    ({"max_leverage": 3}, ["max_leverage must be 1 on spot", "MLRISK_MARKET=futures"]),
+    ({"market": "spot", "max_leverage": 3}, ["max_leverage must be 1 on spot", "MLRISK_MARKET=futures"]),
     ({"market": "futures", "max_leverage": 500}, ["max_leverage (MLRISK_MAX_LEVERAGE)", "125"]),
     ({"max_daily_loss": 0}, ["max_daily_loss (MLRISK_MAX_DAILY_LOSS)", "greater than 0"]),
     ({"max_drawdown": 1.5}, ["max_drawdown (MLRISK_MAX_DRAWDOWN)", "less than or equal to 1"]),
@@ -109,8 +109,46 @@ def test_live_mode_needs_keys_and_the_acknowledgement(monkeypatch):
     monkeypatch.setenv("MLRISK_BINANCE_API_SECRET", SECRET)
     with pytest.raises(SettingsError, match="needs a position cap: set MLRISK_MAX_POSITION_NOTIONAL"):
         load_live_settings(env_file=None, mode="live", i_understand_real_money=True)
-    s = load_live_settings(env_file=None, mode="live", i_understand_real_money=True, max_position_notional=100)
+    with pytest.raises(SettingsError, match="needs a leverage cap: set MLRISK_MAX_LEVERAGE"):
+        load_live_settings(env_file=None, mode="live", i_understand_real_money=True, max_position_notional=100)
+    s = load_live_settings(env_file=None, mode="live", i_understand_real_money=True, max_position_notional=100,
+                           max_leverage=1)
     assert s.mode == "live" and s.base_url == "https://api.binance.com" and s.max_position_notional == 100
+
+
+def _bp(direction="both", leverage=3.0):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(direction=direction, leverage=leverage)
+
+
+def test_market_and_leverage_cap_default_to_the_pinned_strategy():
+    s = load_live_settings(env_file=None)
+    r = s.for_strategy(_bp())                       # the default strategy shorts with leverage 3
+    assert (r.market, r.max_leverage) == ("futures", 3.0) and r.base_url == "https://fapi.binance.com"
+    r = s.for_strategy(_bp("long", 1.0))
+    assert (r.market, r.max_leverage) == ("spot", 1.0) and r.base_url == "https://api.binance.com"
+    assert s.market is None                          # the loaded settings are not modified
+    with pytest.raises(SettingsError, match="spot cannot short: set MLRISK_MARKET=futures"):
+        load_live_settings(env_file=None, market="spot").for_strategy(_bp())
+    with pytest.raises(SettingsError, match="spot has no leverage"):
+        load_live_settings(env_file=None, market="spot").for_strategy(_bp("long", 2.0))
+    with pytest.raises(SettingsError, match=r"backtest.leverage 3 exceeds MLRISK_MAX_LEVERAGE 2: raise it"):
+        load_live_settings(env_file=None, max_leverage=2).for_strategy(_bp())
+
+
+def test_the_exchange_client_goes_to_the_modes_host(monkeypatch):
+    from mlrisk.exchange import make_client
+
+    with_keys(monkeypatch)
+    s = load_live_settings(env_file=None, mode="testnet").for_strategy(_bp())
+    c = make_client(s.exchange_settings(), signed=True)
+    assert c.FUTURES_URL == "https://testnet.binancefuture.com/fapi"
+    s = load_live_settings(env_file=None, mode="testnet").for_strategy(_bp("long", 1.0))
+    assert make_client(s.exchange_settings(), signed=True).API_URL == "https://testnet.binance.vision/api"
+    monkeypatch.setenv("MLRISK_BINANCE_BASE_URL", "http://127.0.0.1:9")
+    s = load_live_settings(env_file=None, mode="testnet").for_strategy(_bp())
+    assert make_client(s.exchange_settings(), signed=True).FUTURES_URL == "http://127.0.0.1:9/fapi"
 
 
 def test_validation_makes_no_network_call(monkeypatch):

@@ -94,15 +94,6 @@ def _settings(args: argparse.Namespace) -> Any:
     return load_live_settings(env_file=args.env_file, **overrides)
 
 
-def _check_strategy(settings: Any, bp: Any) -> None:
-    if settings.market == "spot" and bp.direction != "long":
-        raise SettingsError(f"backtest.direction is {bp.direction} but spot cannot short: set MLRISK_MARKET=futures "
-                            "(--market futures) or backtest.direction: long")
-    if bp.leverage > settings.max_leverage:
-        raise SettingsError(f"backtest.leverage {bp.leverage:g} exceeds MLRISK_MAX_LEVERAGE {settings.max_leverage:g}: "
-                            f"raise it (--max-leverage {bp.leverage:g}, futures only) or lower backtest.leverage")
-
-
 def _run(args: argparse.Namespace) -> int:
     from mlrisk.live.model import pin_model
     from mlrisk.times import INTERVAL_MS, to_ms
@@ -123,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     model = pin_model(args.repo, args.rev)
     try:
         symbol, interval = model.resolve(settings.symbol, settings.interval)
-        _check_strategy(settings, model.backtest)
+        settings = settings.for_strategy(model.backtest)
         if settings.sends_orders:
             from mlrisk.live.broker import check_supported
 
@@ -204,14 +195,14 @@ def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
         if settings.sends_orders:
             from mlrisk.live.broker import ExchangeBroker
 
-            signed = ExchangeClient(settings.binance, market=settings.market, signed=True)
+            signed = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=True)
             signed.server_time_ms()  # the clock offset for signed requests
             broker = ExchangeBroker(signed, store, symbol, settings.client_id_prefix, model.backtest.order_size,
                                     model.backtest.min_notional, max_position_notional=settings.max_position_notional)
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
         bot = _bot(settings, model, store, log, interval_ms, broker=broker)
-        exchange = ExchangeClient(settings.binance, market=settings.market, signed=False)
+        exchange = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=False)
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,
                            poll_retry_s=settings.poll_retry_s, max_stale_s=settings.max_stale_s, stop=stop,
                            warn=lambda m: log.event("warning", message=m))

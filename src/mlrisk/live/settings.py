@@ -13,13 +13,14 @@ Variables (all optional; ``paper`` mode needs no key):
 - ``MLRISK_MODE``: ``paper`` (default: the backtest's fills on live candles, no orders sent),
   ``testnet`` (Binance's test exchange, keys needed) or ``live`` (real money: keys and the
   acknowledgement ``MLRISK_I_UNDERSTAND_REAL_MONEY=true`` / ``--i-understand-real-money`` needed).
-- ``MLRISK_MARKET``: ``spot`` (default) or ``futures`` (USDT-M).
+- ``MLRISK_MARKET``: ``spot`` or ``futures`` (USDT-M); default: futures when the pinned strategy
+  shorts or uses leverage, else spot (:meth:`LiveSettings.for_strategy`).
 - ``MLRISK_SYMBOL``, ``MLRISK_INTERVAL``: default ``None`` = the pinned model's.
 - ``MLRISK_STATE_FILE``: the SQLite state database (default ``live/state.sqlite``).
 - ``MLRISK_CLIENT_ID_PREFIX``: the prefix of the bot's client order ids (default ``mlr``).
 - Risk limits: ``MLRISK_MAX_POSITION_NOTIONAL`` (quote currency, e.g. USDT; 0 = no limit, which
   ``live`` mode refuses),
-  ``MLRISK_MAX_LEVERAGE`` (1 on spot), ``MLRISK_MAX_DAILY_LOSS`` and ``MLRISK_MAX_DRAWDOWN``
+  ``MLRISK_MAX_LEVERAGE`` (1 on spot; default the pinned strategy's leverage, which ``live`` mode refuses), ``MLRISK_MAX_DAILY_LOSS`` and ``MLRISK_MAX_DRAWDOWN``
   (fractions of equity, 0.05 = 5 %; equity includes open P&L), ``MLRISK_MAX_ORDERS_PER_MINUTE``,
   ``MLRISK_FLATTEN_ON_BREACH`` (close the position when a loss limit trips, else only reducing
   orders are allowed), ``MLRISK_KILL_SWITCH_FILE`` (when this file exists the bot stops gracefully),
@@ -68,8 +69,8 @@ class LiveSettings(BaseSettings):
 
     binance: BinanceSettings = Field(default_factory=BinanceSettings)
     mode: Mode = Field("paper", description="paper (the backtest's fills on live candles, no orders sent), testnet or live")
-    market: Market = Field("spot", description="spot or futures (USDT-M); the default strategy shorts and uses "
-                           "leverage, which only futures can")
+    market: Market | None = Field(None, description="spot or futures (USDT-M); default: futures when the pinned "
+                                  "strategy shorts or uses leverage (only futures can), else spot")
     i_understand_real_money: bool = Field(False, description="required for mode live")
     symbol: str | None = Field(None, description="default: the pinned model's; must equal it")
     interval: str | None = Field(None, description="default: the pinned model's; must equal it")
@@ -77,8 +78,9 @@ class LiveSettings(BaseSettings):
     client_id_prefix: str = Field("mlr", description="prefix of the bot's client order ids (1-8 letters/digits)")
     max_position_notional: float = Field(0.0, ge=0, allow_inf_nan=False,
                                          description="largest position, quote currency (USDT); 0 = no limit (live refuses 0)")
-    max_leverage: float = Field(1.0, ge=1, le=125, allow_inf_nan=False,
-                                description="the strategy's backtest.leverage must not exceed it; 1 on spot")
+    max_leverage: float | None = Field(None, ge=1, le=125, allow_inf_nan=False,
+                                       description="the strategy's backtest.leverage must not exceed it; 1 on spot; "
+                                       "default: the pinned strategy's leverage (mode live needs it set)")
     max_daily_loss: float = Field(0.05, gt=0, le=1, allow_inf_nan=False,
                                   description="fraction of the UTC day's starting equity (open P&L included); "
                                   "then entries stop until the next UTC day")
@@ -131,7 +133,7 @@ class LiveSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> "LiveSettings":
-        if self.market == "spot" and self.max_leverage != 1:
+        if self.market == "spot" and self.max_leverage not in (None, 1):
             raise ValueError("max_leverage must be 1 on spot (set MLRISK_MARKET=futures to use leverage)")
         if self.mode in ("testnet", "live") and not self.has_keys:
             raise ValueError(f"mode {self.mode} needs MLRISK_BINANCE_API_KEY and MLRISK_BINANCE_API_SECRET "
@@ -142,6 +144,9 @@ class LiveSettings(BaseSettings):
         if self.mode == "live" and self.max_position_notional <= 0:
             raise ValueError("mode live needs a position cap: set MLRISK_MAX_POSITION_NOTIONAL (quote currency, "
                              "e.g. 100 for 100 USDT)")
+        if self.mode == "live" and self.max_leverage is None:
+            raise ValueError("mode live needs a leverage cap: set MLRISK_MAX_LEVERAGE (1 on spot; the pinned "
+                             "strategy's backtest.leverage must not exceed it)")
         if self.state_file.resolve() == self.kill_switch_file.resolve():
             raise ValueError("state_file and kill_switch_file must be different files")
         return self
@@ -159,8 +164,32 @@ class LiveSettings(BaseSettings):
 
     @property
     def base_url(self) -> str:
-        """The REST host: ``MLRISK_BINANCE_BASE_URL`` if set, else Binance's for the mode and market."""
-        return (self.binance.base_url or DEFAULT_HOSTS[(self.mode, self.market)]).rstrip("/")
+        """The REST host: ``MLRISK_BINANCE_BASE_URL`` if set, else Binance's for the mode and market
+        (spot until :meth:`for_strategy` has resolved the market)."""
+        return (self.binance.base_url or DEFAULT_HOSTS[(self.mode, self.market or "spot")]).rstrip("/")
+
+    def exchange_settings(self) -> BinanceSettings:
+        """The exchange client's settings with the REST host of :attr:`base_url` (so testnet mode talks
+        to Binance's testnet even when ``MLRISK_BINANCE_BASE_URL`` is not set)."""
+        return self.binance.model_copy(update={"base_url": self.base_url})
+
+    def for_strategy(self, bp: Any) -> "LiveSettings":
+        """These settings with the defaults that depend on the pinned strategy (``bp``: the
+        backtest params) filled in: ``market`` futures when it shorts or uses leverage, else spot;
+        ``max_leverage`` its leverage (1 on spot). Raises :class:`~mlrisk.errors.SettingsError` (one
+        line naming the setting and the fix) when the strategy cannot run under them."""
+        market = self.market or ("futures" if bp.direction != "long" or bp.leverage > 1 else "spot")
+        cap = self.max_leverage if self.max_leverage is not None else (1.0 if market == "spot" else float(bp.leverage))
+        if market == "spot" and bp.direction != "long":
+            raise SettingsError(f"backtest.direction is {bp.direction} but spot cannot short: set MLRISK_MARKET=futures "
+                                "(--market futures) or backtest.direction: long")
+        if market == "spot" and bp.leverage > 1:
+            raise SettingsError(f"backtest.leverage is {bp.leverage:g} but spot has no leverage: set "
+                                "MLRISK_MARKET=futures (--market futures) or backtest.leverage: 1")
+        if bp.leverage > cap:
+            raise SettingsError(f"backtest.leverage {bp.leverage:g} exceeds MLRISK_MAX_LEVERAGE {cap:g}: raise it "
+                                f"(--max-leverage {bp.leverage:g}) or lower backtest.leverage")
+        return self.model_copy(update={"market": market, "max_leverage": cap})
 
 
 def _one_line(e: ValidationError, within: str = "") -> str:
