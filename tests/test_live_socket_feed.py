@@ -236,6 +236,7 @@ def test_kline_row_reads_only_closed_candles_of_the_symbol_and_interval():
 
 
 # ------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_paper_bot_with_websocket_decides_from_stream_candles(tmp_path):
     from test_live_testnet_cli import _pinned_repo
 
@@ -259,7 +260,8 @@ def test_paper_bot_with_websocket_decides_from_stream_candles(tmp_path):
                 return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
 
             assert wait_until(lambda: any(r.get("event") == "start" for r in records()) or p.poll() is not None, 90)
-            assert wait_until(lambda: ws.open_connections > 0, 10)
+            assert wait_until(lambda: ws.open_connections > 0 and len(fx.kline_requests()) > 0, 10)  # history loaded
+            time.sleep(0.3)
             n0 = len(fx.kline_requests())
             for i in (30, 31):                                     # each closes; the stream says so at once
                 set_clock(fx, first + (i + 1) * H + 20)
@@ -280,3 +282,33 @@ def test_paper_bot_with_websocket_decides_from_stream_candles(tmp_path):
     assert all(r["latency_ms"] < 5_000 for r in candles)
     assert recs[-1]["event"] == "stop" and "kill switch" in recs[-1]["reason"]
     assert ws.paths and all(path == "/ws/btcusdt@kline_1h" for path in ws.paths)
+
+
+# ---------------------------------------------------------------------------------------- settings
+def test_websocket_settings_defaults_hosts_and_checks(monkeypatch, tmp_path):
+    from mlrisk.errors import SettingsError
+    from mlrisk.live.settings import load_live_settings
+
+    for k in list(os.environ):
+        if k.startswith("MLRISK_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    s = load_live_settings(env_file=None)
+    assert not s.websocket and s.websocket_stall_s == 30 and s.ws_url == "wss://stream.binance.com:9443"
+    assert load_live_settings(env_file=None, market="futures", max_leverage=3).ws_url == "wss://fstream.binance.com"
+    monkeypatch.setenv("MLRISK_BINANCE_API_KEY", "k" * 20)
+    monkeypatch.setenv("MLRISK_BINANCE_API_SECRET", "s" * 20)
+    assert load_live_settings(env_file=None, mode="testnet").ws_url == "wss://stream.testnet.binance.vision"
+    monkeypatch.setenv("MLRISK_WEBSOCKET", "true")
+    monkeypatch.setenv("MLRISK_WEBSOCKET_URL", "ws://127.0.0.1:9001/")
+    s = load_live_settings(env_file=None)
+    assert s.websocket and s.ws_url == "ws://127.0.0.1:9001"
+    with pytest.raises(SettingsError, match=r"websocket_url \(MLRISK_WEBSOCKET_URL\): plain ws:// is allowed only"):
+        load_live_settings(env_file=None, websocket_url="ws://stream.example.com")
+    with pytest.raises(SettingsError, match="must be a websocket URL"):
+        load_live_settings(env_file=None, websocket_url="https://stream.binance.com")
+    monkeypatch.delenv("MLRISK_WEBSOCKET_URL")
+    monkeypatch.setenv("MLRISK_BINANCE_BASE_URL", "http://127.0.0.1:9")
+    with pytest.raises(SettingsError, match="set the stream host too"):
+        load_live_settings(env_file=None)
+    assert not load_live_settings(env_file=None, websocket=False).websocket  # polling only: no stream host needed
