@@ -4,7 +4,8 @@ Latency: from the moment a candle's close is available at the exchange (the loca
 on 127.0.0.1 moves its clock past the close) to the paper decision being committed and logged:
 one server-time request, one klines request, features, the scaler, the compiled single-window
 inference, the backtest's per-candle step, the risk controls, the SQLite commit and the log line.
-Testnet/live: from the close to the candle's orders written ahead, sent to the fake spot exchange
+With ``--websocket``: from the fake kline stream sending the candle's closing event to the same
+decision (no REST request). Testnet/live: from the close to the candle's orders written ahead, sent to the fake spot exchange
 and acknowledged (the free balance queried, the filters applied). Replay: candles per second
 through the same loop from the stored raw candles. Needs the
 pipeline's outputs (``dvc repro``). Prints figures; asserts nothing.
@@ -93,6 +94,47 @@ def main() -> None:
                               "  of which polling (server time + klines over HTTP to 127.0.0.1)",
                               "  of which deciding (features, inference, step, risk, SQLite commit, log)")):
         print(f"{what}, {len(lat)} candles: median {np.median(lat[:, j]):.1f} ms, p99 {np.percentile(lat[:, j], 99):.1f} ms")
+
+    # the same with --websocket: the fake kline stream sends each candle's closing event, the socket feed
+    # hands it over without a REST request (REST polling stays the fallback, 60 s after the close here)
+    from fake_kline_ws import FakeKlineWS
+
+    from mlrisk.live.socket_feed import SocketFeed
+
+    lat_ws = []
+    with tempfile.TemporaryDirectory() as tmp, FakeBinance({(model.symbol, model.interval): rows}, now_ms=t_first + 1) as fb, \
+            FakeKlineWS(model.symbol, model.interval, iv, heartbeat_s=None) as ws:
+        store = StateStore(Path(tmp) / "w.sqlite", symbol=model.symbol, interval=model.interval)
+        bot = Bot(pred.predict_latest, spec.seq_len + spec.warmup, spec.seq_len, prm, iv, limits, store,
+                  CandleLog(Path(tmp) / "w.jsonl", None))
+        ex = ExchangeClient(BinanceSettings(base_url=fb.url), market="spot")
+        feed = SocketFeed(PollingFeed(ex, model.symbol, model.interval, iv, poll_delay_s=60.0, stop=Stopper(None)), ws.url)
+        hist = feed.history(t_first - (bot.need + 2) * iv)
+        if not ws.wait_connections(1):
+            raise SystemExit(f"the bench's websocket did not connect: {feed.state}")
+        n_rest = len(fb.kline_requests())
+        nxt = t_first
+        for i in range(args.candles):
+            fb.now_ms = nxt + iv + 1
+            t0 = time.perf_counter()
+            ws.send_candle(rows[first + i], partials=0)   # the close, as the stream announces it
+            new = feed.wait_for(nxt)
+            t1 = time.perf_counter()
+            hist = pd.concat([hist, new], ignore_index=True).iloc[-(bot.need + 8):]
+            bot.process(hist)
+            t2 = time.perf_counter()
+            lat_ws.append(((t2 - t0) * 1000, (t1 - t0) * 1000))
+            nxt += iv
+        feed.close()
+        store.close()
+        if len(fb.kline_requests()) != n_rest or feed.from_socket != args.candles:
+            raise SystemExit(f"the websocket bench fell back to REST ({feed.from_rest} candles): figures not comparable")
+    lat_ws = np.array(lat_ws[5:])
+    print(f"paper decision latency with --websocket (closing kline event sent -> decision committed and logged), "
+          f"{len(lat_ws)} candles: median {np.median(lat_ws[:, 0]):.1f} ms, p99 {np.percentile(lat_ws[:, 0], 99):.1f} ms "
+          f"(polling above: median {np.median(lat[:, 0]):.1f} ms, p99 {np.percentile(lat[:, 0], 99):.1f} ms)")
+    print(f"  of which the stream (event sent by the fake over a websocket to 127.0.0.1 -> candle table in hand): "
+          f"median {np.median(lat_ws[:, 1]):.1f} ms, p99 {np.percentile(lat_ws[:, 1], 99):.1f} ms")
 
     # testnet/live path: decision + order written ahead + sent + acknowledged (spot, long-only variant of
     # the strategy, which is what the broker trades), against the fake spot exchange

@@ -206,11 +206,18 @@ def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,
                            poll_retry_s=settings.poll_retry_s, max_stale_s=settings.max_stale_s, stop=stop,
                            warn=lambda m: log.event("warning", message=m))
+        if settings.websocket:  # closed candles from the kline stream, the polling feed as the fallback
+            from mlrisk.live.socket_feed import SocketFeed
+
+            feed = SocketFeed(feed, settings.ws_url, stall_s=settings.websocket_stall_s)
         log.event("start", mode=settings.mode, symbol=symbol, interval=interval, model_md5=model.md5["models/model.keras"],
-                  rev=model.rev, resume_after=bot.last_processed)
+                  rev=model.rev, resume_after=bot.last_processed, market=settings.market,
+                  feed="websocket" if settings.websocket else "polling")
         try:
             reason = run_paper(bot, feed, stop)
         finally:
+            if settings.websocket:
+                feed.close()
             if settings.flatten_on_stop and stop.reason is not None:
                 out = bot.flatten()
                 if out is not None and len(out[1]):

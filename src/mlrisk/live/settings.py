@@ -28,6 +28,11 @@ Variables (all optional; ``paper`` mode needs no key):
 - The loop: ``MLRISK_LOG_FILE`` (JSON lines, one per candle), ``MLRISK_POLL_DELAY_S`` (seconds after
   a close to poll for the candle), ``MLRISK_POLL_RETRY_S`` (seconds between polls while it is late),
   ``MLRISK_MAX_STALE_S`` (a candle this late stops the bot safely).
+- The kline websocket: ``MLRISK_WEBSOCKET`` (true: closed candles from the exchange's kline stream
+  as soon as they close, REST polling as the fallback; default false = polling only),
+  ``MLRISK_WEBSOCKET_URL`` (the stream host; default Binance's for the mode and market, see
+  :data:`DEFAULT_WS_HOSTS`; plain ``ws://`` only to a loopback host), ``MLRISK_WEBSOCKET_STALL_S``
+  (seconds without any message after which the stream counts as stalled and is reconnected).
 """
 
 from __future__ import annotations
@@ -55,6 +60,16 @@ DEFAULT_HOSTS: dict[tuple[str, str], str] = {
     ("live", "futures"): "https://fapi.binance.com",
     ("testnet", "spot"): "https://testnet.binance.vision",
     ("testnet", "futures"): "https://testnet.binancefuture.com",
+}
+#: Kline stream hosts by (mode, market) when ``MLRISK_WEBSOCKET_URL`` is not set; the stream is
+#: ``{host}/ws/{symbol lower}@kline_{interval}``.
+DEFAULT_WS_HOSTS: dict[tuple[str, str], str] = {
+    ("paper", "spot"): "wss://stream.binance.com:9443",
+    ("paper", "futures"): "wss://fstream.binance.com",
+    ("live", "spot"): "wss://stream.binance.com:9443",
+    ("live", "futures"): "wss://fstream.binance.com",
+    ("testnet", "spot"): "wss://stream.testnet.binance.vision",
+    ("testnet", "futures"): "wss://fstream.binancefuture.com",
 }
 ACK_FLAG = "--i-understand-real-money"
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
@@ -99,6 +114,14 @@ class LiveSettings(BaseSettings):
                                 description="seconds between polls while a candle is late, and the longest single wait")
     max_stale_s: float = Field(300.0, gt=0, le=86400, allow_inf_nan=False,
                                description="stop safely when a candle is this many seconds late (stalled feed)")
+    websocket: bool = Field(False, description="closed candles from the exchange's kline websocket as soon as they "
+                            "close; REST polling (above) when the stream has not delivered a candle poll_delay_s "
+                            "after its close, and for gaps")
+    websocket_url: str | None = Field(None, description="the kline stream host (wss://); default Binance's for the "
+                                      "mode and market")
+    websocket_stall_s: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False,
+                                     description="seconds without any stream message after which the websocket "
+                                     "counts as stalled and is reconnected")
 
     @field_validator("symbol")
     @classmethod
@@ -131,8 +154,27 @@ class LiveSettings(BaseSettings):
             raise ValueError("must be a file path")
         return v
 
+    @field_validator("websocket_url")
+    @classmethod
+    def _ws_url(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        from mlrisk.exchange import _is_loopback
+
+        if v is None:
+            return v
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError("must be a websocket URL such as wss://stream.binance.com:9443")
+        if parts.scheme == "ws" and not _is_loopback(parts.hostname):
+            raise ValueError("plain ws:// is allowed only to 127.0.0.1/localhost/::1: use wss://")
+        return v.strip().rstrip("/")
+
     @model_validator(mode="after")
     def _consistent(self) -> "LiveSettings":
+        if self.websocket and self.binance.base_url and not self.websocket_url:
+            raise ValueError("MLRISK_BINANCE_BASE_URL is set but MLRISK_WEBSOCKET_URL is not: set the stream host "
+                             "too (--websocket-url), so REST and stream candles come from one exchange")
         if self.market == "spot" and self.max_leverage not in (None, 1):
             raise ValueError("max_leverage must be 1 on spot (set MLRISK_MARKET=futures to use leverage)")
         if self.mode in ("testnet", "live") and not self.has_keys:
@@ -190,6 +232,11 @@ class LiveSettings(BaseSettings):
             raise SettingsError(f"backtest.leverage {bp.leverage:g} exceeds MLRISK_MAX_LEVERAGE {cap:g}: raise it "
                                 f"(--max-leverage {bp.leverage:g}) or lower backtest.leverage")
         return self.model_copy(update={"market": market, "max_leverage": cap})
+
+    @property
+    def ws_url(self) -> str:
+        """The kline stream host: ``MLRISK_WEBSOCKET_URL`` if set, else Binance's for the mode and market."""
+        return self.websocket_url or DEFAULT_WS_HOSTS[(self.mode, self.market or "spot")]
 
 
 def _one_line(e: ValidationError, within: str = "") -> str:
