@@ -213,6 +213,10 @@ def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
         log.event("start", mode=settings.mode, symbol=symbol, interval=interval, model_md5=model.md5["models/model.keras"],
                   rev=model.rev, resume_after=bot.last_processed, market=settings.market,
                   feed="websocket" if settings.websocket else "polling")
+        if model.params.data.market != settings.market:
+            log.event("warning", message=f"the model was trained on {model.params.data.market} candles; it now decides "
+                      f"on {settings.market} candles, whose prices differ by the basis (train on data.market "
+                      f"{settings.market} to remove the difference)")
         try:
             reason = run_paper(bot, feed, stop)
         finally:
