@@ -37,7 +37,7 @@ def _flag(name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mlrisk.live.settings import LiveSettings
+    from mlrisk.live.settings import LiveSettings, Market, Mode
 
     p = argparse.ArgumentParser(prog="mlrisk live", description=DESCRIPTION)
     g = p.add_argument_group("settings (flag = environment variable MLRISK_<NAME>)")
@@ -46,11 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         env = f"MLRISK_{name.upper()}"
         default = f.default
-        help_ = f"{f.description or ''} [{env}; default {default}]".replace("%", "%%")
+        shown = "" if default is None else f"; default {default}"  # None: the description says what it means
+        help_ = f"{f.description or ''} [{env}{shown}]".replace("%", "%%")
         if f.annotation is bool:
             g.add_argument(_flag(name), dest=name, action="store_const", const=True, default=None, help=help_)
         else:
-            choices = get_args(f.annotation) if name in ("mode", "market") else None
+            choices = {"mode": get_args(Mode), "market": get_args(Market)}.get(name)
             g.add_argument(_flag(name), dest=name, default=None, choices=choices, metavar=None if choices else name.upper(),
                            help=help_)
     r = p.add_argument_group("model and replay")
