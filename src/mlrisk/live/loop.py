@@ -191,7 +191,7 @@ class Bot:
                                     mark=mark)
         orders: list[Any] = []
         if self.broker is not None and send:
-            orders, skipped = self.broker.prepare(res.orders, candle[3], t_open)
+            orders, skipped = self.broker.prepare(res.orders, candle[3], t_open, state=new)
             res.blocked.extend(skipped)
         elif catch_up:
             res.blocked.append("catch-up: closed while the bot was down; stepped without a decision")
