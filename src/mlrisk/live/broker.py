@@ -80,16 +80,22 @@ def check_supported(bp: Any, market: str, max_leverage: float = 1.0) -> None:
                             "take-profit/stop/hold (use --market futures for the rest); not: " + "; ".join(problems))
 
 
-def _query(client: Any, **kw: Any) -> dict[str, Any] | None:
-    """GET /order by client id; None when the exchange has no such order (-2013)."""
+def or_none(client: Any, method: str, codes: tuple[int, ...], **kw: Any) -> Any:
+    """``client.method(**kw)``; None when Binance answers with one of ``codes`` (e.g. -2013 no such
+    order). Pass it to :meth:`~mlrisk.exchange.ExchangeClient.call` as the callable."""
     from binance.exceptions import BinanceAPIException
 
     try:
-        return client.get_order(**kw)
+        return getattr(client, method)(**kw)
     except BinanceAPIException as e:
-        if e.code == ORDER_NOT_FOUND:
+        if e.code in codes:
             return None
         raise
+
+
+def _query(client: Any, **kw: Any) -> dict[str, Any] | None:
+    """GET /order by client id; None when the exchange has no such order (-2013)."""
+    return or_none(client, "get_order", (ORDER_NOT_FOUND,), **kw)
 
 
 class BrokerBase:
