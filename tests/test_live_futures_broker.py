@@ -346,3 +346,16 @@ def test_the_bot_trades_the_default_strategy_on_futures_and_agrees_with_the_exch
         assert store.orders_to_reconcile() == []
         _agree(fx, store)
         bot.broker.reconcile()                                      # a restart would find everything in line
+
+
+def test_a_position_changed_outside_the_bot_halts_at_the_next_close(tmp_path):
+    candles = _flat([40000, 40000, 40100, 40200])
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _scripted({1: 0.9, 2: 0.1}))
+        _run(fx, bot, candles, 1, 2)
+        fx.positions["BTCUSDT"] = [D(0), D(0)]                      # e.g. liquidated by the exchange
+        fx.set_price("BTCUSDT", "40100")
+        with pytest.raises(PositionMismatch, match="records 0.075 BTC but the exchange's BTCUSDT futures position is 0"):
+            bot.process(candles.iloc[:3])
+        assert store.risk().halted and store.last_processed_candle() == T0 + H    # the candle was not committed
+        assert len(fx.orders) == 1

@@ -6,7 +6,9 @@ Per candle, at the close:
 
 1. **refresh**: every open order of the bot is queried by client id, so a resting LIMIT entry that
    filled and a take-profit/stop that triggered since the last close are recorded (fills with their
-   USDT commission, the signed position and its average entry price). Resting LIMIT entries the
+   USDT commission, the signed position and its average entry price); the recorded position must
+   then equal the exchange's (``positionRisk``), else trading halts (a liquidation, which the
+   exchange does on its own, or a trade outside the bot: settle by hand). Resting LIMIT entries the
    engine no longer holds (expired after ``limit_ttl``, cancelled by an opposite signal, or filled in
    the simulation) are cancelled by client id.
 2. **prepare**: an exit (opposite signal, ``hold``) or ``flatten`` is a reduce-only MARKET order for
@@ -161,6 +163,7 @@ class FuturesBroker(BrokerBase):
         from ``flatten``). Refreshes the open orders first (see the module docstring)."""
         legs = list(orders)
         self.refresh()
+        self.check_position()  # e.g. liquidated or traded by hand since the last close: halt (fail closed)
         if state is not None:
             self._cancel_dropped_limits(state)
         if any(o["leg"] == "flat" for o in legs):
