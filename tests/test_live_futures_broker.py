@@ -326,26 +326,51 @@ def test_equity_is_wallet_plus_unrealised_pnl(tmp_path):
 
 # --------------------------------------------------------------------------------------- the loop
 @pytest.mark.slow
-def test_the_bot_trades_the_default_strategy_on_futures_and_agrees_with_the_exchange(tmp_path):
-    bp = BacktestParams(sweep={})                               # params.yaml's defaults: both sides, leverage 3
+@pytest.mark.parametrize("change", [{}, {"entry": "limit", "take_profit": 0.01, "stop_loss": 0.008, "hold": 6,
+                                         "pyramid_max": 2}], ids=["default", "limit-tp-sl-hold-pyramid"])
+def test_the_bot_trades_on_futures_and_agrees_with_the_exchange(tmp_path, change):
+    bp = BacktestParams(sweep={}).model_copy(update=change)     # params.yaml's defaults: both sides, leverage 3
     assert (bp.direction, bp.leverage) == ("both", 3.0)
     rng = np.random.default_rng(3)
-    close = 40000 * np.exp(np.cumsum(rng.normal(0, 0.01, 121)))
-    candles = _flat(list(np.round(close, 1)))
+    close = np.round(40000 * np.exp(np.cumsum(rng.normal(0, 0.006, 121))), 1)
+    opens = np.r_[close[0], close[:-1]]
+    wick = np.abs(rng.normal(0, 0.003, len(close)))
+    candles = _frame([(o, round(max(o, c) * (1 + w), 1), round(min(o, c) * (1 - w), 1), c)
+                      for o, c, w in zip(opens, close, wick)])
     ps = {i: float(p) for i, p in enumerate(rng.uniform(0.2, 0.8, len(candles)))}
+    agree = 0
     with FakeFuturesExchange() as fx, _store(tmp_path) as store:
         bot = _bot(fx, store, _scripted(ps), bp)
         faults = [fx.schedule(k, method="POST", path="/fapi/v1/order", skip=s, **o) for k, s, o in
                   [("lost", 3, {}), ("timeout", 8, {"delay_s": 0.6}), ("error", 14, {"execute": True})]]
-        _run(fx, bot, candles)
+        for i in range(1, len(candles)):
+            row = candles.iloc[i]
+            for px in (row["high"], row["low"], row["close"]):     # the exchange trades through the candle
+                fx.set_price("BTCUSDT", f"{px:.1f}")
+            res = bot.process(candles.iloc[: i + 1])
+            # the engine's side once this close's market orders fill (the fake fills them at once)
+            side = 0 if any(o["leg"] == "exit" for o in res.orders) else bot.state.account.account.side
+            side = next((1 if o["side"] == "BUY" else -1 for o in res.orders if o["leg"] == "entry" and o["type"] == "MARKET"
+                         and side in (0, 1 if o["side"] == "BUY" else -1)), side)
+            agree += (fx.position()[0] > 0) - (fx.position()[0] < 0) == side
         assert all(f.fired for f in faults)
         sides = {o.side for o in store.orders() if o.leg == "entry"}
         assert sides == {"BUY", "SELL"} and len(fx.orders) >= 20
         cids = [o["clientOrderId"] for o in fx.orders]
-        assert len(cids) == len(set(cids))                         # no client id executed twice
-        assert store.orders_to_reconcile() == []
+        assert len(cids) == len(set(cids))                         # no client id executed twice ...
+        posted = [x[2].get("newClientOrderId") for x in fx.signed if x[:2] == ("POST", "/fapi/v1/order")]
+        assert len(posted) == len(set(posted))                     # ... nor received twice
+        assert store.orders([S.PENDING_SUBMIT, S.UNKNOWN]) == []
         _agree(fx, store)
-        bot.broker.reconcile()                                      # a restart would find everything in line
+        done = bot.broker.reconcile()                               # a restart would find everything in line
+        assert all(line.endswith(": open -> open") for line in done)
+        legs = {o.leg for o in store.orders()}
+        print(f"futures loop {change}: {len(fx.orders)} orders, {len(fx.algos)} algo orders, legs {sorted(legs)}, "
+              f"engine and exchange on the same side after {agree} of {len(candles) - 1} closes")
+        if change:
+            assert {"tp", "sl"} <= legs and any(a["algoStatus"] == "FINISHED" for a in fx.algos)
+            assert any(o.type == "LIMIT" and o.status is S.FILLED for o in store.orders())
+        assert agree >= 0.8 * (len(candles) - 1)
 
 
 def test_a_position_changed_outside_the_bot_halts_at_the_next_close(tmp_path):
