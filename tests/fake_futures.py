@@ -32,7 +32,9 @@ class FakeFuturesExchange(FakeExchange):
     Served: ``GET /fapi/v1/time``, ``/fapi/v1/exchangeInfo`` (BTCUSDT_FUTURES), ``/fapi/v1/klines``
     (FakeBinance's candles) and, signed (checked like :class:`FakeExchange`): ``POST/GET/DELETE
     /fapi/v1/order``, ``GET /fapi/v1/openOrders``, ``/fapi/v1/allOrders``, ``/fapi/v1/userTrades``,
-    ``/fapi/v3/positionRisk`` (what python-binance 1.0.37 calls), ``/fapi/v2/account``,
+    ``/fapi/v3/positionRisk`` (what python-binance 1.0.37 calls; like Binance's V3 it lists only symbols
+    with a position or open orders, without ``marginType``/``leverage``), ``/fapi/v2/account`` (its
+    ``positions`` carry ``isolated`` and ``leverage``),
     ``/fapi/v3/balance``, ``POST /fapi/v1/leverage``, ``POST /fapi/v1/marginType`` (-4046 "No need to
     change margin type." when unchanged), ``GET /fapi/v1/positionSide/dual`` (``dual_side``),
     ``POST/GET/DELETE /fapi/v1/algoOrder`` and ``GET /fapi/v1/openAlgoOrders``.
@@ -356,11 +358,15 @@ class FakeFuturesExchange(FakeExchange):
                 if a["algoStatus"] == "NEW" and (not q.get("symbol") or a["symbol"] == q["symbol"])]
 
     # ------------------------------------------------------------------ account endpoints
-    def _f_position_risk(self, q: dict[str, str]) -> list[dict[str, Any]]:
+    def _f_position_risk(self, q: dict[str, str], every: bool = False) -> list[dict[str, Any]]:
+        """V3: only symbols with a position or open orders (``every``: all, for the account view),
+        without V2's ``marginType``/``leverage``."""
         syms = [self._symbol(q)["symbol"]] if q.get("symbol") else list(self.positions)
         out = []
         for sym in syms:
             amt, entry = self.positions[sym]
+            if not every and amt == 0 and not any(o["status"] in OPEN and o["symbol"] == sym for o in self.orders):
+                continue
             margin = abs(amt) * entry / self.leverage[sym]
             upnl = self._upnl(sym)
             out.append({"symbol": sym, "positionSide": "BOTH", "positionAmt": _s(amt), "entryPrice": _s(entry),
@@ -370,8 +376,7 @@ class FakeFuturesExchange(FakeExchange):
                         "isolatedWallet": _s(margin) if self.margin_type[sym] == "isolated" else "0",
                         "initialMargin": _s(margin), "maintMargin": "0", "positionInitialMargin": _s(margin),
                         "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0",
-                        "updateTime": self.server_ms(), "leverage": str(self.leverage[sym]),
-                        "marginType": self.margin_type[sym]})
+                        "updateTime": self.server_ms()})
         return out
 
     def _usdt(self) -> dict[str, Any]:
@@ -387,8 +392,10 @@ class FakeFuturesExchange(FakeExchange):
                 "totalMarginBalance": u["marginBalance"], "availableBalance": u["availableBalance"],
                 "maxWithdrawAmount": u["maxWithdrawAmount"], "assets": [u],
                 "positions": [{"symbol": p["symbol"], "positionAmt": p["positionAmt"], "entryPrice": p["entryPrice"],
-                               "unrealizedProfit": p["unRealizedProfit"], "isolated": p["marginType"] == "isolated",
-                               "leverage": p["leverage"], "positionSide": "BOTH"} for p in self._f_position_risk({})]}
+                               "unrealizedProfit": p["unRealizedProfit"],
+                               "isolated": self.margin_type[p["symbol"]] == "isolated",
+                               "leverage": str(self.leverage[p["symbol"]]), "positionSide": "BOTH"}
+                              for p in self._f_position_risk({}, every=True)]}
 
     def _f_balance(self, q: dict[str, str]) -> list[dict[str, Any]]:
         u = self._usdt()

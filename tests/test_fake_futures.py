@@ -56,10 +56,12 @@ def test_margin_type_leverage_and_position_mode(fx):
     e = api_error(c.futures_change_margin_type, symbol="BTCUSDT", marginType="ISOLATED")
     assert (e.code, e.message) == (-4046, "No need to change margin type.")
     assert c.futures_change_leverage(symbol="BTCUSDT", leverage=3)["leverage"] == 3
-    risk = c.futures_position_information(symbol="BTCUSDT")[0]
-    assert (risk["marginType"], risk["leverage"], risk["positionAmt"]) == ("isolated", "3", "0")
+    pos = [p for p in c.futures_account()["positions"] if p["symbol"] == "BTCUSDT"][0]
+    assert (pos["isolated"], pos["leverage"], pos["positionAmt"]) == (True, "3", "0")
+    assert c.futures_position_information(symbol="BTCUSDT") == []      # V3: no position, no open orders, no row
     assert [r.path for r in fx.requests if "positionRisk" in r.path] == ["/fapi/v3/positionRisk"]
     c.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01")
+    assert c.futures_position_information(symbol="BTCUSDT")[0]["positionAmt"] == "0.01"
     assert api_error(c.futures_change_margin_type, symbol="BTCUSDT", marginType="CROSSED").code == -4048
 
 

@@ -384,3 +384,14 @@ def test_a_position_changed_outside_the_bot_halts_at_the_next_close(tmp_path):
             bot.process(candles.iloc[:3])
         assert store.risk().halted and store.last_processed_candle() == T0 + H    # the candle was not committed
         assert len(fx.orders) == 1
+
+
+def test_setup_with_a_position_accepts_isolated_margin_it_cannot_change(tmp_path):
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        fx.positions["BTCUSDT"] = [D("0.01"), D(40000)]
+        fx.margin_type["BTCUSDT"] = "isolated"
+        assert b.setup()[0] == "margin type ISOLATED (already)"
+        fx.margin_type["BTCUSDT"] = "cross"                          # cross with a position: -4048, refused
+        with pytest.raises(SettingsError, match="cannot set BTCUSDT futures to isolated margin.*close its position"):
+            b.setup()

@@ -113,7 +113,8 @@ class FuturesBroker(BrokerBase):
                                    codes=(NO_NEED_TO_CHANGE_MARGIN_TYPE,), symbol=self.symbol, marginType="ISOLATED")
             done.append("margin type ISOLATED" + (" (already)" if r is None else " (set)"))
         except ExchangeError as e:  # e.g. -4048: cannot change with a position or open orders
-            if str(self._risk()[2].get("marginType", "")).lower() != "isolated":
+            rows = self.exchange.call("futures_account").get("positions", [])
+            if not any(r.get("symbol") == self.symbol and str(r.get("isolated")).lower() == "true" for r in rows):
                 raise SettingsError(f"cannot set {self.symbol} futures to isolated margin ({e}): close its position and "
                                     "orders, or set isolated margin by hand, then start again") from None
             done.append("margin type ISOLATED (already)")
@@ -123,7 +124,8 @@ class FuturesBroker(BrokerBase):
 
     # ------------------------------------------------------------------------- account
     def _risk(self) -> tuple[Decimal, Decimal | None, dict[str, Any]]:
-        """(signed position quantity, average entry price or None, the positionRisk row) of the symbol."""
+        """(signed position quantity, average entry price or None, the positionRisk row) of the symbol
+        (V3 lists no row for a symbol without position or open orders: flat)."""
         rows = [r for r in self.exchange.call("futures_position_information", symbol=self.symbol)
                 if r.get("symbol") == self.symbol and r.get("positionSide", "BOTH") == "BOTH"]
         if not rows:
