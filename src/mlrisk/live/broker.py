@@ -1,4 +1,4 @@
-"""The exchange broker (spot, MARKET orders): the paper step's orders made real, safely.
+"""The exchange brokers' common part and the spot broker: the paper step's orders made real, safely.
 
 Per candle the bot's pure step (:func:`mlrisk.live.paper.paper_step`, the backtest's own per-candle
 step) decides the orders at the close; this module turns them into exchange orders:
@@ -22,9 +22,11 @@ with the bot's prefix that the state file does not know are adopted; then the bo
 exchange's own trade history explains it must equal the recorded one, and the account must hold it.
 Anything else halts trading with one line (fail closed).
 
-Supported strategy (checked by :func:`check_supported`): spot, long only, leverage 1, market
-entries, no take-profit/stop/hold (the engine would exit its simulated position inside a candle
-where no real order exists). Quantities are ``Decimal`` base asset; prices quote asset.
+Steps 2-3 and the reconciliation are :class:`BrokerBase`, shared with the USDT-M futures broker
+(:class:`mlrisk.live.futures_broker.FuturesBroker`); :class:`ExchangeBroker` is spot. Supported
+strategies (checked by :func:`check_supported`): spot, long only, leverage 1, market entries, no
+take-profit/stop/hold (the engine would exit its simulated position inside a candle where no real
+order exists); futures, see that module. Quantities are ``Decimal`` base asset; prices quote asset.
 """
 
 from __future__ import annotations
@@ -80,22 +82,22 @@ def check_supported(bp: Any, market: str, max_leverage: float = 1.0) -> None:
                             "take-profit/stop/hold (use --market futures for the rest); not: " + "; ".join(problems))
 
 
-def or_none(client: Any, method: str, codes: tuple[int, ...], **kw: Any) -> Any:
-    """``client.method(**kw)``; None when Binance answers with one of ``codes`` (e.g. -2013 no such
-    order). Pass it to :meth:`~mlrisk.exchange.ExchangeClient.call` as the callable."""
+def or_none(client: Any, method: str, codes: tuple[int, ...]) -> Callable[..., Any]:
+    """``client.method`` as a callable for :meth:`~mlrisk.exchange.ExchangeClient.call` (named
+    ``method`` in its messages) that returns None when Binance answers with one of ``codes``
+    (e.g. -2013: no such order)."""
     from binance.exceptions import BinanceAPIException
 
-    try:
-        return getattr(client, method)(**kw)
-    except BinanceAPIException as e:
-        if e.code in codes:
-            return None
-        raise
+    def call(**kw: Any) -> Any:
+        try:
+            return getattr(client, method)(**kw)
+        except BinanceAPIException as e:
+            if e.code in codes:
+                return None
+            raise
 
-
-def _query(client: Any, **kw: Any) -> dict[str, Any] | None:
-    """GET /order by client id; None when the exchange has no such order (-2013)."""
-    return or_none(client, "get_order", (ORDER_NOT_FOUND,), **kw)
+    call.__name__ = method
+    return call
 
 
 class BrokerBase:
@@ -257,7 +259,8 @@ class ExchangeBroker(BrokerBase):
                                   quantity=str(o.quantity), newClientOrderId=o.client_order_id, newOrderRespType="FULL")
 
     def _lookup(self, o: OrderRecord) -> dict[str, Any] | None:
-        return self.exchange.call(_query, client=self.exchange.client, symbol=o.symbol, origClientOrderId=o.client_order_id)
+        return self.exchange.call(or_none(self.exchange.client, "get_order", (ORDER_NOT_FOUND,)), symbol=o.symbol,
+                                  origClientOrderId=o.client_order_id)
 
     def _record(self, o: OrderRecord, r: dict[str, Any], fills: list[dict[str, Any]] | None) -> OrderRecord:
         """Record an exchange answer (create or query) with its fills and the resulting position."""

@@ -109,8 +109,8 @@ class FuturesBroker(BrokerBase):
             raise SettingsError("the futures account is in hedge mode (dualSidePosition): switch it to one-way mode "
                                 "(Binance: Futures > Preferences > Position Mode > One-way) and start again")
         try:
-            r = self.exchange.call(or_none, client=self.exchange.client, method="futures_change_margin_type",
-                                   codes=(NO_NEED_TO_CHANGE_MARGIN_TYPE,), symbol=self.symbol, marginType="ISOLATED")
+            r = self.exchange.call(or_none(self.exchange.client, "futures_change_margin_type",
+                                           (NO_NEED_TO_CHANGE_MARGIN_TYPE,)), symbol=self.symbol, marginType="ISOLATED")
             done.append("margin type ISOLATED" + (" (already)" if r is None else " (set)"))
         except ExchangeError as e:  # e.g. -4048: cannot change with a position or open orders
             rows = self.exchange.call("futures_account").get("positions", [])
@@ -240,8 +240,8 @@ class FuturesBroker(BrokerBase):
     def cancel(self, o: OrderRecord) -> OrderRecord:
         """Cancel an open order by client id; one that already filled or ended is recorded as it is."""
         key = "clientAlgoId" if o.type in ALGO_TYPES else "origClientOrderId"
-        r = self.exchange.call(or_none, client=self.exchange.client, method="futures_cancel_order",
-                               codes=(UNKNOWN_ORDER, ORDER_NOT_FOUND), symbol=self.symbol, **{key: o.client_order_id})
+        r = self.exchange.call(or_none(self.exchange.client, "futures_cancel_order", (UNKNOWN_ORDER, ORDER_NOT_FOUND)),
+                               symbol=self.symbol, **{key: o.client_order_id})
         if r is None or o.type in ALGO_TYPES:
             q = self._lookup(o)
             if q is not None:
@@ -315,8 +315,8 @@ class FuturesBroker(BrokerBase):
 
     def _lookup(self, o: OrderRecord) -> dict[str, Any] | None:
         key = "clientAlgoId" if o.type in ALGO_TYPES else "origClientOrderId"
-        return self.exchange.call(or_none, client=self.exchange.client, method="futures_get_order",
-                                  codes=(ORDER_NOT_FOUND,), symbol=o.symbol, **{key: o.client_order_id})
+        return self.exchange.call(or_none(self.exchange.client, "futures_get_order", (ORDER_NOT_FOUND,)),
+                                  symbol=o.symbol, **{key: o.client_order_id})
 
     def _record(self, o: OrderRecord, r: dict[str, Any], fills: list[dict[str, Any]] | None) -> OrderRecord:
         """Record an answer (create, query or cancel; an algo order's through its actual order) with
