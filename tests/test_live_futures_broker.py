@@ -395,3 +395,35 @@ def test_setup_with_a_position_accepts_isolated_margin_it_cannot_change(tmp_path
         fx.margin_type["BTCUSDT"] = "cross"                          # cross with a position: -4048, refused
         with pytest.raises(SettingsError, match="cannot set BTCUSDT futures to isolated margin.*close its position"):
             b.setup()
+
+
+def test_a_fill_between_refresh_and_position_check_is_not_a_mismatch(tmp_path):
+    bp = BP.model_copy(update={"entry": "limit", "limit_offset": 0.01})
+    candles = _flat([40000, 40000, 40100, 40050])
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _scripted({1: 0.9}), bp)
+        _run(fx, bot, candles, 1, 3)
+        assert store.order(cid(1, "entry")).status is S.OPEN
+        fx.set_price("BTCUSDT", "39500")                # the limit fills after the bot's last look at it
+        bot.broker.check_position()                     # the exchange's position differs: the open order explains it
+        assert store.order(cid(1, "entry")).status is S.FILLED and not store.risk().halted
+        assert _agree(fx, store) > 0
+
+
+def test_restart_after_a_crash_between_write_ahead_and_send_sends_once_and_protects(tmp_path):
+    bp = BP.model_copy(update={"take_profit": 0.03, "stop_loss": 0.02})
+    candles = _flat([40000, 40000, 40100])
+    with FakeFuturesExchange() as fx:
+        with _store(tmp_path) as store:
+            bot = _bot(fx, store, _scripted({1: 0.1}), bp)
+            bot.broker.send_all = lambda orders: []     # the process dies after the commit, before sending
+            _run(fx, bot, candles, 1, 2)
+            assert [o.status for o in store.orders()] == [S.PENDING_SUBMIT] and fx.orders == []
+        with _store(tmp_path) as store:
+            b = _broker(fx, store, bp)
+            assert b.reconcile() == [f"{cid(1, 'entry')}: pending_submit -> filled", f"{cid(1, 'tp')}: placed (open)",
+                                     f"{cid(1, 'sl')}: placed (open)"]
+            assert _agree(fx, store) < 0 and len(fx.orders_with_client_id(cid(1, "entry"))) == 1
+            assert store.order(cid(1, "tp")).side == "BUY" and store.order(cid(1, "tp")).price < 40000
+            assert b.reconcile() == [f"{cid(1, 'tp')}: open -> open", f"{cid(1, 'sl')}: open -> open"]  # idempotent
+            assert len(fx.algos) == 2

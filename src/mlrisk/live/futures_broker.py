@@ -150,8 +150,14 @@ class FuturesBroker(BrokerBase):
         return self._risk()[0]
 
     def check_position(self) -> None:
+        """Halt (:class:`~mlrisk.live.broker.PositionMismatch`) unless the recorded position equals the
+        exchange's; a difference while orders are open is asked again once after recording them (one
+        may have filled between the two requests)."""
         recorded = self.store.position(self.symbol).quantity
         held = self.exchange_position()
+        if held != recorded and self.store.orders([S.OPEN]):
+            self.refresh()
+            recorded, held = self.store.position(self.symbol).quantity, self.exchange_position()
         if held != recorded:
             base = self.filters.base_asset
             self._halt(f"position mismatch: the state file records {fmt(recorded)} {base} but the exchange's "
