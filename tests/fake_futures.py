@@ -5,7 +5,6 @@ Driven through the real python-binance client in ``tests/test_fake_futures.py``.
 
 from __future__ import annotations
 
-import copy
 import time
 from decimal import Decimal
 from typing import Any
