@@ -17,5 +17,5 @@ Built and tested:
   :mod:`mlrisk.live.state`: settings, deterministic client order ids, exchange filters, the SQLite
   state store with write-ahead orders.
 
-Not built yet: the kline websocket and a user-data stream (fills are learnt by polling at each close).
+Not built yet: a user-data stream (fills are learnt by polling at each close), hedge mode.
 """
