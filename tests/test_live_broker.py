@@ -180,9 +180,12 @@ def test_a_position_the_exchange_cannot_explain_halts_trading(tmp_path):
 def test_unsupported_strategies_are_refused_in_one_line(change, words):
     with pytest.raises(SettingsError, match=words):
         check_supported(BP.model_copy(update=change), "spot")
-    with pytest.raises(SettingsError, match="futures"):
-        check_supported(BP, "futures")
     check_supported(BP, "spot")
+    check_supported(BP.model_copy(update=change), "futures", max_leverage=3.0)  # futures trade all of these
+    with pytest.raises(SettingsError, match="exceeds MLRISK_MAX_LEVERAGE 2"):
+        check_supported(BP.model_copy(update={"leverage": 3.0}), "futures", max_leverage=2.0)
+    with pytest.raises(SettingsError, match="whole number"):
+        check_supported(BP.model_copy(update={"leverage": 2.5}), "futures", max_leverage=3.0)
 
 
 def test_flatten_on_stop_sells_the_real_position_once(tmp_path):

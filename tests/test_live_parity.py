@@ -134,9 +134,9 @@ def test_a_model_that_differs_from_dvc_lock_is_refused(repo: Path, tmp_path: Pat
     assert r.returncode == 2 and "not the model's interval 1h" in r.stderr
     r = _live("--replay", str(repo / RAW), "--market", "spot", cwd=repo, ok=False)  # spot cannot short
     assert r.returncode == 2 and "spot cannot short" in r.stderr
-    r = _sh(sys.executable, "-m", "mlrisk.live", "--mode", "testnet", cwd=repo, ok=False,
-            env={"MLRISK_BINANCE_API_KEY": "k" * 16, "MLRISK_BINANCE_API_SECRET": "s" * 16})
-    assert r.returncode == 2 and "supports spot, long-only" in r.stderr and "direction both" in r.stderr
+    r = _sh(sys.executable, "-m", "mlrisk.live", "--mode", "testnet", "--market", "futures", "--max-leverage", "2",
+            cwd=repo, ok=False, env={"MLRISK_BINANCE_API_KEY": "k" * 16, "MLRISK_BINANCE_API_SECRET": "s" * 16})
+    assert r.returncode == 2 and "exceeds MLRISK_MAX_LEVERAGE 2" in r.stderr
     params = repo / "params.yaml"
     text = params.read_text()
     try:

@@ -27,15 +27,15 @@ pytestmark = pytest.mark.slow
 H = 3_600_000
 
 
-def _pinned_repo(root: Path) -> None:
-    """models/, params.yaml (spot, long only, leverage 1) and a dvc.lock pinning them."""
+def _pinned_repo(root: Path, backtest: dict | None = None) -> None:
+    """models/, params.yaml (spot, long only, leverage 1; ``backtest`` changes it) and a dvc.lock pinning them."""
     from mlrisk.config import load_params
     from mlrisk.data.preprocess import PreprocessSpec
     from mlrisk.features import warmup
     from mlrisk.model.network import build_model, save_model
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["backtest"].update({"direction": "long", "leverage": 1.0, "threshold": 0.0, "order_size": 0.2})
+    params["backtest"].update({"direction": "long", "leverage": 1.0, "threshold": 0.0, "order_size": 0.2, **(backtest or {})})
     params["features"]["seq_len"] = 4
     params["train"].update({"layers": [{"type": "lstm", "units": 4}], "dense": [4]})
     (root / "models").mkdir(parents=True)

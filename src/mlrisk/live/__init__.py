@@ -9,12 +9,13 @@ Built and tested:
   (:class:`mlrisk.backtest.account.AccountState`) plus the risk controls.
 - :mod:`mlrisk.live.loop`: the I/O around it: inference, the state store commit, the log line,
   replay from a file, REST polling with a staleness watchdog, the kill switch.
-- :mod:`mlrisk.live.broker`: testnet/live on spot: orders written ahead then sent once, unknown
-  outcomes queried by client id, reconciliation at start (settle, adopt, position check, halt).
+- :mod:`mlrisk.live.broker`: testnet/live: orders written ahead then sent once, unknown outcomes
+  queried by client id, reconciliation at start (settle, adopt, position check, halt); the spot broker.
+- :mod:`mlrisk.live.futures_broker`: USDT-M futures (one-way, isolated, leverage): both sides, limit
+  entries, take-profit/stop algo orders, timed exits, the position checked against ``positionRisk``.
 - :mod:`mlrisk.live.settings`, :mod:`mlrisk.live.client_ids`, :mod:`mlrisk.live.filters`,
   :mod:`mlrisk.live.state`: settings, deterministic client order ids, exchange filters, the SQLite
   state store with write-ahead orders.
 
-Not built yet: futures order sending (leverage, margin type, stop orders), limit/protective orders,
-the kline websocket, the chaos test.
+Not built yet: a user-data stream (fills are learnt by polling at each close), hedge mode.
 """

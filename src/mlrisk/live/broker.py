@@ -1,4 +1,4 @@
-"""The exchange broker (spot, MARKET orders): the paper step's orders made real, safely.
+"""The exchange brokers' common part and the spot broker: the paper step's orders made real, safely.
 
 Per candle the bot's pure step (:func:`mlrisk.live.paper.paper_step`, the backtest's own per-candle
 step) decides the orders at the close; this module turns them into exchange orders:
@@ -22,9 +22,11 @@ with the bot's prefix that the state file does not know are adopted; then the bo
 exchange's own trade history explains it must equal the recorded one, and the account must hold it.
 Anything else halts trading with one line (fail closed).
 
-Supported strategy (checked by :func:`check_supported`): spot, long only, leverage 1, market
-entries, no take-profit/stop/hold (the engine would exit its simulated position inside a candle
-where no real order exists). Quantities are ``Decimal`` base asset; prices quote asset.
+Steps 2-3 and the reconciliation are :class:`BrokerBase`, shared with the USDT-M futures broker
+(:class:`mlrisk.live.futures_broker.FuturesBroker`); :class:`ExchangeBroker` is spot. Supported
+strategies (checked by :func:`check_supported`): spot, long only, leverage 1, market entries, no
+take-profit/stop/hold (the engine would exit its simulated position inside a candle where no real
+order exists); futures, see that module. Quantities are ``Decimal`` base asset; prices quote asset.
 """
 
 from __future__ import annotations
@@ -49,43 +51,63 @@ class PositionMismatch(StateError):
     """The exchange and the state file disagree about the position: trading halts."""
 
 
-def check_supported(bp: Any, market: str) -> None:
-    """Refuse a strategy the broker cannot trade yet (one line naming the parameter)."""
+def check_supported(bp: Any, market: str, max_leverage: float = 1.0) -> None:
+    """Refuse a strategy the broker for ``market`` cannot trade (one line naming the parameters).
+    Spot: long only, leverage 1, market entries, no take-profit/stop/hold (the engine would exit its
+    simulated position inside a candle where no real order exists). USDT-M futures
+    (:class:`mlrisk.live.futures_broker.FuturesBroker`): both directions, a whole-number leverage up to
+    ``max_leverage``, market or limit entries, take-profit/stop (exchange-side algo orders) and hold."""
     problems = []
-    if market != "spot":
-        problems.append("market futures (USDT-M order sending is not built yet)")
+    if market == "futures":
+        if bp.leverage > max_leverage:
+            problems.append(f"backtest.leverage {bp.leverage:g} exceeds MLRISK_MAX_LEVERAGE {max_leverage:g}")
+        if bp.leverage != int(bp.leverage):
+            problems.append(f"backtest.leverage {bp.leverage:g} (Binance futures take a whole number)")
+        if problems:
+            raise SettingsError("testnet/live futures order sending: " + "; ".join(problems))
+        return
     if bp.direction != "long":
         problems.append(f"backtest.direction {bp.direction} (spot is long only)")
     if bp.leverage != 1:
         problems.append(f"backtest.leverage {bp.leverage:g} (spot has none)")
     if bp.entry != "market":
-        problems.append("backtest.entry limit (resting limit entries are not sent yet)")
+        problems.append("backtest.entry limit (resting limit entries are sent on futures only)")
     for name in ("take_profit", "stop_loss"):
         if getattr(bp, name):
-            problems.append(f"backtest.{name} (protective orders are not sent yet)")
+            problems.append(f"backtest.{name} (protective orders are sent on futures only)")
     if bp.hold:
-        problems.append("backtest.hold (timed exits are not sent yet)")
+        problems.append("backtest.hold (timed exits are sent on futures only)")
     if problems:
-        raise SettingsError("testnet/live order sending supports spot, long-only, leverage 1, market entries, no "
-                            "take-profit/stop/hold; not: " + "; ".join(problems))
+        raise SettingsError("testnet/live spot order sending supports long-only, leverage 1, market entries, no "
+                            "take-profit/stop/hold (use --market futures for the rest); not: " + "; ".join(problems))
 
 
-def _query(client: Any, **kw: Any) -> dict[str, Any] | None:
-    """GET /order by client id; None when the exchange has no such order (-2013)."""
+def or_none(client: Any, method: str, codes: tuple[int, ...]) -> Callable[..., Any]:
+    """``client.method`` as a callable for :meth:`~mlrisk.exchange.ExchangeClient.call` (named
+    ``method`` in its messages) that returns None when Binance answers with one of ``codes``
+    (e.g. -2013: no such order)."""
     from binance.exceptions import BinanceAPIException
 
-    try:
-        return client.get_order(**kw)
-    except BinanceAPIException as e:
-        if e.code == ORDER_NOT_FOUND:
-            return None
-        raise
+    def call(**kw: Any) -> Any:
+        try:
+            return getattr(client, method)(**kw)
+        except BinanceAPIException as e:
+            if e.code in codes:
+                return None
+            raise
+
+    call.__name__ = method
+    return call
 
 
-class ExchangeBroker:
-    """Orders for one symbol on a spot exchange, through one signed
-    :class:`~mlrisk.exchange.ExchangeClient` (``exchange``) and the bot's ``store``.
-    ``sleep`` and ``clock_ms`` (the exchange's clock estimate) are injectable for tests."""
+class BrokerBase:
+    """What every exchange broker shares: the write-ahead send, the unknown-outcome settlement by
+    client id, and reconciliation at start (see the module docstring). A subclass says how to
+    submit (:meth:`_submit`), look up (:meth:`_lookup`), record (:meth:`_record`) and adopt
+    (:meth:`_adopt`) orders on its market, and how to check the position (:meth:`check_position`).
+    ``sleep`` is injectable for tests."""
+
+    EXCHANGE_INFO = "get_exchange_info"
 
     def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, order_size: float,
                  min_notional: float, *, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
@@ -97,7 +119,86 @@ class ExchangeBroker:
         self.max_position_notional = max_position_notional  # quote currency; 0 = no cap
         self.recv_window_ms = recv_window_ms
         self.sleep = sleep or time.sleep
-        self.filters: SymbolFilters = symbol_filters(exchange.call("get_exchange_info"), symbol)
+        self.filters: SymbolFilters = symbol_filters(exchange.call(self.EXCHANGE_INFO), symbol)
+
+    # --------------------------------------------------------------------- market specifics
+    def _submit(self, o: OrderRecord) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _lookup(self, o: OrderRecord) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def _record(self, o: OrderRecord, r: dict[str, Any], fills: list[dict[str, Any]] | None) -> OrderRecord:
+        raise NotImplementedError
+
+    def _adopt(self) -> list[str]:
+        raise NotImplementedError
+
+    def check_position(self) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------- send
+    def send(self, cid: str) -> OrderRecord:
+        """Send a recorded pending order; settle an unknown outcome by querying (see the module docstring)."""
+        from mlrisk.exchange import ExchangeOutcomeUnknown
+
+        o = self.store.order(cid)
+        assert o is not None
+        if o.status is not S.PENDING_SUBMIT:
+            return o
+        try:
+            r = self._submit(o)
+        except ExchangeOutcomeUnknown as e:
+            self.store.transition(cid, S.UNKNOWN, reason=str(e)[:200])
+            return self.settle(cid, resend=True)
+        except ExchangeError as e:
+            return self.store.transition(cid, S.REJECTED, reason=str(e)[:200])
+        return self._record(o, r, r.get("fills"))
+
+    def settle(self, cid: str, resend: bool) -> OrderRecord:
+        """Query an order by client id and record the answer. Absent: asked again after
+        ``recv_window_ms``; still absent, the order goes back to pending and (``resend``) is sent again
+        under the same id, else (a stale decision) it is cancelled without being sent."""
+        o = self.store.order(cid)
+        assert o is not None
+        q = self._lookup(o)
+        if q is None:
+            self.sleep(self.recv_window_ms / 1000)  # a request still in flight expires on the exchange by then
+            q = self._lookup(o)
+        if q is not None:
+            return self._record(o, q, None)
+        if o.status is S.UNKNOWN:
+            o = self.store.transition(cid, S.PENDING_SUBMIT, reason="not at the exchange: may be sent again")
+        if resend:
+            return self.send(cid)
+        return self.store.transition(cid, S.CANCELLED, reason="stale: decided for an earlier candle, never sent")
+
+    def send_all(self, orders: Iterable[NewOrder]) -> list[OrderRecord]:
+        return [self.send(o.client_order_id) for o in orders]
+
+    # ------------------------------------------------------------------------------ reconcile
+    def reconcile(self) -> list[str]:
+        """Settle every order that may be in flight, adopt unknown orders with the bot's prefix, then
+        check the position (see the module docstring). Returns what it did, one line each; raises
+        :class:`PositionMismatch` when the position cannot be explained."""
+        done: list[str] = []
+        last = self.store.last_processed_candle()
+        for o in self.store.orders_to_reconcile():
+            rec = self.settle(o.client_order_id, resend=o.candle_open_ms == last)
+            done.append(f"{o.client_order_id}: {o.status.value} -> {rec.status.value}")
+        done += self._adopt()
+        self.check_position()
+        return done
+
+    def _halt(self, reason: str) -> None:
+        self.store.halt(reason)
+        raise PositionMismatch(reason + ": trading halted; settle it by hand, then start with --reset-halt")
+
+
+class ExchangeBroker(BrokerBase):
+    """Orders for one symbol on a spot exchange, through one signed
+    :class:`~mlrisk.exchange.ExchangeClient` (``exchange``) and the bot's ``store``.
+    ``sleep`` and ``clock_ms`` (the exchange's clock estimate) are injectable for tests."""
 
     # ------------------------------------------------------------------------------ balances
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
@@ -113,10 +214,12 @@ class ExchangeBroker:
         return float(quote) + float(base) * price
 
     # ------------------------------------------------------------------------------- prepare
-    def prepare(self, orders: Iterable[dict[str, Any]], close: float, open_ms: int) -> tuple[list[NewOrder], list[str]]:
+    def prepare(self, orders: Iterable[dict[str, Any]], close: float, open_ms: int,
+                state: Any = None) -> tuple[list[NewOrder], list[str]]:
         """The exchange orders for the step's ``orders`` (dicts of :class:`~mlrisk.live.paper.CandleResult`)
-        decided at ``close`` of the candle opening at ``open_ms``. Returns (orders, reasons for orders
-        that could not be made, e.g. below the exchange's minimum)."""
+        decided at ``close`` of the candle opening at ``open_ms`` (``state``: the step's
+        :class:`~mlrisk.live.paper.BotState` after the candle; unused on spot). Returns (orders, reasons
+        for orders that could not be made, e.g. below the exchange's minimum)."""
         out: list[NewOrder] = []
         skipped: list[str] = []
         held = self.store.position(self.symbol).quantity
@@ -151,41 +254,13 @@ class ExchangeBroker:
         return out, skipped
 
     # ---------------------------------------------------------------------------------- send
-    def send(self, cid: str) -> OrderRecord:
-        """Send a recorded pending order; settle an unknown outcome by querying (see the module docstring)."""
-        from mlrisk.exchange import ExchangeOutcomeUnknown
+    def _submit(self, o: OrderRecord) -> dict[str, Any]:
+        return self.exchange.call("create_order", idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
+                                  quantity=str(o.quantity), newClientOrderId=o.client_order_id, newOrderRespType="FULL")
 
-        o = self.store.order(cid)
-        assert o is not None
-        if o.status is not S.PENDING_SUBMIT:
-            return o
-        try:
-            r = self.exchange.call("create_order", idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
-                                   quantity=str(o.quantity), newClientOrderId=cid, newOrderRespType="FULL")
-        except ExchangeOutcomeUnknown as e:
-            self.store.transition(cid, S.UNKNOWN, reason=str(e)[:200])
-            return self.settle(cid, resend=True)
-        except ExchangeError as e:
-            return self.store.transition(cid, S.REJECTED, reason=str(e)[:200])
-        return self._record(o, r, r.get("fills"))
-
-    def settle(self, cid: str, resend: bool) -> OrderRecord:
-        """Query an order by client id and record the answer. Absent: asked again after
-        ``recv_window_ms``; still absent, the order goes back to pending and (``resend``) is sent again
-        under the same id, else (a stale decision) it is cancelled without being sent."""
-        o = self.store.order(cid)
-        assert o is not None
-        q = self.exchange.call(_query, client=self.exchange.client, symbol=o.symbol, origClientOrderId=cid)
-        if q is None:
-            self.sleep(self.recv_window_ms / 1000)  # a request still in flight expires on the exchange by then
-            q = self.exchange.call(_query, client=self.exchange.client, symbol=o.symbol, origClientOrderId=cid)
-        if q is not None:
-            return self._record(o, q, None)
-        if o.status is S.UNKNOWN:
-            o = self.store.transition(cid, S.PENDING_SUBMIT, reason="not at the exchange: may be sent again")
-        if resend:
-            return self.send(cid)
-        return self.store.transition(cid, S.CANCELLED, reason="stale: decided for an earlier candle, never sent")
+    def _lookup(self, o: OrderRecord) -> dict[str, Any] | None:
+        return self.exchange.call(or_none(self.exchange.client, "get_order", (ORDER_NOT_FOUND,)), symbol=o.symbol,
+                                  origClientOrderId=o.client_order_id)
 
     def _record(self, o: OrderRecord, r: dict[str, Any], fills: list[dict[str, Any]] | None) -> OrderRecord:
         """Record an exchange answer (create or query) with its fills and the resulting position."""
@@ -210,19 +285,10 @@ class ExchangeBroker:
                                      executed_qty=r.get("executedQty"), cumulative_quote=r.get("cummulativeQuoteQty"),
                                      fills=recs, position=new_pos)
 
-    def send_all(self, orders: Iterable[NewOrder]) -> list[OrderRecord]:
-        return [self.send(o.client_order_id) for o in orders]
-
     # ------------------------------------------------------------------------------ reconcile
-    def reconcile(self) -> list[str]:
-        """Settle every order that may be in flight, adopt unknown orders with the bot's prefix, then
-        check the position (see the module docstring). Returns what it did, one line each; raises
-        :class:`PositionMismatch` when the position cannot be explained."""
+    def _adopt(self) -> list[str]:
+        """Open orders at the exchange with the bot's prefix that the state file does not know."""
         done: list[str] = []
-        last = self.store.last_processed_candle()
-        for o in self.store.orders_to_reconcile():
-            rec = self.settle(o.client_order_id, resend=o.candle_open_ms == last)
-            done.append(f"{o.client_order_id}: {o.status.value} -> {rec.status.value}")
         for x in self.exchange.call("get_open_orders", symbol=self.symbol):
             cid = x.get("clientOrderId", "")
             if is_ours(cid, self.prefix) and self.store.order(cid) is None:
@@ -232,7 +298,6 @@ class ExchangeBroker:
                                                  price=Decimal(x["price"]) if Decimal(x["price"]) else None))
                 self._record(self.store.order(cid), x, None)  # type: ignore[arg-type]
                 done.append(f"{cid}: adopted ({x['status']})")
-        self.check_position()
         return done
 
     def exchange_position(self) -> Decimal:
@@ -262,5 +327,4 @@ class ExchangeBroker:
                       f"{fmt(free + locked)} {base} (sold outside the bot?)")
         else:
             return
-        self.store.halt(reason)
-        raise PositionMismatch(reason + ": trading halted; settle it by hand, then start with --reset-halt")
+        self._halt(reason)

@@ -25,11 +25,14 @@ EXIT_STALLED = 3
 
 DESCRIPTION = """The live bot: trades the pinned model (models/ as recorded in dvc.lock, or --rev) one decision per
 closed candle, with the backtest's own per-candle step. Modes: paper (default; simulated fills on live
-candles polled from the exchange), testnet/live (the same decisions sent as spot MARKET orders: written
-ahead, unknown outcomes queried by client id, reconciliation at start; spot, long-only, leverage 1,
-market entries only) and --replay FILE (the same loop over a stored candle file, offline, as fast as
-it can). Every setting below is also an
-environment variable MLRISK_<NAME> (or a line in .env); keys are MLRISK_BINANCE_API_KEY/_SECRET."""
+candles from the exchange: REST polling, or the kline websocket with --websocket), testnet/live (the
+same decisions sent as real orders: written ahead, unknown outcomes queried by client id,
+reconciliation at start; spot: long-only, leverage 1, market entries; USDT-M futures: both sides,
+isolated leverage, market or limit entries, take-profit/stop as exchange-side orders, hold) and
+--replay FILE (the same loop over a stored candle file, offline, as fast as it can). The market
+defaults to futures when the strategy shorts or uses leverage (the default one does). Every setting
+below is also an environment variable MLRISK_<NAME> (or a line in .env); keys are
+MLRISK_BINANCE_API_KEY/_SECRET."""
 
 
 def _flag(name: str) -> str:
@@ -119,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         if settings.sends_orders:
             from mlrisk.live.broker import check_supported
 
-            check_supported(model.backtest, settings.market)
+            check_supported(model.backtest, settings.market, settings.max_leverage)
         if args.replay is not None:
             return _replay(args, settings, model, symbol, interval, INTERVAL_MS[interval], start_ms)
         return _paper(args, settings, model, symbol, interval, INTERVAL_MS[interval])
@@ -195,11 +198,19 @@ def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
         broker = None
         if settings.sends_orders:
             from mlrisk.live.broker import ExchangeBroker
+            from mlrisk.live.futures_broker import FuturesBroker
 
             signed = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=True)
             signed.server_time_ms()  # the clock offset for signed requests
-            broker = ExchangeBroker(signed, store, symbol, settings.client_id_prefix, model.backtest.order_size,
-                                    model.backtest.min_notional, max_position_notional=settings.max_position_notional)
+            if settings.market == "futures":
+                broker = FuturesBroker(signed, store, symbol, settings.client_id_prefix, model.backtest,
+                                       max_leverage=settings.max_leverage,
+                                       max_position_notional=settings.max_position_notional)
+                for line in broker.setup():  # one-way mode, isolated margin, leverage (idempotent)
+                    log.event("setup", action=line)
+            else:
+                broker = ExchangeBroker(signed, store, symbol, settings.client_id_prefix, model.backtest.order_size,
+                                        model.backtest.min_notional, max_position_notional=settings.max_position_notional)
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
         bot = _bot(settings, model, store, log, interval_ms, broker=broker)

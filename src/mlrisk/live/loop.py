@@ -191,7 +191,7 @@ class Bot:
                                     mark=mark)
         orders: list[Any] = []
         if self.broker is not None and send:
-            orders, skipped = self.broker.prepare(res.orders, candle[3], t_open)
+            orders, skipped = self.broker.prepare(res.orders, candle[3], t_open, state=new)
             res.blocked.extend(skipped)
         elif catch_up:
             res.blocked.append("catch-up: closed while the bot was down; stepped without a decision")
@@ -200,7 +200,7 @@ class Bot:
         self.state = new
         rec = res.record()
         if self.broker is not None:
-            sent = self.broker.send_all(orders) if orders else []
+            sent = self.broker.send_all(orders)  # also with none: a futures broker keeps its protective orders
             rec["exchange_orders"] = [{"client_order_id": o.client_order_id, "side": o.side, "quantity": str(o.quantity),
                                        "status": o.status.value, "executed_qty": str(o.executed_qty)} for o in sent]
             rec["exchange_position"] = str(self.store.position(self.broker.symbol).quantity)

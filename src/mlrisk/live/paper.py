@@ -148,11 +148,13 @@ def _position(acct: AccountState, close: float) -> tuple[dict[str, Any], float, 
 
 
 def _orders(acct: AccountState, t: int, close: float, cfg: E.Config) -> tuple[list[dict[str, Any]], bool]:
-    """The orders the step placed at the close of candle number ``t``: an exit at the next open, a
-    market entry at the next open, a new resting limit entry. Returns (orders, new limit order?)."""
+    """The orders the step placed at the close of candle number ``t``: an exit at the next open (an
+    opposite signal, or ``hold`` candles since the position's first entry), a market entry at the next
+    open, a new resting limit entry. Returns (orders, new limit order?)."""
     a = acct.account
     out: list[dict[str, Any]] = []
-    if a.market_exit and a.side != 0:
+    timed = cfg.hold > 0 and a.side != 0 and t + 1 - a.first_candle >= cfg.hold  # the engine's hold exit at the next open
+    if (a.market_exit or timed) and a.side != 0:
         out.append({"leg": "exit", "side": "SELL" if a.side > 0 else "BUY", "type": "MARKET", "reduce_only": True})
     if a.market_entry != 0:
         out.append({"leg": "entry", "side": "BUY" if a.market_entry > 0 else "SELL", "type": "MARKET"})

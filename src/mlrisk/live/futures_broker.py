@@ -1,0 +1,397 @@
+"""The USDT-M futures broker: the paper step's orders sent to Binance futures (one-way mode, isolated
+margin), with the write-ahead send, the settlement of unknown outcomes by client id and the
+reconciliation of :class:`mlrisk.live.broker.BrokerBase` (shared with the spot broker).
+
+Per candle, at the close:
+
+1. **refresh**: every open order of the bot is queried by client id, so a resting LIMIT entry that
+   filled and a take-profit/stop that triggered since the last close are recorded (fills with their
+   USDT commission, the signed position and its average entry price); the recorded position must
+   then equal the exchange's (``positionRisk``), else trading halts (a liquidation, which the
+   exchange does on its own, or a trade outside the bot: settle by hand). Resting LIMIT entries the
+   engine no longer holds (expired after ``limit_ttl``, cancelled by an opposite signal, or filled in
+   the simulation) are cancelled by client id.
+2. **prepare**: an exit (opposite signal, ``hold``) or ``flatten`` is a reduce-only MARKET order for
+   the whole recorded position; an entry is sized like the backtest with
+   :func:`mlrisk.strategy.entry_size` on the available USDT balance (plus the position's margin and
+   unrealised P&L when an exit of the same close releases it) at the backtest's leverage, as
+   ``notional / close`` (a LIMIT entry: ``notional / limit price``, GTC at the step's price) through
+   the futures filters, unless the position would exceed ``max_position_notional``. A reversal is an
+   exit and an opposite entry of the same close. When the exchange holds a position on a side the
+   engine neither holds nor is entering (the simulated and the real account parted, e.g. a real
+   stop triggered on a wick the candle's range did not show, or a LIMIT entry filled on one side
+   only), a reduce-only MARKET order (leg ``sync``) closes it: the broker never opens a position
+   the engine does not hold, and closes one the engine does not hold.
+3. **send** (after the candle's write-ahead commit), then **protect**: with ``backtest.take_profit``
+   / ``stop_loss`` set, TAKE_PROFIT_MARKET / STOP_MARKET algo orders with ``closePosition=true`` sit
+   at :func:`mlrisk.strategy.protective_levels` of the exchange's average entry price
+   (``positionRisk``), rounded to the tick; their client ids (``clientAlgoId``) are those of the
+   candle that placed them with legs ``tp`` / ``sl``, written ahead like any order. They are
+   replaced when the average entry moves (a pyramid add) and cancelled when the position closes, and
+   cancelled *before* any reduce-only order is sent (so a reversal's old stop never closes the new
+   position). A triggered one is recorded, at the next refresh, as the position's exit (its actual
+   order's fills). The engine exits its simulated position on the same levels (intrabar on the
+   candle's high/low), so both usually close in the same candle; when they do not, the ``sync`` rule
+   above brings the real account back to the engine's side.
+
+:meth:`FuturesBroker.setup` (at start, idempotent): one-way position mode required, margin type
+ISOLATED (-4046 "No need to change margin type." is success), leverage = ``backtest.leverage``
+(a whole number, at most ``MLRISK_MAX_LEVERAGE``). Reconciliation compares the recorded position
+with ``positionRisk``'s signed ``positionAmt`` (any difference halts trading, fail closed) and
+adopts open orders and algo orders with the bot's prefix. Equity = wallet balance + unrealised P&L
+at the close (USDT). Quantities are ``Decimal`` base asset (BTC), prices USDT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from mlrisk.errors import ExchangeError, SettingsError
+from mlrisk.live.broker import ORDER_NOT_FOUND, BrokerBase, check_supported, or_none
+from mlrisk.live.client_ids import is_ours, make_client_order_id, parse_client_order_id
+from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
+from mlrisk.live.state import BINANCE_STATUS, Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
+from mlrisk.strategy import entry_size, protective_levels
+
+S = OrderStatus
+ALGO_TYPES = ("TAKE_PROFIT_MARKET", "STOP_MARKET")
+NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
+UNKNOWN_ORDER = -2011
+ZERO = Decimal(0)
+#: algo order statuses (Binance's Algo Service) mapped to ours; FINISHED depends on the actual order's fill
+ALGO_STATUS = {"NEW": S.OPEN, "TRIGGERING": S.OPEN, "TRIGGERED": S.OPEN, "CANCELED": S.CANCELLED,
+               "EXPIRED": S.CANCELLED, "REJECTED": S.REJECTED}
+
+
+def _sign(d: Decimal) -> int:
+    return (d > 0) - (d < 0)
+
+
+def apply_fill(qty: Decimal, entry: Decimal | None, side: int, fill_qty: Decimal, price: Decimal) -> tuple[Decimal, Decimal | None]:
+    """A one-way futures position (signed ``qty``, average ``entry``) after a fill of ``fill_qty`` at
+    ``price`` on ``side`` (+1 buy, -1 sell): adding averages the entry price, reducing keeps it, a
+    flip starts a new position at ``price``; flat has no entry price."""
+    new = qty + side * fill_qty
+    if new == 0:
+        return new, None
+    if qty == 0 or _sign(qty) == side:
+        return new, (abs(qty) * (entry or ZERO) + fill_qty * price) / abs(new)
+    return new, entry if _sign(new) == _sign(qty) else price
+
+
+class FuturesBroker(BrokerBase):
+    """Orders for one symbol on Binance USDT-M futures (see the module docstring), through one signed
+    :class:`~mlrisk.exchange.ExchangeClient` (``market="futures"``) and the bot's ``store``.
+    ``backtest``: the pinned :class:`~mlrisk.config.BacktestParams` (order size, leverage, minimum
+    notional, limit TTL, take-profit/stop fractions)."""
+
+    EXCHANGE_INFO = "futures_exchange_info"
+
+    def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, backtest: Any, *,
+                 max_leverage: float = 1.0, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        check_supported(backtest, "futures", max_leverage)
+        super().__init__(exchange, store, symbol, prefix, backtest.order_size, backtest.min_notional,
+                         max_position_notional=max_position_notional, recv_window_ms=recv_window_ms, sleep=sleep)
+        self.leverage = int(backtest.leverage)
+        self.take_profit = float(backtest.take_profit or 0.0)
+        self.stop_loss = float(backtest.stop_loss or 0.0)
+        self.limit_ttl = int(backtest.limit_ttl)
+
+    # ------------------------------------------------------------------------------ setup
+    def setup(self) -> list[str]:
+        """One-way mode required; margin type ISOLATED and the leverage set (idempotent: run at every start)."""
+        done = []
+        mode = self.exchange.call("futures_get_position_mode")
+        if str(mode.get("dualSidePosition")).lower() == "true":
+            raise SettingsError("the futures account is in hedge mode (dualSidePosition): switch it to one-way mode "
+                                "(Binance: Futures > Preferences > Position Mode > One-way) and start again")
+        try:
+            r = self.exchange.call(or_none(self.exchange.client, "futures_change_margin_type",
+                                           (NO_NEED_TO_CHANGE_MARGIN_TYPE,)), symbol=self.symbol, marginType="ISOLATED")
+            done.append("margin type ISOLATED" + (" (already)" if r is None else " (set)"))
+        except ExchangeError as e:  # e.g. -4048: cannot change with a position or open orders
+            rows = self.exchange.call("futures_account").get("positions", [])
+            if not any(r.get("symbol") == self.symbol and str(r.get("isolated")).lower() == "true" for r in rows):
+                raise SettingsError(f"cannot set {self.symbol} futures to isolated margin ({e}): close its position and "
+                                    "orders, or set isolated margin by hand, then start again") from None
+            done.append("margin type ISOLATED (already)")
+        r = self.exchange.call("futures_change_leverage", symbol=self.symbol, leverage=self.leverage)
+        done.append(f"leverage {r.get('leverage', self.leverage)}")
+        return done
+
+    # ------------------------------------------------------------------------- account
+    def _risk(self) -> tuple[Decimal, Decimal | None, dict[str, Any]]:
+        """(signed position quantity, average entry price or None, the positionRisk row) of the symbol
+        (V3 lists no row for a symbol without position or open orders: flat)."""
+        rows = [r for r in self.exchange.call("futures_position_information", symbol=self.symbol)
+                if r.get("symbol") == self.symbol and r.get("positionSide", "BOTH") == "BOTH"]
+        if not rows:
+            return ZERO, None, {}
+        amt, entry = Decimal(rows[0]["positionAmt"]), Decimal(rows[0]["entryPrice"])
+        return amt, (entry if amt != 0 else None), rows[0]
+
+    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """``{asset: (available, wallet balance - available)}`` of the futures wallet."""
+        acct = self.exchange.call("futures_account")
+        return {a["asset"]: (Decimal(a["availableBalance"]), Decimal(a["walletBalance"]) - Decimal(a["availableBalance"]))
+                for a in acct.get("assets", [])}
+
+    def equity(self, price: float) -> float:
+        """Wallet balance plus the position's unrealised P&L at ``price`` (USDT): what the loss limits measure."""
+        free, used = self.balances().get(self.filters.quote_asset, (ZERO, ZERO))
+        amt, entry, _ = self._risk()
+        return float(free + used) + (float(amt) * (price - float(entry)) if entry is not None else 0.0)
+
+    def exchange_position(self) -> Decimal:
+        """The exchange's signed position (``positionAmt``, base asset)."""
+        return self._risk()[0]
+
+    def check_position(self) -> None:
+        """Halt (:class:`~mlrisk.live.broker.PositionMismatch`) unless the recorded position equals the
+        exchange's; a difference while orders are open is asked again once after recording them (one
+        may have filled between the two requests)."""
+        recorded = self.store.position(self.symbol).quantity
+        held = self.exchange_position()
+        if held != recorded and self.store.orders([S.OPEN]):
+            self.refresh()
+            recorded, held = self.store.position(self.symbol).quantity, self.exchange_position()
+        if held != recorded:
+            base = self.filters.base_asset
+            self._halt(f"position mismatch: the state file records {fmt(recorded)} {base} but the exchange's "
+                       f"{self.symbol} futures position is {fmt(held)} {base} (traded outside the bot?)")
+
+    # ------------------------------------------------------------------------------ prepare
+    def prepare(self, orders: Iterable[dict[str, Any]], close: float, open_ms: int,
+                state: Any = None) -> tuple[list[NewOrder], list[str]]:
+        """The exchange orders for the step's ``orders`` decided at ``close`` of the candle opening at
+        ``open_ms``; ``state``: the step's :class:`~mlrisk.live.paper.BotState` after the candle (None
+        from ``flatten``). Refreshes the open orders first (see the module docstring)."""
+        legs = list(orders)
+        self.refresh()
+        self.check_position()  # e.g. liquidated or traded by hand since the last close: halt (fail closed)
+        if state is not None:
+            self._cancel_dropped_limits(state)
+        if any(o["leg"] == "flat" for o in legs):
+            for o in self.store.orders([S.OPEN]):  # resting entries and protective orders go first
+                self.cancel(o)
+        pos = self.store.position(self.symbol)
+        held = pos.quantity
+        exits = any(o["leg"] in ("exit", "flat") for o in legs)
+        if state is not None and held != 0 and not exits and _sign(held) not in self._engine_sides(state):
+            legs.insert(0, {"leg": "sync", "type": "MARKET"})
+            exits = True
+        out: list[NewOrder] = []
+        skipped: list[str] = []
+        q = self.filters.quote_asset
+        for o in legs:
+            leg = o["leg"]
+            cid = make_client_order_id(self.prefix, self.symbol, open_ms, leg)
+            if leg in ("exit", "flat", "sync"):
+                if held != 0:
+                    out.append(NewOrder(cid, self.symbol, "SELL" if held > 0 else "BUY", "MARKET", abs(held), open_ms, leg,
+                                        reduce_only=True))
+                continue
+            avail = self.balances().get(q, (ZERO, ZERO))[0]
+            if exits and held != 0 and pos.entry_price is not None:  # the exit releases the margin and P&L
+                avail += abs(held) * pos.entry_price / self.leverage + held * (Decimal(str(close)) - pos.entry_price)
+            _, notional = entry_size(float(avail), self.order_size, float(self.leverage), self.min_notional)
+            if notional <= 0:
+                skipped.append(f"entry skipped: available {q} {fmt(avail)} too small")
+                continue
+            after = (0.0 if exits else abs(float(held)) * close) + notional
+            if self.max_position_notional > 0 and after > self.max_position_notional:
+                skipped.append(f"entry skipped: the position would be {after:.2f} {q}, above max_position_notional "
+                               f"{self.max_position_notional:.2f}")
+                continue
+            try:
+                if o["type"] == "LIMIT":
+                    price = Decimal(str(o["price"]))
+                    p = prepare_order(self.filters, o["side"], "LIMIT", Decimal(str(notional)) / price, price=price)
+                else:
+                    p = prepare_order(self.filters, o["side"], "MARKET", Decimal(str(notional)) / Decimal(str(close)),
+                                      reference_price=close)
+            except OrderFilterError as e:
+                skipped.append(f"entry skipped: {e}")
+                continue
+            out.append(NewOrder(cid, self.symbol, p.side, p.type, p.quantity, open_ms, leg, price=p.price))
+        return out, skipped
+
+    @staticmethod
+    def _engine_sides(state: Any) -> set[int]:
+        """The sides the engine holds, is entering at the next open or rests limit entries on."""
+        a = state.account.account
+        return {int(x) for x in (a.side, a.market_entry, a.order_side if a.n_orders else 0) if x}
+
+    def _cancel_dropped_limits(self, state: Any) -> None:
+        """Cancel the resting LIMIT entries the engine no longer holds (expired, cancelled, or filled in
+        the simulation): the engine keeps each with its expiry candle ``placed + limit_ttl``."""
+        acct = state.account
+        keep = {state.origin_ms + (int(acct.orders[j, 1]) - self.limit_ttl) * state.interval_ms
+                for j in range(acct.account.n_orders)}
+        for o in self.store.orders([S.OPEN]):
+            if o.type == "LIMIT" and o.leg == "entry" and o.candle_open_ms not in keep:
+                self.cancel(o)
+
+    # --------------------------------------------------------------------- open orders
+    def refresh(self) -> None:
+        """Query every open order of the bot and record what happened (fills, triggers, cancels)."""
+        for o in self.store.orders([S.OPEN]):
+            r = self._lookup(o)
+            if r is not None:
+                self._record(o, r, None)
+
+    def cancel(self, o: OrderRecord) -> OrderRecord:
+        """Cancel an open order by client id; one that already filled or ended is recorded as it is."""
+        key = "clientAlgoId" if o.type in ALGO_TYPES else "origClientOrderId"
+        r = self.exchange.call(or_none(self.exchange.client, "futures_cancel_order", (UNKNOWN_ORDER, ORDER_NOT_FOUND)),
+                               symbol=self.symbol, **{key: o.client_order_id})
+        if r is None or o.type in ALGO_TYPES:
+            q = self._lookup(o)
+            if q is not None:
+                return self._record(o, q, None)
+            return self.store.transition(o.client_order_id, S.CANCELLED, reason="not at the exchange")
+        return self._record(o, r, None)
+
+    def send_all(self, orders: Iterable[NewOrder]) -> list[OrderRecord]:
+        """Send the candle's written-ahead orders (protective orders cancelled first when one reduces
+        the position), then keep the protective orders in line with the position."""
+        orders = list(orders)
+        if any(o.reduce_only for o in orders):
+            for p in self.store.orders([S.OPEN]):
+                if p.type in ALGO_TYPES:
+                    self.cancel(p)
+        sent = [self.send(o.client_order_id) for o in orders]
+        last = orders[0].candle_open_ms if orders else self.store.last_processed_candle()
+        if last is not None:
+            self.protect(last)
+        return sent
+
+    def protect(self, open_ms: int) -> list[OrderRecord]:
+        """Take-profit / stop algo orders at the levels of the exchange's position (see the module
+        docstring); ``open_ms`` names new ones. Returns the orders placed."""
+        if not (self.take_profit or self.stop_loss):
+            return []
+        amt, entry, _ = self._risk()
+        want: dict[str, tuple[str, str, Decimal]] = {}
+        if amt != 0 and entry is not None:
+            side = _sign(amt)
+            tp, sl = protective_levels(side, float(entry), self.take_profit, self.stop_loss)
+            out = "SELL" if side > 0 else "BUY"
+            for leg, typ, px in (("tp", "TAKE_PROFIT_MARKET", tp), ("sl", "STOP_MARKET", sl)):
+                if px > 0:
+                    want[leg] = (typ, out, self._tick(px))
+        for o in self.store.orders([S.OPEN]):
+            if o.type not in ALGO_TYPES:
+                continue
+            if want.get(o.leg) == (o.type, o.side, o.price):
+                del want[o.leg]
+            else:
+                self.cancel(o)
+        placed = []
+        for leg, (typ, side, px) in want.items():
+            cid = make_client_order_id(self.prefix, self.symbol, open_ms, leg)
+            if self.store.order(cid) is not None:  # placed at this candle already (it ended: not again)
+                continue
+            self.store.insert_order(NewOrder(cid, self.symbol, side, typ, abs(amt), open_ms, leg, price=px,  # type: ignore[arg-type]
+                                             reduce_only=True))
+            placed.append(self.send(cid))
+        return placed
+
+    def _tick(self, px: float) -> Decimal:
+        tick = self.filters.tick_size
+        d = Decimal(repr(px))
+        return (d / tick).to_integral_value(ROUND_HALF_EVEN) * tick if tick else d
+
+    # ------------------------------------------------------------------------ exchange calls
+    def _submit(self, o: OrderRecord) -> dict[str, Any]:
+        if o.type in ALGO_TYPES:
+            return self.exchange.call("futures_create_order", idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
+                                      triggerPrice=fmt(o.price or ZERO), closePosition="true", workingType="CONTRACT_PRICE",
+                                      clientAlgoId=o.client_order_id)
+        kw: dict[str, Any] = dict(symbol=o.symbol, side=o.side, type=o.type, quantity=fmt(o.quantity),
+                                  newClientOrderId=o.client_order_id, newOrderRespType="RESULT")
+        if o.type == "LIMIT":
+            kw.update(price=fmt(o.price or ZERO), timeInForce="GTC")
+        if o.reduce_only:
+            kw["reduceOnly"] = "true"
+        return self.exchange.call("futures_create_order", idempotent=False, **kw)
+
+    def _lookup(self, o: OrderRecord) -> dict[str, Any] | None:
+        key = "clientAlgoId" if o.type in ALGO_TYPES else "origClientOrderId"
+        return self.exchange.call(or_none(self.exchange.client, "futures_get_order", (ORDER_NOT_FOUND,)),
+                                  symbol=o.symbol, **{key: o.client_order_id})
+
+    def _record(self, o: OrderRecord, r: dict[str, Any], fills: list[dict[str, Any]] | None) -> OrderRecord:
+        """Record an answer (create, query or cancel; an algo order's through its actual order) with
+        the trades of the order (``userTrades``) and the resulting position."""
+        o = self.store.order(o.client_order_id) or o
+        if o.status.final:
+            return o
+        if o.type in ALGO_TYPES:
+            if "algoStatus" not in r:  # a cancel's acknowledgement
+                return self.store.transition(o.client_order_id, S.CANCELLED, reason="cancelled")
+            status = ALGO_STATUS.get(r["algoStatus"], S.OPEN)
+            oid = int(r["actualOrderId"]) if str(r.get("actualOrderId") or "").isdigit() else None
+            executed, quote = ZERO, ZERO
+            if oid is not None:
+                actual = self.exchange.call("futures_get_order", symbol=o.symbol, orderId=oid)
+                executed, quote = Decimal(actual["executedQty"]), Decimal(actual["cumQuote"])
+                status = BINANCE_STATUS[actual["status"]]  # the triggered order's fate is the algo order's
+                status = S.CANCELLED if status is S.REJECTED else status
+            elif r["algoStatus"] == "FINISHED":
+                status = S.CANCELLED
+            exchange_id = oid if oid is not None else int(r["algoId"])
+        else:
+            status, oid = BINANCE_STATUS[r["status"]], int(r["orderId"])
+            executed, quote, exchange_id = Decimal(r.get("executedQty", "0")), Decimal(r.get("cumQuote", "0")), oid
+        trades = self.exchange.call("futures_account_trades", symbol=o.symbol, orderId=oid) if oid and executed > 0 else []
+        recs = [Fill(o.client_order_id, int(t["id"]), Decimal(t["price"]), Decimal(t["qty"]), Decimal(t["commission"]),
+                     t["commissionAsset"], int(t["time"])) for t in trades]
+        known = {f.trade_id for f in self.store.fills(o.client_order_id)}
+        pos = self.store.position(o.symbol)
+        qty, entry = pos.quantity, pos.entry_price
+        for f in recs:
+            if f.trade_id not in known:
+                qty, entry = apply_fill(qty, entry, 1 if o.side == "BUY" else -1, f.qty, f.price)
+        new_pos = Position(o.symbol, qty, entry) if (qty, entry) != (pos.quantity, pos.entry_price) else None
+        if status is o.status and status is not S.OPEN and new_pos is None:
+            return o
+        return self.store.transition(o.client_order_id, status, exchange_order_id=exchange_id, executed_qty=executed,
+                                     cumulative_quote=quote, fills=recs, position=new_pos)
+
+    # ------------------------------------------------------------------------------ reconcile
+    def reconcile(self) -> list[str]:
+        """The shared reconciliation (settle, adopt, check the position against ``positionRisk``),
+        then the protective orders brought in line with the position."""
+        done = super().reconcile()
+        last = self.store.last_processed_candle()
+        if last is not None:
+            done += [f"{o.client_order_id}: placed ({o.status.value})" for o in self.protect(last)]
+        return done
+
+    def _adopt(self) -> list[str]:
+        """Open orders and algo orders at the exchange with the bot's prefix that the state file does not know."""
+        done: list[str] = []
+        for x in self.exchange.call("futures_get_open_orders", symbol=self.symbol):
+            cid = x.get("clientOrderId", "")
+            if is_ours(cid, self.prefix) and self.store.order(cid) is None:
+                c = parse_client_order_id(cid)
+                price = Decimal(x["price"])
+                rec = self.store.insert_order(NewOrder(cid, self.symbol, x["side"], x["type"], Decimal(x["origQty"]),
+                                                       c.open_time_ms, c.leg, price=price if price else None,
+                                                       reduce_only=bool(x.get("reduceOnly"))))
+                self._record(rec, x, None)
+                done.append(f"{cid}: adopted ({x['status']})")
+        for x in self.exchange.call("futures_get_open_orders", symbol=self.symbol, conditional=True):
+            cid = x.get("clientAlgoId", "")
+            if is_ours(cid, self.prefix) and self.store.order(cid) is None:
+                c = parse_client_order_id(cid)
+                qty = abs(self.store.position(self.symbol).quantity) or self.filters.step_size or Decimal(1)
+                rec = self.store.insert_order(NewOrder(cid, self.symbol, x["side"], x["orderType"], qty, c.open_time_ms,
+                                                       c.leg, price=Decimal(x["triggerPrice"]), reduce_only=True))
+                self._record(rec, x, None)
+                done.append(f"{cid}: adopted ({x['algoStatus']})")
+        return done

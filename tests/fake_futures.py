@@ -1,0 +1,430 @@
+"""A Binance USDT-M *futures* exchange on 127.0.0.1 for the futures broker's tests: :class:`FakeExchange`'s
+plumbing (signatures, timestamps, the fault schedule, request logs) with the ``/fapi`` endpoints.
+Driven through the real python-binance client in ``tests/test_fake_futures.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+from fake_exchange import BTCUSDT_FUTURES, FakeExchange, _Reply
+
+FUTURES_CLIENT_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:/_-")
+ALGO_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
+OPEN = ("NEW", "PARTIALLY_FILLED")
+
+
+def _s(d: Decimal) -> str:
+    return format(d.normalize(), "f") if d else "0"
+
+
+def _sign(d: Decimal) -> int:
+    return (d > 0) - (d < 0)
+
+
+class FakeFuturesExchange(FakeExchange):
+    """One-way-mode USDT-M futures for one or more symbols (``with FakeFuturesExchange() as fx:``; a
+    python-binance ``Client`` with ``client.FUTURES_URL = f"{fx.url}/fapi"``).
+
+    Served: ``GET /fapi/v1/time``, ``/fapi/v1/exchangeInfo`` (BTCUSDT_FUTURES), ``/fapi/v1/klines``
+    (FakeBinance's candles) and, signed (checked like :class:`FakeExchange`): ``POST/GET/DELETE
+    /fapi/v1/order``, ``GET /fapi/v1/openOrders``, ``/fapi/v1/allOrders``, ``/fapi/v1/userTrades``,
+    ``/fapi/v3/positionRisk`` (what python-binance 1.0.37 calls; like Binance's V3 it lists only symbols
+    with a position or open orders, without ``marginType``/``leverage``), ``/fapi/v2/account`` (its
+    ``positions`` carry ``isolated`` and ``leverage``),
+    ``/fapi/v3/balance``, ``POST /fapi/v1/leverage``, ``POST /fapi/v1/marginType`` (-4046 "No need to
+    change margin type." when unchanged), ``GET /fapi/v1/positionSide/dual`` (``dual_side``),
+    ``POST/GET/DELETE /fapi/v1/algoOrder`` and ``GET /fapi/v1/openAlgoOrders``.
+
+    Orders: MARKET fills in full at ``prices[symbol]`` paying ``taker_fee`` (USDT, on the notional);
+    LIMIT (GTC) rests until :meth:`set_price` crosses it, then fills at its limit price paying
+    ``maker_fee`` (a crossing LIMIT fills at once as a taker). ``reduceOnly`` orders that would open,
+    increase or flip the position are refused (-2022); a client id of an open order cannot be used
+    again (-4116); an entry whose initial margin (notional / leverage) exceeds the available balance
+    is refused (-2019). ``newOrderRespType`` ACK (the default, as on Binance: status ``NEW``) or RESULT.
+    Algo orders (STOP_MARKET / TAKE_PROFIT_MARKET with ``closePosition=true``) trigger when
+    :meth:`set_price` reaches ``triggerPrice`` (a long's stop / a short's take-profit at or below it,
+    the others at or above): the position is closed by a MARKET order at the trigger price (taker
+    fee), recorded like any order with ``clientOrderId`` = the ``clientAlgoId``, and the algo order
+    becomes ``FINISHED`` with ``actualOrderId``; one that triggers on a flat position expires.
+
+    The position: signed ``positionAmt``, average ``entryPrice``, realised P&L (and fees) into the
+    USDT wallet; isolated margin = notional at entry / leverage. **Not modelled**: liquidation,
+    funding, mark price (the last set price stands in for it), hedge-mode positions, partial fills,
+    multi-assets mode, rate limits.
+    """
+
+    ROUTES = {**FakeExchange.ROUTES,
+              ("GET", "/fapi/v1/time"): ("_time", False), ("GET", "/fapi/v1/exchangeInfo"): ("_exchange_info", False),
+              ("POST", "/fapi/v1/order"): ("_f_new_order", True), ("GET", "/fapi/v1/order"): ("_f_query_order", True),
+              ("DELETE", "/fapi/v1/order"): ("_f_cancel_order", True),
+              ("GET", "/fapi/v1/openOrders"): ("_f_open_orders", True), ("GET", "/fapi/v1/allOrders"): ("_f_all_orders", True),
+              ("GET", "/fapi/v1/userTrades"): ("_f_user_trades", True),
+              ("GET", "/fapi/v3/positionRisk"): ("_f_position_risk", True),
+              ("GET", "/fapi/v2/account"): ("_f_account", True), ("GET", "/fapi/v3/balance"): ("_f_balance", True),
+              ("POST", "/fapi/v1/leverage"): ("_f_leverage", True), ("POST", "/fapi/v1/marginType"): ("_f_margin_type", True),
+              ("GET", "/fapi/v1/positionSide/dual"): ("_f_position_mode", True),
+              ("POST", "/fapi/v1/algoOrder"): ("_f_new_algo", True), ("GET", "/fapi/v1/algoOrder"): ("_f_query_algo", True),
+              ("DELETE", "/fapi/v1/algoOrder"): ("_f_cancel_algo", True),
+              ("GET", "/fapi/v1/openAlgoOrders"): ("_f_open_algos", True)}
+
+    def __init__(self, *, symbols: tuple[dict[str, Any], ...] = (BTCUSDT_FUTURES,), wallet: str = "10000",
+                 taker_fee: str = "0.0005", maker_fee: str = "0.0002", leverage: int = 20, margin_type: str = "cross",
+                 dual_side: bool = False, prices: dict[str, Any] | None = None, **kw: Any) -> None:
+        super().__init__(symbols=symbols, taker_fee=taker_fee, maker_fee=maker_fee, prices=prices,
+                         balances={"USDT": wallet}, **kw)
+        self.wallet = Decimal(wallet)
+        self.leverage = {s["symbol"]: leverage for s in symbols}
+        self.margin_type = {s["symbol"]: margin_type for s in symbols}
+        self.dual_side = dual_side
+        self.positions: dict[str, list[Decimal]] = {s["symbol"]: [Decimal(0), Decimal(0)] for s in symbols}  # amt, entry
+        self.algos: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ test controls
+    def position(self, symbol: str = "BTCUSDT") -> tuple[Decimal, Decimal]:
+        """(signed quantity, average entry price)."""
+        with self._xlock:
+            amt, entry = self.positions[symbol]
+            return amt, entry
+
+    def set_price(self, symbol: str, price: Any) -> list[dict[str, Any]]:
+        """Move the market: resting LIMIT orders it crosses fill at their price (maker), then algo orders
+        it reaches trigger (see the class docstring). Returns the orders filled."""
+        with self._xlock:
+            p = self.prices[symbol] = Decimal(str(price))
+            done = []
+            for o in self.orders:
+                if o["symbol"] == symbol and o["status"] in OPEN and (
+                        (o["side"] == "BUY" and p <= o["price"]) or (o["side"] == "SELL" and p >= o["price"])):
+                    self._f_fill(o, o["price"], self.maker_fee, maker=True)
+                    done.append(o)
+            for a in list(self.algos):
+                if a["symbol"] != symbol or a["algoStatus"] != "NEW":
+                    continue
+                trig = a["triggerPrice"]
+                below = (a["orderType"] == "STOP_MARKET") == (a["side"] == "SELL")  # long stop / short take-profit
+                if (below and p <= trig) or (not below and p >= trig):
+                    done.extend(self._trigger(a))
+            return done
+
+    def orders_with_client_id(self, cid: str) -> list[dict[str, Any]]:
+        with self._xlock:
+            return [o for o in self.orders if o["clientOrderId"] == cid] + [a for a in self.algos if a["clientAlgoId"] == cid]
+
+    # ------------------------------------------------------------------ helpers
+    def _avail(self, symbol: str | None = None) -> Decimal:
+        """Wallet minus the isolated margin of the positions and of open orders that add to them."""
+        used = Decimal(0)
+        for sym, (amt, entry) in self.positions.items():
+            used += abs(amt) * entry / self.leverage[sym]
+        for o in self.orders:
+            if o["status"] in OPEN and not o["reduceOnly"]:
+                used += o["origQty"] * o["price"] / self.leverage[o["symbol"]]
+        return self.wallet - used
+
+    def _upnl(self, symbol: str) -> Decimal:
+        amt, entry = self.positions[symbol]
+        return amt * (self.prices[symbol] - entry)
+
+    def _check_reduce(self, symbol: str, side: str, qty: Decimal) -> None:
+        amt = self.positions[symbol][0]
+        s = 1 if side == "BUY" else -1
+        if amt == 0 or _sign(amt) == s or qty > abs(amt):
+            raise _Reply(400, -2022, "ReduceOnly Order is rejected.")
+
+    def _f_fill(self, o: dict[str, Any], price: Decimal, fee_rate: Decimal, maker: bool) -> None:
+        sym = o["symbol"]
+        qty = o["origQty"] - o["executedQty"]
+        s = 1 if o["side"] == "BUY" else -1
+        amt, entry = self.positions[sym]
+        realized = Decimal(0)
+        if amt == 0 or _sign(amt) == s:
+            new_amt = amt + s * qty
+            entry = (abs(amt) * entry + qty * price) / abs(new_amt)
+        else:
+            closing = min(qty, abs(amt))
+            realized = closing * (price - entry) * _sign(amt)
+            new_amt = amt + s * qty
+            entry = Decimal(0) if new_amt == 0 else (entry if _sign(new_amt) == _sign(amt) else price)
+        self.positions[sym] = [new_amt, entry]
+        commission = (qty * price * fee_rate).quantize(Decimal("0.00000001"))
+        self.wallet += realized - commission
+        trade_id, now = next(self._trade_ids), self.server_ms()
+        self.trades.append({"symbol": sym, "id": trade_id, "orderId": o["orderId"], "side": o["side"], "price": _s(price),
+                            "qty": _s(qty), "realizedPnl": _s(realized), "quoteQty": _s(qty * price),
+                            "commission": _s(commission), "commissionAsset": "USDT", "time": now, "positionSide": "BOTH",
+                            "buyer": s == 1, "maker": maker})
+        o["executedQty"] += qty
+        o["cumQuote"] += qty * price
+        o["avgPrice"] = o["cumQuote"] / o["executedQty"]
+        o["status"], o["updateTime"] = "FILLED", now
+
+    def _trigger(self, a: dict[str, Any]) -> list[dict[str, Any]]:
+        sym = a["symbol"]
+        amt = self.positions[sym][0]
+        now = self.server_ms()
+        a["updateTime"] = a["triggerTime"] = now
+        if amt == 0 or _sign(amt) == (1 if a["side"] == "BUY" else -1):
+            a["algoStatus"] = "EXPIRED"
+            return []
+        o = self._make_order(sym, a["side"], "MARKET", abs(amt), None, a["clientAlgoId"], True, "GTC")
+        o["closePosition"], o["origType"], o["stopPrice"] = True, a["orderType"], a["triggerPrice"]
+        self._f_fill(o, a["triggerPrice"], self.taker_fee, maker=False)
+        a["algoStatus"], a["actualOrderId"] = "FINISHED", str(o["orderId"])
+        a["actualPrice"], a["executedQty"] = o["avgPrice"], o["executedQty"]
+        return [o]
+
+    def _make_order(self, sym: str, side: str, otype: str, qty: Decimal, price: Decimal | None, cid: str, reduce: bool,
+                    tif: str) -> dict[str, Any]:
+        now = self.server_ms()
+        o = {"symbol": sym, "orderId": next(self._ids), "clientOrderId": cid, "price": price or Decimal(0),
+             "origQty": qty, "executedQty": Decimal(0), "cumQuote": Decimal(0), "avgPrice": Decimal(0), "status": "NEW",
+             "timeInForce": tif, "type": otype, "origType": otype, "side": side, "reduceOnly": reduce,
+             "closePosition": False, "stopPrice": Decimal(0), "time": now, "updateTime": now}
+        self.orders.append(o)
+        return o
+
+    @staticmethod
+    def _f_view(o: dict[str, Any]) -> dict[str, Any]:
+        """The order as ``GET /fapi/v1/order`` shows it."""
+        return {"avgPrice": _s(o["avgPrice"]), "clientOrderId": o["clientOrderId"], "cumQuote": _s(o["cumQuote"]),
+                "executedQty": _s(o["executedQty"]), "orderId": o["orderId"], "origQty": _s(o["origQty"]),
+                "origType": o["origType"], "price": _s(o["price"]), "reduceOnly": o["reduceOnly"], "side": o["side"],
+                "positionSide": "BOTH", "status": o["status"], "stopPrice": _s(o["stopPrice"]),
+                "closePosition": o["closePosition"], "symbol": o["symbol"], "time": o["time"],
+                "timeInForce": o["timeInForce"], "type": o["type"], "updateTime": o["updateTime"],
+                "workingType": "CONTRACT_PRICE", "priceProtect": False, "priceMatch": "NONE",
+                "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0}
+
+    @staticmethod
+    def _a_view(a: dict[str, Any]) -> dict[str, Any]:
+        """An algo order as ``GET /fapi/v1/algoOrder`` shows it."""
+        return {"algoId": a["algoId"], "clientAlgoId": a["clientAlgoId"], "algoType": "CONDITIONAL",
+                "orderType": a["orderType"], "symbol": a["symbol"], "side": a["side"], "positionSide": "BOTH",
+                "timeInForce": "GTC", "quantity": "0", "algoStatus": a["algoStatus"], "triggerPrice": _s(a["triggerPrice"]),
+                "price": "0", "workingType": "CONTRACT_PRICE", "closePosition": True, "priceProtect": False,
+                "reduceOnly": True, "createTime": a["createTime"], "updateTime": a["updateTime"],
+                "triggerTime": a["triggerTime"], "actualOrderId": a["actualOrderId"],
+                "actualPrice": _s(a["actualPrice"]), "executedQty": _s(a["executedQty"])}
+
+    @staticmethod
+    def _check_cid(cid: str, name: str) -> None:
+        if not 1 <= len(cid) <= 36 or not set(cid) <= FUTURES_CLIENT_ID_CHARS:
+            raise _Reply(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is "
+                                     "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
+
+    # ------------------------------------------------------------------ order endpoints
+    def _f_new_order(self, q: dict[str, str]) -> dict[str, Any]:
+        info = self._symbol(q)
+        sym = info["symbol"]
+        side, otype = q.get("side", ""), q.get("type", "")
+        if side not in ("BUY", "SELL"):
+            raise _Reply(400, -1117, "Invalid side.")
+        if otype not in ("MARKET", "LIMIT"):
+            raise _Reply(400, -1116, "Invalid orderType.")
+        if q.get("positionSide", "BOTH") != "BOTH":
+            raise _Reply(400, -4061, "Order's position side does not match user's setting.")
+        cid = q.get("newClientOrderId") or f"fake{next(self._ids)}{int(time.time() * 1000)}"
+        self._check_cid(cid, "newClientOrderId")
+        qty, price = self._decimal(q, "quantity"), self._decimal(q, "price")
+        if qty is None:
+            raise _Reply(400, -1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
+        if otype == "LIMIT":
+            if price is None:
+                raise _Reply(400, -1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
+            if not q.get("timeInForce"):
+                raise _Reply(400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
+        elif price is not None:
+            raise _Reply(400, -1106, "Parameter 'price' sent when not required.")
+        reduce = q.get("reduceOnly", "false").lower() == "true"
+        mkt = self.prices[sym]
+        if not reduce:
+            self._check_filters(info, otype, qty, price, mkt)
+        if any(o["clientOrderId"] == cid and o["status"] in OPEN for o in self.orders):
+            raise _Reply(400, -4116, "ClientOrderId is duplicated.")
+        if reduce:
+            self._check_reduce(sym, side, qty)
+        else:
+            amt = self.positions[sym][0]
+            adds = qty if amt == 0 or _sign(amt) == (1 if side == "BUY" else -1) else max(qty - abs(amt), Decimal(0))
+            if adds * (price or mkt) / self.leverage[sym] > self._avail():
+                raise _Reply(400, -2019, "Margin is insufficient.")
+        o = self._make_order(sym, side, otype, qty, price, cid, reduce, q.get("timeInForce", "GTC"))
+        crosses = otype == "MARKET" or (side == "BUY" and price >= mkt) or (side == "SELL" and price <= mkt)  # type: ignore[operator]
+        if crosses:
+            self._f_fill(o, mkt, self.taker_fee, maker=False)
+        out = self._f_view(o)
+        if q.get("newOrderRespType", "ACK") == "ACK":  # Binance's default: the order as accepted
+            out.update(status="NEW", executedQty="0", cumQuote="0", avgPrice="0")
+        return out
+
+    def _f_find(self, q: dict[str, str], not_found: _Reply) -> dict[str, Any]:
+        self._symbol(q)
+        oid, cid = q.get("orderId"), q.get("origClientOrderId")
+        if not oid and not cid:
+            raise _Reply(400, -1102, "Either orderId or origClientOrderId must be sent.")
+        mine = [o for o in self.orders if o["symbol"] == q["symbol"]]
+        hit = [o for o in mine if str(o["orderId"]) == oid] if oid else [o for o in mine if o["clientOrderId"] == cid]
+        if not hit:
+            raise not_found
+        return hit[-1]
+
+    def _f_query_order(self, q: dict[str, str]) -> dict[str, Any]:
+        return self._f_view(self._f_find(q, _Reply(400, -2013, "Order does not exist.")))
+
+    def _f_cancel_order(self, q: dict[str, str]) -> dict[str, Any]:
+        unknown = _Reply(400, -2011, "Unknown order sent.")
+        o = self._f_find(q, unknown)
+        if o["status"] not in OPEN:
+            raise unknown
+        o["status"], o["updateTime"] = "CANCELED", self.server_ms()
+        return self._f_view(o)
+
+    def _f_open_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        return [self._f_view(o) for o in self.orders
+                if o["status"] in OPEN and (not q.get("symbol") or o["symbol"] == q["symbol"])]
+
+    def _f_all_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        sym = self._symbol(q)["symbol"]
+        return [self._f_view(o) for o in self._window([o for o in self.orders if o["symbol"] == sym], q, "orderId",
+                                                      "orderId", "time")]
+
+    def _f_user_trades(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        sym = self._symbol(q)["symbol"]
+        rows = [t for t in self.trades if t["symbol"] == sym]
+        if q.get("orderId"):
+            rows = [t for t in rows if str(t["orderId"]) == q["orderId"]]
+        return [dict(t) for t in self._window(rows, q, "id", "fromId", "time")]
+
+    # ------------------------------------------------------------------ algo orders
+    def _f_new_algo(self, q: dict[str, str]) -> dict[str, Any]:
+        info = self._symbol(q)
+        sym = info["symbol"]
+        if q.get("algoType") != "CONDITIONAL":
+            raise _Reply(400, -1102, "Mandatory parameter 'algoType' was not sent, was empty/null, or malformed.")
+        side, otype = q.get("side", ""), q.get("type", "")
+        if side not in ("BUY", "SELL"):
+            raise _Reply(400, -1117, "Invalid side.")
+        if otype not in ALGO_TYPES:
+            raise _Reply(400, -1116, "Invalid orderType.")
+        if q.get("closePosition", "").lower() != "true":
+            raise _Reply(400, -1102, "this fake serves closePosition=true algo orders only")
+        cid = q.get("clientAlgoId", "")
+        self._check_cid(cid, "clientAlgoId")
+        trig = self._decimal(q, "triggerPrice")
+        if trig is None or trig <= 0:
+            raise _Reply(400, -1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.")
+        tick = Decimal(next(f for f in info["filters"] if f["filterType"] == "PRICE_FILTER")["tickSize"])
+        if trig % tick:
+            raise _Reply(400, -1013, "Filter failure: PRICE_FILTER")
+        if any(a["clientAlgoId"] == cid and a["algoStatus"] == "NEW" for a in self.algos):
+            raise _Reply(400, -4116, "ClientOrderId is duplicated.")
+        mkt = self.prices[sym]
+        below = (otype == "STOP_MARKET") == (side == "SELL")
+        if (below and mkt <= trig) or (not below and mkt >= trig):
+            raise _Reply(400, -2021, "Order would immediately trigger.")
+        now = self.server_ms()
+        a = {"algoId": next(self._ids), "clientAlgoId": cid, "orderType": otype, "symbol": sym, "side": side,
+             "algoStatus": "NEW", "triggerPrice": trig, "createTime": now, "updateTime": now, "triggerTime": 0,
+             "actualOrderId": "", "actualPrice": Decimal(0), "executedQty": Decimal(0)}
+        self.algos.append(a)
+        return self._a_view(a)
+
+    def _a_find(self, q: dict[str, str], not_found: _Reply) -> dict[str, Any]:
+        aid, cid = q.get("algoId"), q.get("clientAlgoId")
+        if not aid and not cid:
+            raise _Reply(400, -1102, "Either algoId or clientAlgoId must be sent.")
+        hit = [a for a in self.algos if (str(a["algoId"]) == aid if aid else a["clientAlgoId"] == cid)]
+        if not hit:
+            raise not_found
+        return hit[-1]
+
+    def _f_query_algo(self, q: dict[str, str]) -> dict[str, Any]:
+        return self._a_view(self._a_find(q, _Reply(400, -2013, "Order does not exist.")))
+
+    def _f_cancel_algo(self, q: dict[str, str]) -> dict[str, Any]:
+        unknown = _Reply(400, -2011, "Unknown order sent.")
+        a = self._a_find(q, unknown)
+        if a["algoStatus"] != "NEW":
+            raise unknown
+        a["algoStatus"], a["updateTime"] = "CANCELED", self.server_ms()
+        return {"algoId": a["algoId"], "clientAlgoId": a["clientAlgoId"], "code": "200", "msg": "success"}
+
+    def _f_open_algos(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        return [self._a_view(a) for a in self.algos
+                if a["algoStatus"] == "NEW" and (not q.get("symbol") or a["symbol"] == q["symbol"])]
+
+    # ------------------------------------------------------------------ account endpoints
+    def _f_position_risk(self, q: dict[str, str], every: bool = False) -> list[dict[str, Any]]:
+        """V3: only symbols with a position or open orders (``every``: all, for the account view),
+        without V2's ``marginType``/``leverage``."""
+        syms = [self._symbol(q)["symbol"]] if q.get("symbol") else list(self.positions)
+        out = []
+        for sym in syms:
+            amt, entry = self.positions[sym]
+            if not every and amt == 0 and not any(o["status"] in OPEN and o["symbol"] == sym for o in self.orders):
+                continue
+            margin = abs(amt) * entry / self.leverage[sym]
+            upnl = self._upnl(sym)
+            out.append({"symbol": sym, "positionSide": "BOTH", "positionAmt": _s(amt), "entryPrice": _s(entry),
+                        "breakEvenPrice": _s(entry), "markPrice": _s(self.prices[sym]), "unRealizedProfit": _s(upnl),
+                        "liquidationPrice": "0", "isolatedMargin": _s(margin + upnl) if self.margin_type[sym] == "isolated"
+                        else "0", "notional": _s(amt * self.prices[sym]), "marginAsset": "USDT",
+                        "isolatedWallet": _s(margin) if self.margin_type[sym] == "isolated" else "0",
+                        "initialMargin": _s(margin), "maintMargin": "0", "positionInitialMargin": _s(margin),
+                        "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0",
+                        "updateTime": self.server_ms()})
+        return out
+
+    def _usdt(self) -> dict[str, Any]:
+        upnl = sum((self._upnl(s) for s in self.positions), Decimal(0))
+        return {"asset": "USDT", "walletBalance": _s(self.wallet), "unrealizedProfit": _s(upnl),
+                "marginBalance": _s(self.wallet + upnl), "availableBalance": _s(self._avail()),
+                "maxWithdrawAmount": _s(self._avail()), "updateTime": self.server_ms()}
+
+    def _f_account(self, q: dict[str, str]) -> dict[str, Any]:
+        u = self._usdt()
+        return {"feeTier": 0, "canTrade": True, "canDeposit": True, "canWithdraw": True, "multiAssetsMargin": False,
+                "totalWalletBalance": u["walletBalance"], "totalUnrealizedProfit": u["unrealizedProfit"],
+                "totalMarginBalance": u["marginBalance"], "availableBalance": u["availableBalance"],
+                "maxWithdrawAmount": u["maxWithdrawAmount"], "assets": [u],
+                "positions": [{"symbol": p["symbol"], "positionAmt": p["positionAmt"], "entryPrice": p["entryPrice"],
+                               "unrealizedProfit": p["unRealizedProfit"],
+                               "isolated": self.margin_type[p["symbol"]] == "isolated",
+                               "leverage": str(self.leverage[p["symbol"]]), "positionSide": "BOTH"}
+                              for p in self._f_position_risk({}, every=True)]}
+
+    def _f_balance(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        u = self._usdt()
+        return [{"accountAlias": "fake", "asset": "USDT", "balance": u["walletBalance"], "crossWalletBalance": u["walletBalance"],
+                 "crossUnPnl": u["unrealizedProfit"], "availableBalance": u["availableBalance"],
+                 "maxWithdrawAmount": u["maxWithdrawAmount"], "marginAvailable": True, "updateTime": self.server_ms()}]
+
+    def _f_leverage(self, q: dict[str, str]) -> dict[str, Any]:
+        sym = self._symbol(q)["symbol"]
+        try:
+            lev = int(q.get("leverage", ""))
+        except ValueError:
+            raise _Reply(400, -1102, "Mandatory parameter 'leverage' was not sent, was empty/null, or malformed.") from None
+        if not 1 <= lev <= 125:
+            raise _Reply(400, -4028, f"Leverage {lev} is not valid")
+        self.leverage[sym] = lev
+        return {"leverage": lev, "maxNotionalValue": "1000000", "symbol": sym}
+
+    def _f_margin_type(self, q: dict[str, str]) -> dict[str, Any]:
+        sym = self._symbol(q)["symbol"]
+        want = q.get("marginType", "").lower()
+        if want not in ("isolated", "crossed"):
+            raise _Reply(400, -1102, "Mandatory parameter 'marginType' was not sent, was empty/null, or malformed.")
+        want = "cross" if want == "crossed" else want
+        if self.margin_type[sym] == want:
+            raise _Reply(400, -4046, "No need to change margin type.")
+        if self.positions[sym][0] != 0 or any(o["status"] in OPEN and o["symbol"] == sym for o in self.orders):
+            raise _Reply(400, -4048, "Margin type cannot be changed if there exists position.")
+        self.margin_type[sym] = want
+        return {"code": 200, "msg": "success"}
+
+    def _f_position_mode(self, q: dict[str, str]) -> dict[str, Any]:
+        return {"dualSidePosition": self.dual_side}
