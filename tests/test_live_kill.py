@@ -1,5 +1,5 @@
 """Chaos with real deaths: ``mlrisk live --mode testnet`` runs as a subprocess against the fake spot
-exchange through two hundred candles and is killed with SIGKILL again and again, then restarted:
+exchange (spot: 150 candles, long only; USDT-M futures: 100 candles, both sides at leverage 3) and is killed with SIGKILL again and again, then restarted:
 
 - by the exchange itself when an order request arrives, before executing it (the bot dies between
   its write-ahead record and the exchange seeing the order) or after executing it (between the
@@ -41,7 +41,6 @@ from test_live_testnet_cli import _pinned_repo
 
 pytestmark = pytest.mark.slow
 H = 3_600_000
-N = 200                      # candles the bot decides
 HISTORY = 40                 # candles before the first decision (features, window)
 KEY, SECRET = "KEYkill0123456789abcdef", "SECRETkill9876543210zyx"
 
@@ -94,18 +93,20 @@ def _last_processed(state: Path) -> int | None:
     return None if row is None else row[0]
 
 
-def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(tmp_path):
+MARKETS = {   # market: (backtest changes, candles, the order endpoint)
+    "spot": ({"order_size": 0.5}, 150, "/api/v3/order"),
+    "futures": ({"order_size": 0.5, "direction": "both", "leverage": 3.0}, 100, "/fapi/v1/order"),
+}
+
+
+@pytest.mark.parametrize("market", list(MARKETS))
+def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(tmp_path, market):
+    from fake_futures import FakeFuturesExchange
     from mlrisk.live.paper import BotState
     from mlrisk.live.state import OrderStatus, StateStore
 
-    _pinned_repo(tmp_path)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["backtest"]["order_size"] = 0.5
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
-    lock["stages"]["backtest"]["params"]["params.yaml"]["backtest"] = params["backtest"]
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-
+    changes, N, order_path = MARKETS[market]
+    _pinned_repo(tmp_path, changes)
     first = (int(time.time() * 1000) // H - 10 * 24) * H         # the first decided candle's open (ms UTC)
     rows = make_candles(HISTORY + N + 1, start_ms=first - HISTORY * H, seed=4, price=40000.0)
     p = _flipping_model(tmp_path, rows)
@@ -113,14 +114,16 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
     close = {r[0]: r[4] for r in rows}
 
     state, log, kill = tmp_path / "state.sqlite", tmp_path / "bot.jsonl", tmp_path / "STOP"
-    with StateStore(state, symbol="BTCUSDT", interval="1h", mode="testnet") as store:
+    with StateStore(state, symbol="BTCUSDT", interval="1h", market=market, mode="testnet") as store:
         store.commit_candle(first - H)                            # resume at the first decided candle
     rng = np.random.default_rng(2026)
     deaths: Counter[str] = Counter()
     faults = []
-    with FakeExchange(api_key=KEY, api_secret=SECRET, candles={("BTCUSDT", "1h"): rows},
-                      prices={"BTCUSDT": close[first - H]}, balances={"USDT": "10000", "BTC": "0"},
-                      taker_fee="0.001") as fx:
+    common = {"api_key": KEY, "api_secret": SECRET, "candles": {("BTCUSDT", "1h"): rows},
+              "prices": {"BTCUSDT": close[first - H]}}
+    exchange = (FakeExchange(balances={"USDT": "10000", "BTC": "0"}, taker_fee="0.001", **common) if market == "spot"
+                else FakeFuturesExchange(wallet="10000", **common))
+    with exchange as fx:
         def set_clock(forming: int) -> None:
             """The exchange's clock: 300 ms into the candle opening at ``forming``, then running."""
             fx.now_ms = forming
@@ -141,14 +144,14 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
                 if f.kind == "kill":
                     fx.scheduled.remove(f)
             if way in ("before_send", "after_execute"):
-                faults.append((way, fx.schedule("kill", method="POST", path="/api/v3/order",
-                                                skip=int(rng.integers(2, 13)), execute=way == "after_execute")))
+                faults.append((way, fx.schedule("kill", method="POST", path=order_path,
+                                                skip=int(rng.integers(3, 15)), execute=way == "after_execute")))
             elif way == "any_request":
                 faults.append((way, fx.schedule("kill", skip=int(rng.integers(0, 40)))))
             if rng.random() < 0.3:                                 # and a fault the bot must live through
                 kind = str(rng.choice(["lost", "timeout", "error", "429"]))
                 opts = {"timeout": {"delay_s": 0.5}, "error": {"execute": True}}.get(kind, {})
-                faults.append((kind, fx.schedule(kind, method="POST", path="/api/v3/order",
+                faults.append((kind, fx.schedule(kind, method="POST", path=order_path,
                                                  skip=int(rng.integers(0, 4)), **opts)))
             with open(tmp_path / f"stderr-{len(faults)}-{time.monotonic_ns()}.txt", "w") as err:
                 proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -199,21 +202,30 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
         assert all(r["p_up"] is not None for r in decided)         # decided live, never caught up blindly
         cids = [o["clientOrderId"] for o in fx.orders]
         assert len(cids) == len(set(cids)), Counter(cids).most_common(3)        # no duplicate order
-        with StateStore(state, symbol="BTCUSDT", interval="1h", mode="testnet") as store:
+        with StateStore(state, symbol="BTCUSDT", interval="1h", market=market, mode="testnet") as store:
             assert store.last_processed_candle() == first + (N - 1) * H
             bot_state = BotState.from_blob(store.step_state().data)
             assert bot_state.origin_ms == first and bot_state.account.next_candle == N
             assert store.orders_to_reconcile() == []
             filled = store.orders([OrderStatus.FILLED])
-            assert {o.client_order_id for o in filled} == set(cids)
-            assert store.position("BTCUSDT").quantity == sum(fx.balance("BTC"))
-            usdt = Decimal("10000")                               # the quote balance the state file explains
-            for o in filled:
-                for f in store.fills(o.client_order_id):
-                    fee = f.commission if f.commission_asset == "USDT" else 0
-                    usdt += (-1 if o.side == "BUY" else 1) * f.price * f.qty - fee
-            assert usdt == sum(fx.balance("USDT"))
-    print(f"kill chaos: {N} candles, {len(cids)} orders, {starts} starts, deaths {dict(deaths)}, faults fired "
+            assert {o.client_order_id for o in filled} == {o["clientOrderId"] for o in fx.orders if o["executedQty"] > 0}
+            # the state file's fills are the exchange's trades, one for one (price, quantity, fee)
+            recorded = sorted((f.trade_id, f.price, f.qty, f.commission) for o in filled for f in store.fills(o.client_order_id))
+            traded = sorted((int(t["id"]), Decimal(t["price"]), Decimal(t["qty"]), Decimal(t["commission"])) for t in fx.trades)
+            assert recorded == traded
+            held = store.position("BTCUSDT").quantity
+            if market == "spot":
+                assert held == sum(fx.balance("BTC"))
+                usdt = Decimal("10000")                           # the quote balance the state file explains
+                for o in filled:
+                    for f in store.fills(o.client_order_id):
+                        fee = f.commission if f.commission_asset == "USDT" else 0
+                        usdt += (-1 if o.side == "BUY" else 1) * f.price * f.qty - fee
+                assert usdt == sum(fx.balance("USDT"))
+            else:
+                assert held == fx.position()[0]
+                assert {o.side for o in filled} == {"BUY", "SELL"} and any(r["position"]["side"] == "short" for r in decided)
+    print(f"kill chaos ({market}): {N} candles, {len(cids)} orders, {starts} starts, deaths {dict(deaths)}, faults fired "
           f"{dict(Counter(k for k, f in faults if f.kind != 'kill' and f.fired))}")
     assert deaths["before_send"] >= 1 and deaths["after_execute"] >= 1 and sum(deaths.values()) >= 8
     assert len(cids) >= 30
