@@ -6,7 +6,8 @@ one server-time request, one klines request, features, the scaler, the compiled 
 inference, the backtest's per-candle step, the risk controls, the SQLite commit and the log line.
 With ``--websocket``: from the fake kline stream sending the candle's closing event to the same
 decision (no REST request). Testnet/live: from the close to the candle's orders written ahead, sent to the fake spot exchange
-and acknowledged (the free balance queried, the filters applied). Replay: candles per second
+and acknowledged (the free balance queried, the filters applied); the same on the fake USDT-M futures
+exchange with the pinned strategy (refresh of open orders and the positionRisk check included). Replay: candles per second
 through the same loop from the stored raw candles. Needs the
 pipeline's outputs (``dvc repro``). Prints figures; asserts nothing.
 
@@ -165,6 +166,42 @@ def main() -> None:
     lat2 = np.array(lat2[2:])
     print(f"testnet, candle in hand -> decision, orders written ahead, sent and acknowledged (fake spot exchange), {len(lat2)} candles "
           f"with orders, {n_orders} orders: median {np.median(lat2):.1f} ms, p99 {np.percentile(lat2, 99):.1f} ms")
+
+    # the same on USDT-M futures with the pinned strategy itself (both sides, its leverage), against the fake
+    # futures exchange: every close also refreshes the bot's open orders and checks positionRisk
+    from fake_futures import FakeFuturesExchange
+
+    from mlrisk.live.futures_broker import FuturesBroker
+
+    lat3, lat3_all = [], []
+    with tempfile.TemporaryDirectory() as tmp, FakeFuturesExchange(wallet="100000") as fx:
+        fx._server.RequestHandlerClass.disable_nagle_algorithm = True
+        store = StateStore(Path(tmp) / "f.sqlite", symbol=model.symbol, interval=model.interval, market="futures",
+                           mode="testnet")
+        ex = ExchangeClient(BinanceSettings(base_url=fx.url, api_key=fx.api_key, api_secret=fx.api_secret),
+                            market="futures", signed=True)
+        ex.server_time_ms()
+        bp = model.backtest
+        broker = FuturesBroker(ex, store, model.symbol, "mlr", bp, max_leverage=bp.leverage)
+        broker.setup()
+        bot = Bot(pred.predict_latest, spec.seq_len + spec.warmup, spec.seq_len, prm, iv, limits, store,
+                  CandleLog(Path(tmp) / "f.jsonl", None), broker=broker)
+        j0 = len(candles) - args.candles
+        for j in range(j0, len(candles)):
+            fx.set_price(model.symbol, f"{candles['close'].iloc[j]:.1f}")
+            t0 = time.perf_counter()
+            res = bot.process(candles.iloc[j - bot.need - 1: j + 1])
+            ms = (time.perf_counter() - t0) * 1000
+            lat3_all.append(ms)
+            if res is not None and res.orders:
+                lat3.append(ms)
+        n_orders = len(fx.orders)
+        store.close()
+    lat3, lat3_all = np.array(lat3[2:]), np.array(lat3_all[5:])
+    print(f"testnet futures ({bp.direction}, leverage {bp.leverage:g}), candle in hand -> decision, orders written "
+          f"ahead, sent and acknowledged (fake futures exchange), {len(lat3)} candles with orders, {n_orders} orders: "
+          f"median {np.median(lat3):.1f} ms, p99 {np.percentile(lat3, 99):.1f} ms; every candle (refresh and position "
+          f"check included): median {np.median(lat3_all):.1f} ms, p99 {np.percentile(lat3_all, 99):.1f} ms")
 
     with tempfile.TemporaryDirectory() as tmp:
         store = StateStore(Path(tmp) / "r.sqlite", symbol=model.symbol, interval=model.interval, mode="replay")

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -151,6 +152,13 @@ class FakeExchange(FakeBinance):
         self.taker_fee, self.maker_fee = Decimal(taker_fee), Decimal(maker_fee)
         self.clock_skew_ms = clock_skew_ms
         self.kill_pid: int | None = None            # the process a ``kill`` fault kills
+        base_error = self._server.handle_error
+
+        def handle_error(request: Any, client_address: Any) -> None:  # a killed client resets its connection
+            if not isinstance(sys.exc_info()[1], ConnectionResetError):
+                base_error(request, client_address)
+
+        self._server.handle_error = handle_error
         self.orders: list[dict[str, Any]] = []      # every accepted order, oldest first (internal form)
         self.trades: list[dict[str, Any]] = []      # every trade, as GET /api/v3/myTrades shows it
         self.signed: list[tuple[str, str, dict[str, str], int]] = []

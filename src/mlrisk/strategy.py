@@ -1,9 +1,9 @@
 """The strategy's rules: P(up) at a close -> the orders to send (:func:`decide`,
 :func:`order_intents`), each entry's margin at its fill (:func:`entry_size`), a position's
-take-profit, stop and liquidation prices (:func:`protective_levels`, :func:`liquidation_price`)
-and the close-checked exit (:func:`exit_at_close`). The backtest engine and the live bot's brokers
-(simulated or real exchange) call these same functions, so no rule is written twice and live
-trading cannot drift from the backtest.
+take-profit, stop and liquidation prices (:func:`protective_levels`, :func:`liquidation_price`), the
+timed exit (:func:`hold_exit_due`) and the close-checked exit (:func:`exit_at_close`). The backtest
+engine and the live bot's brokers (simulated or real exchange) call these same functions, so no rule
+is written twice and live trading cannot drift from the backtest.
 
 Compiled with numba (``njit``) so the engine can call them in its loop; they are ordinary
 callables from Python too. Prices in quote currency, rates as fractions.
@@ -144,3 +144,11 @@ def exit_at_close(side: int, avg_price: float, close: float, take_profit: float,
     if take_profit > 0.0 and side * (close - avg_price) >= take_profit * avg_price:
         return 1
     return 0
+
+
+@njit(cache=True)
+def hold_exit_due(t: int, first_candle: int, hold: int) -> bool:
+    """The timed exit: a position whose first entry filled at the open of candle ``first_candle`` is
+    closed at the open of candle ``t`` once ``hold`` candles have passed (``t - first_candle >= hold``;
+    ``hold`` 0 = never). Candle numbers count from any fixed origin."""
+    return hold > 0 and t - first_candle >= hold

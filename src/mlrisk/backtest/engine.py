@@ -75,8 +75,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from mlrisk.strategy import (ENTRY_LIMIT, entry_size, exit_at_close, liquidation_price, order_intents,
-                             protective_levels)
+from mlrisk.strategy import (ENTRY_LIMIT, entry_size, exit_at_close, hold_exit_due, liquidation_price,
+                             order_intents, protective_levels)
 
 # parameter vector layout
 (P_INITIAL, P_THRESHOLD, P_LEVERAGE, P_ORDER_SIZE, P_PYRAMID_MAX, P_ENTRY_LIMIT, P_LIMIT_OFFSET, P_LIMIT_TTL,
@@ -322,7 +322,7 @@ def advance(acct: Account, entries: np.ndarray, orders: np.ndarray, t0: int, ope
                                                trades, ntr)
                 side = 0
                 k = 0
-        if side != 0 and (m_exit or (hold > 0 and t - first_idx >= hold)):
+        if side != 0 and (m_exit or hold_exit_due(t, first_idx, hold)):
             reason = R_SIGNAL if m_exit else R_HOLD
             balance, ntr = _close_position(t, o * (1.0 - side * slip), reason, fee, side, k, entries, balance, liq_fee,
                                            mmr, trades, ntr)

@@ -34,7 +34,7 @@ from mlrisk.backtest import engine as E
 from mlrisk.backtest.account import AccountState
 from mlrisk.errors import DataError
 from mlrisk.live.state import RiskState
-from mlrisk.strategy import entry_size, signal
+from mlrisk.strategy import entry_size, hold_exit_due, signal
 
 BLOB_VERSION = 1
 DAY_MS = 86_400_000
@@ -153,7 +153,7 @@ def _orders(acct: AccountState, t: int, close: float, cfg: E.Config) -> tuple[li
     open, a new resting limit entry. Returns (orders, new limit order?)."""
     a = acct.account
     out: list[dict[str, Any]] = []
-    timed = cfg.hold > 0 and a.side != 0 and t + 1 - a.first_candle >= cfg.hold  # the engine's hold exit at the next open
+    timed = a.side != 0 and hold_exit_due(t + 1, a.first_candle, cfg.hold)  # the engine's hold exit at the next open
     if (a.market_exit or timed) and a.side != 0:
         out.append({"leg": "exit", "side": "SELL" if a.side > 0 else "BUY", "type": "MARKET", "reduce_only": True})
     if a.market_entry != 0:
