@@ -20,7 +20,7 @@ from fake_binance import make_candles
 from fake_futures import FakeFuturesExchange
 from mlrisk.live.client_ids import make_client_order_id
 from mlrisk.live.state import StateStore
-from test_live_testnet_cli import _pinned_repo
+from test_live_testnet_cli import _pinned_repo, run_until_decided
 
 pytestmark = pytest.mark.slow
 H = 3_600_000
@@ -43,16 +43,7 @@ def test_futures_testnet_sets_up_sends_protects_and_fails_closed(tmp_path):
         args = [sys.executable, "-m", "mlrisk.live", "--mode", "testnet", "--market", "futures", "--max-leverage", "3",
                 "--state-file", str(state), "--log-file", str(log), "--kill-switch-file", str(kill),
                 "--poll-retry-s", "0.2", "--env-file", str(tmp_path / "none")]
-        p = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            recs = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
-            if sum("event" not in r for r in recs) >= 3 or p.poll() is not None:
-                break
-            time.sleep(0.2)
-        kill.touch()
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
+        out, err = run_until_decided(args, tmp_path, env, log, kill, 3)
         recs = [json.loads(x) for x in log.read_text().splitlines()]
         setup = [r["action"] for r in recs if r.get("event") == "setup"]
         assert setup == ["margin type ISOLATED (set)", "leverage 3"]

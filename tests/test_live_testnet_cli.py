@@ -59,6 +59,22 @@ def _pinned_repo(root: Path, backtest: dict | None = None) -> None:
     (root / "dvc.lock").write_text(yaml.safe_dump(lock))
 
 
+def run_until_decided(args: list[str], cwd: Path, env: dict[str, str], log: Path, kill: Path, n: int) -> tuple[str, str]:
+    """Run the bot (``args``) until its log holds ``n`` candle lines (90 s at most), then stop it with
+    the kill switch file; asserts it exited 0. Returns (stdout, stderr)."""
+    p = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        recs = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+        if sum("event" not in r for r in recs) >= n or p.poll() is not None:
+            break
+        time.sleep(0.2)
+    kill.touch()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    return out, err
+
+
 def test_testnet_mode_sends_written_ahead_orders_and_fails_closed(tmp_path):
     _pinned_repo(tmp_path)
     now = int(time.time() * 1000)
@@ -75,16 +91,7 @@ def test_testnet_mode_sends_written_ahead_orders_and_fails_closed(tmp_path):
                "MLRISK_BINANCE_API_KEY": key, "MLRISK_BINANCE_API_SECRET": secret}
         args = [sys.executable, "-m", "mlrisk.live", "--mode", "testnet", "--state-file", str(state), "--log-file",
                 str(log), "--kill-switch-file", str(kill), "--poll-retry-s", "0.2", "--env-file", str(tmp_path / "none")]
-        p = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            recs = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
-            if sum("event" not in r for r in recs) >= 3 or p.poll() is not None:
-                break
-            time.sleep(0.2)
-        kill.touch()
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
+        out, err = run_until_decided(args, tmp_path, env, log, kill, 3)
         recs = [json.loads(x) for x in log.read_text().splitlines()]
         candles = [r for r in recs if "event" not in r]
         assert [r["open_ms"] for r in candles] == [last_closed - 2 * H, last_closed - H, last_closed]

@@ -103,11 +103,13 @@ def or_none(client: Any, method: str, codes: tuple[int, ...]) -> Callable[..., A
 class BrokerBase:
     """What every exchange broker shares: the write-ahead send, the unknown-outcome settlement by
     client id, and reconciliation at start (see the module docstring). A subclass says how to
-    submit (:meth:`_submit`), look up (:meth:`_lookup`), record (:meth:`_record`) and adopt
-    (:meth:`_adopt`) orders on its market, and how to check the position (:meth:`check_position`).
+    submit (:meth:`_submit`), look up (:meth:`_lookup`) and record (:meth:`_record`) orders on its
+    market, where its open orders are listed (``OPEN_ORDERS``, for :meth:`_adopt`), and how to check the
+    position (:meth:`check_position`).
     ``sleep`` is injectable for tests."""
 
     EXCHANGE_INFO = "get_exchange_info"
+    OPEN_ORDERS = "get_open_orders"
 
     def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, order_size: float,
                  min_notional: float, *, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
@@ -132,7 +134,20 @@ class BrokerBase:
         raise NotImplementedError
 
     def _adopt(self) -> list[str]:
-        raise NotImplementedError
+        """Open orders at the exchange (``OPEN_ORDERS``) with the bot's prefix that the state file does
+        not know: recorded as the bot's. Returns one line per adopted order."""
+        done: list[str] = []
+        for x in self.exchange.call(self.OPEN_ORDERS, symbol=self.symbol):
+            cid = x.get("clientOrderId", "")
+            if is_ours(cid, self.prefix) and self.store.order(cid) is None:
+                c = parse_client_order_id(cid)
+                price = Decimal(x["price"])
+                rec = self.store.insert_order(NewOrder(cid, self.symbol, x["side"], x["type"], Decimal(x["origQty"]),
+                                                       c.open_time_ms, c.leg, price=price if price else None,
+                                                       reduce_only=bool(x.get("reduceOnly"))))
+                self._record(rec, x, None)
+                done.append(f"{cid}: adopted ({x['status']})")
+        return done
 
     def check_position(self) -> None:
         raise NotImplementedError
@@ -286,20 +301,6 @@ class ExchangeBroker(BrokerBase):
                                      fills=recs, position=new_pos)
 
     # ------------------------------------------------------------------------------ reconcile
-    def _adopt(self) -> list[str]:
-        """Open orders at the exchange with the bot's prefix that the state file does not know."""
-        done: list[str] = []
-        for x in self.exchange.call("get_open_orders", symbol=self.symbol):
-            cid = x.get("clientOrderId", "")
-            if is_ours(cid, self.prefix) and self.store.order(cid) is None:
-                c = parse_client_order_id(cid)
-                self.store.insert_order(NewOrder(cid, self.symbol, x["side"], x["type"], Decimal(x["origQty"]),
-                                                 c.open_time_ms, c.leg,
-                                                 price=Decimal(x["price"]) if Decimal(x["price"]) else None))
-                self._record(self.store.order(cid), x, None)  # type: ignore[arg-type]
-                done.append(f"{cid}: adopted ({x['status']})")
-        return done
-
     def exchange_position(self) -> Decimal:
         """The bot's position as the exchange's own records explain it: its orders' trades (BUY qty
         less base-asset commission, minus SELL qty)."""

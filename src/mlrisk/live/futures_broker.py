@@ -88,6 +88,7 @@ class FuturesBroker(BrokerBase):
     notional, limit TTL, take-profit/stop fractions)."""
 
     EXCHANGE_INFO = "futures_exchange_info"
+    OPEN_ORDERS = "futures_get_open_orders"
 
     def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, backtest: Any, *,
                  max_leverage: float = 1.0, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
@@ -374,17 +375,7 @@ class FuturesBroker(BrokerBase):
 
     def _adopt(self) -> list[str]:
         """Open orders and algo orders at the exchange with the bot's prefix that the state file does not know."""
-        done: list[str] = []
-        for x in self.exchange.call("futures_get_open_orders", symbol=self.symbol):
-            cid = x.get("clientOrderId", "")
-            if is_ours(cid, self.prefix) and self.store.order(cid) is None:
-                c = parse_client_order_id(cid)
-                price = Decimal(x["price"])
-                rec = self.store.insert_order(NewOrder(cid, self.symbol, x["side"], x["type"], Decimal(x["origQty"]),
-                                                       c.open_time_ms, c.leg, price=price if price else None,
-                                                       reduce_only=bool(x.get("reduceOnly"))))
-                self._record(rec, x, None)
-                done.append(f"{cid}: adopted ({x['status']})")
+        done = super()._adopt()
         for x in self.exchange.call("futures_get_open_orders", symbol=self.symbol, conditional=True):
             cid = x.get("clientAlgoId", "")
             if is_ours(cid, self.prefix) and self.store.order(cid) is None:
