@@ -9,11 +9,10 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from fake_exchange import BTCUSDT_FUTURES, FakeExchange, _Reply
+from fake_exchange import BTCUSDT_FUTURES, OPEN_STATUSES as OPEN, FakeExchange, _Reply
 
 FUTURES_CLIENT_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:/_-")
 ALGO_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
-OPEN = ("NEW", "PARTIALLY_FILLED")
 
 
 def _s(d: Decimal) -> str:
@@ -61,7 +60,7 @@ class FakeFuturesExchange(FakeExchange):
               ("POST", "/fapi/v1/order"): ("_f_new_order", True), ("GET", "/fapi/v1/order"): ("_f_query_order", True),
               ("DELETE", "/fapi/v1/order"): ("_f_cancel_order", True),
               ("GET", "/fapi/v1/openOrders"): ("_f_open_orders", True), ("GET", "/fapi/v1/allOrders"): ("_f_all_orders", True),
-              ("GET", "/fapi/v1/userTrades"): ("_f_user_trades", True),
+              ("GET", "/fapi/v1/userTrades"): ("_my_trades", True),
               ("GET", "/fapi/v3/positionRisk"): ("_f_position_risk", True),
               ("GET", "/fapi/v2/account"): ("_f_account", True), ("GET", "/fapi/v3/balance"): ("_f_balance", True),
               ("POST", "/fapi/v1/leverage"): ("_f_leverage", True), ("POST", "/fapi/v1/marginType"): ("_f_margin_type", True),
@@ -290,13 +289,6 @@ class FakeFuturesExchange(FakeExchange):
         sym = self._symbol(q)["symbol"]
         return [self._f_view(o) for o in self._window([o for o in self.orders if o["symbol"] == sym], q, "orderId",
                                                       "orderId", "time")]
-
-    def _f_user_trades(self, q: dict[str, str]) -> list[dict[str, Any]]:
-        sym = self._symbol(q)["symbol"]
-        rows = [t for t in self.trades if t["symbol"] == sym]
-        if q.get("orderId"):
-            rows = [t for t in rows if str(t["orderId"]) == q["orderId"]]
-        return [dict(t) for t in self._window(rows, q, "id", "fromId", "time")]
 
     # ------------------------------------------------------------------ algo orders
     def _f_new_algo(self, q: dict[str, str]) -> dict[str, Any]:

@@ -35,7 +35,6 @@ class FakeKlineWS:
         self.heartbeat_s = heartbeat_s
         self.refuse = False
         self.paths: list[str] = []
-        self.sent_closed: list[int] = []          # open times of the closing events sent
         self._stalled = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -88,11 +87,7 @@ class FakeKlineWS:
             self._broadcast(self.event(part, closed=False))
         if closed:
             self._broadcast(self.event(row, closed=True))
-            self.sent_closed.append(int(row[0]))
             self._last = list(row)
-
-    def send_raw(self, message: Any) -> None:
-        self._broadcast(json.dumps(message))
 
     def stall(self) -> None:
         self._stalled.set()

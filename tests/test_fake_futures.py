@@ -9,12 +9,12 @@ from decimal import Decimal as D
 import pytest
 import requests
 from binance.client import Client
-from binance.exceptions import BinanceAPIException
 
 from fake_binance import make_candles
 from fake_futures import FakeFuturesExchange
 from mlrisk.live.client_ids import make_client_order_id
 from mlrisk.live.filters import symbol_filters
+from test_fake_exchange import api_error
 
 T = 1_700_000_000_000
 CID = make_client_order_id("mlr", "BTCUSDT", T, "entry")
@@ -30,12 +30,6 @@ def client_for(fx: FakeFuturesExchange, timeout: float = 5.0) -> Client:
 def fx():
     with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as f:
         yield f
-
-
-def api_error(fn, *a, **kw) -> BinanceAPIException:
-    with pytest.raises(BinanceAPIException) as e:
-        fn(*a, **kw)
-    return e.value
 
 
 def test_public_endpoints_time_exchange_info_and_klines():

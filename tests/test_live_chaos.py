@@ -15,12 +15,12 @@ import pytest
 
 from fake_exchange import FakeExchange
 from mlrisk.exchange import ExchangeOutcomeUnknown
-from test_live_broker import BP, H, _candles, _exchange, _predict
+from test_live_broker import BP, H, _candles, _exchange, _predict, _store
 from mlrisk.backtest.runner import params_vector
 from mlrisk.live.broker import ExchangeBroker
 from mlrisk.live.loop import Bot, CandleLog
 from mlrisk.live.paper import RiskLimits
-from mlrisk.live.state import OrderStatus, StateStore
+from mlrisk.live.state import OrderStatus
 
 pytestmark = pytest.mark.slow
 N = 240
@@ -39,7 +39,7 @@ def test_chaos_faults_and_crashes_leave_no_duplicates_and_agreeing_positions(tmp
     with FakeExchange(balances={"USDT": "10000", "BTC": "0"}) as fx:
 
         def start() -> Bot:
-            store = StateStore(tmp_path / "s.sqlite", symbol="BTCUSDT", interval="1h", mode="testnet")
+            store = _store(tmp_path)
             ex = _exchange(fx)
             broker = ExchangeBroker(ex, store, "BTCUSDT", "mlr", BP.order_size, BP.min_notional, sleep=lambda s: None)
             broker.reconcile()
