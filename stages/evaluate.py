@@ -111,8 +111,6 @@ def _walk_forward(params, args):
         "margin_mean": float(t["margin"].mean()), "margin_std": float(t["margin"].std(ddof=1)) if len(t) > 1 else 0.0,
         "window": wf.window, "train": wf.train, "test": wf.test, "embargo": wf.embargo, "cached_folds": res.cached,
     }
-    report.pop("folds", None)
-    report.pop("folds_beating_best_baseline", None)
     report["n_predictions"] = int(res.predictions["p_up"].notna().sum())
     pred = res.predictions[[c for c in CANDLE_COLUMNS if c in res.predictions.columns] + ["p_up", "label", "fold"]]
     select = split_periods(pred)[0] if pred["fold"].nunique() > 1 else pred.iloc[:0]

@@ -130,9 +130,9 @@ def cmd_holdout(args: argparse.Namespace) -> int:
     from mlrisk.io import read_parquet
 
     try:
-        params = _experiment_params(args.experiment) if args.experiment else load_params(args.params)
-        here = load_params(args.params).data
-        d = params.data
+        workspace = load_params(args.params)
+        params = _experiment_params(args.experiment) if args.experiment else workspace
+        here, d = workspace.data, params.data
         if (d.source, d.symbol, d.interval, d.market, d.start, d.end) != (here.source, here.symbol, here.interval, here.market, here.start, here.end):
             raise MlriskError(f"experiment {args.experiment!r} reads other candles than the workspace: "
                               f"`dvc exp apply {args.experiment} && dvc repro fetch` first")

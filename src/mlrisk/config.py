@@ -9,7 +9,6 @@ Units: all rates, returns, offsets and fees are fractions (0.001 = 0.1 %), excep
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlrisk.errors import ParamsError
-from mlrisk.features import ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature, others_needed
+from mlrisk.features import SYMBOL, ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature, others_needed
 from mlrisk.times import INTERVAL_MS, INTERVALS, candles_per_day, utc
 
 
@@ -61,7 +60,7 @@ class DataParams(_Section):
     @model_validator(mode="after")
     def _source_needs(self) -> "DataParams":
         for sym in self.others:
-            if not re.fullmatch(r"[A-Z0-9]{2,30}", sym) or sym == self.symbol:
+            if not SYMBOL.fullmatch(sym) or sym == self.symbol:
                 raise ValueError(f"data.others: {sym!r} is not another symbol like ETHUSDT")
         if self.others and self.source != "binance":
             raise ValueError(f"data.others ({', '.join(self.others)}) needs data.source 'binance': the sample ships "

@@ -109,7 +109,8 @@ _FAMILY = re.compile(r"^(" + "|".join(FAMILIES) + r")_([1-9][0-9]{0,3})$")  # N 
 ALLOWED = (*FEATURES, *(f"{f}_<N>" for f in FAMILIES), "<SYMBOL>:<feature>")  # for messages: every name params.yaml may use
 
 
-_OTHER = re.compile(r"^([A-Z0-9]{2,30}):(.+)$")  # SYMBOL:feature, e.g. ETHUSDT:close_pct
+SYMBOL = re.compile(r"[A-Z0-9]{2,30}")  # a Binance symbol such as ETHUSDT
+_OTHER = re.compile(rf"^({SYMBOL.pattern}):(.+)$")  # SYMBOL:feature, e.g. ETHUSDT:close_pct
 
 
 def other_symbol(name: str) -> tuple[str | None, str]:

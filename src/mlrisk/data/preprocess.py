@@ -201,16 +201,14 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     out["part"] = part.astype(str)
     out["window_ok"] = window_ok
     out["use"] = use
-    spec.split = {
-        name: {
-            "rows": int(split.part(name)[1] - split.part(name)[0]),
-            "first": out["open_time"].iloc[split.part(name)[0]].isoformat() if split.part(name)[1] > split.part(name)[0] else None,
-            "last": out["open_time"].iloc[split.part(name)[1] - 1].isoformat() if split.part(name)[1] > split.part(name)[0] else None,
-            "samples": int((use & (part == name)).sum()),
-            "class_counts": {str(int(k)): int(v) for k, v in zip(*np.unique(y[use & (part == name)], return_counts=True))},
-        }
-        for name in PARTS
-    } | {"purge": purge}
+    def summary(name: str) -> dict[str, Any]:
+        s, e = split.part(name)
+        used = use & (part == name)
+        return {"rows": int(e - s), "first": out["open_time"].iloc[s].isoformat() if e > s else None,
+                "last": out["open_time"].iloc[e - 1].isoformat() if e > s else None, "samples": int(used.sum()),
+                "class_counts": {str(int(k)): int(v) for k, v in zip(*np.unique(y[used], return_counts=True))}}
+
+    spec.split = {name: summary(name) for name in PARTS} | {"purge": purge}
     if windows_dropped or labels_dropped:  # only with gaps left in the data (gap_policy keep)
         spec.split["gaps"] = {"windows_dropped": windows_dropped, "labels_dropped": labels_dropped}
     return out, spec

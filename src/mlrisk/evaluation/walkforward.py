@@ -126,9 +126,12 @@ def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Pat
     code = code_fingerprint()
     cache = Path(cache_dir) if cache_dir else None
     parts, rows, cached = [], [], 0
+    keep: set[str] = set()  # the cache files of this plan
     for fold in tqdm(folds, desc="walk-forward", unit="fold", disable=None):
         key = fold_key(candles, fold, params, wf.epochs, code, others)
         path = cache / f"fold-{key}.parquet" if cache else None
+        if path is not None:
+            keep.add(path.name)
         hit = path is not None and path.exists()
         if hit:
             out = pd.read_parquet(path)
@@ -151,12 +154,9 @@ def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Pat
         log.info("walk-forward fold %d/%d%s: accuracy %.4f, margin %+.4f over %s", fold.k, len(folds),
                  " (cached)" if hit else "", row["accuracy"], row["margin"], row["best_baseline"])
     if cache is not None:  # keep only the folds of this plan: the cache never grows without bound
-        keep = {f"fold-{fold_key(candles, f, params, wf.epochs, code, others)}.parquet" for f in folds}
         for old in cache.glob("fold-*.parquet"):
             if old.name not in keep:
                 old.unlink()
     pred = pd.concat(parts, ignore_index=True)
     pooled = _scores(pred[pred["scored"]], reps, params.train.seed)
-    pooled["folds"] = len(folds)
-    pooled["folds_beating_best_baseline"] = int(sum(r["margin"] > 0 for r in rows))
     return WalkForwardResult(pred, pd.DataFrame(rows), pooled, cached)

@@ -31,7 +31,6 @@ order exists); futures, see that module. Quantities are ``Decimal`` base asset; 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
@@ -42,7 +41,6 @@ from mlrisk.live.filters import OrderFilterError, SymbolFilters, fmt, prepare_or
 from mlrisk.live.state import (Fill, NewOrder, OrderRecord, OrderStatus, Position, StateError, StateStore)
 from mlrisk.strategy import entry_size
 
-log = logging.getLogger(__name__)
 S = OrderStatus
 ORDER_NOT_FOUND = -2013
 
@@ -213,7 +211,7 @@ class BrokerBase:
 class ExchangeBroker(BrokerBase):
     """Orders for one symbol on a spot exchange, through one signed
     :class:`~mlrisk.exchange.ExchangeClient` (``exchange``) and the bot's ``store``.
-    ``sleep`` and ``clock_ms`` (the exchange's clock estimate) are injectable for tests."""
+    ``sleep`` is injectable for tests."""
 
     # ------------------------------------------------------------------------------ balances
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
@@ -279,6 +277,8 @@ class ExchangeBroker(BrokerBase):
 
     def _record(self, o: OrderRecord, r: dict[str, Any], fills: list[dict[str, Any]] | None) -> OrderRecord:
         """Record an exchange answer (create or query) with its fills and the resulting position."""
+        if o.status is S.FILLED:
+            return o
         status = r["status"]
         if fills is None and Decimal(r.get("executedQty", "0")) > 0:  # a query: the trades come from myTrades
             fills = self.exchange.call("get_my_trades", symbol=o.symbol, orderId=r["orderId"])
@@ -294,8 +294,6 @@ class ExchangeBroker(BrokerBase):
             net = f.qty - (f.commission if f.commission_asset == self.filters.base_asset else 0)
             qty += net if o.side == "BUY" else -f.qty
         new_pos = Position(o.symbol, qty, pos.entry_price) if qty != pos.quantity else None
-        if o.status is S.FILLED:
-            return o
         return self.store.transition(o.client_order_id, status, exchange_order_id=int(r["orderId"]),
                                      executed_qty=r.get("executedQty"), cumulative_quote=r.get("cummulativeQuoteQty"),
                                      fills=recs, position=new_pos)

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from mlrisk.backtest import engine as E
 from mlrisk.errors import ExchangeError, SettingsError
 from mlrisk.live.broker import ORDER_NOT_FOUND, BrokerBase, check_supported, or_none
 from mlrisk.live.client_ids import is_ours, make_client_order_id, parse_client_order_id
@@ -230,7 +231,7 @@ class FuturesBroker(BrokerBase):
         """Cancel the resting LIMIT entries the engine no longer holds (expired, cancelled, or filled in
         the simulation): the engine keeps each with its expiry candle ``placed + limit_ttl``."""
         acct = state.account
-        keep = {state.origin_ms + (int(acct.orders[j, 1]) - self.limit_ttl) * state.interval_ms
+        keep = {state.origin_ms + (int(acct.orders[j, E.O_EXPIRE]) - self.limit_ttl) * state.interval_ms
                 for j in range(acct.account.n_orders)}
         for o in self.store.orders([S.OPEN]):
             if o.type == "LIMIT" and o.leg == "entry" and o.candle_open_ms not in keep:
@@ -376,7 +377,7 @@ class FuturesBroker(BrokerBase):
     def _adopt(self) -> list[str]:
         """Open orders and algo orders at the exchange with the bot's prefix that the state file does not know."""
         done = super()._adopt()
-        for x in self.exchange.call("futures_get_open_orders", symbol=self.symbol, conditional=True):
+        for x in self.exchange.call(self.OPEN_ORDERS, symbol=self.symbol, conditional=True):
             cid = x.get("clientAlgoId", "")
             if is_ours(cid, self.prefix) and self.store.order(cid) is None:
                 c = parse_client_order_id(cid)

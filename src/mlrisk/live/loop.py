@@ -32,7 +32,7 @@ import pandas as pd
 from mlrisk.backtest import engine as E
 from mlrisk.errors import DataError, ExchangeError
 from mlrisk.live.paper import BotState, CandleResult, RiskLimits, flatten, paper_step
-from mlrisk.live.state import StateStore, StepState, now_ms
+from mlrisk.live.state import DuplicateOrder, StateStore, StepState, now_ms
 from mlrisk.times import from_ms
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,6 @@ class Bot:
         self.store.save_step_state(StepState(1, new.to_blob(), self.last_processed or 0))
         self.state = new
         if self.broker is not None and self.last_processed is not None and new.last_close is not None:
-            from mlrisk.live.state import DuplicateOrder
-
             orders, _ = self.broker.prepare([{"leg": "flat", "type": "MARKET"}], new.last_close, self.last_processed)
             for o in orders:  # the real position, sold once: written ahead, then sent
                 try:
@@ -370,7 +368,7 @@ class PollingFeed:
                 self._late(next_open_ms, None, str(e))
                 continue
             if now < due:
-                self._wait(min((due - now) / 1000, self.poll_retry_s))
+                self._wait((due - now) / 1000)  # in pieces of at most poll_retry_s, ending early on stop()
                 continue
             try:
                 df = self.klines.fetch(self.symbol, self.interval, self.interval_ms, next_open_ms)
@@ -421,7 +419,6 @@ def run_paper(bot: Bot, feed: PollingFeed, stop: Stopper, on_candle: Callable[[C
         t = open_ms(hist) if len(hist) else np.empty(0, dtype="int64")
         todo = np.nonzero(t >= nxt)[0]
         if len(todo) == 0:
-            avail = None
             new = feed.wait_for(nxt)
             if new is None:
                 break

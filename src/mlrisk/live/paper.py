@@ -35,10 +35,10 @@ from mlrisk.backtest.account import AccountState
 from mlrisk.errors import DataError
 from mlrisk.live.state import RiskState
 from mlrisk.strategy import entry_size, hold_exit_due, signal
+from mlrisk.times import DAY_MS, INTERVAL_MS
 
 BLOB_VERSION = 1
-DAY_MS = 86_400_000
-MINUTE_MS = 60_000
+MINUTE_MS = INTERVAL_MS["1m"]
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ def paper_step(state: BotState, candle: tuple[float, float, float, float], open_
             new.account.account = new.account.account._replace(market_exit=True)
             blocked.append("flatten: position closed at the next open (risk limit)")
     elif entries and limits.max_position_notional > 0:
-        pos, notional, margin = _position(new.account, candle[3])
+        _, notional, margin = _position(new.account, candle[3])
         if any(o["leg"] == "exit" for o in orders):  # the position closes before the entry fills
             notional, margin = 0.0, 0.0
         _, add = entry_size(equity - margin, cfg.order_size, cfg.leverage, cfg.min_notional)

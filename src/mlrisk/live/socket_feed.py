@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from mlrisk.data.klines import klines_from_rows
-from mlrisk.live.loop import PollingFeed
+from mlrisk.live.loop import PollingFeed, open_ms
 from mlrisk.live.state import now_ms
 from mlrisk.times import from_ms
 
@@ -175,7 +175,7 @@ class SocketFeed:
         df = self.polling.wait_for(next_open_ms)
         if df is None or not len(df):
             return df
-        last = int(pd.DatetimeIndex(df["open_time"]).as_unit("ms").asi8[-1])
+        last = int(open_ms(df)[-1])
         with self._cond:
             more = self._run_from(last + self.polling.interval_ms)
         return pd.concat([df, klines_from_rows(more)], ignore_index=True) if more else df

@@ -29,11 +29,9 @@ METRICS_FILES = {"evaluate": "reports/metrics/evaluate.json", "backtest": "repor
 
 def flatten_exp_show(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Commits and experiments of ``dvc exp show --json`` as ``{"name", "rev", "params"}`` rows (the
-    workspace row is left out: it is not a recorded experiment; so is a repeat of the same params,
-    which is the same trial)."""
+    workspace row is left out: it is not a recorded experiment)."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    seen_params: set[str] = set()
 
     def add(entry: dict[str, Any], fallback_name: str | None) -> None:
         data = entry.get("data") or {}
@@ -42,10 +40,6 @@ def flatten_exp_show(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return
         seen.add(rev)
         params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-        key = json.dumps(params, sort_keys=True)
-        if params and key in seen_params:
-            return
-        seen_params.add(key)
         rows.append({"name": entry.get("name") or fallback_name or rev[:7], "rev": rev, "params": params})
 
     for commit in shown:
@@ -66,19 +60,18 @@ def leaderboard(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     var_sr = float(np.nanvar(srs, ddof=1)) if np.isfinite(srs).sum() > 1 else 0.0
     for r in rows:
         ev, bt = r["evaluate"], r.get("backtest") or {}
-        scored = ev  # in walk_forward mode its top-level scores are the folds' pooled out-of-sample ones
-        p = scored.get("p_value")
+        p = ev.get("p_value")  # in walk_forward mode the top-level scores are the folds' pooled out-of-sample ones
         dsr = float("nan")
         if bt.get("sharpe_per_period") is not None and bt.get("n_returns"):
             dsr = deflated_sharpe_ratio(bt["sharpe_per_period"], int(bt["n_returns"]), bt.get("returns_skew", 0.0),
                                         bt.get("returns_kurtosis", 3.0), var_sr, m)
         out.append({
             "experiment": r["name"], "rev": r["rev"][:7], "mode": ev.get("mode", "split"),
-            "accuracy": scored.get("model", {}).get("accuracy"),
-            "best_baseline": scored.get("best_baseline"),
-            "margin_pp": 100 * scored["margin_over_best_baseline"] if scored.get("margin_over_best_baseline") is not None else None,
-            "margin_ci_pp": (f"[{100 * scored['margin_ci_low']:+.2f}, {100 * scored['margin_ci_high']:+.2f}]"
-                             if scored.get("margin_ci_low") is not None else ""),
+            "accuracy": ev.get("model", {}).get("accuracy"),
+            "best_baseline": ev.get("best_baseline"),
+            "margin_pp": 100 * ev["margin_over_best_baseline"] if ev.get("margin_over_best_baseline") is not None else None,
+            "margin_ci_pp": (f"[{100 * ev['margin_ci_low']:+.2f}, {100 * ev['margin_ci_high']:+.2f}]"
+                             if ev.get("margin_ci_low") is not None else ""),
             "p_value": p,
             "p_adjusted": min(1.0, p * m) if p is not None else None,
             "return_pct": 100 * bt["total_return"] if bt.get("total_return") is not None else None,
@@ -103,9 +96,21 @@ def list_experiments(repo: str = ".", all_commits: bool = False) -> list[dict[st
     return flatten_exp_show(json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["-A"] if all_commits else []), repo) or "[]"))
 
 
+def distinct_trials(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` without repeats of the same params (the same trial, counted once), first kept."""
+    out, seen = [], set()
+    for r in rows:
+        key = json.dumps(r["params"], sort_keys=True)
+        if r["params"] and key in seen:
+            continue
+        seen.add(key)
+        out.append(r)
+    return out
+
+
 def gather(repo: str = ".", all_commits: bool = False) -> list[dict[str, Any]]:
-    """:func:`list_experiments` with each one's committed evaluate and backtest metrics."""
-    rows = list_experiments(repo, all_commits)
+    """The distinct trials of :func:`list_experiments` with each one's committed evaluate and backtest metrics."""
+    rows = distinct_trials(list_experiments(repo, all_commits))
     for r in rows:
         for key, path in METRICS_FILES.items():
             shown = subprocess.run(["git", "show", f"{r['rev']}:{path}"], cwd=repo, capture_output=True, text=True)
