@@ -368,7 +368,7 @@ class PollingFeed:
                 self._late(next_open_ms, None, str(e))
                 continue
             if now < due:
-                self._wait((due - now) / 1000)  # in pieces of at most poll_retry_s, ending early on stop()
+                self._wait(min((due - now) / 1000, self.poll_retry_s))  # then the exchange's clock again: it may jump
                 continue
             try:
                 df = self.klines.fetch(self.symbol, self.interval, self.interval_ms, next_open_ms)
