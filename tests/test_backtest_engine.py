@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlrisk.backtest.reference import reference_backtest
+from backtest_reference import reference_backtest
 from mlrisk.backtest.runner import run_backtest
 from mlrisk.strategy import decide, signal
 from mlrisk.config import BacktestParams

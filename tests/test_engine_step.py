@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mlrisk.backtest import engine as E
-from mlrisk.backtest.account import AccountState
+from mlrisk.live.account import AccountState
 from mlrisk.backtest.runner import params_vector
 from mlrisk.config import BacktestParams, load_params
 from mlrisk.data.sources import load_sample
