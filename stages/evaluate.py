@@ -11,6 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlrisk.config.data import DataParams
+from mlrisk.config.evaluate import EvaluateParams
+from mlrisk.config.features import FeatureParams
+from mlrisk.config.train import TrainParams
 from mlrisk.stage import run_stage
 from mlrisk.errors import DataError
 from mlrisk.io import read_parquet, write_csv, write_json, write_parquet, write_text
@@ -132,4 +136,5 @@ def add_args(p):
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("evaluate", __doc__, body, add_args))
+    sys.exit(run_stage("evaluate", __doc__, body, add_args, sections={
+        "evaluate": EvaluateParams, "data": DataParams, "train": TrainParams, "features": FeatureParams}))

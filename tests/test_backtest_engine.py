@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from backtest_reference import reference_backtest
 from mlrisk.backtest.runner import run_backtest
 from mlrisk.strategy import decide, signal
-from mlrisk.config import BacktestParams
+from mlrisk.config.backtest import BacktestParams
 
 H = 3_600_000
 EXAMPLES = int(os.environ.get("MLRISK_HYPOTHESIS_EXAMPLES", "150"))  # raise for a thorough run

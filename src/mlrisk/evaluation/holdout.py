@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlrisk.config import Params
+from mlrisk.config.params import Params
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.errors import DataError
 from mlrisk.evaluation.folds import Fold

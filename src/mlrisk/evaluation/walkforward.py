@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mlrisk.config import Params, SplitParams
+from mlrisk.config.params import Params
+from mlrisk.config.split import SplitParams
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.data.preprocess import build_dataset, part_frame, window_arrays
 from mlrisk.evaluation.folds import Fold, plan_folds
