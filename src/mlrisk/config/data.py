@@ -14,16 +14,29 @@ from mlrisk.times import INTERVAL_MS, INTERVALS, candles_per_day, utc
 class DataParams(_Section):
     """Where the candles come from (``fetch`` stage)."""
 
-    source: Literal["sample", "binance", "file"] = "sample"
-    symbol: str = Field("BTCUSDT", min_length=1, pattern=r"^[A-Z0-9]{2,30}$")
-    interval: Literal[INTERVALS] = "1h"  # type: ignore[valid-type]
-    market: Literal["spot", "futures"] = "spot"
-    start: str | None = None
-    end: str | None = None
-    files: list[str] = Field(default_factory=list)
-    others: list[str] = Field(default_factory=list)  # other symbols fetched alongside (binance source), for SYMBOL:feature names
-    gap_policy: Literal["error", "keep", "ffill"] = "ffill"
-    max_fill: int | None = Field(None, ge=0, le=100_000)  # ffill: longest gap filled, candles; None = one day
+    source: Literal["sample", "binance", "file"] = Field(
+        "sample", description="Where the candles come from: sample (the BTCUSDT 1h/15m candles shipped in the package, "
+        "offline), binance (downloaded with python-binance, extended incrementally), file (Binance public-data kline "
+        "CSV/zip dumps listed in data.files).")
+    symbol: str = Field("BTCUSDT", min_length=1, pattern=r"^[A-Z0-9]{2,30}$",
+                        description="The traded symbol, Binance spelling (e.g. BTCUSDT).")
+    interval: Literal[INTERVALS] = Field(  # type: ignore[valid-type]
+        "1h", description="Candle interval, Binance spelling (1m .. 1d); the sample ships 1h and 15m.")
+    market: Literal["spot", "futures"] = Field(
+        "spot", description="Binance market the candles come from: spot or futures (USDT-M); binance source only.")
+    start: str | None = Field(None, description="First candle's UTC date or ISO timestamp (inclusive); required for "
+                              "source binance, e.g. 2023-01-01; null = from the first available candle.")
+    end: str | None = Field(None, description="UTC date or ISO timestamp the candles end before (exclusive); "
+                            "null = up to the last closed candle.")
+    files: list[str] = Field(default_factory=list, description="Source file: paths of Binance public-data kline "
+                             "CSV/zip files, inside data/files/ (the folder the fetch stage depends on).")
+    others: list[str] = Field(default_factory=list, description="Other symbols fetched alongside (source binance, same "
+                              "interval, market and dates), for feature names like ETHUSDT:close_pct.")
+    gap_policy: Literal["error", "keep", "ffill"] = Field(
+        "ffill", description="Missing candles: error (stop), keep (windows and labels spanning a gap are dropped) or "
+        "ffill (missing candles become flat, zero-volume candles at the previous close).")
+    max_fill: int | None = Field(None, ge=0, le=100_000, description="ffill: the longest gap filled, in candles; a "
+                                 "longer one is an error; null = one day of candles (24 for 1h).")
 
     _dates = field_validator("start", "end")(check_date)
     _dates_as_str = field_validator("start", "end", mode="before")(date_as_str)

@@ -22,12 +22,17 @@ from mlrisk.features import others_needed
 class Params(_Section):
     """The whole ``params.yaml``."""
 
-    data: DataParams = Field(default_factory=DataParams)
-    features: FeatureParams = Field(default_factory=FeatureParams)
-    split: SplitParams = Field(default_factory=SplitParams)
-    train: TrainParams = Field(default_factory=TrainParams)
-    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
-    backtest: BacktestParams = Field(default_factory=BacktestParams)
+    data: DataParams = Field(default_factory=DataParams, description="Where the candles come from (fetch stage).")
+    features: FeatureParams = Field(default_factory=FeatureParams, description="Features, label and window length "
+                                    "(preprocess stage, walk-forward folds).")
+    split: SplitParams = Field(default_factory=SplitParams, description="The chronological train/validation/test "
+                               "split (preprocess stage).")
+    train: TrainParams = Field(default_factory=TrainParams, description="The network and its fitting (train stage, "
+                               "walk-forward folds).")
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams, description="How the model is scored, walk-forward "
+                                     "and the holdout (evaluate stage).")
+    backtest: BacktestParams = Field(default_factory=BacktestParams, description="The threshold strategy and its sweep "
+                                     "(backtest stage, the live bot).")
 
     @model_validator(mode="after")
     def _others_fetched(self) -> "Params":

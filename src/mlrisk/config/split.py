@@ -13,11 +13,15 @@ from mlrisk.times import utc
 class SplitParams(_Section):
     """Chronological train/validation/test split. Fractions of rows, or UTC start dates."""
 
-    method: Literal["fraction", "date", "final"] = "fraction"  # final: train + a `val` tail, no test (walk-forward's pinned model)
-    train: float = Field(0.7, gt=0.0, lt=1.0)
-    val: float = Field(0.15, gt=0.0, lt=1.0)
-    val_start: str | None = None
-    test_start: str | None = None
+    method: Literal["fraction", "date", "final"] = Field(
+        "fraction", description="fraction (shares of rows), date (UTC start dates of validation and test) or final "
+        "(training plus a validation tail, no test: walk-forward's pinned model); a purge gap of horizon + seq_len "
+        "candles separates the parts.")
+    train: float = Field(0.7, gt=0.0, lt=1.0, description="method fraction: share of rows for training (0.7 = 70 %).")
+    val: float = Field(0.15, gt=0.0, lt=1.0, description="method fraction: share of rows for validation (early "
+                       "stopping); test is the rest. method final: share of the rows at the end that validate.")
+    val_start: str | None = Field(None, description="method date: first UTC date (or ISO timestamp) of validation.")
+    test_start: str | None = Field(None, description="method date: first UTC date (or ISO timestamp) of test.")
 
     _dates = field_validator("val_start", "test_start")(check_date)
     _dates_as_str = field_validator("val_start", "test_start", mode="before")(date_as_str)

@@ -16,28 +16,40 @@ class LayerParams(_Section):
     residual connection and layer normalisation. A convolution or attention layer that ends the
     stack is followed by global average pooling over time."""
 
-    type: Literal["lstm", "gru", "conv1d", "attention"] = "lstm"
-    units: int = Field(32, ge=1, le=4096)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    batch_norm: bool = False
-    kernel_size: int = Field(3, ge=1, le=512)
-    heads: int = Field(2, ge=1, le=64)
+    type: Literal["lstm", "gru", "conv1d", "attention"] = Field(
+        "lstm", description="Layer kind: lstm or gru (recurrent), conv1d (causal convolution, ReLU) or attention "
+        "(causal multi-head self-attention with a residual connection and layer normalisation).")
+    units: int = Field(32, ge=1, le=4096, description="Recurrent units, convolution filters, or the size of each "
+                       "attention head.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after the layer, a fraction of units (0.2 = 20 %); "
+                           "0 = off.")
+    batch_norm: bool = Field(False, description="Batch normalisation after the layer.")
+    kernel_size: int = Field(3, ge=1, le=512, description="conv1d: kernel width, in candles.")
+    heads: int = Field(2, ge=1, le=64, description="attention: number of heads.")
 
 
 class TrainParams(_Section):
     """The network and how it is fitted (``train`` stage)."""
 
-    layers: list[LayerParams] = Field(default_factory=lambda: [LayerParams()], min_length=1)
-    dense: list[int] = Field(default_factory=lambda: [16])
-    dense_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    output: Literal["auto", "sigmoid", "softmax"] = "auto"  # auto: sigmoid for 2 classes, softmax for 3
-    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
-    batch_size: int = Field(64, ge=1, le=65536)
-    epochs: int = Field(20, ge=1, le=10000)
-    patience: int = Field(4, ge=0, le=1000)
-    class_weight: Literal["auto", "none"] = "auto"
-    seed: int = Field(42, ge=0)
+    layers: list[LayerParams] = Field(default_factory=lambda: [LayerParams()], min_length=1,
+                                      description="The sequence layers, input first.")
+    dense: list[int] = Field(default_factory=lambda: [16], description="Units of each ReLU dense layer of the head, "
+                             "after the sequence layers; [] = none.")
+    dense_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each dense layer, a fraction of "
+                                 "units; 0 = off.")
+    output: Literal["auto", "sigmoid", "softmax"] = Field(
+        "auto", description="Output layer: auto (sigmoid for 2 classes, softmax for 3), sigmoid or softmax.")
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = Field("adam", description="Keras optimizer.")
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="The optimizer's learning rate.")
+    batch_size: int = Field(64, ge=1, le=65536, description="Windows per training batch.")
+    epochs: int = Field(20, ge=1, le=10000, description="Most passes over the training windows (early stopping may "
+                        "end sooner).")
+    patience: int = Field(4, ge=0, le=1000, description="Early stopping: epochs without a better validation loss "
+                          "before training stops, best weights restored; 0 = off.")
+    class_weight: Literal["auto", "none"] = Field(
+        "auto", description="auto: loss weights balanced from the training labels' class counts; none: equal weights.")
+    seed: int = Field(42, ge=0, description="Random seed of the weights' initialisation and the shuffling (the "
+                      "baselines use it too).")
 
     @field_validator("dense")
     @classmethod
