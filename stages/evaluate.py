@@ -62,7 +62,8 @@ def _split(params, args):
     """Score the pinned model on the split's test part; P(up) on the validation part too (the
     backtest ranks its sweep there, not on the test part it reports)."""
     from mlrisk.data.preprocess import PreprocessSpec, window_arrays
-    from mlrisk.evaluation.scoring import baseline_probabilities, predictions_table, score
+    from mlrisk.evaluation.baselines import baseline_probabilities
+    from mlrisk.evaluation.scoring import predictions_table, score
     from mlrisk.model.inference import predict_p_up
     from mlrisk.model.network import load_model
 

@@ -31,7 +31,8 @@ from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.data.preprocess import build_dataset, part_frame, window_arrays
 from mlrisk.evaluation.folds import Fold, plan_folds
 from mlrisk.hashing import frame_digest
-from mlrisk.evaluation.scoring import baseline_probabilities, score
+from mlrisk.evaluation.baselines import baseline_probabilities
+from mlrisk.evaluation.scoring import score
 
 log = logging.getLogger(__name__)
 _PKG = Path(__file__).resolve().parents[1]
