@@ -58,7 +58,7 @@ def spend_holdout(candles: pd.DataFrame, params: Params, experiment: str, log_pa
     from mlrisk.backtest.performance import performance
     from mlrisk.backtest.runner import run_backtest
     from mlrisk.evaluation.scoring import score
-    from mlrisk.evaluation.walkforward import run_fold
+    from mlrisk.evaluation.fold import run_fold
 
     fold = holdout_fold(len(candles), params)
     out = run_fold(candles, fold, params, params.evaluate.walk_forward.epochs, others)
