@@ -7,9 +7,10 @@ baselines (majority, persistence, logistic, gradient-boosted trees) on the same 
 The folds' test blocks are stitched into one out-of-sample prediction table with a ``fold``
 column, so the backtest and the report can run on many regimes instead of one short test part.
 
-Folds are cached by content: the key hashes the fold's candles, the parameters that shape it and
-the source code that computes it, so a fold whose inputs did not change is read back instead of
-retrained (a changed backtest parameter never reaches this stage at all).
+Folds are cached by content (:func:`mlrisk.evaluation.fold.fold_key`): the key hashes the fold's
+candles, the parameters it reads and the source files it runs, so a fold whose inputs did not
+change is read back instead of retrained (a changed backtest parameter never reaches this stage at
+all, and a changed scoring rule re-scores the cached folds without retraining them).
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mlrisk.config.params import Params
-from mlrisk.evaluation.fold import code_fingerprint, fold_key, run_fold
+from mlrisk.evaluation.fold import FoldSettings, code_fingerprint, fold_key, run_fold
 from mlrisk.evaluation.folds import plan_folds
 from mlrisk.evaluation.scoring import score
+
+if TYPE_CHECKING:  # annotations only: the evaluate stage passes the sections it read, not every section
+    from mlrisk.config.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +56,12 @@ def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Pat
     gap = params.features.label.horizon + params.features.seq_len + wf.embargo
     folds = plan_folds(len(candles), wf, gap, end)
     code = code_fingerprint()
+    settings = FoldSettings.of(params)
     cache = Path(cache_dir) if cache_dir else None
     parts, rows, cached = [], [], 0
     keep: set[str] = set()  # the cache files of this plan
     for fold in tqdm(folds, desc="walk-forward", unit="fold", disable=None):
-        key = fold_key(candles, fold, params, wf.epochs, code, others)
+        key = fold_key(candles, fold, settings, code, others)
         path = cache / f"fold-{key}.parquet" if cache else None
         if path is not None:
             keep.add(path.name)
@@ -66,7 +70,7 @@ def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Pat
             out = pd.read_parquet(path)
             cached += 1
         else:
-            out = run_fold(candles, fold, params, wf.epochs, others)
+            out = run_fold(candles, fold, settings, others)
             if path is not None:
                 write_parquet(path, out)
         parts.append(out)
