@@ -73,7 +73,7 @@ def main() -> None:
 
     from mlrisk.backtest import engine as E
     from mlrisk.backtest.runner import params_vector, run_backtest
-    from mlrisk.config import BacktestParams
+    from mlrisk.config.backtest import BacktestParams
 
     fee, thr, size = 0.001, 0.2, 0.5
     bp = BacktestParams(initial_equity=10_000, threshold=thr, direction="long", leverage=1, order_size=size, pyramid_max=1,

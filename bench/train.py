@@ -28,7 +28,7 @@ def main() -> None:
     from mlrisk.model.tfquiet import import_tensorflow
 
     tf = import_tensorflow()
-    from mlrisk.config import load_params
+    from mlrisk.config.params import load_params
     from mlrisk.data.sources import get_candles
     from mlrisk.model.inference import Predictor
     from mlrisk.data.preprocess import build_dataset, part_frame, window_arrays

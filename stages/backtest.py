@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlrisk.config.backtest import BacktestParams
+from mlrisk.config.data import DataParams
 from mlrisk.stage import run_stage
 from mlrisk.io import read_parquet, write_csv, write_json, write_parquet
 
@@ -71,4 +73,4 @@ def add_args(p):
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("backtest", __doc__, body, add_args))
+    sys.exit(run_stage("backtest", __doc__, body, add_args, sections={"backtest": BacktestParams, "data": DataParams}))

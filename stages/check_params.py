@@ -1,7 +1,8 @@
 """DVC stage `check_params`: validate the whole params.yaml -> reports/params_ok.txt.
 
 Every other stage is downstream of it, so `dvc repro` (with or without a target) stops with
-mlrisk's one-line message on any invalid params file, even when no stage reads the bad key. It
+mlrisk's one-line message on any invalid params file, even when no stage reads the bad key (every
+other stage validates only the sections it reads, so it depends on those models' code alone). It
 also checks that every key a stage declares in dvc.yaml (`params:`) is present, which DVC needs.
 The output is the same text for every valid file, so DVC re-runs nothing else because of it."""
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import yaml
 
+from mlrisk.config.base import read_params_file
+from mlrisk.config.params import missing_keys, parse_params
 from mlrisk.stage import run_stage
-from mlrisk.config import missing_keys
 from mlrisk.errors import ParamsError
 from mlrisk.io import write_text
 
@@ -31,9 +33,10 @@ def declared_params(dvc_yaml: Path) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def body(params, args) -> None:  # run_stage has validated the file by now
+def body(params, args) -> None:  # run_stage has read the file and checked its top-level keys
+    raw = read_params_file(args.params)
+    parse_params(raw, str(args.params))  # every section, and the rules across sections
     if args.dvc_yaml.exists():
-        raw = yaml.safe_load(args.params.read_text())
         missing = missing_keys(raw, declared_params(args.dvc_yaml))
         missing = sorted(k for k in missing if not any(k.startswith(m + ".") for m in missing))  # a section, not each key
         if missing:

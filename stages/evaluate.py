@@ -11,6 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlrisk.config.data import DataParams
+from mlrisk.config.evaluate import EvaluateParams
+from mlrisk.config.features import FeatureParams
+from mlrisk.config.train import TrainParams
 from mlrisk.stage import run_stage
 from mlrisk.errors import DataError
 from mlrisk.io import read_parquet, write_csv, write_json, write_parquet, write_text
@@ -58,7 +62,8 @@ def _split(params, args):
     """Score the pinned model on the split's test part; P(up) on the validation part too (the
     backtest ranks its sweep there, not on the test part it reports)."""
     from mlrisk.data.preprocess import PreprocessSpec, window_arrays
-    from mlrisk.evaluation.scoring import baseline_probabilities, predictions_table, score
+    from mlrisk.evaluation.baselines import baseline_probabilities
+    from mlrisk.evaluation.scoring import predictions_table, score
     from mlrisk.model.inference import predict_p_up
     from mlrisk.model.network import load_model
 
@@ -132,4 +137,5 @@ def add_args(p):
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("evaluate", __doc__, body, add_args))
+    sys.exit(run_stage("evaluate", __doc__, body, add_args, sections={
+        "evaluate": EvaluateParams, "data": DataParams, "train": TrainParams, "features": FeatureParams}))

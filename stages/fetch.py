@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from mlrisk.config.data import DataParams
 from mlrisk.stage import run_stage
 from mlrisk.data.sources import METADATA_KEY, get_candles, provenance, read_existing
 from mlrisk.errors import DataError
@@ -53,4 +54,4 @@ def add_args(p):
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("fetch", __doc__, body, add_args, removes_outputs=False))
+    sys.exit(run_stage("fetch", __doc__, body, add_args, removes_outputs=False, sections={"data": DataParams}))

@@ -9,7 +9,10 @@ from pathlib import Path
 from mlrisk.stage import run_stage
 from mlrisk.io import read_parquet, write_parquet
 from mlrisk.data.preprocess import build_dataset, load_others, part_frame
-from mlrisk.config import SplitParams
+from mlrisk.config.data import DataParams
+from mlrisk.config.evaluate import EvaluateParams
+from mlrisk.config.features import FeatureParams
+from mlrisk.config.split import SplitParams
 from mlrisk.data.split import PARTS
 
 
@@ -45,4 +48,5 @@ def add_args(p):
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("preprocess", __doc__, body, add_args))
+    sys.exit(run_stage("preprocess", __doc__, body, add_args, sections={
+        "data": DataParams, "features": FeatureParams, "split": SplitParams, "evaluate": EvaluateParams}))

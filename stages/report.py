@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from mlrisk.config.params import Params
 from mlrisk.stage import run_stage
 from mlrisk.errors import DataError
 from mlrisk.io import write_json
@@ -68,4 +69,5 @@ def add_args(p):
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("report", __doc__, body, add_args))
+    sys.exit(run_stage("report", __doc__, body, add_args,  # every section: the header hashes them all
+                       sections={name: f.annotation for name, f in Params.model_fields.items()}))

@@ -7,6 +7,7 @@ import platform
 import sys
 from pathlib import Path
 
+from mlrisk.config.train import TrainParams
 from mlrisk.stage import run_stage
 from mlrisk.hashing import sha256_file
 from mlrisk.io import read_parquet, write_json
@@ -73,4 +74,4 @@ def add_args(p):
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("train", __doc__, body, add_args))
+    sys.exit(run_stage("train", __doc__, body, add_args, sections={"train": TrainParams}))

@@ -17,7 +17,7 @@ from mlrisk.backtest.overfitting import sweep_overfitting
 from mlrisk.backtest.runner import run_backtest, sweep_curves, sweep_report
 from mlrisk.backtest.selection import select_and_report
 from mlrisk.evaluation.folds import split_periods
-from mlrisk.config import parse_params
+from mlrisk.config.params import parse_params
 from mlrisk.evaluation.confidence import calibration_table, confidence_table, coverage_table
 from mlrisk.evaluation.scoring import score
 

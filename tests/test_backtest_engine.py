@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlrisk.backtest.reference import reference_backtest
+from backtest_reference import reference_backtest
 from mlrisk.backtest.runner import run_backtest
 from mlrisk.strategy import decide, signal
-from mlrisk.config import BacktestParams
+from mlrisk.config.backtest import BacktestParams
 
 H = 3_600_000
 EXAMPLES = int(os.environ.get("MLRISK_HYPOTHESIS_EXAMPLES", "150"))  # raise for a thorough run

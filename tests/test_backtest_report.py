@@ -12,7 +12,8 @@ from mlrisk.report.backtest_charts import equity_curves_figure, equity_figure, h
 from mlrisk.report.html import data_table
 from mlrisk.backtest.performance import max_drawdown, performance
 from mlrisk.backtest.runner import combo_label, run_backtest, run_sweep, sweep_curves, sweep_report
-from mlrisk.config import BacktestParams, parse_params
+from mlrisk.config.backtest import BacktestParams
+from mlrisk.config.params import parse_params
 
 H = 3_600_000
 

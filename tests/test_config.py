@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_stage
-from mlrisk.config import Params, load_params, parse_params
+from mlrisk.config.params import Params, load_params, parse_params
 from mlrisk.errors import ParamsError
 
 
@@ -43,12 +43,12 @@ def test_sweep_grid_is_the_cartesian_product():
     assert len(grid) == 6 and {"threshold": 0.08, "leverage": 7} in grid
 
 
-@pytest.mark.parametrize("patch, key", [
-    ({"trian": {"epochs": 3}}, "trian"),
-    ({"split": {"train": 1.5}}, "split.train"),
-    ({"data": {"symbol": ""}}, "data.symbol"),
+@pytest.mark.parametrize("stage, patch, key", [
+    ("fetch", {"trian": {"epochs": 3}}, "trian"),              # every stage checks the top-level keys
+    ("fetch", {"data": {"symbol": ""}}, "data.symbol"),        # and the sections it reads
+    ("check_params", {"split": {"train": 1.5}}, "split.train"),  # the whole file: check_params, upstream of every stage
 ])
-def test_stage_stops_before_any_work_on_bad_params(tmp_path: Path, patch, key):
+def test_stage_stops_before_any_work_on_bad_params(tmp_path: Path, stage, patch, key):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for section, values in patch.items():
         params.setdefault(section, {}).update(values)
@@ -57,13 +57,31 @@ def test_stage_stops_before_any_work_on_bad_params(tmp_path: Path, patch, key):
     out_dir.mkdir()
     sentinel = out_dir / "BTCUSDT-1h.parquet"
     sentinel.write_bytes(b"old")
-    r = run_stage("fetch", "--out-dir", str(out_dir), "--quality", str(tmp_path / "q.json"), cwd=tmp_path)
+    args = (["--out-dir", str(out_dir), "--quality", str(tmp_path / "q.json")] if stage == "fetch"
+            else ["--out", str(tmp_path / "q.json")])
+    r = run_stage(stage, *args, cwd=tmp_path)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
-    assert key in lines[0] and lines[0].startswith("error: fetch: params.yaml:")
+    assert key in lines[0] and lines[0].startswith(f"error: {stage}: params.yaml:")
     assert sentinel.read_bytes() == b"old"
     assert not (tmp_path / "q.json").exists()
+
+
+def test_a_stage_validates_only_the_sections_it_reads(tmp_path: Path):
+    from mlrisk.config.base import SECTIONS, load_sections
+    from mlrisk.config.data import DataParams
+
+    assert tuple(Params.model_fields) == SECTIONS
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump({"data": {"symbol": "ETHUSDT"}, "split": {"train": 1.5}}))
+    p = load_sections(f, {"data": DataParams})
+    assert p.data.symbol == "ETHUSDT" and p.data.interval == "1h"  # absent keys: the defaults, as in Params
+    with pytest.raises(ParamsError, match=r"split.train = 1.5: Input should be less than 1"):
+        load_params(f)
+    f.write_text(yaml.safe_dump({"data": {"symbl": "ETHUSDT"}}))
+    with pytest.raises(ParamsError, match=r"params.yaml: unknown key 'data.symbl': did you mean 'data.symbol'\? allowed here: source,"):
+        load_sections(f, {"data": DataParams})
 
 
 def test_invalid_yaml_is_reported_with_its_line(tmp_path: Path):

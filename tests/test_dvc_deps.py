@@ -1,86 +1,74 @@
-"""Every mlrisk module a stage imports (at module level or inside a function, directly or through
-other mlrisk modules) is a dependency of that stage in dvc.yaml, so a code change re-runs it."""
+"""Each stage's mlrisk source deps in dvc.yaml are exactly the files it imports (at module level or
+inside a function, directly or through other mlrisk modules; :func:`mlrisk.code_deps.imported_files`):
+none missing, so a code change re-runs the stage, and none extra, so a change elsewhere does not."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ROOT
+from mlrisk.code_deps import imported_files
 
 SRC = ROOT / "src"
-
-
-def _module_file(name: str) -> Path | None:
-    base = SRC / Path(*name.split("."))
-    for cand in (base.with_suffix(".py"), base / "__init__.py"):
-        if cand.exists():
-            return cand
-    return None
-
-
-def _imports(path: Path) -> set[str]:
-    """mlrisk modules named by every import statement in ``path`` (including lazy ones)."""
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.split(".")[0] == "mlrisk"}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mlrisk" and node.level == 0:
-            out.add(node.module)
-            out |= {f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}")}
-    return out
-
-
-def imported_files(script: Path) -> set[Path]:
-    """Source files of the mlrisk modules ``script`` reaches, with their packages' __init__ files."""
-    seen: set[Path] = set()
-    todo = [script]
-    while todo:
-        f = todo.pop()
-        for mod in _imports(f):
-            parts = mod.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-                mf = _module_file(".".join(parts[:i]))
-                if mf and mf not in seen:
-                    seen.add(mf)
-                    todo.append(mf)
-    return seen
+PKG = SRC / "mlrisk"
 
 
 def _stages() -> dict[str, dict]:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def _covered(f: Path, deps: list[str]) -> bool:
-    rel = f.relative_to(ROOT).as_posix()
-    return any(rel == d.rstrip("/") or rel.startswith(d.rstrip("/") + "/") for d in deps)
+def _deps(stage: dict) -> list[str]:
+    return [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
 
 
-def _is_code(f: Path) -> bool:
-    """False for a package ``__init__.py`` that holds only its docstring (nothing that can change results)."""
-    body = ast.parse(f.read_text()).body
-    return not (f.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body))
+def _listed_sources(deps: list[str]) -> set[str]:
+    """The mlrisk source files the deps name (a folder names every .py file under it)."""
+    out: set[str] = set()
+    for d in deps:
+        path = ROOT / d.rstrip("/")
+        if path == PKG or PKG in path.parents:
+            out |= {f.relative_to(ROOT).as_posix() for f in path.rglob("*.py")} if path.is_dir() else {d}
+    return out
 
 
-def uncovered(stage: dict) -> list[str]:
-    """Imported mlrisk source files that none of the stage's deps covers."""
-    script = ROOT / stage["cmd"].split()[1]
-    deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
-    return sorted(f.relative_to(ROOT).as_posix() for f in imported_files(script) if _is_code(f) and not _covered(f, deps))
+def mismatch(stage: dict) -> tuple[list[str], list[str]]:
+    """(imported but not listed, listed but not imported) mlrisk source files of a stage."""
+    imported = {f.relative_to(ROOT).as_posix() for f in imported_files(ROOT / stage["cmd"].split()[1], SRC)}
+    listed = _listed_sources(_deps(stage))
+    return sorted(imported - listed), sorted(listed - imported)
 
 
 @pytest.mark.parametrize("name", list(_stages()))
-def test_stage_deps_cover_every_imported_module(name):
+def test_stage_deps_are_exactly_the_imported_modules(name):
     stage = _stages()[name]
-    assert stage["cmd"].split()[0] == "python" and stage["cmd"].split()[1] in [d for d in stage["deps"] if isinstance(d, str)]
-    missing = uncovered(stage)
+    assert stage["cmd"].split()[0] == "python" and stage["cmd"].split()[1] in _deps(stage)
+    missing, extra = mismatch(stage)
     assert not missing, f"dvc.yaml stage {name!r} imports {missing} but does not list them in deps"
+    assert not extra, f"dvc.yaml stage {name!r} lists {extra} in deps but does not import them"
 
 
-def test_the_check_fails_when_a_dependency_is_dropped():
-    stage = dict(_stages()["backtest"])
-    kept = [d for d in stage["deps"] if "engine" not in str(d) and d != "src/mlrisk/backtest"]
-    assert uncovered({**stage, "deps": kept}), "dropping the engine from the backtest deps must be caught"
+def test_the_check_fails_when_a_dependency_is_dropped_or_added():
+    stage = _stages()["backtest"]
+    dropped = [d for d in _deps(stage) if "engine" not in d]
+    assert mismatch({**stage, "deps": dropped})[0] == ["src/mlrisk/backtest/engine.py"]
+    folder = [*_deps(stage), "src/mlrisk/report"]  # a folder of modules the backtest never imports
+    assert "src/mlrisk/report/dashboard.py" in mismatch({**stage, "deps": folder})[1]
+    assert mismatch({**stage, "deps": [*_deps(stage), "src/mlrisk/live/account.py"]})[1] == ["src/mlrisk/live/account.py"]
+
+
+def test_lazy_imports_count_and_type_checking_imports_do_not(tmp_path: Path):
+    pkg = tmp_path / "src" / "mlrisk"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""docstring only"""\n')
+    (pkg / "sub" / "__init__.py").write_text("X = 1\n")
+    for name in ("a", "b", "c", "d"):
+        (pkg / "sub" / f"{name}.py").write_text("")
+    (pkg / "sub" / "a.py").write_text("from mlrisk.sub import b\n")
+    script = tmp_path / "script.py"
+    script.write_text("from typing import TYPE_CHECKING\nimport mlrisk.sub.a\nif TYPE_CHECKING:\n    from mlrisk.sub import c\n"
+                      "def f():\n    from mlrisk.sub.d import thing\n")
+    got = {f.relative_to(pkg).as_posix() for f in imported_files(script, tmp_path / "src")}
+    assert got == {"sub/__init__.py", "sub/a.py", "sub/b.py", "sub/d.py"}  # no c (annotations), no docstring-only __init__

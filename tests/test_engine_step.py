@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from mlrisk.backtest import engine as E
-from mlrisk.backtest.account import AccountState
+from mlrisk.live.account import AccountState
 from mlrisk.backtest.runner import params_vector
-from mlrisk.config import BacktestParams, load_params
+from mlrisk.config.backtest import BacktestParams
+from mlrisk.config.params import load_params
 from mlrisk.data.sources import load_sample
 from mlrisk.errors import DataError
 from mlrisk.strategy import ENTRY_LIMIT, ENTRY_MARKET, entry_size, order_intents, protective_levels

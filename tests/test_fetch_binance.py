@@ -209,7 +209,7 @@ def test_moving_start_later_and_end_earlier_cuts_the_file(tmp_path: Path):
 
 
 def test_a_file_filled_under_another_gap_policy_is_downloaded_afresh(tmp_path: Path):
-    from mlrisk.config import DataParams
+    from mlrisk.config.data import DataParams
     from mlrisk.data.sources import read_existing
 
     rows = make_candles(300, start_ms=T0, interval_ms=H)

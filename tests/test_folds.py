@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlrisk.config import WalkForwardParams
+from mlrisk.config.evaluate import WalkForwardParams
 from mlrisk.errors import DataError
 from mlrisk.evaluation.folds import plan_folds
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import synthetic_candles
-from mlrisk.config import parse_params
+from mlrisk.config.params import parse_params
 from mlrisk.errors import DataError
 from mlrisk.evaluation.holdout import holdout_fold, previous_uses, read_log, spend_holdout
 

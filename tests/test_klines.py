@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import synthetic_candles
-from mlrisk.config import DataParams
+from mlrisk.config.data import DataParams
 from mlrisk.errors import DataError
 from mlrisk.data.sources import get_candles, load_sample, read_kline_file
 from mlrisk.data.klines import validate

@@ -13,7 +13,7 @@ from binance.client import Client
 
 from fake_futures import FakeFuturesExchange
 from mlrisk.backtest.runner import params_vector
-from mlrisk.config import BacktestParams
+from mlrisk.config.backtest import BacktestParams
 from mlrisk.errors import SettingsError
 from mlrisk.exchange import ExchangeClient
 from mlrisk.live.broker import PositionMismatch

@@ -12,7 +12,7 @@ import pytest
 
 from fake_binance import FakeBinance, make_candles
 from mlrisk.backtest.runner import params_vector
-from mlrisk.config import BacktestParams
+from mlrisk.config.backtest import BacktestParams
 from mlrisk.errors import DataError
 from mlrisk.exchange import ExchangeClient
 from mlrisk.live.loop import Bot, CandleLog, FeedStalled, PollingFeed, Stopper, read_candle_file, run_paper, run_replay

@@ -10,7 +10,7 @@ import pytest
 
 from mlrisk.backtest import engine as E
 from mlrisk.backtest.runner import params_vector
-from mlrisk.config import BacktestParams
+from mlrisk.config.backtest import BacktestParams
 from mlrisk.data.sources import load_sample
 from mlrisk.live.loop import Bot, CandleLog
 from mlrisk.live.paper import BotState, RiskLimits, paper_step, update_risk

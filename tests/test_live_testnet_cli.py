@@ -29,7 +29,7 @@ H = 3_600_000
 
 def _pinned_repo(root: Path, backtest: dict | None = None) -> None:
     """models/, params.yaml (spot, long only, leverage 1; ``backtest`` changes it) and a dvc.lock pinning them."""
-    from mlrisk.config import load_params
+    from mlrisk.config.params import load_params
     from mlrisk.data.preprocess import PreprocessSpec
     from mlrisk.features import warmup
     from mlrisk.model.network import build_model, save_model

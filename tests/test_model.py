@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from mlrisk.config import LayerParams, TrainParams, parse_params
+from mlrisk.config.params import parse_params
+from mlrisk.config.train import LayerParams, TrainParams
 from mlrisk.errors import ParamsError
 from mlrisk.model.network import build_model, load_model, output_kind, save_model
 from mlrisk.model.inference import p_up_from_output

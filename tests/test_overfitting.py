@@ -86,7 +86,7 @@ def test_honest_selection_chooses_on_one_period_and_reports_on_the_other():
 
     from mlrisk.backtest.selection import select_and_report
     from mlrisk.evaluation.folds import split_periods
-    from mlrisk.config import BacktestParams
+    from mlrisk.config.backtest import BacktestParams
 
     rng = np.random.default_rng(0)
     n = 1200

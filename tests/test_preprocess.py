@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from conftest import synthetic_candles
-from mlrisk.config import FeatureParams, LabelParams, SplitParams
+from mlrisk.config.features import FeatureParams, LabelParams
+from mlrisk.config.split import SplitParams
 from mlrisk.errors import DataError
 from mlrisk.features import FAMILIES, FEATURES, compute_features, warmup
 from mlrisk.data.labels import DOWN, FLAT, UP, barrier_labels, direction_labels
@@ -297,7 +298,7 @@ def test_features_of_another_symbol_are_causal_and_matched_by_time():
 
 
 def test_params_for_another_symbol_are_checked():
-    from mlrisk.config import parse_params
+    from mlrisk.config.params import parse_params
 
     with pytest.raises(Exception, match="add ETHUSDT to data.others"):
         parse_params({"data": {"source": "binance", "start": "2024-01-01"}, "features": {"names": ["ETHUSDT:close_pct"]}})

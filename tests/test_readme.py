@@ -9,7 +9,7 @@ import yaml
 from dvc.utils.hydra import apply_overrides
 
 from conftest import ROOT
-from mlrisk.config import parse_params
+from mlrisk.config.params import parse_params
 
 README = (ROOT / "README.md").read_text()
 

@@ -5,8 +5,11 @@ import pandas as pd
 import pytest
 
 from conftest import synthetic_candles
-from mlrisk.config import FeatureParams, LabelParams, LayerParams, SplitParams, TrainParams
-from mlrisk.evaluation.scoring import baseline_probabilities, score
+from mlrisk.config.features import FeatureParams, LabelParams
+from mlrisk.config.split import SplitParams
+from mlrisk.config.train import LayerParams, TrainParams
+from mlrisk.evaluation.baselines import baseline_probabilities
+from mlrisk.evaluation.scoring import score
 from mlrisk.data.preprocess import build_dataset, part_frame, window_arrays
 from mlrisk.model.training import class_weights, fit
 from mlrisk.model.inference import predict_p_up

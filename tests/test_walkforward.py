@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from conftest import synthetic_candles
-from mlrisk.config import parse_params
+from mlrisk.config.params import parse_params
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlrisk.config import load_params
+from mlrisk.config.params import load_params
 from mlrisk.errors import MlriskError
 from mlrisk.stage import EXIT_USER_ERROR
 
@@ -112,7 +112,7 @@ def _experiment_params(name: str):
     """params.yaml of experiment (or git revision) ``name``, validated."""
     import yaml
 
-    from mlrisk.config import parse_params
+    from mlrisk.config.params import parse_params
     from mlrisk.report.leaderboard import list_experiments
 
     try:

@@ -1,6 +1,8 @@
-"""What every stage script shares: ``--params``/``--verbose`` parsing, logging, validating the whole
-params file first, and turning user-fixable errors into one line on stderr and exit code 2 (no
-traceback wall)."""
+"""What every stage script shares: ``--params``/``--verbose`` parsing, logging, validating the params
+sections the stage reads first, and turning user-fixable errors into one line on stderr and exit
+code 2 (no traceback wall). The whole file is validated by the ``check_params`` stage, which every
+stage is downstream of; a stage imports only the section models it reads, so DVC re-runs it only
+when one of them changes."""
 
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
-from mlrisk.config import Params, load_params
+from mlrisk.config.base import _Section, load_sections
 from mlrisk.errors import MlriskError
 
 EXIT_USER_ERROR = 2
@@ -43,10 +45,12 @@ def outputs_note(name: str, removes_outputs: bool) -> str:
     return "outputs left as they were"
 
 
-def run_stage(name: str, description: str, body: Callable[[Params, argparse.Namespace], None],
+def run_stage(name: str, description: str, body: Callable[[Any, argparse.Namespace], None],
               add_args: Callable[[argparse.ArgumentParser], None] | None = None, argv: list[str] | None = None,
-              removes_outputs: bool = True) -> int:
-    """Parse ``--params``, validate the whole params file, then run ``body``.
+              removes_outputs: bool = True, sections: Mapping[str, type[_Section]] | None = None) -> int:
+    """Parse ``--params``, validate the ``sections`` the stage reads (name -> section model, e.g.
+    ``{"backtest": BacktestParams}``; the top-level keys are checked too), then run ``body`` with
+    them (``params.backtest``...).
 
     ``removes_outputs``: False for a stage whose outputs dvc.yaml marks ``persist`` (DVC keeps
     them when it runs the stage). Returns the exit code: 0 on success, 2 on a user-fixable error
@@ -61,7 +65,7 @@ def run_stage(name: str, description: str, body: Callable[[Params, argparse.Name
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        params = load_params(args.params)
+        params = load_sections(args.params, sections or {})
         body(params, args)
     except MlriskError as e:
         note = f" ({outputs_note(name, removes_outputs)})" if os.environ.get("DVC_STAGE") else ""

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mlrisk.backtest import engine as E
-from mlrisk.config import BacktestParams
+from mlrisk.config.backtest import BacktestParams
 from mlrisk.times import EIGHT_HOURS_MS
 
 

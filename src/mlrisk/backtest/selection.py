@@ -14,7 +14,7 @@ import pandas as pd
 
 from mlrisk.backtest.performance import performance
 from mlrisk.backtest.runner import run_backtest, sweep_report
-from mlrisk.config import BacktestParams
+from mlrisk.config.backtest import BacktestParams
 
 
 def select_and_report(select: pd.DataFrame, report: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]],

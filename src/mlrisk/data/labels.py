@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mlrisk.config import LabelParams
+from mlrisk.config.features import LabelParams
 
 DOWN, UP, FLAT = 0, 1, 2
 

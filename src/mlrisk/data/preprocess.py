@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
-from mlrisk.config import FeatureParams, SplitParams
+from mlrisk.config.features import FeatureParams
+from mlrisk.config.split import SplitParams
 from mlrisk.errors import DataError
 from mlrisk.features import compute_features, warmup
 from mlrisk.data.klines import CANDLE_COLUMNS

@@ -30,7 +30,7 @@ from mlrisk.exchange import ExchangeClient
 from mlrisk.times import from_ms, to_ms
 
 if TYPE_CHECKING:
-    from mlrisk.config import DataParams
+    from mlrisk.config.data import DataParams
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mlrisk.config import SplitParams
+from mlrisk.config.split import SplitParams
 from mlrisk.errors import DataError
 from mlrisk.times import utc
 

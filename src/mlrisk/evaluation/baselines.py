@@ -7,12 +7,18 @@ and returns P(up) per test row, so every metric applies to it.
 - ``logistic``: scikit-learn logistic regression on the last step of each window (the features
   of candle t only).
 - ``gbt``: gradient-boosted trees on the last step's features and a few lags (candles t, t-1, t-2).
+
+:func:`baseline_probabilities` fits all four on a training part's windows and predicts a test part's
+(the split evaluation and every walk-forward fold).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.linear_model import LogisticRegression
+
+from mlrisk.data.preprocess import window_arrays
 
 
 def majority(y_train: np.ndarray, n_test: int) -> np.ndarray:
@@ -63,3 +69,22 @@ def gradient_boosting(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
                                          n_iter_no_change=20, random_state=seed)
     clf.fit(x_train, (y_train == 1).astype(int))
     return clf.predict_proba(x_test)[:, 1]
+
+
+def baseline_probabilities(train: pd.DataFrame, test: pd.DataFrame, features: list[str], ends_test: np.ndarray,
+                           seed: int = 0) -> dict[str, np.ndarray]:
+    """P(up) of each baseline on the test windows ending at ``ends_test``, fitted on the training
+    part's used up/down windows only."""
+    _, ends_train, y_train = window_arrays(train, features)
+    keep = np.isin(y_train, (0, 1))
+    ends_train, y_train = ends_train[keep], y_train[keep].astype(int)
+    x_train, x_test = train[features].to_numpy(), test[features].to_numpy()
+    lags = int(min(2, ends_train.min(initial=0), ends_test.min(initial=0)))  # rows t-1, t-2 lie inside every window
+    return {
+        "majority": majority(y_train, len(ends_test)),
+        "persistence": persistence(train["close"].to_numpy(), ends_train, y_train,
+                                      test["close"].to_numpy(), ends_test),
+        "logistic": logistic(x_train[ends_train], y_train, x_test[ends_test], seed=seed),
+        "gbt": gradient_boosting(lagged_features(x_train, ends_train, lags), y_train,
+                                 lagged_features(x_test, ends_test, lags), seed=seed),
+    }

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mlrisk.config import WalkForwardParams
+from mlrisk.config.evaluate import WalkForwardParams
 from mlrisk.errors import DataError
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlrisk.config import Params
+from mlrisk.config.params import Params
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.errors import DataError
 from mlrisk.evaluation.folds import Fold
@@ -58,10 +58,10 @@ def spend_holdout(candles: pd.DataFrame, params: Params, experiment: str, log_pa
     from mlrisk.backtest.performance import performance
     from mlrisk.backtest.runner import run_backtest
     from mlrisk.evaluation.scoring import score
-    from mlrisk.evaluation.walkforward import run_fold
+    from mlrisk.evaluation.fold import FoldSettings, run_fold
 
     fold = holdout_fold(len(candles), params)
-    out = run_fold(candles, fold, params, params.evaluate.walk_forward.epochs, others)
+    out = run_fold(candles, fold, FoldSettings.of(params), others)
     rows = out[out["scored"]]
     names = [c[2:] for c in rows.columns if c.startswith("p_") and c != "p_up"]
     s = score(rows["label"].to_numpy().astype(int), rows["p_up"].to_numpy(),

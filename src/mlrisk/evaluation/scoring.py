@@ -9,32 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlrisk.evaluation import baselines
 from mlrisk.evaluation.classification import accuracy_p_value, classification_metrics
 from mlrisk.evaluation.significance import paired_tests
 from mlrisk.data.klines import CANDLE_COLUMNS
-from mlrisk.data.preprocess import window_arrays
 
 ALPHA = 0.05
-
-
-def baseline_probabilities(train: pd.DataFrame, test: pd.DataFrame, features: list[str], ends_test: np.ndarray,
-                           seed: int = 0) -> dict[str, np.ndarray]:
-    """P(up) of each baseline on the test windows ending at ``ends_test``, fitted on the training
-    part's used up/down windows only."""
-    _, ends_train, y_train = window_arrays(train, features)
-    keep = np.isin(y_train, (0, 1))
-    ends_train, y_train = ends_train[keep], y_train[keep].astype(int)
-    x_train, x_test = train[features].to_numpy(), test[features].to_numpy()
-    lags = int(min(2, ends_train.min(initial=0), ends_test.min(initial=0)))  # rows t-1, t-2 lie inside every window
-    return {
-        "majority": baselines.majority(y_train, len(ends_test)),
-        "persistence": baselines.persistence(train["close"].to_numpy(), ends_train, y_train,
-                                             test["close"].to_numpy(), ends_test),
-        "logistic": baselines.logistic(x_train[ends_train], y_train, x_test[ends_test], seed=seed),
-        "gbt": baselines.gradient_boosting(baselines.lagged_features(x_train, ends_train, lags), y_train,
-                                           baselines.lagged_features(x_test, ends_test, lags), seed=seed),
-    }
 
 
 def score(y: np.ndarray, p_model: np.ndarray, p_baselines: dict[str, np.ndarray], reps: int = 2000,

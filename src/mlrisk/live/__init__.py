@@ -6,7 +6,7 @@ Built and tested:
 - :mod:`mlrisk.live.model`: the pinned model (MD5s against ``dvc.lock``, symbol/interval/features,
   the backtest parameters the backtest stage ran), ``--rev`` through ``dvc.api``.
 - :mod:`mlrisk.live.paper`: one candle's decision, pure: the backtest's own per-candle step
-  (:class:`mlrisk.backtest.account.AccountState`) plus the risk controls.
+  (:class:`mlrisk.live.account.AccountState`) plus the risk controls.
 - :mod:`mlrisk.live.loop`: the I/O around it: inference, the state store commit, the log line,
   replay from a file, REST polling with a staleness watchdog, the kill switch.
 - :mod:`mlrisk.live.broker`: testnet/live: orders written ahead then sent once, unknown outcomes

@@ -85,7 +85,7 @@ def apply_fill(qty: Decimal, entry: Decimal | None, side: int, fill_qty: Decimal
 class FuturesBroker(BrokerBase):
     """Orders for one symbol on Binance USDT-M futures (see the module docstring), through one signed
     :class:`~mlrisk.exchange.ExchangeClient` (``market="futures"``) and the bot's ``store``.
-    ``backtest``: the pinned :class:`~mlrisk.config.BacktestParams` (order size, leverage, minimum
+    ``backtest``: the pinned :class:`~mlrisk.config.backtest.BacktestParams` (order size, leverage, minimum
     notional, limit TTL, take-profit/stop fractions)."""
 
     EXCHANGE_INFO = "futures_exchange_info"

@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from mlrisk.config import BacktestParams, Params, load_params
+from mlrisk.config.backtest import BacktestParams
+from mlrisk.config.params import Params, load_params
 from mlrisk.errors import DataError, MlriskError, SettingsError
 from mlrisk.hashing import md5_file
 

@@ -1,6 +1,6 @@
 """One candle's decision for the paper broker, pure: (state, candle, P(up), limits) -> (new state, what happened).
 
-The broker is the backtest's own compiled per-candle step (:class:`mlrisk.backtest.account.AccountState`,
+The broker is the backtest's own compiled per-candle step (:class:`mlrisk.live.account.AccountState`,
 i.e. :func:`mlrisk.backtest.engine.advance`): the same fills at the next open, fees, slippage,
 funding, take-profit/stop and liquidation as the backtest, and the same order intents
 (:func:`mlrisk.strategy.order_intents`). Nothing here re-implements a trading rule; the risk
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from mlrisk.backtest import engine as E
-from mlrisk.backtest.account import AccountState
+from mlrisk.live.account import AccountState
 from mlrisk.errors import DataError
 from mlrisk.live.state import RiskState
 from mlrisk.strategy import entry_size, hold_exit_due, signal

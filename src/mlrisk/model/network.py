@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mlrisk.config import TrainParams
+from mlrisk.config.train import TrainParams
 
 
 def output_kind(tp: TrainParams, n_classes: int) -> str:
@@ -21,7 +21,7 @@ def output_kind(tp: TrainParams, n_classes: int) -> str:
 
 def build_model(tp: TrainParams, seq_len: int, n_features: int, n_classes: int = 2) -> Any:
     """A compiled Keras model: the sequence layers of ``tp.layers`` (recurrent ones return
-    sequences on all but the last; see :class:`mlrisk.config.LayerParams`), each followed by its
+    sequences on all but the last; see :class:`mlrisk.config.train.LayerParams`), each followed by its
     dropout and optional batch normalisation, a dense ReLU head, and a sigmoid or softmax output."""
     import keras
     from keras import layers

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from mlrisk.config import TrainParams
+from mlrisk.config.train import TrainParams
 from mlrisk.model.inference import make_dataset
 from mlrisk.model.network import build_model, output_kind, targets_for
 

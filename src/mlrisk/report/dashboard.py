@@ -18,7 +18,7 @@ import pandas as pd
 from pyarrow.parquet import read_schema
 
 from mlrisk.backtest.performance import monthly_returns, portfolio_stats, rolling_sharpe
-from mlrisk.config import Params
+from mlrisk.config.params import Params
 from mlrisk.errors import DataError
 from mlrisk.evaluation.holdout_log import read_log
 from mlrisk.report import html as H

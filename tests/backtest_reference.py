@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from mlrisk.config import BacktestParams
+from mlrisk.config.backtest import BacktestParams
 
 
 @dataclass
