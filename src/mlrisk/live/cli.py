@@ -3,15 +3,14 @@
 Every setting of :class:`mlrisk.live.settings.LiveSettings` is a flag (``--max-drawdown 0.1`` =
 ``MLRISK_MAX_DRAWDOWN=0.1``; flags win over the environment, which wins over ``.env``). Settings,
 the pinned model and the parameters are checked before any network call; a problem is one line
-``error: live: ...`` and exit code 2. Exit codes: 0 stopped as asked (kill switch, SIGTERM, end of
-a replay), 2 a user-fixable error, 3 stopped safely on a stalled candle feed (state saved), 130
-interrupted.
+``error: live: ...`` and exit code USER_ERROR. Exit codes: :class:`mlrisk.exit_codes.ExitCode` (OK
+stopped as asked: kill switch, SIGTERM, end of a replay; USER_ERROR; FEED_STALLED stopped safely on
+a stalled candle feed, state saved; INTERRUPTED).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import tempfile
@@ -19,9 +18,8 @@ from pathlib import Path
 from typing import Any, get_args
 
 from mlrisk.errors import MlriskError, SettingsError
-
-EXIT_USER_ERROR = 2
-EXIT_STALLED = 3
+from mlrisk.exit_codes import ExitCode
+from mlrisk.logs import setup_logging
 
 DESCRIPTION = """The live bot: trades the pinned model (models/ as recorded in dvc.lock, or --rev) one decision per
 closed candle, with the backtest's own per-candle step. Modes: paper (default; simulated fills on live
@@ -77,18 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the bot; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("urllib3", "tensorflow", "absl", "h5py", "numba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(args.verbose)
     try:
         return _run(args)
     except MlriskError as e:
         print(f"error: live: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", EXIT_USER_ERROR)
+        return ExitCode(getattr(e, "exit_code", ExitCode.USER_ERROR))
     except KeyboardInterrupt:
         print("error: live: interrupted; state saved up to the last processed candle", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -170,7 +165,7 @@ def _replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, in
     print(f"replay: {symbol} {interval}, {res.candles} candles in {res.seconds:.2f} s "
           f"({res.candles / max(res.seconds, 1e-9):.0f} candles/s), {len(trades)} trades, final equity "
           f"{res.equity:.2f} ({res.equity / initial - 1:+.2%})")
-    return 0
+    return ExitCode.OK
 
 
 def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int) -> int:
@@ -240,7 +235,7 @@ def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
                     log.event("flattened", equity=round(out[0], 2), trades=len(out[1]))
         log.event("stop", reason=reason, last_candle=bot.last_processed,
                   equity=None if bot.state is None else round(bot.state.last_equity, 2))
-        return 0
+        return ExitCode.OK
     finally:
         for s, h in old.items():
             signal.signal(s, h)

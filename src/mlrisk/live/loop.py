@@ -31,6 +31,7 @@ import pandas as pd
 
 from mlrisk.backtest import engine as E
 from mlrisk.errors import DataError, ExchangeError
+from mlrisk.exit_codes import ExitCode
 from mlrisk.live.paper import BotState, CandleResult, RiskLimits, flatten, paper_step
 from mlrisk.live.state import DuplicateOrder, StateStore, StepState, now_ms
 from mlrisk.times import from_ms
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 class FeedStalled(ExchangeError):
     """No new closed candle arrived within the staleness limit: the bot stopped (state saved)."""
 
-    exit_code = 3
+    exit_code = ExitCode.FEED_STALLED
 
 
 # ----------------------------------------------------------------------------------------- candles
