@@ -135,6 +135,7 @@ def test_restart_after_a_crash_between_write_ahead_and_send(tmp_path):
         with _store(tmp_path) as store:
             bot = _bot(fx, store)
             stale = [o for o in unsent if o.candle_open_ms != store.last_processed_candle()]
+            assert stale                                 # there are old decisions to cancel
             bot.broker.reconcile()
             for o in stale:  # an old decision is never sent late
                 assert store.order(o.client_order_id).status is S.CANCELLED

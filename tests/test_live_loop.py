@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from fake_binance import FakeBinance, make_candles
+from mlrisk.backtest import engine as E
 from mlrisk.backtest.runner import params_vector
 from mlrisk.config import BacktestParams
 from mlrisk.errors import DataError
@@ -85,8 +87,8 @@ def test_paper_loop_polls_after_each_close_and_resumes_after_a_restart(tmp_path)
     for r in recs:
         prev, cur = closes[r["open_ms"] - H], closes[r["open_ms"]]
         assert r["p_up"] == (0.7 if cur > prev else 0.3)
-    kl = [q for q in fb.kline_requests()]
-    assert all("startTime" in q for q in kl)
+    kl = fb.kline_requests()
+    assert kl and all("startTime" in q for q in kl)
 
 
 def test_replay_and_paper_agree_on_the_same_candles(tmp_path):
@@ -162,8 +164,17 @@ def test_gaps_in_a_replay_file_are_filled_like_the_pipeline(tmp_path):
     c = read_candle_file(csv, H)
     assert len(c) == 30 and c["volume"].iloc[10] == 0 and c["close"].iloc[10] == c["close"].iloc[9]
     with StateStore(tmp_path / "r.sqlite", symbol="BTCUSDT", interval="1h", mode="replay") as store:
-        res = run_replay(_bot(store), c)
-    assert res.candles == 30 and not math.isnan(res.equity)
+        bot = _bot(store)
+        res = run_replay(bot, c)
+    assert res.candles == 30
+    # the same result as the backtest engine on the filled candles with the same P(up) (NaN before a full window)
+    ohlc = [c[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close")]
+    p = np.array([math.nan if i < 4 else _predict(c.iloc[: i + 1]) for i in range(len(c))])
+    assert p[10] == 0.3                                  # the filled candle: flat, so "not rising"
+    equity, trades = E.run(*ohlc, p, bot.prm)
+    assert len(trades) > 0
+    np.testing.assert_array_equal(res.trades, trades)
+    assert res.equity == equity[-1]
 
 
 @pytest.mark.parametrize("argv, words", [
