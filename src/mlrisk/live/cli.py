@@ -33,6 +33,11 @@ below is also an environment variable MLRISK_<NAME> (or a line in .env); keys ar
 MLRISK_BINANCE_API_KEY/_SECRET."""
 
 
+#: flags that belong to the live loop (state file, candle feed, stopping); a replay refuses them
+REPLAY_REFUSES = ("state_file", "reset_halt", "kill_switch_file", "flatten_on_stop", "poll_delay_s", "poll_retry_s",
+                  "max_stale_s", "websocket", "websocket_url", "websocket_stall_s")
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -61,11 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "from the DVC cache or remote) instead of the working tree's")
     r.add_argument("--replay", default=None, type=Path, metavar="FILE",
                    help="drive the loop from a stored candle file (data/raw/*.parquet or a Binance kline CSV/zip), "
-                   "offline; prints the trades and the final equity")
+                   "offline, from a fresh temporary state (MLRISK_STATE_FILE is not used; --state-file, --reset-halt "
+                   "and the feed, websocket, kill-switch and flatten-on-stop flags are refused); the risk limits apply "
+                   "as in paper mode (see --no-risk-limits); prints the trades, the final equity and, when a limit "
+                   "bound, when and which")
     r.add_argument("--start", default=None, help="replay: first candle to trade (UTC date/time); earlier candles "
                    "are history only and windows start here, like the evaluate stage's test part")
     r.add_argument("--trades-out", default=None, type=Path, help="replay: write the trades as CSV (the backtest's "
                    "reports/trades.csv columns)")
+    r.add_argument("--no-risk-limits", action="store_true", help="paper and --replay only: no daily-loss, drawdown, "
+                   "position or orders-per-minute limit (the MLRISK_MAX_* settings above are not applied), like the "
+                   "backtest, which has none: for a like-for-like comparison with it")
     r.add_argument("--reset-halt", action="store_true", help="clear a persisted risk halt (drawdown) and start")
     r.add_argument("--env-file", default=".env", help="the .env file to read (settings and keys)")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging; replay: one line per candle on stderr")
@@ -102,6 +113,14 @@ def _run(args: argparse.Namespace) -> int:
         raise SettingsError("--replay is offline: use it with --mode paper")
     if args.replay is None and (args.start or args.trades_out):
         raise SettingsError("--start and --trades-out belong to --replay FILE")
+    if args.no_risk_limits and settings.sends_orders:
+        raise SettingsError(f"--no-risk-limits is for paper mode and --replay only: mode {settings.mode} sends orders "
+                            "and keeps its limits (loosen MLRISK_MAX_DAILY_LOSS etc. instead)")
+    if args.replay is not None:
+        live_only = [_flag(n) for n in REPLAY_REFUSES if getattr(args, n, None)]
+        if live_only:
+            raise SettingsError(f"--replay keeps no state and reads no exchange (a fresh temporary state per run): "
+                                f"drop {', '.join(live_only)}")
     start_ms = None
     if args.start is not None:
         try:
@@ -125,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         model.close()
 
 
-def _bot(settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw: Any) -> Any:
+def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw: Any) -> Any:
     from mlrisk.backtest.runner import params_vector
     from mlrisk.live.loop import Bot
     from mlrisk.live.paper import RiskLimits
@@ -133,8 +152,9 @@ def _bot(settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw
 
     predictor = Predictor(model.model_path, model.spec_path)
     spec = predictor.spec
+    limits = RiskLimits.none() if args.no_risk_limits else RiskLimits.from_settings(settings)
     return Bot(predictor.predict_latest, spec.seq_len + spec.warmup, spec.seq_len,
-               params_vector(model.backtest, interval_ms), interval_ms, RiskLimits.from_settings(settings), store, log, **kw)
+               params_vector(model.backtest, interval_ms), interval_ms, limits, store, log, **kw)
 
 
 def _replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int,
@@ -149,7 +169,7 @@ def _replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, in
                            mode="replay", client_id_prefix=settings.client_id_prefix)
         log = CandleLog(settings.log_file, sys.stderr if args.verbose else None)
         try:
-            bot = _bot(settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms)
+            bot = _bot(args, settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms)
             res = run_replay(bot, candles, start_ms)
             log.event("replay_end", candles=res.candles, equity=res.equity, seconds=round(res.seconds, 3))
         finally:
@@ -162,9 +182,12 @@ def _replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, in
     for t in trades.itertuples():
         print(f"trade {t.entry_time:%Y-%m-%d %H:%M} -> {t.exit_time:%Y-%m-%d %H:%M} {t.side:5} {t.exit_reason:11} "
               f"entry {t.entry_price:.2f} exit {t.exit_price:.2f} pnl {t.pnl:+.2f}")
+    note = res.limits_note(interval_ms)
+    limits = "; risk limits off (--no-risk-limits), like the backtest" if args.no_risk_limits else (
+        f"; {note}" if note else "")
     print(f"replay: {symbol} {interval}, {res.candles} candles in {res.seconds:.2f} s "
           f"({res.candles / max(res.seconds, 1e-9):.0f} candles/s), {len(trades)} trades, final equity "
-          f"{res.equity:.2f} ({res.equity / initial - 1:+.2%})")
+          f"{res.equity:.2f} ({res.equity / initial - 1:+.2%}){limits}")
     return ExitCode.OK
 
 
@@ -208,7 +231,7 @@ def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
                                         model.backtest.min_notional, max_position_notional=settings.max_position_notional)
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
-        bot = _bot(settings, model, store, log, interval_ms, broker=broker)
+        bot = _bot(args, settings, model, store, log, interval_ms, broker=broker)
         exchange = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=False)
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,
                            poll_retry_s=settings.poll_retry_s, max_stale_s=settings.max_stale_s, stop=stop,
