@@ -94,6 +94,7 @@ def test_a_lost_response_is_queried_by_client_id_not_resent(tmp_path):
         first = store.orders()[0]
         assert [e[1] for e in store.events(first.client_order_id)] == ["pending_submit", "unknown", "filled"]
         assert len(fx.orders_with_client_id(first.client_order_id)) == 1
+        assert _posts(fx, first.client_order_id) == 1   # queried, not sent a second time
         assert store.position("BTCUSDT").quantity == sum(fx.balance("BTC"))
 
 
@@ -111,6 +112,50 @@ def test_a_timeout_that_never_executed_is_sent_again_once_under_the_same_id(tmp_
         # the timed-out request never executed; the one sent after two queries proved it absent did
         gets = [x for x in fx.signed if x[0] == "GET" and x[2].get("origClientOrderId") == first.client_order_id]
         assert len(gets) == 2 and all(x[3] == 400 for x in gets)
+
+
+class Crash(BaseException):
+    """The process dies (no handler runs)."""
+
+
+def _posts(fx: FakeExchange, cid: str) -> int:
+    """How many order requests with this client id reached the exchange (answered or not)."""
+    return sum(1 for r in fx.requests if (r.method, r.path) == ("POST", "/api/v3/order")
+               and r.query.get("newClientOrderId") == cid)
+
+
+@pytest.mark.parametrize("fault, executed", [("lost", True), ("timeout", False)])
+def test_an_unknown_outcome_left_by_a_crash_is_queried_at_restart_not_resent(tmp_path, fault, executed):
+    """The order's answer is lost (it executed) or it timed out (it did not); the bot dies before it
+    could query it. At restart the real broker's reconciliation queries it by client id: a found
+    order is recorded, never sent again; an absent one is sent again once, under the same id."""
+    candles = _candles(6)
+    with FakeExchange() as fx:
+        with _store(tmp_path) as store:
+            bot = _bot(fx, store)
+            fx.schedule(fault, method="POST", delay_s=1.0)
+
+            def die(*a, **k):
+                raise Crash
+
+            bot.broker.settle = die                      # dies right after recording the outcome as unknown
+            with pytest.raises(Crash):
+                _run(fx, bot, candles)
+            [o] = store.orders()
+            assert o.status is S.UNKNOWN and _posts(fx, o.client_order_id) == 1
+            assert len(fx.orders_with_client_id(o.client_order_id)) == int(executed)
+        with _store(tmp_path) as store:                  # restart
+            bot = _bot(fx, store)
+            assert bot.broker.reconcile() == [f"{o.client_order_id}: unknown -> filled"]
+            rec = store.order(o.client_order_id)
+            assert rec.status is S.FILLED and rec.executed_qty == D(fx.orders_with_client_id(o.client_order_id)[0]
+                                                                    ["executedQty"])
+            assert len(fx.orders_with_client_id(o.client_order_id)) == 1     # exactly one order exists
+            assert _posts(fx, o.client_order_id) == (1 if executed else 2)   # found: never sent again
+            expected = ["unknown", "filled"] if executed else ["unknown", "pending_submit", "filled"]
+            assert [e[1] for e in store.events(o.client_order_id)][1:] == expected
+            assert store.position("BTCUSDT").quantity == sum(fx.balance("BTC")) > 0   # less the fee in BTC
+            assert store.orders_to_reconcile() == []
 
 
 def test_restart_after_a_crash_between_write_ahead_and_send(tmp_path):
@@ -135,6 +180,7 @@ def test_restart_after_a_crash_between_write_ahead_and_send(tmp_path):
         with _store(tmp_path) as store:
             bot = _bot(fx, store)
             stale = [o for o in unsent if o.candle_open_ms != store.last_processed_candle()]
+            assert stale                                 # there are old decisions to cancel
             bot.broker.reconcile()
             for o in stale:  # an old decision is never sent late
                 assert store.order(o.client_order_id).status is S.CANCELLED

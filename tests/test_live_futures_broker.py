@@ -325,10 +325,32 @@ def test_equity_is_wallet_plus_unrealised_pnl(tmp_path):
 
 
 # --------------------------------------------------------------------------------------- the loop
+#: Closes where the engine and the exchange are on different sides, and why (see the test's docstring).
+EXPLAINED = {"default": {},
+             "limit-tp-sl-hold-pyramid": {22: "refused", 36: "add", 39: "add", 61: "refused", 98: "add", 114: "add",
+                                          115: "add"}}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("change", [{}, {"entry": "limit", "take_profit": 0.01, "stop_loss": 0.008, "hold": 6,
-                                         "pyramid_max": 2}], ids=["default", "limit-tp-sl-hold-pyramid"])
-def test_the_bot_trades_on_futures_and_agrees_with_the_exchange(tmp_path, change):
+@pytest.mark.parametrize("change, case", [({}, "default"), ({"entry": "limit", "take_profit": 0.01, "stop_loss": 0.008,
+                                                             "hold": 6, "pyramid_max": 2}, "limit-tp-sl-hold-pyramid")])
+def test_the_bot_trades_on_futures_and_agrees_with_the_exchange(tmp_path, change, case):
+    """After every close the exchange's position is on the engine's side, except where the backtest's
+    rules and an exchange's orders cannot agree, each case recognised here by its cause:
+
+    - ``refused``: a LIMIT entry opened the position in the previous candle and the price passed the
+      take-profit level in that same candle. The engine checks no exit in a candle where a limit entry
+      filled (the order of the fill and the move is unknown), so it takes profit at this candle's open
+      (it opens beyond the level); the exchange's take-profit, placed at the previous close, was
+      refused (-2021 "would immediately trigger"), so the exchange still holds the position at this
+      close. The next close's ``sync`` order closes it (or the engine has entered that side again).
+    - ``add``: a LIMIT pyramid add filled in this candle and the exchange's take-profit/stop (at the
+      levels of the position before the add, ``closePosition``) triggered in it too: the exchange is
+      flat, the engine (no exit checks in a candle with a limit fill) still holds. It stays so until
+      the engine exits (the sync rule never opens a position), here at the next open (36, 39, 98) or
+      one close later (114-115).
+
+    Market entries without take-profit/stop (the default strategy) agree at every close."""
     bp = BacktestParams(sweep={}).model_copy(update=change)     # params.yaml's defaults: both sides, leverage 3
     assert (bp.direction, bp.leverage) == ("both", 3.0)
     rng = np.random.default_rng(3)
@@ -338,21 +360,35 @@ def test_the_bot_trades_on_futures_and_agrees_with_the_exchange(tmp_path, change
     candles = _frame([(o, round(max(o, c) * (1 + w), 1), round(min(o, c) * (1 - w), 1), c)
                       for o, c, w in zip(opens, close, wick)])
     ps = {i: float(p) for i, p in enumerate(rng.uniform(0.2, 0.8, len(candles)))}
-    agree = 0
+    why: dict[int, str] = {}
     with FakeFuturesExchange() as fx, _store(tmp_path) as store:
         bot = _bot(fx, store, _scripted(ps), bp)
         faults = [fx.schedule(k, method="POST", path="/fapi/v1/order", skip=s, **o) for k, s, o in
                   [("lost", 3, {}), ("timeout", 8, {"delay_s": 0.6}), ("error", 14, {"execute": True})]]
+        prev_side, prev_entries = 0, 0
         for i in range(1, len(candles)):
             row = candles.iloc[i]
+            finished = sum(a["algoStatus"] == "FINISHED" for a in fx.algos)
             for px in (row["high"], row["low"], row["close"]):     # the exchange trades through the candle
                 fx.set_price("BTCUSDT", f"{px:.1f}")
+            triggered = sum(a["algoStatus"] == "FINISHED" for a in fx.algos) > finished
             res = bot.process(candles.iloc[: i + 1])
             # the engine's side once this close's market orders fill (the fake fills them at once)
             side = 0 if any(o["leg"] == "exit" for o in res.orders) else bot.state.account.account.side
             side = next((1 if o["side"] == "BUY" else -1 for o in res.orders if o["leg"] == "entry" and o["type"] == "MARKET"
                          and side in (0, 1 if o["side"] == "BUY" else -1)), side)
-            agree += (fx.position()[0] > 0) - (fx.position()[0] < 0) == side
+            held = fx.position()[0]
+            ex = (held > 0) - (held < 0)
+            entries = bot.state.account.account.n_entries
+            if ex != side:
+                protective = [store.order(cid(i - 1, leg)) for leg in ("tp", "sl")]
+                if side == 0 and len(res.trades) and any(o is not None and o.status is S.REJECTED for o in protective):
+                    why[i] = "refused"
+                elif ex == 0 and side == prev_side and (triggered and entries > prev_entries or why.get(i - 1) == "add"):
+                    why[i] = "add"
+                else:
+                    why[i] = "unexplained"
+            prev_side, prev_entries = bot.state.account.account.side, entries
         assert all(f.fired for f in faults)
         sides = {o.side for o in store.orders() if o.leg == "entry"}
         assert sides == {"BUY", "SELL"} and len(fx.orders) >= 20
@@ -362,15 +398,16 @@ def test_the_bot_trades_on_futures_and_agrees_with_the_exchange(tmp_path, change
         assert len(posted) == len(set(posted))                     # ... nor received twice
         assert store.orders([S.PENDING_SUBMIT, S.UNKNOWN]) == []
         _agree(fx, store)
+        still_open = [o.client_order_id for o in store.orders([S.OPEN])]
         done = bot.broker.reconcile()                               # a restart would find everything in line
-        assert all(line.endswith(": open -> open") for line in done)
+        assert done == [f"{c}: open -> open" for c in still_open]
         legs = {o.leg for o in store.orders()}
-        print(f"futures loop {change}: {len(fx.orders)} orders, {len(fx.algos)} algo orders, legs {sorted(legs)}, "
-              f"engine and exchange on the same side after {agree} of {len(candles) - 1} closes")
+        print(f"futures loop {case}: {len(fx.orders)} orders, {len(fx.algos)} algo orders, legs {sorted(legs)}, "
+              f"engine and exchange on different sides after {why}")
         if change:
             assert {"tp", "sl"} <= legs and any(a["algoStatus"] == "FINISHED" for a in fx.algos)
             assert any(o.type == "LIMIT" and o.status is S.FILLED for o in store.orders())
-        assert agree >= 0.8 * (len(candles) - 1)
+        assert why == EXPLAINED[case]
 
 
 def test_a_position_changed_outside_the_bot_halts_at_the_next_close(tmp_path):

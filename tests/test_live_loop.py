@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from fake_binance import FakeBinance, make_candles
+from mlrisk.backtest import engine as E
 from mlrisk.backtest.runner import params_vector
 from mlrisk.config.backtest import BacktestParams
 from mlrisk.errors import DataError
@@ -85,8 +88,8 @@ def test_paper_loop_polls_after_each_close_and_resumes_after_a_restart(tmp_path)
     for r in recs:
         prev, cur = closes[r["open_ms"] - H], closes[r["open_ms"]]
         assert r["p_up"] == (0.7 if cur > prev else 0.3)
-    kl = [q for q in fb.kline_requests()]
-    assert all("startTime" in q for q in kl)
+    kl = fb.kline_requests()
+    assert kl and all("startTime" in q for q in kl)
 
 
 def test_replay_and_paper_agree_on_the_same_candles(tmp_path):
@@ -162,8 +165,17 @@ def test_gaps_in_a_replay_file_are_filled_like_the_pipeline(tmp_path):
     c = read_candle_file(csv, H)
     assert len(c) == 30 and c["volume"].iloc[10] == 0 and c["close"].iloc[10] == c["close"].iloc[9]
     with StateStore(tmp_path / "r.sqlite", symbol="BTCUSDT", interval="1h", mode="replay") as store:
-        res = run_replay(_bot(store), c)
-    assert res.candles == 30 and not math.isnan(res.equity)
+        bot = _bot(store)
+        res = run_replay(bot, c)
+    assert res.candles == 30
+    # the same result as the backtest engine on the filled candles with the same P(up) (NaN before a full window)
+    ohlc = [c[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close")]
+    p = np.array([math.nan if i < 4 else _predict(c.iloc[: i + 1]) for i in range(len(c))])
+    assert p[10] == 0.3                                  # the filled candle: flat, so "not rising"
+    equity, trades = E.run(*ohlc, p, bot.prm)
+    assert len(trades) > 0
+    np.testing.assert_array_equal(res.trades, trades)
+    assert res.equity == equity[-1]
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -174,6 +186,8 @@ def test_gaps_in_a_replay_file_are_filled_like_the_pipeline(tmp_path):
     (["--start", "2024-01-01"], "belong to --replay"),
     (["--replay", "nope.parquet"], "no such file"),
     (["--replay", "x.csv", "--start", "yesterday-ish"], "is not a date/time"),
+    (["--replay", "x.csv", "--state-file", "s.sqlite"], "--replay keeps no state"),   # refused, not ignored
+    (["--replay", "x.csv", "--reset-halt", "--websocket"], "drop --reset-halt, --websocket"),
 ])
 def test_cli_errors_are_one_line_before_any_network_call(monkeypatch, tmp_path, capsys, argv, words):
     import socket
@@ -204,6 +218,8 @@ def test_testnet_with_keys_passes_the_settings_and_never_echoes_them(monkeypatch
     assert "dvc.lock not found" in err and "k" * 20 not in err and "s" * 20 not in err
     assert cli.main(["--mode", "testnet", "--replay", "x.parquet", "--env-file", str(tmp_path / "none.env")]) == 2
     assert "--replay is offline" in capsys.readouterr().err
+    assert cli.main(["--mode", "testnet", "--no-risk-limits", "--env-file", str(tmp_path / "none.env")]) == 2
+    assert "--no-risk-limits is for paper mode and --replay only" in capsys.readouterr().err
 
 
 def test_cli_without_a_pinned_model_says_run_dvc_repro(monkeypatch, tmp_path, capsys):
@@ -224,5 +240,62 @@ def test_help_documents_every_setting(capsys):
     for name in LiveSettings.model_fields:
         if name != "binance":
             assert "--" + name.replace("_", "-") in out and f"MLRISK_{name.upper()}" in out
-    for flag in ("--replay", "--start", "--rev", "--trades-out", "--reset-halt"):
+    for flag in ("--replay", "--start", "--rev", "--trades-out", "--reset-halt", "--no-risk-limits"):
         assert flag in out
+
+
+class _StandIn:
+    """The model's predictor, replaced by the stand-in (no TensorFlow): what ``cli._bot`` uses."""
+
+    def __init__(self, *a) -> None:
+        self.spec = type("Spec", (), {"seq_len": 4, "warmup": 1})()
+
+    @staticmethod
+    def predict_latest(hist: pd.DataFrame) -> float:
+        return _predict(hist)
+
+
+def _cli_replay(monkeypatch, tmp_path, capsys, *flags: str, **settings) -> tuple[str, dict]:
+    """``mlrisk live --replay`` from the pinning on (the model's predictor stood in): its stdout and trades."""
+    from types import SimpleNamespace
+
+    from mlrisk.config import BacktestParams
+    from mlrisk.live import cli
+    from mlrisk.live.settings import load_live_settings
+
+    monkeypatch.setattr("mlrisk.model.inference.Predictor", _StandIn)
+    csv = tmp_path / "k.csv"
+    pd.DataFrame(make_candles(80, start_ms=START, seed=3)).to_csv(csv, index=False, header=False)
+    args = cli.build_parser().parse_args(["--replay", str(csv), "--trades-out", str(tmp_path / "t.csv"), *flags])
+    model = SimpleNamespace(backtest=BacktestParams(threshold=0.1, leverage=2.0, sweep={}), model_path=None, spec_path=None)
+    s = load_live_settings(env_file=None, **settings).for_strategy(model.backtest)
+    assert cli._replay(args, s, model, "BTCUSDT", "1h", H, None) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    return out[-1], pd.read_csv(tmp_path / "t.csv")
+
+
+def test_a_replay_stopped_by_a_risk_limit_says_when_which_and_how_to_compare(monkeypatch, tmp_path, capsys):
+    line, trades = _cli_replay(monkeypatch, tmp_path, capsys, max_drawdown=0.002)
+    m = re.search(r"risk limits bound: trading halted at (\d{4}-\d\d-\d\d \d\d:00) UTC \(drawdown: equity [\d.]+ is "
+                  r"[\d.]+% below the peak [\d.]+ \(max_drawdown 0.20%\)\); orders removed on (\d+) candles? by "
+                  r"max_drawdown; the backtest has no risk limits: replay with --no-risk-limits for a like-for-like "
+                  r"comparison$", line)
+    assert line.startswith("replay: BTCUSDT 1h, 80 candles") and m, line
+    halted_at = pd.Timestamp(m.group(1), tz="UTC")
+    # no entry after the halt (a drawdown halt is never lifted in a replay)
+    assert len(trades) and (pd.to_datetime(trades["entry_time"]) <= halted_at + pd.Timedelta(hours=1)).all()
+    # without the limits: the same as the backtest engine on the same candles and P(up), and said so
+    free, free_trades = _cli_replay(monkeypatch, tmp_path, capsys, "--no-risk-limits", max_drawdown=0.002)
+    assert free.endswith("risk limits off (--no-risk-limits), like the backtest") and "bound" not in free
+    assert len(free_trades) > len(trades)
+    c = read_candle_file(tmp_path / "k.csv", H)
+    ohlc = [c[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close")]
+    p = np.array([math.nan if i < 4 else _predict(c.iloc[: i + 1]) for i in range(len(c))])
+    prm = params_vector(BacktestParams(threshold=0.1, leverage=2.0, sweep={}), H)
+    equity, engine_trades = E.run(*ohlc, p, prm)
+    assert len(free_trades) == len(engine_trades) and f"final equity {equity[-1]:.2f}" in free
+
+
+def test_a_replay_where_no_limit_binds_says_nothing_of_limits(monkeypatch, tmp_path, capsys):
+    line, trades = _cli_replay(monkeypatch, tmp_path, capsys, max_drawdown=1.0, max_daily_loss=1.0)
+    assert len(trades) and "risk limits" not in line and line.startswith("replay: BTCUSDT 1h, 80 candles")

@@ -154,7 +154,10 @@ def test_halt_and_account_survive_a_restart(tmp_path):
         res = b.process(candles.iloc[:5])
         assert res.decision == "short" and res.halted and res.orders == [] and res.position["side"] == "flat"
         assert "halted" in res.blocked[0]
-        assert b.state.account.next_candle == 5 and not math.isnan(res.equity)
+        assert b.state.account.next_candle == 5
+        # the long (0.5 x 10,000 x leverage 10 at 100) closed at candle 4's open, 98, by the short signal
+        assert len(res.trades) == 1 and res.trades[0, E.T_EXIT_PRICE] == 98.0
+        assert res.equity == pytest.approx(10000 - 0.5 * 10000 * 10 / 100 * 2) == res.trades[0, E.T_PNL] + 10000
 
 
 def test_flatten_on_stop_closes_at_the_last_close_and_is_saved(tmp_path):

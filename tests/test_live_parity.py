@@ -93,7 +93,7 @@ def _replay(repo: Path, cwd: Path, *extra: str) -> tuple[subprocess.CompletedPro
 
 
 def test_replay_of_the_test_period_matches_evaluate_and_backtest(repo: Path):
-    r, lines, trades = _replay(repo, repo)
+    r, lines, trades = _replay(repo, repo, "--no-risk-limits")   # the backtest has no risk limits
     records = [x for x in lines if "event" not in x]
     end = lines[-1]
     assert end["event"] == "replay_end" and end["candles"] == len(records)
@@ -115,7 +115,7 @@ def test_replay_of_the_test_period_matches_evaluate_and_backtest(repo: Path):
     bt = json.loads((repo / "reports/metrics/backtest.json").read_text())
     assert end["equity"] == pytest.approx(bt["final_equity"], rel=1e-9)
     assert end["equity"] == pytest.approx(equity_csv[-1], rel=1e-9)
-    assert f"{len(ref)} trades" in r.stdout
+    assert f"{len(ref)} trades" in r.stdout and "risk limits off (--no-risk-limits), like the backtest" in r.stdout
 
 
 def test_a_model_that_differs_from_dvc_lock_is_refused(repo: Path, tmp_path: Path):

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import ROOT
 from mlrisk.live.client_ids import make_client_order_id
-from mlrisk.live.state import (SCHEMA_VERSION, TRANSITIONS, DuplicateOrder, Fill, IllegalTransition, NewOrder,
-                               OrderStatus, Position, RiskState, StateError, StateStore, StepState)
+from mlrisk.live.state import (BINANCE_STATUS, SCHEMA_VERSION, TRANSITIONS, DuplicateOrder, Fill, IllegalTransition,
+                               NewOrder, OrderRecord, OrderStatus, Position, RiskState, StateError, StateStore, StepState)
 
 S = OrderStatus
 T0 = 1_700_000_000_000 // 3_600_000 * 3_600_000
@@ -110,15 +110,69 @@ def test_every_transition_follows_the_table(tmp_path, start, target):
             assert s.order(o.client_order_id) == before  # nothing changed
 
 
-def test_the_state_machine_itself():
-    """The table, pinned: the tests above check the store follows it; this checks it is the right one."""
-    assert TRANSITIONS == {
-        S.PENDING_SUBMIT: {S.OPEN, S.FILLED, S.CANCELLED, S.REJECTED, S.UNKNOWN},
-        S.OPEN: {S.OPEN, S.FILLED, S.CANCELLED, S.UNKNOWN},
-        S.UNKNOWN: {S.UNKNOWN, S.OPEN, S.FILLED, S.CANCELLED, S.REJECTED, S.PENDING_SUBMIT},  # re-send only after a query
-        S.FILLED: set(), S.CANCELLED: set(), S.REJECTED: set(),
-    }
-    assert {s for s in ALL if s.final} == {S.FILLED, S.CANCELLED, S.REJECTED}
+FINAL = {S.FILLED, S.CANCELLED, S.REJECTED}
+
+
+def _through(s: StateStore, o: NewOrder, path: list) -> OrderRecord:
+    s.insert_order(o)
+    rec = s.order(o.client_order_id)
+    for st in path:
+        rec = s.transition(o.client_order_id, st)
+    return rec
+
+
+@pytest.mark.parametrize("final", sorted(FINAL, key=lambda x: x.value))
+def test_a_final_order_accepts_no_change_at_all(store, final):
+    o = order()
+    _through(store, o, [final])
+    assert final.final
+    for target in ALL:  # not even a repeat of its own status: an old answer cannot reopen it
+        with pytest.raises(IllegalTransition):
+            store.transition(o.client_order_id, target)
+    assert store.orders_to_reconcile() == []
+
+
+def test_only_a_query_that_found_nothing_puts_an_order_back_to_send(store):
+    """pending_submit (send it) is reachable from unknown only: an order the exchange answered for
+    (open, or any final status) is never sent again."""
+    for i, via in enumerate([[S.OPEN], [S.OPEN, S.OPEN], [S.FILLED], [S.CANCELLED], [S.REJECTED], []]):
+        o = order(T0 + i * H)
+        _through(store, o, via)
+        with pytest.raises(IllegalTransition, match="-> pending_submit is not allowed"):
+            store.transition(o.client_order_id, S.PENDING_SUBMIT)
+    o = order(T0 + 9 * H)
+    assert _through(store, o, [S.UNKNOWN, S.PENDING_SUBMIT]).status is S.PENDING_SUBMIT
+
+
+@pytest.mark.parametrize("binance", sorted(BINANCE_STATUS))
+def test_every_binance_status_is_accepted_as_an_answer_to_a_send_or_a_query(tmp_path, binance):
+    """Whatever Binance answers to a send (from pending_submit) or to a query of an unknown order,
+    the store records it, as the mapped status."""
+    for t, via in ((T0, []), (T0 + H, [S.UNKNOWN])):
+        with StateStore(tmp_path / f"s{t}.sqlite", symbol="BTCUSDT", interval="1h") as s:
+            o = order(t)
+            _through(s, o, via)
+            assert s.transition(o.client_order_id, binance).status is BINANCE_STATUS[binance]
+
+
+@pytest.mark.parametrize("sequence", [
+    ["NEW", "PARTIALLY_FILLED", "FILLED"],                    # a resting limit that fills in parts
+    ["NEW", "CANCELED"], ["NEW", "EXPIRED"],                  # a limit entry expires / is cancelled
+    ["FILLED"], ["REJECTED"],                                 # a market order answered at once / refused
+    [S.UNKNOWN, "FILLED"],                                    # lost answer, found by the query
+    [S.UNKNOWN, S.UNKNOWN, "NEW", "FILLED"],                  # the query failed too, then found it open
+    [S.UNKNOWN, S.PENDING_SUBMIT, "FILLED"],                  # absent: sent again under the same id
+    [S.UNKNOWN, S.PENDING_SUBMIT, S.CANCELLED],               # absent and stale: never sent late
+    [S.CANCELLED],                                            # reconcile: a stale pending order
+    ["NEW", S.UNKNOWN, "FILLED"],                             # a protective order's query lost
+], ids=lambda seq: "-".join(str(getattr(x, "value", x)) for x in seq))
+def test_the_brokers_sequences_are_accepted(store, sequence):
+    o = order()
+    rec = _through(store, o, sequence)
+    last = sequence[-1]
+    assert rec.status is (BINANCE_STATUS[last] if isinstance(last, str) and last in BINANCE_STATUS else last)
+    assert [e[1] for e in store.events(o.client_order_id)][1:] == [
+        (BINANCE_STATUS[x] if isinstance(x, str) and x in BINANCE_STATUS else x).value for x in sequence]
 
 
 def test_unknown_order_and_unknown_status(store):
@@ -163,12 +217,6 @@ def test_risk_counters_and_halt_persist(store):
     store.close()
     with StateStore(store.path, symbol="BTCUSDT", interval="1h") as s:
         assert s.risk() == RiskState(T0, 1000.0, 1100.0, True, "drawdown 21% > max_drawdown 20%")
-
-
-def test_orders_per_minute_count(store):
-    for i in range(3):
-        store.insert_order(order(T0 + i * H), at_ms=T0 + i * 20_000)
-    assert store.count_orders_since(T0 + 20_000) == 2 and store.count_orders_since(T0 + 60_001) == 0
 
 
 def test_bad_values_are_refused(store):

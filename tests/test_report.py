@@ -262,5 +262,4 @@ def test_minute_data_dashboard_stays_small(tmp_path):
     size = len(page.encode())
     print(f"minute-data dashboard: {size / 1e6:.1f} MB, built in {secs:.1f} s")
     assert size < 15_000_000, f"{size / 1e6:.1f} MB"
-    assert secs < 60
     assert "(100 × 1m)" in page  # candles merged 100 to 1

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlrisk.config.params import load_params
 from mlrisk.errors import MlriskError
-from mlrisk.stage import EXIT_USER_ERROR
+from mlrisk.exit_codes import ExitCode
 
 DASHBOARD = Path("reports/index.html")
 METRICS = {"evaluate": Path("reports/metrics/evaluate.json"), "backtest": Path("reports/metrics/backtest.json")}
@@ -41,12 +41,12 @@ def _summary() -> int:
     missing = [p for p in (DASHBOARD, *METRICS.values()) if not p.exists()]
     if missing:
         print(f"error: {missing[0]} not found: run `mlrisk repro` first", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return ExitCode.USER_ERROR
     ev, bt = (json.loads(p.read_text()) for p in METRICS.values())
     for line in headline_lines(ev, bt):
         print(line)
     print(f"dashboard: {DASHBOARD.resolve().as_uri()}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_check_params(args: argparse.Namespace) -> int:
@@ -54,11 +54,11 @@ def cmd_check_params(args: argparse.Namespace) -> int:
         params = load_params(args.params)
     except MlriskError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return ExitCode.USER_ERROR
     import yaml
 
     print(yaml.safe_dump(params.model_dump(), sort_keys=False))
-    return 0
+    return ExitCode.OK
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -85,7 +85,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         md = diff_markdown(args.base, ".", args.plots_dir)
     except RuntimeError as e:
         print(f"error: diff: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return ExitCode.USER_ERROR
     if args.out:
         from mlrisk.io import write_text
 
@@ -93,7 +93,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"diff: written to {args.out}", file=sys.stderr)
     else:
         print(md, end="")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -103,9 +103,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         table, m = leaderboard(gather(".", args.all_commits))
     except MlriskError as e:
         print(f"error: leaderboard: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return ExitCode.USER_ERROR
     print(render(table, m), end="")
-    return 0
+    return ExitCode.OK
 
 
 def _experiment_params(name: str):
@@ -147,7 +147,7 @@ def cmd_holdout(args: argparse.Namespace) -> int:
                           others=load_others(args.raw_dir, d.interval, d.others))
     except MlriskError as e:
         print(f"error: holdout: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return ExitCode.USER_ERROR
     if r["previous_uses"]:
         print(f"WARNING: this holdout ({r['first'][:10]}..{r['last'][:10]}) had been looked at {r['previous_uses']} time(s) "
               f"before (see {args.log}): it is no longer an untouched out-of-sample estimate", file=sys.stderr)
@@ -156,7 +156,7 @@ def cmd_holdout(args: argparse.Namespace) -> int:
           f"  strategy {r['total_return']:+.2%} vs buy-and-hold {r['buy_hold_return']:+.2%}, Sharpe {r['sharpe']:.2f}, "
           f"max drawdown {r['max_drawdown']:.2%}, {r['trades']} trades\n"
           f"  logged in {args.log} (commit it: the log is how the project knows the holdout was spent)")
-    return 0
+    return ExitCode.OK
 
 
 def parser() -> argparse.ArgumentParser:

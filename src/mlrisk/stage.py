@@ -7,7 +7,6 @@ when one of them changes."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -15,19 +14,8 @@ from typing import Any, Callable, Mapping
 
 from mlrisk.config.base import _Section, load_sections
 from mlrisk.errors import MlriskError
-
-EXIT_USER_ERROR = 2
-
-
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    for noisy in ("urllib3", "tensorflow", "absl", "h5py", "numba", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+from mlrisk.exit_codes import ExitCode
+from mlrisk.logs import setup_logging
 
 
 def outputs_note(name: str, removes_outputs: bool) -> str:
@@ -53,9 +41,9 @@ def run_stage(name: str, description: str, body: Callable[[Any, argparse.Namespa
     them (``params.backtest``...).
 
     ``removes_outputs``: False for a stage whose outputs dvc.yaml marks ``persist`` (DVC keeps
-    them when it runs the stage). Returns the exit code: 0 on success, 2 on a user-fixable error
-    (printed as one line; under DVC it also says what became of the previous outputs), 130 when
-    interrupted.
+    them when it runs the stage). Returns the exit code (:class:`mlrisk.exit_codes.ExitCode`): OK,
+    USER_ERROR (printed as one line; under DVC it also says what became of the previous outputs) or
+    INTERRUPTED.
     """
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=description)
     parser.add_argument("--params", default="params.yaml", type=Path, help="parameters file (default: params.yaml)")
@@ -70,8 +58,8 @@ def run_stage(name: str, description: str, body: Callable[[Any, argparse.Namespa
     except MlriskError as e:
         note = f" ({outputs_note(name, removes_outputs)})" if os.environ.get("DVC_STAGE") else ""
         print(f"error: {name}: {e}{note}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return ExitCode.USER_ERROR
     except KeyboardInterrupt:
         print(f"error: {name}: interrupted; {outputs_note(name, removes_outputs)}", file=sys.stderr)
-        return 130
-    return 0
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK

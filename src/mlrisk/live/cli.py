@@ -3,15 +3,14 @@
 Every setting of :class:`mlrisk.live.settings.LiveSettings` is a flag (``--max-drawdown 0.1`` =
 ``MLRISK_MAX_DRAWDOWN=0.1``; flags win over the environment, which wins over ``.env``). Settings,
 the pinned model and the parameters are checked before any network call; a problem is one line
-``error: live: ...`` and exit code 2. Exit codes: 0 stopped as asked (kill switch, SIGTERM, end of
-a replay), 2 a user-fixable error, 3 stopped safely on a stalled candle feed (state saved), 130
-interrupted.
+``error: live: ...`` and exit code USER_ERROR. Exit codes: :class:`mlrisk.exit_codes.ExitCode` (OK
+stopped as asked: kill switch, SIGTERM, end of a replay; USER_ERROR; FEED_STALLED stopped safely on
+a stalled candle feed, state saved; INTERRUPTED).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import tempfile
@@ -19,9 +18,8 @@ from pathlib import Path
 from typing import Any, get_args
 
 from mlrisk.errors import MlriskError, SettingsError
-
-EXIT_USER_ERROR = 2
-EXIT_STALLED = 3
+from mlrisk.exit_codes import ExitCode
+from mlrisk.logs import setup_logging
 
 DESCRIPTION = """The live bot: trades the pinned model (models/ as recorded in dvc.lock, or --rev) one decision per
 closed candle, with the backtest's own per-candle step. Modes: paper (default; simulated fills on live
@@ -33,6 +31,11 @@ isolated leverage, market or limit entries, take-profit/stop as exchange-side or
 defaults to futures when the strategy shorts or uses leverage (the default one does). Every setting
 below is also an environment variable MLRISK_<NAME> (or a line in .env); keys are
 MLRISK_BINANCE_API_KEY/_SECRET."""
+
+
+#: flags that belong to the live loop (state file, candle feed, stopping); a replay refuses them
+REPLAY_REFUSES = ("state_file", "reset_halt", "kill_switch_file", "flatten_on_stop", "poll_delay_s", "poll_retry_s",
+                  "max_stale_s", "websocket", "websocket_url", "websocket_stall_s")
 
 
 def _flag(name: str) -> str:
@@ -63,11 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "from the DVC cache or remote) instead of the working tree's")
     r.add_argument("--replay", default=None, type=Path, metavar="FILE",
                    help="drive the loop from a stored candle file (data/raw/*.parquet or a Binance kline CSV/zip), "
-                   "offline; prints the trades and the final equity")
+                   "offline, from a fresh temporary state (MLRISK_STATE_FILE is not used; --state-file, --reset-halt "
+                   "and the feed, websocket, kill-switch and flatten-on-stop flags are refused); the risk limits apply "
+                   "as in paper mode (see --no-risk-limits); prints the trades, the final equity and, when a limit "
+                   "bound, when and which")
     r.add_argument("--start", default=None, help="replay: first candle to trade (UTC date/time); earlier candles "
                    "are history only and windows start here, like the evaluate stage's test part")
     r.add_argument("--trades-out", default=None, type=Path, help="replay: write the trades as CSV (the backtest's "
                    "reports/trades.csv columns)")
+    r.add_argument("--no-risk-limits", action="store_true", help="paper and --replay only: no daily-loss, drawdown, "
+                   "position or orders-per-minute limit (the MLRISK_MAX_* settings above are not applied), like the "
+                   "backtest, which has none: for a like-for-like comparison with it")
     r.add_argument("--reset-halt", action="store_true", help="clear a persisted risk halt (drawdown) and start")
     r.add_argument("--env-file", default=".env", help="the .env file to read (settings and keys)")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging; replay: one line per candle on stderr")
@@ -77,18 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the bot; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("urllib3", "tensorflow", "absl", "h5py", "numba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(args.verbose)
     try:
         return _run(args)
     except MlriskError as e:
         print(f"error: live: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", EXIT_USER_ERROR)
+        return ExitCode(getattr(e, "exit_code", ExitCode.USER_ERROR))
     except KeyboardInterrupt:
         print("error: live: interrupted; state saved up to the last processed candle", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -107,6 +113,14 @@ def _run(args: argparse.Namespace) -> int:
         raise SettingsError("--replay is offline: use it with --mode paper")
     if args.replay is None and (args.start or args.trades_out):
         raise SettingsError("--start and --trades-out belong to --replay FILE")
+    if args.no_risk_limits and settings.sends_orders:
+        raise SettingsError(f"--no-risk-limits is for paper mode and --replay only: mode {settings.mode} sends orders "
+                            "and keeps its limits (loosen MLRISK_MAX_DAILY_LOSS etc. instead)")
+    if args.replay is not None:
+        live_only = [_flag(n) for n in REPLAY_REFUSES if getattr(args, n, None)]
+        if live_only:
+            raise SettingsError(f"--replay keeps no state and reads no exchange (a fresh temporary state per run): "
+                                f"drop {', '.join(live_only)}")
     start_ms = None
     if args.start is not None:
         try:
@@ -130,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         model.close()
 
 
-def _bot(settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw: Any) -> Any:
+def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw: Any) -> Any:
     from mlrisk.backtest.runner import params_vector
     from mlrisk.live.loop import Bot
     from mlrisk.live.paper import RiskLimits
@@ -138,8 +152,9 @@ def _bot(settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw
 
     predictor = Predictor(model.model_path, model.spec_path)
     spec = predictor.spec
+    limits = RiskLimits.none() if args.no_risk_limits else RiskLimits.from_settings(settings)
     return Bot(predictor.predict_latest, spec.seq_len + spec.warmup, spec.seq_len,
-               params_vector(model.backtest, interval_ms), interval_ms, RiskLimits.from_settings(settings), store, log, **kw)
+               params_vector(model.backtest, interval_ms), interval_ms, limits, store, log, **kw)
 
 
 def _replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int,
@@ -154,7 +169,7 @@ def _replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, in
                            mode="replay", client_id_prefix=settings.client_id_prefix)
         log = CandleLog(settings.log_file, sys.stderr if args.verbose else None)
         try:
-            bot = _bot(settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms)
+            bot = _bot(args, settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms)
             res = run_replay(bot, candles, start_ms)
             log.event("replay_end", candles=res.candles, equity=res.equity, seconds=round(res.seconds, 3))
         finally:
@@ -167,10 +182,13 @@ def _replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, in
     for t in trades.itertuples():
         print(f"trade {t.entry_time:%Y-%m-%d %H:%M} -> {t.exit_time:%Y-%m-%d %H:%M} {t.side:5} {t.exit_reason:11} "
               f"entry {t.entry_price:.2f} exit {t.exit_price:.2f} pnl {t.pnl:+.2f}")
+    note = res.limits_note(interval_ms)
+    limits = "; risk limits off (--no-risk-limits), like the backtest" if args.no_risk_limits else (
+        f"; {note}" if note else "")
     print(f"replay: {symbol} {interval}, {res.candles} candles in {res.seconds:.2f} s "
           f"({res.candles / max(res.seconds, 1e-9):.0f} candles/s), {len(trades)} trades, final equity "
-          f"{res.equity:.2f} ({res.equity / initial - 1:+.2%})")
-    return 0
+          f"{res.equity:.2f} ({res.equity / initial - 1:+.2%}){limits}")
+    return ExitCode.OK
 
 
 def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int) -> int:
@@ -213,7 +231,7 @@ def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
                                         model.backtest.min_notional, max_position_notional=settings.max_position_notional)
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
-        bot = _bot(settings, model, store, log, interval_ms, broker=broker)
+        bot = _bot(args, settings, model, store, log, interval_ms, broker=broker)
         exchange = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=False)
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,
                            poll_retry_s=settings.poll_retry_s, max_stale_s=settings.max_stale_s, stop=stop,
@@ -240,7 +258,7 @@ def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
                     log.event("flattened", equity=round(out[0], 2), trades=len(out[1]))
         log.event("stop", reason=reason, last_candle=bot.last_processed,
                   equity=None if bot.state is None else round(bot.state.last_equity, 2))
-        return 0
+        return ExitCode.OK
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -22,7 +22,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +31,7 @@ import pandas as pd
 
 from mlrisk.backtest import engine as E
 from mlrisk.errors import DataError, ExchangeError
+from mlrisk.exit_codes import ExitCode
 from mlrisk.live.paper import BotState, CandleResult, RiskLimits, flatten, paper_step
 from mlrisk.live.state import DuplicateOrder, StateStore, StepState, now_ms
 from mlrisk.times import from_ms
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 class FeedStalled(ExchangeError):
     """No new closed candle arrived within the staleness limit: the bot stopped (state saved)."""
 
-    exit_code = 3
+    exit_code = ExitCode.FEED_STALLED
 
 
 # ----------------------------------------------------------------------------------------- candles
@@ -238,6 +239,25 @@ class ReplayResult:
     trades: np.ndarray          # engine trade rows, candle numbers from the first replayed candle
     origin_ms: int
     seconds: float
+    halts: list[tuple[int, str]] = field(default_factory=list)  # (open ms of the candle whose close halted, reason)
+    limit_candles: dict[str, int] = field(default_factory=dict)  # limit -> candles where it removed/closed something
+
+    def limits_note(self, interval_ms: int) -> str:
+        """What the risk limits did, for the replay's summary line ("" when none bound): when trading
+        first halted (the halting candle's close, UTC) and why, how many candles each limit changed,
+        and that the backtest has no such limits (``--no-risk-limits`` replays without them)."""
+        if not self.halts and not self.limit_candles:
+            return ""
+        parts = []
+        if self.halts:
+            t, why = self.halts[0]
+            parts.append(f"trading halted at {from_ms(t + interval_ms):%Y-%m-%d %H:%M} UTC ({why})"
+                         + (f", {len(self.halts)} halts in all" if len(self.halts) > 1 else ""))
+        if self.limit_candles:
+            parts.append("orders removed on " + ", ".join(f"{n} candle{'s' * (n != 1)} by {k}"
+                                                          for k, n in sorted(self.limit_candles.items())))
+        return ("risk limits bound: " + "; ".join(parts) + "; the backtest has no risk limits: replay with "
+                "--no-risk-limits for a like-for-like comparison")
 
 
 def run_replay(bot: Bot, candles: pd.DataFrame, start_ms: int | None = None) -> ReplayResult:
@@ -252,12 +272,20 @@ def run_replay(bot: Bot, candles: pd.DataFrame, start_ms: int | None = None) -> 
     t0 = time.perf_counter()
     rows: list[np.ndarray] = []
     n = 0
+    halts: list[tuple[int, str]] = []
+    hit: dict[str, int] = {}
+    halted = bot.store.risk().halted
     for i in range(first, len(candles)):
         res = bot.process(candles.iloc[max(0, i - bot.need - 1): i + 1], final=i == len(candles) - 1)
         if res is None:
             continue
         n += 1
         rows.append(res.trades)
+        if res.halted and not halted:
+            halts.append((res.open_ms, res.halt_reason))
+        halted = res.halted
+        for k in res.limits:
+            hit[k] = hit.get(k, 0) + 1
     equity = bot.state.last_equity if bot.state is not None else float(bot.prm[E.P_INITIAL])
     if bot.state is not None and bot.state.account.account.side != 0:
         out = bot.flatten()
@@ -266,7 +294,7 @@ def run_replay(bot: Bot, candles: pd.DataFrame, start_ms: int | None = None) -> 
             rows.append(tr)
     trades = np.concatenate(rows) if rows else np.empty((0, E.N_TRADE_FIELDS))
     origin = bot.state.origin_ms if bot.state is not None else int(t[first])
-    return ReplayResult(n, equity, trades, origin, time.perf_counter() - t0)
+    return ReplayResult(n, equity, trades, origin, time.perf_counter() - t0, halts, hit)
 
 
 def trades_table(trades: np.ndarray, origin_ms: int, interval_ms: int) -> pd.DataFrame:

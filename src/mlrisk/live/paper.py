@@ -56,6 +56,12 @@ class RiskLimits:
         return cls(s.max_position_notional, s.max_daily_loss, s.max_drawdown, s.max_orders_per_minute,
                    s.flatten_on_breach)
 
+    @classmethod
+    def none(cls) -> "RiskLimits":
+        """No limit at all, like the backtest (``mlrisk live --no-risk-limits``; paper and replay only):
+        no position cap, loss and drawdown limits that can never be reached, no orders-per-minute cap."""
+        return cls(0.0, math.inf, math.inf, 2**62, False)
+
 
 @dataclass
 class BotState:
@@ -118,6 +124,7 @@ class CandleResult:
     trades: np.ndarray
     halted: bool
     halt_reason: str
+    limits: list[str] = field(default_factory=list)  # the limits that removed or closed something at this close
 
     def record(self) -> dict[str, Any]:
         """JSON-safe fields (NaN P(up) as None)."""
@@ -189,10 +196,10 @@ def update_risk(risk: RiskState, equity: float, last_equity: float, close_ms: in
     peak = max(risk.peak_equity or last_equity, last_equity, equity)
     if not halted and day_start_eq and (day_start_eq - equity) / day_start_eq >= limits.max_daily_loss:
         halted, reason = True, (f"daily_loss: equity {equity:.2f} is {(day_start_eq - equity) / day_start_eq:.2%} "
-                                f"below the day's start {day_start_eq:.2f} (limit {limits.max_daily_loss:.2%})")
+                                f"below the day's start {day_start_eq:.2f} (max_daily_loss {limits.max_daily_loss:.2%})")
     if not halted and peak and (peak - equity) / peak >= limits.max_drawdown:
         halted, reason = True, (f"drawdown: equity {equity:.2f} is {(peak - equity) / peak:.2%} below the peak "
-                                f"{peak:.2f} (limit {limits.max_drawdown:.2%})")
+                                f"{peak:.2f} (max_drawdown {limits.max_drawdown:.2%})")
     return RiskState(day_start_ms, day_start_eq, peak, halted, reason)
 
 
@@ -218,15 +225,19 @@ def paper_step(state: BotState, candle: tuple[float, float, float, float], open_
         new.last_mark = mark
     orders, new_limit = _orders(new.account, t, candle[3], cfg)
     blocked: list[str] = []
+    hit: list[str] = []
     entries = [o for o in orders if o["leg"] == "entry"]
     if risk.halted:
         a = new.account.account
+        kind = risk.halt_reason.split(":")[0]
         if a.market_entry or a.n_orders:
-            blocked.append("entries cancelled: trading halted (" + risk.halt_reason.split(":")[0] + ")")
+            blocked.append(f"entries cancelled: trading halted ({kind})")
             new.account.account = a._replace(market_entry=0, n_orders=0, order_side=0)
+            hit.append(f"max_{kind}")
         if limits.flatten_on_breach and a.side != 0 and not a.market_exit:
             new.account.account = new.account.account._replace(market_exit=True)
             blocked.append("flatten: position closed at the next open (risk limit)")
+            hit.append(f"max_{kind}")
     elif entries and limits.max_position_notional > 0:
         _, notional, margin = _position(new.account, candle[3])
         if any(o["leg"] == "exit" for o in orders):  # the position closes before the entry fills
@@ -236,11 +247,13 @@ def paper_step(state: BotState, candle: tuple[float, float, float, float], open_
             blocked.append(f"entry cancelled: position notional {notional:.2f} + entry {add:.2f} would exceed "
                            f"max_position_notional {limits.max_position_notional:.2f}")
             _drop_new_entries(new.account, new_limit)
+            hit.append("max_position_notional")
     orders, new_limit = _orders(new.account, t, candle[3], cfg)
     recent = [x for x in new.recent_orders_ms if x > now_ms - MINUTE_MS]
     if any(o["leg"] == "entry" for o in orders) and len(recent) + len(orders) > limits.max_orders_per_minute:
         blocked.append(f"entry cancelled: more than {limits.max_orders_per_minute} orders in a minute")
         _drop_new_entries(new.account, new_limit)
+        hit.append("max_orders_per_minute")
         orders, _ = _orders(new.account, t, candle[3], cfg)
     new.recent_orders_ms = recent + [now_ms] * len(orders)
     new.last_equity = equity
@@ -248,7 +261,7 @@ def paper_step(state: BotState, candle: tuple[float, float, float, float], open_
     pos, _, _ = _position(new.account, candle[3])
     s = signal(p_up, cfg.threshold)
     result = CandleResult(open_ms, p_up, {1: "long", -1: "short", 0: "none"}[s], orders, blocked, pos, equity, trades,
-                          risk.halted, risk.halt_reason)
+                          risk.halted, risk.halt_reason, sorted(set(hit)))
     return new, risk, result
 
 

@@ -362,10 +362,6 @@ class StateStore:
         unknown and open."""
         return self.orders([S.PENDING_SUBMIT, S.UNKNOWN, S.OPEN])
 
-    def count_orders_since(self, since_ms: int) -> int:
-        """Orders recorded at or after ``since_ms`` (for the orders-per-minute limit)."""
-        return self._conn.execute("SELECT COUNT(*) FROM orders WHERE created_ms>=?", (since_ms,)).fetchone()[0]
-
     def events(self, client_order_id: str) -> list[tuple[str | None, str, str]]:
         """(from, to, detail) of every status change of an order, in order."""
         return [(r[0], r[1], r[2]) for r in self._conn.execute(
