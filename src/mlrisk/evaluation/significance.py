@@ -154,7 +154,8 @@ def block_bootstrap_test(diff: np.ndarray, metric: str, reps: int = 2000, seed: 
         return PairedTest(metric, mean, float("nan"), float("nan"), 1.0, 1.0, n, 0)
     if np.all(d == d[0]):  # no variation (e.g. identical predictions): every bootstrap mean is the mean
         return PairedTest(metric, mean, mean, mean, 0.0 if mean > 0 else 1.0, 1.0, n, 0)
-    block = float(optimal_block_length(d)["stationary"].iloc[0])
+    with np.errstate(divide="ignore", invalid="ignore"):  # a degenerate autocorrelation gives inf: checked below
+        block = float(optimal_block_length(d)["stationary"].iloc[0])
     block = max(1.0, block if np.isfinite(block) else 1.0)
     bs = StationaryBootstrap(block, d, seed=np.random.default_rng(seed))
     means = np.array([data[0][0].mean() for data in bs.bootstrap(reps)])
