@@ -48,8 +48,8 @@ def body(params, args) -> None:
     m = report["model"]
     best_acc = report["baselines"][report["best_baseline"]]["accuracy"]
     w = report.get("walk_forward", {})
-    where = (f"{w['folds']} walk-forward folds ({m['n']} out-of-sample rows; {w['folds_beating_best_baseline']} "
-             f"of them significantly above their best baseline)" if ep.mode == "walk_forward" else f"{m['n']} test rows")
+    where = (f"{w['folds']} walk-forward folds, {w['folds_beating_best_baseline']} of them significantly above their "
+             f"best baseline ({m['n']} out-of-sample rows)" if ep.mode == "walk_forward" else f"{m['n']} test rows")
     print(f"evaluate: accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, AUC {m['roc_auc']:.4f} "
           f"on {where}; best baseline {report['best_baseline']} {best_acc:.4f}\n"
           f"evaluate: {report['verdict']}")

@@ -78,11 +78,12 @@ def margin_text(margin: float, ci_low: float | None, ci_high: float | None, p_va
 
 
 def margin_text_of(ev: dict) -> str:
-    """:func:`margin_text` of a scoring result (``evaluate.json``; a holdout use): its
-    ``margin_over_best_baseline`` (or ``margin``), ``margin_ci_low``/``_high``, ``p_value`` and the
-    accuracy bootstrap's ``reps``. A file from before the 90 % interval (no ``margin_ci_level``, or
-    another level) shows its margin only: its interval and p-value were of another kind."""
-    margin = ev["margin_over_best_baseline"] if "margin_over_best_baseline" in ev else ev["margin"]
+    """:func:`margin_text` of a scoring result (:func:`mlrisk.evaluation.scoring.score`,
+    ``evaluate.json``): its ``margin_over_best_baseline``, ``margin_ci_low``/``_high``, ``p_value``
+    and the accuracy bootstrap's ``reps``. A file from before the 90 % interval (no
+    ``margin_ci_level``, or another level) shows its margin only: its interval and p-value were of
+    another kind."""
+    margin = ev["margin_over_best_baseline"]
     if ev.get("margin_ci_level") is None or not math.isclose(ev["margin_ci_level"], CI_LEVEL):
         return f"{100 * margin:+.2f} pp"
     reps = ((ev.get("bootstrap_vs_best") or {}).get("accuracy") or {}).get("reps")
