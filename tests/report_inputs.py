@@ -71,7 +71,7 @@ def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = Non
         bl["gbt"] = np.clip(0.5 + rng.normal(0, 0.04, len(y)), 0, 1)
     ev = score(y, pp, bl, reps=300)
     if not honest:   # an older run: no gbt, no bootstrap of the margin
-        for k in ("margin_ci_low", "margin_ci_high", "p_value", "bootstrap_vs_best"):
+        for k in ("margin_ci_low", "margin_ci_high", "margin_ci_level", "p_value", "bootstrap_vs_best"):
             ev.pop(k)
     wf = pd.DataFrame({"fold": pd.Series(dtype="int64")})
     if walk_forward:
@@ -89,9 +89,10 @@ def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = Non
                          **{f"{k}_accuracy": s["baselines"][k]["accuracy"] for k in bl},
                          "best_baseline": s["best_baseline"], "margin": s["margin_over_best_baseline"],
                          "margin_ci_low": s.get("margin_ci_low", np.nan), "margin_ci_high": s.get("margin_ci_high", np.nan),
-                         "p_value": s.get("p_value", np.nan)})
+                         "p_value": s.get("p_value", np.nan), "beats_best_baseline": s["beats_best_baseline"]})
         wf = pd.DataFrame(rows)
-        ev["walk_forward"] = {"folds": FOLDS, "folds_beating_best_baseline": int((wf["margin"] > 0).sum()),
+        ev["walk_forward"] = {"folds": FOLDS, "folds_above_best_baseline": int((wf["margin"] > 0).sum()),
+                              "folds_beating_best_baseline": int(wf["beats_best_baseline"].sum()),
                               "window": "expanding", "train": 4000, "test": n_test // FOLDS}
     elif honest:
         ev["mode"] = "split"
@@ -169,7 +170,7 @@ def _write_holdout(root: Path, ev: dict, bt: dict, uses: int) -> None:
             "last": "2025-07-31T23:00:00+00:00", "candles": 1460, "data_sha": "a" * 16, "params_sha": f"{i}" * 16,
             "previous_uses": i, "accuracy": ev["model"]["accuracy"], "best_baseline": ev["best_baseline"],
             "margin": ev["margin_over_best_baseline"] - 0.001 * i, "margin_ci_low": -0.03, "margin_ci_high": 0.02,
-            "p_value": 0.4, "verdict": ev["verdict"], "total_return": bt["total_return"],
+            "margin_ci_level": 0.9, "p_value": 0.4, "beats_best_baseline": False, "verdict": ev["verdict"], "total_return": bt["total_return"],
             "buy_hold_return": bt["buy_hold_return"], "sharpe": bt["sharpe"], "max_drawdown": bt["max_drawdown"],
             "trades": bt["trades"]})
     (root / "holdout.json").write_text(json.dumps(log))

@@ -44,7 +44,8 @@ def test_score_says_when_the_model_loses():
     s = score(y, bad, {"majority": maj})
     assert not s["beats_best_baseline"] and "does NOT beat" in s["verdict"] and s["margin_over_best_baseline"] == -0.5
     s = score(y, good, {"majority": maj})
-    assert s["beats_best_baseline"] and s["significant"] and s["p_value_vs_majority"] < 1e-10
+    assert s["beats_best_baseline"] and s["margin_ci_low"] > 0 and s["p_value_vs_majority"] < 1e-10
+    assert "beats every baseline" in s["verdict"] and "90 % CI [+" in s["verdict"]
 
 
 def test_p_value_and_wilson():

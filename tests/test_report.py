@@ -135,12 +135,12 @@ def test_evaluation_shows_folds_gbt_and_the_bootstrap_margin(small):
     text = _text(page)
     assert 'id="fig-folds"' in page and "gbt" in text
     assert f"{FOLDS} folds" in text and "pooled accuracy" in text
-    margin = (f"{100 * ev['margin_over_best_baseline']:+.2f} pp [{100 * ev['margin_ci_low']:+.2f}, "
-              f"{100 * ev['margin_ci_high']:+.2f}], p = {ev['p_value']:.3g}")
+    margin = (f"{100 * ev['margin_over_best_baseline']:+.2f} pp, {'' if ev['beats_best_baseline'] else 'not '}significant "
+              f"(90 % CI [{100 * ev['margin_ci_low']:+.2f}, {100 * ev['margin_ci_high']:+.2f}] pp, one-sided p = {ev['p_value']:.3g})")
     assert text.count(margin) >= 2                       # the summary and the evaluation section
     assert "paired block bootstrap" in text and "log_loss" in text
     beating = int((pd.read_csv(root / "reports/evaluate/walk_forward.csv")["margin"] > 0).sum())
-    assert f"{beating} of {FOLDS} folds beat their best baseline" in text
+    assert f"{beating} of {FOLDS} folds are above their best baseline" in text
 
 
 def test_strategy_shows_psr_dsr_pbo_and_the_honest_selection(small):

@@ -2,8 +2,11 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mlrisk.evaluation.significance import accuracy_differences, block_bootstrap_test, log_loss_differences, paired_tests
+from mlrisk.evaluation.significance import (ALPHA, CI_LEVEL, accuracy_differences, beats, block_bootstrap_test,
+                                            log_loss_differences, paired_tests, percentile_bounds)
 
 
 def test_differences_by_hand():
@@ -42,4 +45,50 @@ def test_identical_predictions_are_not_significant():
     y = np.array([1, 0] * 50)
     p = np.full(100, 0.7)
     t = paired_tests(y, p, p)["accuracy"]
-    assert t.mean_diff == 0 and t.p_value == 1.0
+    assert t.mean_diff == 0 and t.p_value == 1.0 and not beats(t.p_value)
+
+
+def test_one_level_gives_the_interval_and_the_verdict():
+    assert ALPHA == 0.05 and CI_LEVEL == pytest.approx(0.90)
+
+
+def test_percentile_bounds_by_hand():
+    """20 means -0.09..+0.10: one (5 %) at or below -0.09, ten at or below 0.00."""
+    means = np.arange(-9, 11) / 100
+    lo, hi, p = percentile_bounds(np.random.default_rng(0).permutation(means))
+    assert (lo, hi, p) == (-0.09, 0.09, 0.5)
+    lo, _, p = percentile_bounds(means + 0.095)  # none at or below zero: the lower bound +0.005, p = 0
+    assert lo == pytest.approx(0.005) and p == 0.0
+    lo, _, p = percentile_bounds(means + 0.09)   # exactly one mean (5 %) at zero: p = ALPHA, the bound is 0
+    assert lo == 0.0 and p == ALPHA and not beats(p)
+
+
+# Bootstrap means on a grid with ties and exact zeros (as accuracy differences give: multiples of 1/n),
+# any number of replicates, so that share == ALPHA and near-ties are exercised.
+_means = st.integers(1, 400).flatmap(lambda b: st.lists(st.integers(-30, 30), min_size=b, max_size=b)).map(
+    lambda v: np.array(v, dtype="float64") / 30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_means)
+def test_the_lower_bound_is_above_zero_exactly_when_p_is_below_alpha(means):
+    lo, hi, p = percentile_bounds(means)
+    assert (lo > 0) == (p < ALPHA) == beats(p)
+    assert lo <= hi and 0 <= p <= 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(10, 300), st.floats(-0.3, 0.3), st.integers(0, 2**31), st.sampled_from([19, 20, 21, 200]))
+def test_bootstrap_tests_of_random_difference_series_never_disagree(n, drift, seed, reps):
+    """Whole tests of random paired series (accuracy-like -1/0/1 and continuous): the verdict from the
+    p-value and the verdict from the interval's lower bound are the same."""
+    rng = np.random.default_rng(seed)
+    for d in (np.clip(np.round(rng.normal(drift, 0.8, n)), -1, 1), rng.normal(drift, 1.0, n)):
+        t = block_bootstrap_test(d, "accuracy", reps=reps, seed=seed)
+        assert (t.ci_low > 0) == beats(t.p_value), t
+        assert t.ci_low <= t.ci_high
+
+
+def test_too_few_rows_are_never_significant():
+    t = block_bootstrap_test(np.ones(5) * [1, 0, 1, 1, 1], "accuracy")
+    assert t.p_value == 1.0 and not beats(t.p_value) and np.isnan(t.ci_low)

@@ -21,7 +21,7 @@ from mlrisk.errors import DataError
 from mlrisk.features import compute_features, warmup
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.data.labels import n_classes, make_labels
-from mlrisk.data.split import PARTS, split_rows
+from mlrisk.data.split import PARTS, purge_gap, split_rows
 from mlrisk.times import INTERVAL_MS
 
 SPEC_VERSION = 1
@@ -133,8 +133,8 @@ def contiguous_run(open_time: pd.Series, interval_ms: int) -> np.ndarray:
 
 def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, interval: str,
                   embargo: int = 0, others: dict[str, pd.DataFrame] | None = None) -> tuple[pd.DataFrame, PreprocessSpec]:
-    """The whole preprocess transform. The purge between parts is ``horizon + seq_len`` candles
-    plus ``embargo``.
+    """The whole preprocess transform. The purge between parts is :func:`~mlrisk.data.split.purge_gap`
+    (``horizon + seq_len + embargo`` candles).
 
     Returns a table with one row per candle after the feature warmup: the candle columns, the
     scaled features (named as in ``fp.names``), ``label`` (NaN = none), ``part``
@@ -163,7 +163,7 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     if feats.isna().any(axis=None):
         bad = feats.columns[feats.isna().any()].tolist()
         raise DataError(f"features {bad} are undefined after the warmup (zero prices?); check the data")
-    purge = fp.label.horizon + fp.seq_len + embargo
+    purge = purge_gap(fp.label.horizon, fp.seq_len, embargo)
     split = split_rows(body["open_time"], sp, purge, min_rows=fp.seq_len + 10)
     tr0, tr1 = split.train
     train_feats = feats.iloc[tr0:tr1].to_numpy()

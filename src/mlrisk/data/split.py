@@ -2,7 +2,8 @@
 
 Parts are contiguous row ranges ``[start, end)``. The ``purge`` rows before the validation and the
 test part belong to no part, so no label of one part looks into the next part's windows and no
-window spans two parts (windows are built inside a part only).
+window spans two parts (windows are built inside a part only). :func:`purge_gap` is the one
+formula for that gap, used by the split, the walk-forward folds and the holdout fold alike.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from mlrisk.errors import DataError
 from mlrisk.times import utc
 
 PARTS = ("train", "val", "test")
+
+
+def purge_gap(label_horizon: int, seq_len: int, embargo: int = 0) -> int:
+    """Candles between two parts that belong to neither: ``label_horizon + seq_len + embargo``.
+
+    ``label_horizon`` candles so that no label of the earlier part looks at a candle of the later
+    one, ``seq_len`` so that no window of the later part starts inside the earlier one, and an
+    optional ``embargo`` on top. All in candles."""
+    return label_horizon + seq_len + embargo
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,7 @@ def split_rows(times: pd.Series, p: SplitParams, purge: int, min_rows: int = 1) 
         if e - s < min_rows:
             raise DataError(
                 f"the {name} part has {max(0, e - s)} rows, fewer than the {min_rows} it needs "
-                f"(seq_len plus a few samples; purge gap {purge} = horizon + seq_len): use more data, "
+                f"(seq_len plus a few samples; purge gap {purge} = horizon + seq_len + embargo): use more data, "
                 "a smaller features.seq_len/label.horizon, or other split fractions/dates"
             )
     return split

@@ -2,7 +2,7 @@
 
 Rows are positions in the raw candle table (time order). Fold k tests the block
 ``[test_start, test_end)``; its training window ends before it, after a purge of
-``horizon + seq_len`` candles (and an optional ``embargo``) that belongs to no part, so no label
+:func:`~mlrisk.data.split.purge_gap` candles (``horizon + seq_len + embargo``) that belongs to no part, so no label
 or window of the training part looks into the test block. The window is *expanding* (it always
 starts at row 0) or *rolling* (a fixed length ending at the purge). Its last ``val`` share is the
 validation tail for early stopping, again after a purge. Test blocks are consecutive and never
@@ -36,7 +36,7 @@ class Fold:
 def plan_folds(n_rows: int, wf: WalkForwardParams, gap: int, end: int | None = None) -> list[Fold]:
     """The folds over the first ``end`` rows (default all; a holdout lies beyond ``end``).
 
-    ``gap`` is the purge (``horizon + seq_len``) plus ``wf.embargo``: rows between the training
+    ``gap`` is :func:`~mlrisk.data.split.purge_gap` (``horizon + seq_len + embargo``): rows between the training
     window and the test block that belong to neither. Raises :class:`DataError` when not even one
     fold fits."""
     end = n_rows if end is None else min(end, n_rows)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from mlrisk.config.params import Params
 from mlrisk.data.klines import CANDLE_COLUMNS
+from mlrisk.data.split import purge_gap
 from mlrisk.errors import DataError
 from mlrisk.evaluation.folds import Fold
 from mlrisk.hashing import frame_digest
@@ -33,7 +34,7 @@ def holdout_fold(n_rows: int, params: Params) -> Fold:
     if h <= 0:
         raise DataError("evaluate.holdout is 0: set it to the number of final candles to hold out (e.g. 1460) "
                         "and re-run the pipeline, so that nothing else ever sees them")
-    gap = params.features.label.horizon + params.features.seq_len + wf.embargo
+    gap = purge_gap(params.features.label.horizon, params.features.seq_len, wf.embargo)
     test_start = n_rows - h
     train_end = test_start - gap
     start = 0 if wf.window == "expanding" else max(0, train_end - wf.train)
@@ -76,7 +77,8 @@ def spend_holdout(candles: pd.DataFrame, params: Params, experiment: str, log_pa
         "data_sha": data_hash(candles), "params_sha": params_hash(params), "previous_uses": len(before),
         "accuracy": s["model"]["accuracy"], "best_baseline": s["best_baseline"],
         "margin": s["margin_over_best_baseline"], "margin_ci_low": s["margin_ci_low"],
-        "margin_ci_high": s["margin_ci_high"], "p_value": s["p_value"], "verdict": s["verdict"],
+        "margin_ci_high": s["margin_ci_high"], "margin_ci_level": s["margin_ci_level"], "p_value": s["p_value"],
+        "beats_best_baseline": s["beats_best_baseline"], "verdict": s["verdict"],
         "total_return": perf["total_return"], "buy_hold_return": perf["buy_hold_return"],
         "sharpe": perf["sharpe"], "max_drawdown": perf["max_drawdown"], "trades": perf["trades"],
     }

@@ -1,6 +1,7 @@
-"""Scoring the model against baselines on the same rows, honestly: the verdict says plainly when
-the model does not beat the best baseline, or beats it by less than a paired block bootstrap
-(:mod:`mlrisk.evaluation.significance`) can tell from noise."""
+"""Scoring the model against baselines on the same rows, honestly: the verdict says the model
+"beats every baseline" only when the lower bound of the paired block bootstrap's interval of its
+margin over the best baseline is above zero (:mod:`mlrisk.evaluation.significance`: one-sided
+p < ALPHA), and says plainly when it does not."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ import numpy as np
 import pandas as pd
 
 from mlrisk.evaluation.classification import accuracy_p_value, classification_metrics
-from mlrisk.evaluation.significance import paired_tests
+from mlrisk.evaluation.significance import ALPHA, CI_LEVEL, beats, interval_text, paired_tests
 from mlrisk.data.klines import CANDLE_COLUMNS
-
-ALPHA = 0.05
 
 
 def score(y: np.ndarray, p_model: np.ndarray, p_baselines: dict[str, np.ndarray], reps: int = 2000,
@@ -31,18 +30,16 @@ def score(y: np.ndarray, p_model: np.ndarray, p_baselines: dict[str, np.ndarray]
     p_majority = accuracy_p_value(correct, model["n"], bl["majority"]["accuracy"]) if "majority" in bl else float("nan")
     tests = paired_tests(y, p_model, p_baselines[best], reps=reps, seed=seed)
     acc = tests["accuracy"]
-    beats = margin > 0
-    significant = beats and acc.p_value < ALPHA
-    pp, ci = 100 * margin, f"95 % CI [{100 * acc.ci_low:+.2f}, {100 * acc.ci_high:+.2f}] pp"
-    if not beats:
+    wins = beats(acc.p_value)  # the interval's lower bound is above zero
+    pp, ci = 100 * margin, interval_text(acc.ci_low, acc.ci_high, acc.p_value, acc.reps)
+    if wins:
+        verdict = f"The model beats every baseline: {pp:+.2f} pp over {best} ({ci})."
+    elif margin > 0:
+        verdict = (f"The model is {pp:+.2f} pp above the best baseline ({best}), but not significantly "
+                   f"({ci}; the interval includes zero, p >= {ALPHA}): the edge may be noise.")
+    else:
         verdict = (f"The model does NOT beat the best baseline ({best}): accuracy {model['accuracy']:.4f} vs "
                    f"{bl[best]['accuracy']:.4f} ({pp:+.2f} pp, {ci}). Do not trade on it.")
-    elif not significant:
-        verdict = (f"The model beats the best baseline ({best}) by {pp:+.2f} pp, but not significantly "
-                   f"({ci}, block-bootstrap p = {acc.p_value:.3g} >= {ALPHA}): the edge may be noise.")
-    else:
-        verdict = (f"The model beats every baseline: {pp:+.2f} pp over {best} ({ci}, block-bootstrap "
-                   f"p = {acc.p_value:.3g}).")
     return {
         "model": model,
         "baselines": bl,
@@ -50,11 +47,12 @@ def score(y: np.ndarray, p_model: np.ndarray, p_baselines: dict[str, np.ndarray]
         "margin_over_best_baseline": margin,
         "margin_ci_low": acc.ci_low,
         "margin_ci_high": acc.ci_high,
+        "margin_ci_level": CI_LEVEL,
         "p_value": acc.p_value,
         "p_value_vs_majority": p_majority,
         "bootstrap_vs_best": {k: v.to_dict() for k, v in tests.items()},
-        "beats_best_baseline": bool(beats),
-        "significant": bool(significant),
+        "alpha": ALPHA,
+        "beats_best_baseline": bool(wins),
         "verdict": verdict,
     }
 

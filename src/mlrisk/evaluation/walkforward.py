@@ -50,10 +50,11 @@ def _scores(rows: pd.DataFrame, reps: int, seed: int) -> dict[str, Any]:
 def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Path | None = None,
                      end: int | None = None, reps: int = 1000, others: dict[str, pd.DataFrame] | None = None) -> WalkForwardResult:
     """Plan the folds over the first ``end`` candles, run (or read back) each, and score them."""
+    from mlrisk.data.split import purge_gap
     from mlrisk.io import write_parquet
 
     wf = params.evaluate.walk_forward
-    gap = params.features.label.horizon + params.features.seq_len + wf.embargo
+    gap = purge_gap(params.features.label.horizon, params.features.seq_len, wf.embargo)
     folds = plan_folds(len(candles), wf, gap, end)
     code = code_fingerprint()
     settings = FoldSettings.of(params)
@@ -82,7 +83,8 @@ def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Pat
                "accuracy": s["model"]["accuracy"], "log_loss": s["model"]["log_loss"], "roc_auc": s["model"]["roc_auc"]}
         row |= {f"{n}_accuracy": m["accuracy"] for n, m in s["baselines"].items()}
         row |= {"best_baseline": s["best_baseline"], "margin": s["margin_over_best_baseline"],
-                "margin_ci_low": boot["ci_low"], "margin_ci_high": boot["ci_high"], "p_value": boot["p_value"]}
+                "margin_ci_low": boot["ci_low"], "margin_ci_high": boot["ci_high"], "p_value": boot["p_value"],
+                "beats_best_baseline": s["beats_best_baseline"]}
         rows.append(row)
         log.info("walk-forward fold %d/%d%s: accuracy %.4f, margin %+.4f over %s", fold.k, len(folds),
                  " (cached)" if hit else "", row["accuracy"], row["margin"], row["best_baseline"])

@@ -21,6 +21,7 @@ from mlrisk.backtest.performance import monthly_returns, portfolio_stats, rollin
 from mlrisk.config.params import Params
 from mlrisk.errors import DataError
 from mlrisk.evaluation.holdout_log import read_log
+from mlrisk.evaluation.significance import ALPHA, beats, bound_label, ci_label, margin_text_of
 from mlrisk.report import html as H
 from mlrisk.report.backtest_charts import (equity_curves_figure, equity_figure, heatmap_figure,
                                            monthly_returns_figure, price_trades_figure, rolling_sharpe_figure)
@@ -175,9 +176,7 @@ def headline_lines(ev: dict[str, Any], bt: dict[str, Any]) -> list[str]:
     """The three headline numbers in words (printed at the end of ``dvc repro``)."""
     best = ev["best_baseline"]
     return [f"test accuracy {ev['model']['accuracy']:.4f} vs best baseline ({best}) "
-            f"{ev['baselines'][best]['accuracy']:.4f}: {100 * ev['margin_over_best_baseline']:+.2f} pp"
-            + (f" (95 % CI [{100 * ev['margin_ci_low']:+.2f}, {100 * ev['margin_ci_high']:+.2f}] pp, p = {ev['p_value']:.3g})"
-               if ev.get("margin_ci_low") is not None else ""),
+            f"{ev['baselines'][best]['accuracy']:.4f}: {margin_text(ev)}",
             f"strategy return {bt['total_return']:+.2%} vs buy-and-hold {bt['buy_hold_return']:+.2%}",
             f"max drawdown {bt['max_drawdown']:.2%} (buy-and-hold {bt['buy_hold_max_drawdown']:.2%})"]
 
@@ -239,9 +238,9 @@ def overfitting_sentences(o: dict[str, Any]) -> list[str]:
                    "given the length, skewness and kurtosis of its returns.")
     if o.get("dsr") is not None:
         n = o.get("trials", "?")
-        if o["dsr"] >= 0.95:
+        if o["dsr"] >= 1 - ALPHA:  # the one significance level (one-sided)
             out.append(f"DSR {o['dsr']:.2f}: even after {n} trials this Sharpe beats what the best of {n} noise "
-                       "strategies would show (at 95 %).")
+                       f"strategies would show (at {100 * (1 - ALPHA):.0f} %).")
         else:
             out.append(f"DSR {o['dsr']:.2f}: after {n} trials this Sharpe is not distinguishable from the best of "
                        f"{n} noise strategies.")
@@ -270,7 +269,7 @@ def _header(inp: Inputs, params: Params, prov: dict[str, str]) -> H.Section:
                    "strategy return": _pct(bt["total_return"]), "buy-and-hold": _pct(bt["buy_hold_return"]),
                    "max drawdown": _pct(bt["max_drawdown"]), "Sharpe": _num(bt["sharpe"]),
                    **{k: _num(v) for k, v in _deflation(bt).items()}, "trades": str(bt["trades"])}))
-    s.add(H.verdict_box(ev["verdict"], bool(ev.get("beats_best_baseline")) and bool(ev.get("significant"))))
+    s.add(H.verdict_box(ev["verdict"], bool(ev.get("beats_best_baseline"))))
     return s
 
 
@@ -281,14 +280,9 @@ def _deflation(bt: dict[str, Any]) -> dict[str, float]:
 
 
 def margin_text(ev: dict[str, Any]) -> str:
-    """The margin over the best baseline in pp, with its 95 % block-bootstrap interval and one-sided
-    p-value when evaluate.json has them (older runs do not)."""
-    text = f"{100 * ev['margin_over_best_baseline']:+.2f} pp"
-    if ev.get("margin_ci_low") is not None and ev.get("margin_ci_high") is not None:
-        text += f" [{100 * ev['margin_ci_low']:+.2f}, {100 * ev['margin_ci_high']:+.2f}]"
-    if ev.get("p_value") is not None:
-        text += f", p = {ev['p_value']:.3g}"
-    return text
+    """The margin over the best baseline in pp, whether it is significant, its 90 % block-bootstrap
+    interval and one-sided p-value (:func:`mlrisk.evaluation.significance.margin_text_of`)."""
+    return margin_text_of(ev)
 
 
 def _quality(inp: Inputs) -> H.Section:
@@ -340,7 +334,7 @@ def _training(inp: Inputs) -> H.Section:
 def _evaluation(inp: Inputs, params: Params) -> H.Section:
     ev = inp.evaluate
     s = H.Section("evaluation", "Evaluation")
-    s.add(H.verdict_box(ev["verdict"], bool(ev.get("beats_best_baseline")) and bool(ev.get("significant"))))
+    s.add(H.verdict_box(ev["verdict"], bool(ev.get("beats_best_baseline"))))
     rows = [{"predictor": "model", **ev["model"]}] + [{"predictor": k, **v} for k, v in ev["baselines"].items()]
     table = pd.DataFrame(rows)[["predictor", "accuracy", "balanced_accuracy", "roc_auc", "log_loss", "brier", "n"]]
     f4 = lambda v: f"{v:.4f}"  # noqa: E731
@@ -348,7 +342,7 @@ def _evaluation(inp: Inputs, params: Params) -> H.Section:
     part = "Pooled out-of-sample predictions of every fold" if walk else "Test part"
     s.add(H.facts({"mode": ("walk-forward" + (f", {ev['walk_forward']['folds']} folds" if "walk_forward" in ev else "")
                             if walk else ev.get("mode", "split")),
-                   f"margin over {ev['best_baseline']} (95 % CI, p)": margin_text(ev)}))
+                   f"margin over {ev['best_baseline']} ({ci_label()}, one-sided p)": margin_text(ev)}))
     s.add(f"<h3>{part}: the model and every baseline</h3>",
           H.static_table(table, {c: f4 for c in table.columns[1:-1]}, highlight=0),
           H.note(f"The best baseline ({ev['best_baseline']}) is the one with the highest accuracy on these rows. "
@@ -364,8 +358,9 @@ def _evaluation(inp: Inputs, params: Params) -> H.Section:
                                         "block_length": lambda v: f"{v:.1f}"}),
               H.note("Per row, model score minus baseline score (accuracy: fraction of rows; log loss: nats, positive = "
                      "model better), resampled in blocks of rows (stationary bootstrap) because neighbouring rows are "
-                     "correlated. 95 % interval of the mean difference; p: one-sided, that the model is no better. "
-                     "The verdict uses the accuracy row."))
+                     f"correlated. {ci_label()}: the percentile interval of the bootstrap means; its lower bound is the "
+                     f"{bound_label()}. p: one-sided, the share of bootstrap means at or below zero, so p < {ALPHA} "
+                     "exactly when the lower bound is above zero. The verdict uses the accuracy row."))
     p = inp.predictions["p_up"].dropna().to_numpy()
     best_acc = ev["baselines"][ev["best_baseline"]]["accuracy"]
     s.add("<h3>Accuracy by confidence, coverage and calibration</h3>",
@@ -394,9 +389,11 @@ def _folds_note(wf: pd.DataFrame, w: dict[str, Any]) -> str:
     how += [f"{w['test']} test candles each"] if "test" in w else []
     text = (f"{n} folds{' (' + ', '.join(how) + ')' if how else ''}: accuracy {acc.mean():.4f} ± {acc.std():.4f}, "
             f"margin {100 * margin.mean():+.2f} ± {100 * margin.std():.2f} pp; {int((margin > 0).sum())} of {n} folds "
-            "beat their best baseline")
+            "are above their best baseline")
     if "p_value" in wf:
-        text += f", {int(((margin > 0) & (wf['p_value'].to_numpy(dtype='float64') < 0.05)).sum())} significantly (p < 0.05)"
+        n_beat = sum(beats(float(p)) for p in wf["p_value"].to_numpy(dtype="float64"))
+        text += (f", {n_beat} significantly: their {ci_label()} (margin_ci_low, margin_ci_high) lies above zero, "
+                 f"i.e. one-sided p < {ALPHA}")
     return text + ". Each fold's model and baselines are trained only on candles before its test block."
 
 
@@ -529,19 +526,21 @@ def _holdout(uses: list[dict[str, Any]]) -> H.Section:
                                 "no longer an untouched estimate.", False))
     last = uses[-1]
     if last.get("verdict"):
-        good = last.get("margin", 0) > 0 and last.get("p_value", 1) < 0.05 and not last.get("previous_uses")
+        good = bool(last.get("beats_best_baseline")) and not last.get("previous_uses")
         s.add("<h3>Latest use</h3>", H.verdict_box(str(last["verdict"]), good))
     rows = pd.DataFrame([{
         "when": str(u.get("when", ""))[:16].replace("T", " "), "experiment": u.get("experiment", ""),
         "holdout": _period([str(u.get("first", "")), str(u.get("last", ""))]), "candles": u.get("candles"),
         "earlier uses": u.get("previous_uses"), "accuracy": u.get("accuracy"), "best baseline": u.get("best_baseline"),
-        "margin": u.get("margin"), "margin CI low": u.get("margin_ci_low"), "margin CI high": u.get("margin_ci_high"),
+        "margin": u.get("margin"), "CI level": u.get("margin_ci_level"), "margin CI low": u.get("margin_ci_low"),
+        "margin CI high": u.get("margin_ci_high"),
         "p": u.get("p_value"), "return": u.get("total_return"), "buy-and-hold": u.get("buy_hold_return"),
         "Sharpe": u.get("sharpe"), "max drawdown": u.get("max_drawdown"), "trades": u.get("trades")} for u in uses])
     pp = lambda v: "" if v is None or pd.isna(v) else f"{100 * v:+.2f} pp"  # noqa: E731
     s.add("<h3>Every use (holdout.json)</h3>", '<div class="scroll">',
           H.static_table(rows, {"accuracy": lambda v: "" if v is None or pd.isna(v) else f"{v:.4f}", "margin": pp,
                                 "margin CI low": pp, "margin CI high": pp,
+                                "CI level": lambda v: "" if v is None or pd.isna(v) else f"{100 * v:.0f} %",
                                 "p": lambda v: "" if v is None or pd.isna(v) else f"{v:.3g}", "return": _pct,
                                 "buy-and-hold": _pct, "Sharpe": _num, "max drawdown": _pct}), "</div>",
           H.note("The last evaluate.holdout candles, never seen by walk-forward, the split or the sweep, scored by "

@@ -1,6 +1,7 @@
 """``mlrisk diff``: what a change did to the numbers, as markdown for a pull-request comment:
 ``dvc params diff``, ``dvc metrics diff`` (headline and detail), the changed plots rendered by
-``dvc plots diff``, and a one-line verdict on the headline numbers."""
+``dvc plots diff``, a one-line verdict on the headline numbers, and the evaluation's own verdict
+(``evaluate.json``, with its 90 % interval and one-sided p-value) at both revisions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 HEADLINE = "reports/metrics/headline.json"
-DETAIL = ["reports/metrics/evaluate.json", "reports/metrics/backtest.json"]
+EVALUATE = "reports/metrics/evaluate.json"
+DETAIL = [EVALUATE, "reports/metrics/backtest.json"]
 PLOTS = ["reports/plots", "reports/train/plots"]
 MARKER = "<!-- mlrisk-diff -->"   # lets CI find and update its one comment
 
@@ -33,6 +35,14 @@ def verdict(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
         if key in old and key in new and old[key] is not None and new[key] is not None:
             parts.append(f"{label} {scale * (new[key] - old[key]):{fmt}}{unit}")
     return ", ".join(parts) if parts else "no comparable headline metrics"
+
+
+def model_verdicts(base: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
+    """Markdown lines with the evaluation's verdict in the workspace and at ``base``: each
+    ``evaluate.json``'s own sentence, which shows the margin with the interval and p-value its
+    words are decided by (:func:`mlrisk.evaluation.scoring.score`)."""
+    return "\n".join(f"- {name}: {ev['verdict'] if ev and ev.get('verdict') else 'no evaluation verdict'}"
+                      for name, ev in (("workspace", new), (f"`{base}`", old)))
 
 
 def _run(*args: str, cwd: Path) -> str:
@@ -77,6 +87,7 @@ def diff_markdown(base: str = "main", cwd: str | Path = ".", plots_dir: str | Pa
     _run("git", "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}", cwd=cwd)
     with tqdm(total=5, desc=f"diff against {base}", unit="step", disable=None, leave=False, file=sys.stderr) as bar:
         line = verdict(_json_at(base, HEADLINE, cwd), _json_at(None, HEADLINE, cwd))
+        model = model_verdicts(base, _json_at(base, EVALUATE, cwd), _json_at(None, EVALUATE, cwd))
         bar.update()
         params = _table(_dvc("params", "diff", base, "--md", cwd=cwd)) or "No parameter changed."
         bar.update()
@@ -93,7 +104,8 @@ def diff_markdown(base: str = "main", cwd: str | Path = ".", plots_dir: str | Pa
         else:
             plots_md = "No plot data changed."
         bar.update()
-    parts = [MARKER, f"## mlrisk diff against `{base}`", f"**{line}**", "### Parameters", params,
+    parts = [MARKER, f"## mlrisk diff against `{base}`", f"**{line}**", "### Model vs baselines", model,
+             "### Parameters", params,
              "### Metrics", metrics]
     if detail:
         parts += ["<details><summary>Every evaluation and backtest metric</summary>", "", detail, "", "</details>"]

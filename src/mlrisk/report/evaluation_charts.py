@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mlrisk.evaluation.confidence import confidence
+from mlrisk.evaluation.significance import ci_label
 from mlrisk.report.plotting import COLORS, MAX_CANDLES, MAX_MARKERS, aggregate_ohlc, aggregation_factor, scatter, top_k
 
 
@@ -116,26 +117,29 @@ def training_figure(curves: pd.DataFrame, best_epoch: int | None) -> go.Figure:
 
 def folds_figure(folds: pd.DataFrame) -> go.Figure:
     """Per walk-forward fold: the model's and every baseline's test accuracy (bars), and below, the
-    margin over that fold's best baseline with its 95 % block-bootstrap interval (percentage points).
+    margin over that fold's best baseline with its 90 % block-bootstrap interval (percentage points;
+    green where the interval lies above zero, grey where it includes zero, red at a margin <= 0).
     ``folds``: reports/evaluate/walk_forward.csv (fold, accuracy, <name>_accuracy, margin,
     margin_ci_low, margin_ci_high; fractions)."""
     x = [f"fold {f}" for f in folds["fold"]]
     names = [c[: -len("_accuracy")] for c in folds.columns if c.endswith("_accuracy") and c != "balanced_accuracy"]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.08,
-                        subplot_titles=("Accuracy per fold: model vs baselines", "Margin over the fold's best baseline (95 % CI)"))
+                        subplot_titles=("Accuracy per fold: model vs baselines", f"Margin over the fold's best baseline ({ci_label()})"))
     palette = ["#ff7f0e", "#9467bd", "#8c564b", "#2ca02c", "#7f7f7f", "#bcbd22"]
     fig.add_trace(go.Bar(x=x, y=folds["accuracy"], name="model", marker_color=COLORS["model"]), row=1, col=1)
     for i, n in enumerate(names):
         fig.add_trace(go.Bar(x=x, y=folds[f"{n}_accuracy"], name=n, marker_color=palette[i % len(palette)]), row=1, col=1)
     fig.add_hline(y=0.5, line_dash="dot", line_color="#999", row=1, col=1)
     margin = 100 * folds["margin"].to_numpy(dtype="float64")
-    err = {}
+    err, colour = {}, np.where(margin > 0, COLORS["right"], COLORS["wrong"])
     if {"margin_ci_low", "margin_ci_high"} <= set(folds.columns):
+        ci_low = 100 * folds["margin_ci_low"].to_numpy(dtype="float64")
         err = {"error_y": {"type": "data", "symmetric": False,
                            "array": 100 * folds["margin_ci_high"].to_numpy(dtype="float64") - margin,
-                           "arrayminus": margin - 100 * folds["margin_ci_low"].to_numpy(dtype="float64")}}
-    fig.add_trace(go.Scatter(x=x, y=margin, mode="markers", name="margin (pp)", marker={"size": 10, "color": np.where(
-        margin > 0, COLORS["right"], COLORS["wrong"]).tolist()}, showlegend=False,
+                           "arrayminus": margin - ci_low}}
+        colour = np.where(margin <= 0, COLORS["wrong"], np.where(ci_low > 0, COLORS["right"], COLORS["none"]))
+    fig.add_trace(go.Scatter(x=x, y=margin, mode="markers", name="margin (pp)", marker={"size": 10, "color": colour.tolist()},
+        showlegend=False,
         hovertemplate="%{x}: %{y:+.2f} pp<extra></extra>", **err), row=2, col=1)
     fig.add_hline(y=0, line_color="#999", row=2, col=1)
     accs = folds[["accuracy"] + [f"{n}_accuracy" for n in names]].to_numpy(dtype="float64")

@@ -4,7 +4,10 @@ with the number of experiments tried and corrections for it.
 Reads ``dvc exp show --json`` (the commits and their experiments) and, for each, the full
 ``reports/metrics/evaluate.json`` and ``backtest.json`` committed with it (``git show``). The
 margin is the walk-forward pooled margin when the experiment ran in ``walk_forward`` mode (the top-level
-scores of its ``evaluate.json``), else the test part's. Two corrections for having tried ``m`` experiments:
+scores of its ``evaluate.json``), else the test part's, shown with its 90 % block-bootstrap interval,
+one-sided p-value and whether it is significant (the interval above zero, p < ALPHA; see
+:mod:`mlrisk.evaluation.significance`). An experiment recorded before that interval (no
+``margin_ci_level``) shows no interval and no verdict. Two corrections for having tried ``m`` experiments:
 
 - accuracy: the block-bootstrap p-value times ``m`` (Bonferroni, capped at 1);
 - strategy: the deflated Sharpe ratio of each experiment's main strategy with ``m`` trials and the
@@ -22,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mlrisk.backtest.overfitting import deflated_sharpe_ratio
+from mlrisk.evaluation.significance import ALPHA, CI_LEVEL, beats, bound_label, ci_label
 from mlrisk.errors import MlriskError
 
 METRICS_FILES = {"evaluate": "reports/metrics/evaluate.json", "backtest": "reports/metrics/backtest.json"}
@@ -61,6 +65,8 @@ def leaderboard(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     for r in rows:
         ev, bt = r["evaluate"], r.get("backtest") or {}
         p = ev.get("p_value")  # in walk_forward mode the top-level scores are the folds' pooled out-of-sample ones
+        level = ev.get("margin_ci_level")
+        ours = level is not None and np.isclose(level, CI_LEVEL) and ev.get("margin_ci_low") is not None
         dsr = float("nan")
         if bt.get("sharpe_per_period") is not None and bt.get("n_returns"):
             dsr = deflated_sharpe_ratio(bt["sharpe_per_period"], int(bt["n_returns"]), bt.get("returns_skew", 0.0),
@@ -70,8 +76,8 @@ def leaderboard(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
             "accuracy": ev.get("model", {}).get("accuracy"),
             "best_baseline": ev.get("best_baseline"),
             "margin_pp": 100 * ev["margin_over_best_baseline"] if ev.get("margin_over_best_baseline") is not None else None,
-            "margin_ci_pp": (f"[{100 * ev['margin_ci_low']:+.2f}, {100 * ev['margin_ci_high']:+.2f}]"
-                             if ev.get("margin_ci_low") is not None else ""),
+            "margin_ci_pp": f"[{100 * ev['margin_ci_low']:+.2f}, {100 * ev['margin_ci_high']:+.2f}]" if ours else "",
+            "significant": ("yes" if beats(p) else "no") if ours else "",
             "p_value": p,
             "p_adjusted": min(1.0, p * m) if p is not None else None,
             "return_pct": 100 * bt["total_return"] if bt.get("total_return") is not None else None,
@@ -120,7 +126,9 @@ def gather(repo: str = ".", all_commits: bool = False) -> list[dict[str, Any]]:
 
 def render(table: pd.DataFrame, m: int) -> str:
     """The leaderboard as a plain-text table with a header line about ``m``."""
-    head = (f"{m} experiment(s) tried. p_adjusted = block-bootstrap p x {m} (Bonferroni); "
+    head = (f"{m} experiment(s) tried. margin_ci_pp: the margin's {ci_label()} (its lower bound is the {bound_label()}); "
+            f"p_value: one-sided block-bootstrap; significant: yes exactly when that interval lies above zero "
+            f"(p_value < {ALPHA}), before correcting for the {m} tried. p_adjusted = p_value x {m} (Bonferroni); "
             f"dsr_across_experiments deflates each strategy's Sharpe for {m} trials.\n")
     if table.empty:
         return head + "(no experiment has evaluate metrics yet: run `dvc exp run` first)\n"
