@@ -259,7 +259,7 @@ def _cli_replay(monkeypatch, tmp_path, capsys, *flags: str, **settings) -> tuple
     """``mlrisk live --replay`` from the pinning on (the model's predictor stood in): its stdout and trades."""
     from types import SimpleNamespace
 
-    from mlrisk.config import BacktestParams
+    from mlrisk.config.backtest import BacktestParams
     from mlrisk.live import cli
     from mlrisk.live.settings import load_live_settings
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import synthetic_candles
-from mlrisk.config import SplitParams, parse_params
+from mlrisk.config.params import parse_params
+from mlrisk.config.split import SplitParams
 from mlrisk.data.preprocess import build_dataset
 from mlrisk.data.split import purge_gap
 from mlrisk.evaluation import walkforward

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mlrisk.data.split import purge_gap
 from mlrisk.evaluation.fold import FoldSettings, code_fingerprint, fold_key, run_fold
 from mlrisk.evaluation.folds import plan_folds
 from mlrisk.evaluation.scoring import score
@@ -50,7 +51,6 @@ def _scores(rows: pd.DataFrame, reps: int, seed: int) -> dict[str, Any]:
 def run_walk_forward(candles: pd.DataFrame, params: Params, cache_dir: str | Path | None = None,
                      end: int | None = None, reps: int = 1000, others: dict[str, pd.DataFrame] | None = None) -> WalkForwardResult:
     """Plan the folds over the first ``end`` candles, run (or read back) each, and score them."""
-    from mlrisk.data.split import purge_gap
     from mlrisk.io import write_parquet
 
     wf = params.evaluate.walk_forward
