@@ -100,7 +100,7 @@ def _workflow() -> dict:
     return yaml.safe_load(files[0].read_text())
 
 
-def test_workflow_is_valid_and_runs_the_readme_commands():
+def test_workflow_is_valid_and_runs_the_documented_commands():
     wf = _workflow()
     assert "pull_request" in wf[True]  # YAML 1.1 reads the key `on` as True
     steps = wf["jobs"]["diff"]["steps"]
@@ -109,8 +109,9 @@ def test_workflow_is_valid_and_runs_the_readme_commands():
     assert "actions/setup-python" in uses and "actions/checkout" in uses
     assert all(u.startswith("actions/") for u in uses)  # nothing from a third party
     readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "experiments.md").read_text()
     first = "bash scripts/setup.sh && . .venv/bin/activate && dvc repro"
     assert first in readme and first in runs
-    assert "mlrisk diff" in runs and "mlrisk diff" in readme
+    assert "mlrisk diff" in runs and "mlrisk diff" in page and ".github/workflows/metrics-diff.yml" in page
     assert "gh api" in runs and "mlrisk-diff" in runs  # posts or updates its one comment
     assert wf["permissions"]["pull-requests"] == "write"

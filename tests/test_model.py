@@ -7,7 +7,7 @@ from mlrisk.errors import ParamsError
 from mlrisk.model.network import build_model, load_model, output_kind, save_model
 from mlrisk.model.inference import p_up_from_output
 
-ORIGINAL = {  # the original tool's network, as documented in the README
+ORIGINAL = {  # the original tool's network, as documented on the docs' train page
     "layers": [
         {"type": "lstm", "units": 96, "dropout": 0.2, "batch_norm": True},
         {"type": "lstm", "units": 96, "dropout": 0.3, "batch_norm": True},

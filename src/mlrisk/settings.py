@@ -24,8 +24,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class BinanceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLRISK_BINANCE_", env_file=".env", extra="ignore")
 
-    api_key: SecretStr | None = None
-    api_secret: SecretStr | None = None
-    base_url: str | None = None
-    timeout_s: float = Field(10.0, gt=0)
-    max_retry_after_s: float = Field(300.0, ge=0)
+    api_key: SecretStr | None = Field(None, description="API key (secret, never logged); only signed requests use it")
+    api_secret: SecretStr | None = Field(None, description="API secret (secret, never logged)")
+    base_url: str | None = Field(None, description="another REST host (a testnet, a local fake); spot calls go to "
+                                 "{base}/api, futures to {base}/fapi; plain http:// only to a loopback host while a key is set")
+    timeout_s: float = Field(10.0, gt=0, description="seconds per HTTP request")
+    max_retry_after_s: float = Field(300.0, ge=0, description="longest Retry-After (seconds) waited out on HTTP 429/418; "
+                                     "a longer one fails at once")

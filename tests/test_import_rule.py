@@ -1,0 +1,54 @@
+"""The import rule stated on the docs' architecture page: imports run one way, from low modules to
+packages to entry points (read from the source with `ast`, lazy imports inside functions included)."""
+
+import ast
+
+from conftest import ROOT
+
+SRC = ROOT / "src" / "mlrisk"
+LOW = {"errors", "times", "io", "hashing", "features", "strategy", "settings", "exit_codes", "logs", "code_deps"}
+# what each top-level module or package may import besides itself (docs/architecture.md, "The import rule")
+ALLOWED = {
+    **{m: LOW for m in LOW},
+    "config": LOW, "exchange": LOW,
+    "data": LOW | {"config", "exchange"},
+    "model": LOW | {"config", "exchange", "data"},
+    "backtest": LOW | {"config", "exchange", "data", "model"},
+    "evaluation": LOW | {"config", "exchange", "data", "model", "backtest"},
+    "report": LOW | {"config", "exchange", "data", "model", "backtest", "evaluation"},
+    "live": LOW | {"config", "exchange", "data", "model", "backtest"},
+}
+ENTRY = {"stage", "cli", "docs_reference", "__init__", "__main__"}
+
+
+def _imports() -> dict[str, set[str]]:
+    """Top-level mlrisk module or package -> the other top-level mlrisk names it imports."""
+    out: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        top = path.relative_to(SRC).parts[0].removesuffix(".py")
+        names = out.setdefault(top, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for mod in mods:
+                parts = mod.split(".")
+                if parts[0] == "mlrisk" and len(parts) > 1 and parts[1] != top:
+                    names.add(parts[1])
+    return out
+
+
+def test_imports_run_one_way():
+    graph = _imports()
+    assert {"data", "model", "live", "config", "features"} <= set(graph)
+    bad = {top: sorted(names - ALLOWED[top]) for top, names in graph.items()
+           if top not in ENTRY and names - ALLOWED.get(top, set())}
+    assert not bad, f"imports against the rule in docs/architecture.md: {bad}"
+    unknown = set(graph) - set(ALLOWED) - ENTRY
+    assert not unknown, f"new top-level modules: place them in the rule (docs/architecture.md and this test): {unknown}"
+
+
+def test_nothing_below_the_entry_points_imports_them():
+    graph = _imports()
+    for top, names in graph.items():
+        if top not in ENTRY:
+            assert not names & {"stage", "cli", "docs_reference"}, top
