@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from mlrisk.errors import MlriskError, SettingsError
+from mlrisk.version import VersionAction
 
 EXIT_USER_ERROR = 2
 EXIT_STALLED = 3
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--reset-halt", action="store_true", help="clear a persisted risk halt (drawdown) and start")
     r.add_argument("--env-file", default=".env", help="the .env file to read (settings and keys)")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging; replay: one line per candle on stderr")
+    r.add_argument("--version", action=VersionAction)
     return p
 
 
