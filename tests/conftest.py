@@ -15,6 +15,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_binance import FakeBinance  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, pyproject's addopts) the tests that share a
+    module-scoped fixture run in one worker, in file order: the fixture is built once and the tests
+    that build on each other's changes to it (a tmp repository) see them. Every other test goes to
+    whichever worker is free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d[-1].scope in ("module", "package", "session") and d[-1].baseid for d in defs):  # ours, not pytest's
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 
 @pytest.fixture
 def fake_binance():
