@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,18 +17,29 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_binance import FakeBinance  # noqa: E402
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``, pyproject's addopts) the tests that share a
-    module-scoped fixture run in one worker, in file order: the fixture is built once and the tests
-    that build on each other's changes to it (a tmp repository) see them. Every other test goes to
-    whichever worker is free."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d[-1].scope in ("module", "package", "session") and d[-1].baseid for d in defs):  # ours, not pytest's
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist (``-n 2 --dist loadgroup``, pyproject's addopts): the tests of a file that defines
+    a module-scoped fixture run in one worker, in file order, so the fixture is built once and tests
+    that build on each other's changes to it (a tmp repository) see them; every other test goes to
+    whichever worker is free. (xdist's own ``xdist_group`` marks do not reach its scheduler under
+    pytest 9, so the grouping is decided here, from the test files.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
 
+    shared: dict[str, bool] = {}
+
+    class ByModuleFixture(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path not in shared:
+                f = config.rootpath / path
+                shared[path] = f.suffix == ".py" and f.exists() and re.search(
+                    r"""scope=["'](module|package|session)["']""", f.read_text()) is not None
+            return path if shared[path] else nodeid
+
+    return ByModuleFixture(config, log)
 
 
 @pytest.fixture
