@@ -17,6 +17,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_binance import FakeBinance  # noqa: E402
 
 
+_SHARED_FIXTURE = re.compile(r"""scope=["'](module|package|session)["']""")
+
+
+def _shares_a_fixture(path: Path) -> bool:
+    """Whether test file ``path`` defines a fixture its tests share (module scope or wider)."""
+    return path.suffix == ".py" and path.exists() and _SHARED_FIXTURE.search(path.read_text()) is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, longest first: the files whose tests share a fixture (one worker runs them
+    all, in file order), then the ``slow`` tests, then the quick ones, which fill both workers up to
+    the end (in file order the longest tests came last and one worker ran alone for minutes)."""
+    if config.getoption("dist", "no") == "no":
+        return
+    items.sort(key=lambda it: 0 if _shares_a_fixture(Path(it.path)) else 1 if it.get_closest_marker("slow") else 2)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """pytest-xdist (``-n 2 --dist loadgroup``, pyproject's addopts): the tests of a file that defines
@@ -34,9 +51,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             if path not in shared:
-                f = config.rootpath / path
-                shared[path] = f.suffix == ".py" and f.exists() and re.search(
-                    r"""scope=["'](module|package|session)["']""", f.read_text()) is not None
+                shared[path] = _shares_a_fixture(config.rootpath / path)
             return path if shared[path] else nodeid
 
     return ByModuleFixture(config, log)
