@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,45 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_binance import FakeBinance  # noqa: E402
 
+
+_SHARED_FIXTURE = re.compile(r"""scope=["'](module|package|session)["']""")
+
+
+def _shares_a_fixture(path: Path) -> bool:
+    """Whether test file ``path`` defines a fixture its tests share (module scope or wider)."""
+    return path.suffix == ".py" and path.exists() and _SHARED_FIXTURE.search(path.read_text()) is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, longest first: the files whose tests share a fixture (one worker runs them
+    all, in file order), then the ``slow`` tests, then the quick ones, which fill both workers up to
+    the end (in file order the longest tests came last and one worker ran alone for minutes)."""
+    if config.getoption("dist", "no") == "no":
+        return
+    items.sort(key=lambda it: 0 if _shares_a_fixture(Path(it.path)) else 1 if it.get_closest_marker("slow") else 2)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist (``-n 2 --dist loadgroup``, pyproject's addopts): the tests of a file that defines
+    a module-scoped fixture run in one worker, in file order, so the fixture is built once and tests
+    that build on each other's changes to it (a tmp repository) see them; every other test goes to
+    whichever worker is free. (xdist's own ``xdist_group`` marks do not reach its scheduler under
+    pytest 9, so the grouping is decided here, from the test files.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    shared: dict[str, bool] = {}
+
+    class ByModuleFixture(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path not in shared:
+                shared[path] = _shares_a_fixture(config.rootpath / path)
+            return path if shared[path] else nodeid
+
+    return ByModuleFixture(config, log)
 
 
 @pytest.fixture

@@ -94,3 +94,38 @@ def test_mlrisk_live_is_the_bot_s_own_command(capsys):
         main(["live", "--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and "--replay" in out and "MLRISK_" in out
+
+
+def _git(*args: str, cwd) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args], cwd=cwd,
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_version_outside_a_git_work_tree_is_the_package_version_only(tmp_path, monkeypatch):
+    from importlib.metadata import version
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))   # no repository above tmp_path either
+    for argv in (["--version"], ["live", "--version"]):
+        r = subprocess.run([sys.executable, "-m", "mlrisk.cli", *argv], cwd=tmp_path, capture_output=True, text=True)
+        assert (r.returncode, r.stdout, r.stderr) == (0, f"mlrisk {version('mlrisk')}\n", "")
+
+
+def test_version_in_a_git_work_tree_names_the_revision_and_uncommitted_changes(tmp_path, monkeypatch, capsys):
+    from importlib.metadata import version
+
+    _git("init", "-q", cwd=tmp_path)
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    _git("add", "params.yaml", cwd=tmp_path)
+    _git("commit", "-q", "-m", "first", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    short = _git("rev-parse", "--short", "HEAD", cwd=tmp_path)
+
+    def shown(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+        return capsys.readouterr().out
+
+    assert shown(["--version"]) == f"mlrisk {version('mlrisk')} (git {short})\n"
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert shown(["--version"]) == shown(["live", "--version"]) == f"mlrisk {version('mlrisk')} (git {short}-dirty)\n"

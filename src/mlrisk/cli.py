@@ -9,7 +9,8 @@
 - ``mlrisk leaderboard``: experiments ranked by their out-of-sample margin over the best baseline,
   corrected for how many were tried;
 - ``mlrisk holdout [EXP]``: spend the final holdout once on an experiment (every use is logged);
-- ``mlrisk live``: the trading bot (see ``mlrisk live --help``).
+- ``mlrisk live``: the trading bot (see ``mlrisk live --help``);
+- ``mlrisk --version``: the package version and the git revision of the current work tree.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from mlrisk.config.params import load_params
 from mlrisk.errors import MlriskError
 from mlrisk.exit_codes import ExitCode
+from mlrisk.version import VersionAction
 
 DASHBOARD = Path("reports/index.html")
 METRICS = {"evaluate": Path("reports/metrics/evaluate.json"), "backtest": Path("reports/metrics/backtest.json")}
@@ -161,6 +163,7 @@ def cmd_holdout(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlrisk", description="mlrisk: run the pipeline, read its report, compare revisions.")
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     s = sub.add_parser("repro", help="run the pipeline (dvc repro), then print the headline numbers and the dashboard's path",
                        description="Run `dvc repro` (extra arguments are passed on, e.g. `mlrisk repro -f backtest`), "

@@ -20,6 +20,7 @@ from typing import Any, get_args
 from mlrisk.errors import MlriskError, SettingsError
 from mlrisk.exit_codes import ExitCode
 from mlrisk.logs import setup_logging
+from mlrisk.version import VersionAction
 
 DESCRIPTION = """The live bot: trades the pinned model (models/ as recorded in dvc.lock, or --rev) one decision per
 closed candle, with the backtest's own per-candle step. Modes: paper (default; simulated fills on live
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--reset-halt", action="store_true", help="clear a persisted risk halt (drawdown) and start")
     r.add_argument("--env-file", default=".env", help="the .env file to read (settings and keys)")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging; replay: one line per candle on stderr")
+    r.add_argument("--version", action=VersionAction)
     return p
 
 

@@ -1,12 +1,16 @@
 """Inference: P(up) for many windows (the pipeline) and for the latest window (the live bot).
 
 Windows of ``seq_len`` candles are gathered per batch inside ``tf.data`` from one
-(rows x features) matrix, never materialised for the whole table. Single-window inference runs a
-traced ``tf.function``: the eager call re-runs the recurrent loop op by op (~70 ms on 2 cores).
+(rows x features) matrix, never materialised for the whole table. Both run the model's forward pass
+through one traced ``tf.function`` per architecture that takes the weights as inputs (see
+:func:`compiled_inference`): the eager call re-runs the recurrent loop op by op (~70 ms on 2
+cores), and Keras' ``predict`` traces its predict function again for every new model (each
+walk-forward fold) and for every new batch size, which TensorFlow reports as retracing.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +57,9 @@ def predict_p_up(model: Any, x: np.ndarray, ends: np.ndarray, seq_len: int, batc
     """P(up) for the windows ending at rows ``ends`` of ``x``."""
     if len(ends) == 0:
         return np.empty(0)
-    out = model.predict(make_dataset(x, ends, None, seq_len, batch_size), verbose=0)
-    return p_up_from_output(out)
+    infer = compiled_inference(model, seq_len, x.shape[1])
+    out = [np.asarray(infer(batch)) for batch in make_dataset(x, ends, None, seq_len, batch_size)]
+    return p_up_from_output(np.concatenate(out))
 
 
 class Predictor:
@@ -76,11 +81,27 @@ class Predictor:
         return float(p_up_from_output(np.asarray(self.infer(window)))[0])
 
 
+_TRACED: dict[str, Any] = {}  # architecture key -> its traced forward pass (one per process)
+
+
 def compiled_inference(model: Any, seq_len: int, n_features: int) -> Any:
-    """A traced ``tf.function`` for one window at a time: the eager call re-runs the recurrent
-    loop op by op (~70 ms on 2 cores); the traced graph runs it in a few ms."""
+    """``model``'s forward pass (``training=False``) as a function of a (windows x ``seq_len`` x
+    ``n_features``) float32 batch. It runs a ``tf.function`` traced once per architecture and
+    process: the weights are inputs of the graph (Keras' ``stateless_call``), not constants captured
+    from one model, and the batch size is left open, so a new model of the same architecture (a
+    walk-forward fold) or a smaller last batch reuses the graph instead of tracing it again."""
     import tensorflow as tf
 
-    fn = tf.function(lambda x: model(x, training=False),
-                     input_signature=[tf.TensorSpec((None, seq_len, n_features), tf.float32)])
-    return fn
+    trainable, fixed = model.trainable_variables, model.non_trainable_variables
+    specs = [[tf.TensorSpec(v.shape, v.dtype) for v in vs] for vs in (trainable, fixed)]
+    key = json.dumps([model.get_config(), seq_len, n_features, [[(tuple(s.shape), s.dtype.name) for s in vs] for vs in specs]],
+                     sort_keys=True, default=str)
+    fn = _TRACED.get(key)
+    if fn is None:
+        template = model  # its layer graph only; the weights come in as tensors
+
+        def forward(weights: Any, state: Any, windows: Any) -> Any:
+            return template.stateless_call(weights, state, windows, training=False)[0]
+
+        fn = _TRACED[key] = tf.function(forward, input_signature=[*specs, tf.TensorSpec((None, seq_len, n_features), tf.float32)])
+    return lambda windows: fn([v.value for v in trainable], [v.value for v in fixed], windows)
