@@ -13,6 +13,10 @@ from fake_exchange import BTCUSDT_FUTURES, OPEN_STATUSES as OPEN, FakeExchange, 
 
 FUTURES_CLIENT_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:/_-")
 ALGO_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
+ALGO_OPEN = ("NEW", "TRIGGERING", "TRIGGERED")   # an algo order not final yet: its clientAlgoId is taken
+#: https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code
+ERROR_CODES_URL = "https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code"
+DAY_MS = 86_400_000
 
 
 def _s(d: Decimal) -> str:
@@ -60,7 +64,7 @@ class FakeFuturesExchange(FakeExchange):
               ("POST", "/fapi/v1/order"): ("_f_new_order", True), ("GET", "/fapi/v1/order"): ("_f_query_order", True),
               ("DELETE", "/fapi/v1/order"): ("_f_cancel_order", True),
               ("GET", "/fapi/v1/openOrders"): ("_f_open_orders", True), ("GET", "/fapi/v1/allOrders"): ("_f_all_orders", True),
-              ("GET", "/fapi/v1/userTrades"): ("_my_trades", True),
+              ("GET", "/fapi/v1/userTrades"): ("_f_user_trades", True),
               ("GET", "/fapi/v3/positionRisk"): ("_f_position_risk", True),
               ("GET", "/fapi/v2/account"): ("_f_account", True), ("GET", "/fapi/v3/balance"): ("_f_balance", True),
               ("POST", "/fapi/v1/leverage"): ("_f_leverage", True), ("POST", "/fapi/v1/marginType"): ("_f_margin_type", True),
@@ -80,6 +84,12 @@ class FakeFuturesExchange(FakeExchange):
         self.dual_side = dual_side
         self.positions: dict[str, list[Decimal]] = {s["symbol"]: [Decimal(0), Decimal(0)] for s in symbols}  # amt, entry
         self.algos: list[dict[str, Any]] = []
+        # Documented behaviours, off by default (lags in ms of server_ms(), like FakeExchange's):
+        self.algo_lag_ms = 0          # a triggered algo order is TRIGGERING this long, then TRIGGERED this long, then FINISHED
+        self.algo_reject = False      # a triggered algo order ends REJECTED (margin check), no actual order
+        self.order_retention = False  # query/allOrders forget final unfilled orders after 3 days, every order after 90
+        self.trade_window = False     # userTrades: the last 7 days by default, startTime-endTime at most 7 days
+        self._pos_log: list[tuple[int, str, Decimal, Decimal]] = []   # (time, symbol, amt, entry) before each fill
 
     # ------------------------------------------------------------------ test controls
     def position(self, symbol: str = "BTCUSDT") -> tuple[Decimal, Decimal]:
@@ -112,6 +122,11 @@ class FakeFuturesExchange(FakeExchange):
         with self._xlock:
             return [o for o in self.orders if o["clientOrderId"] == cid] + [a for a in self.algos if a["clientAlgoId"] == cid]
 
+    def _answer(self, *args: Any, **kw: Any) -> Any:
+        with self._xlock:
+            self._advance_algos()
+        return super()._answer(*args, **kw)
+
     # ------------------------------------------------------------------ helpers
     def _avail(self, symbol: str | None = None) -> Decimal:
         """Wallet minus the isolated margin of the positions and of open orders that add to them."""
@@ -138,6 +153,7 @@ class FakeFuturesExchange(FakeExchange):
         qty = o["origQty"] - o["executedQty"]
         s = 1 if o["side"] == "BUY" else -1
         amt, entry = self.positions[sym]
+        self._pos_log.append((self.server_ms(), sym, amt, entry))
         realized = Decimal(0)
         if amt == 0 or _sign(amt) == s:
             new_amt = amt + s * qty
@@ -161,10 +177,39 @@ class FakeFuturesExchange(FakeExchange):
         o["status"], o["updateTime"] = "FILLED", now
 
     def _trigger(self, a: dict[str, Any]) -> list[dict[str, Any]]:
+        now = self.server_ms()
+        a["updateTime"] = a["triggerTime"] = now
+        if self.algo_lag_ms or self.algo_reject:
+            a["algoStatus"] = "TRIGGERING"
+            self.fired["algo_lag" if self.algo_lag_ms else "algo_reject"] += 1
+            return self._advance_algos()
+        return self._place_actual(a)
+
+    def _advance_algos(self) -> list[dict[str, Any]]:
+        """Move triggered algo orders on (Binance's algo statuses, "Event: Algo Order Update",
+        https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams/Event-Algo-Order-Update):
+        TRIGGERING ("met the triggering condition and has been forwarded to the matching engine": no actual
+        order yet, ``actualOrderId`` "") for ``algo_lag_ms``; then REJECTED ("denied by the matching engine, such
+        as in scenarios of margin check failures") with ``algo_reject``, else the actual order is placed and
+        TRIGGERED ("successfully placed into the matching engine") for ``algo_lag_ms``, then FINISHED."""
+        now, done = self.server_ms(), []
+        for a in self.algos:
+            if a["algoStatus"] == "TRIGGERING" and now >= a["triggerTime"] + self.algo_lag_ms:
+                if self.algo_reject:
+                    a["algoStatus"], a["updateTime"] = "REJECTED", now
+                    continue
+                done.extend(self._place_actual(a))
+                if a["algoStatus"] == "FINISHED" and self.algo_lag_ms:
+                    a["algoStatus"] = "TRIGGERED"
+            if a["algoStatus"] == "TRIGGERED" and now >= a["triggerTime"] + 2 * self.algo_lag_ms:
+                a["algoStatus"], a["updateTime"] = "FINISHED", now
+        return done
+
+    def _place_actual(self, a: dict[str, Any]) -> list[dict[str, Any]]:
         sym = a["symbol"]
         amt = self.positions[sym][0]
         now = self.server_ms()
-        a["updateTime"] = a["triggerTime"] = now
+        a["updateTime"] = now
         if amt == 0 or _sign(amt) == (1 if a["side"] == "BUY" else -1):
             a["algoStatus"] = "EXPIRED"
             return []
@@ -264,7 +309,7 @@ class FakeFuturesExchange(FakeExchange):
         oid, cid = q.get("orderId"), q.get("origClientOrderId")
         if not oid and not cid:
             raise _Reply(400, -1102, "Either orderId or origClientOrderId must be sent.")
-        mine = [o for o in self.orders if o["symbol"] == q["symbol"]]
+        mine = [o for o in self._f_readable() if o["symbol"] == q["symbol"]]
         hit = [o for o in mine if str(o["orderId"]) == oid] if oid else [o for o in mine if o["clientOrderId"] == cid]
         if not hit:
             raise not_found
@@ -272,6 +317,55 @@ class FakeFuturesExchange(FakeExchange):
 
     def _f_query_order(self, q: dict[str, str]) -> dict[str, Any]:
         return self._f_view(self._f_find(q, _Reply(400, -2013, "Order does not exist.")))
+
+    def _f_readable(self) -> list[dict[str, Any]]:
+        """The orders a query or allOrders sees: :meth:`_readable_orders` (``query_lag_ms``) minus, with
+        ``order_retention``, those Binance no longer finds: "order status is CANCELED or EXPIRED AND order has NO
+        filled trade AND created time + 3 days < current time" and "order create time + 90 days < current time"
+        (https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api/Query-Order and
+        .../All-Orders)."""
+        rows = self._readable_orders()
+        if not self.order_retention:
+            return rows
+        now, kept = self.server_ms(), []
+        for o in rows:
+            gone = (o["status"] in ("CANCELED", "EXPIRED") and not o["executedQty"] and o["time"] + 3 * DAY_MS < now) \
+                or o["time"] + 90 * DAY_MS < now
+            if gone:
+                self.fired["forgotten"] += 1
+            else:
+                kept.append(o)
+        return kept
+
+    def _f_user_trades(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/userTrades``; with ``trade_window`` as documented
+        (https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api/Account-Trade-List):
+        "If startTime and endTime are both not sent, then the last 7 days' data will be returned. The time between
+        startTime and endTime cannot be longer than 7 days." The docs give no error code for a longer range: the
+        fake answers -1127 (spot errors.md "-1127 INVALID_INTERVAL", an assumption)."""
+        if self.trade_window and not q.get("fromId"):
+            if "startTime" in q and "endTime" in q and int(q["endTime"]) - int(q["startTime"]) > 7 * DAY_MS:
+                raise _Reply(400, -1127, "More than 168 hours between startTime and endTime.")
+            if "startTime" not in q and "endTime" not in q:
+                cut = self.server_ms() - 7 * DAY_MS
+                out = self._my_trades(q)     # the most recent ``limit``, then only those of the last 7 days
+                kept = [t for t in out if t["time"] >= cut]
+                self.fired["trade_window"] += len(out) - len(kept)
+                return kept
+        return self._my_trades(q)
+
+    def _seen_position(self, sym: str) -> tuple[Decimal, Decimal]:
+        """The position as positionRisk/account show it: with ``position_lag_ms``, as it was before the fills of
+        the last ``position_lag_ms`` (the position endpoints' data trails the matching engine; Binance's docs advise
+        the user data stream's ACCOUNT_UPDATE for timely positions)."""
+        if self.position_lag_ms:
+            cut = self.server_ms() - self.position_lag_ms
+            for t, s, amt, entry in self._pos_log:
+                if s == sym and t > cut:
+                    self.fired["position_lag"] += 1
+                    return amt, entry
+        amt, entry = self.positions[sym]
+        return amt, entry
 
     def _f_cancel_order(self, q: dict[str, str]) -> dict[str, Any]:
         unknown = _Reply(400, -2011, "Unknown order sent.")
@@ -287,7 +381,7 @@ class FakeFuturesExchange(FakeExchange):
 
     def _f_all_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
         sym = self._symbol(q)["symbol"]
-        return [self._f_view(o) for o in self._window([o for o in self.orders if o["symbol"] == sym], q, "orderId",
+        return [self._f_view(o) for o in self._window([o for o in self._f_readable() if o["symbol"] == sym], q, "orderId",
                                                       "orderId", "time")]
 
     # ------------------------------------------------------------------ algo orders
@@ -311,7 +405,7 @@ class FakeFuturesExchange(FakeExchange):
         tick = Decimal(next(f for f in info["filters"] if f["filterType"] == "PRICE_FILTER")["tickSize"])
         if trig % tick:
             raise _Reply(400, -1013, "Filter failure: PRICE_FILTER")
-        if any(a["clientAlgoId"] == cid and a["algoStatus"] == "NEW" for a in self.algos):
+        if any(a["clientAlgoId"] == cid and a["algoStatus"] in ALGO_OPEN for a in self.algos):
             raise _Reply(400, -4116, "ClientOrderId is duplicated.")
         mkt = self.prices[sym]
         below = (otype == "STOP_MARKET") == (side == "SELL")
@@ -355,11 +449,11 @@ class FakeFuturesExchange(FakeExchange):
         syms = [self._symbol(q)["symbol"]] if q.get("symbol") else list(self.positions)
         out = []
         for sym in syms:
-            amt, entry = self.positions[sym]
+            amt, entry = self._seen_position(sym)
             if not every and amt == 0 and not any(o["status"] in OPEN and o["symbol"] == sym for o in self.orders):
                 continue
             margin = abs(amt) * entry / self.leverage[sym]
-            upnl = self._upnl(sym)
+            upnl = amt * (self.prices[sym] - entry)
             out.append({"symbol": sym, "positionSide": "BOTH", "positionAmt": _s(amt), "entryPrice": _s(entry),
                         "breakEvenPrice": _s(entry), "markPrice": _s(self.prices[sym]), "unRealizedProfit": _s(upnl),
                         "liquidationPrice": "0", "isolatedMargin": _s(margin + upnl) if self.margin_type[sym] == "isolated"
