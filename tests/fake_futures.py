@@ -254,6 +254,41 @@ class FakeFuturesExchange(FakeExchange):
                 "actualPrice": _s(a["actualPrice"]), "executedQty": _s(a["executedQty"])}
 
     @staticmethod
+    def _f_check_filters(info: dict[str, Any], otype: str, qty: Decimal, price: Decimal | None, mkt: Decimal,
+                         reduce: bool) -> None:
+        """The order filters with futures' own codes and messages (not spot's -1013 "Filter failure"), from
+        https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code: -4003
+        QTY_LESS_THAN_ZERO, -1111 BAD_PRECISION (more decimals than ``quantityPrecision``/``pricePrecision``),
+        -4013 PRICE_LESS_THAN_MIN_PRICE, -4014 PRICE_NOT_INCREASED_BY_TICK_SIZE, -4004 QTY_LESS_THAN_MIN_QTY,
+        -4005 QTY_GREATER_THAN_MAX_QTY, -4023 QTY_NOT_INCREASED_BY_STEP_SIZE, -4164 MIN_NOTIONAL (not for
+        reduce-only orders: "unless you choose reduce only")."""
+        f = {x["filterType"]: x for x in info["filters"]}
+        places = lambda d: max(0, -int(d.normalize().as_tuple().exponent))  # noqa: E731
+        if qty <= 0:
+            raise _Reply(400, -4003, "Quantity less than or equal to zero.")
+        if places(qty) > info.get("quantityPrecision", 8) or (price is not None and places(price) > info.get("pricePrecision", 8)):
+            raise _Reply(400, -1111, "Precision is over the maximum defined for this asset.")
+        if price is not None and "PRICE_FILTER" in f:
+            lo, tick = Decimal(f["PRICE_FILTER"]["minPrice"]), Decimal(f["PRICE_FILTER"]["tickSize"])
+            if lo and price < lo:
+                raise _Reply(400, -4013, "Price less than min price.")
+            if tick and price % tick:
+                raise _Reply(400, -4014, "Price not increased by tick size.")
+        lot = f.get("MARKET_LOT_SIZE") if otype == "MARKET" and "MARKET_LOT_SIZE" in f else f.get("LOT_SIZE")
+        if lot:
+            lo, hi, step = Decimal(lot["minQty"]), Decimal(lot["maxQty"]), Decimal(lot["stepSize"])
+            if lo and qty < lo:
+                raise _Reply(400, -4004, "Quantity less than min quantity.")
+            if hi and qty > hi:
+                raise _Reply(400, -4005, "Quantity greater than max quantity.")
+            if step and qty % step:
+                raise _Reply(400, -4023, "Quantity not increased by step size.")
+        if not reduce and "MIN_NOTIONAL" in f:
+            n = Decimal(f["MIN_NOTIONAL"]["notional"])
+            if qty * (price if price is not None else mkt) < n:
+                raise _Reply(400, -4164, f"Order's notional must be no smaller than {_s(n)} (unless you choose reduce only).")
+
+    @staticmethod
     def _check_cid(cid: str, name: str) -> None:
         if not 1 <= len(cid) <= 36 or not set(cid) <= FUTURES_CLIENT_ID_CHARS:
             raise _Reply(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is "
@@ -284,8 +319,7 @@ class FakeFuturesExchange(FakeExchange):
             raise _Reply(400, -1106, "Parameter 'price' sent when not required.")
         reduce = q.get("reduceOnly", "false").lower() == "true"
         mkt = self.prices[sym]
-        if not reduce:
-            self._check_filters(info, otype, qty, price, mkt)
+        self._f_check_filters(info, otype, qty, price, mkt, reduce)
         if any(o["clientOrderId"] == cid and o["status"] in OPEN for o in self.orders):
             raise _Reply(400, -4116, "ClientOrderId is duplicated.")
         if reduce:
@@ -404,13 +438,17 @@ class FakeFuturesExchange(FakeExchange):
             raise _Reply(400, -1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.")
         tick = Decimal(next(f for f in info["filters"] if f["filterType"] == "PRICE_FILTER")["tickSize"])
         if trig % tick:
-            raise _Reply(400, -1013, "Filter failure: PRICE_FILTER")
+            raise _Reply(400, -4014, "Price not increased by tick size.")
         if any(a["clientAlgoId"] == cid and a["algoStatus"] in ALGO_OPEN for a in self.algos):
             raise _Reply(400, -4116, "ClientOrderId is duplicated.")
         mkt = self.prices[sym]
         below = (otype == "STOP_MARKET") == (side == "SELL")
         if (below and mkt <= trig) or (not below and mkt >= trig):
             raise _Reply(400, -2021, "Order would immediately trigger.")
+        if any(a["symbol"] == sym and a["side"] == side and a["orderType"] == otype and a["algoStatus"] == "NEW"
+               for a in self.algos):   # every algo order here is closePosition
+            raise _Reply(400, -4130, "An open stop or take profit order with GTE and closePosition in the direction "
+                                     "is existing.")
         now = self.server_ms()
         a = {"algoId": next(self._ids), "clientAlgoId": cid, "orderType": otype, "symbol": sym, "side": side,
              "algoStatus": "NEW", "triggerPrice": trig, "createTime": now, "updateTime": now, "triggerTime": 0,
