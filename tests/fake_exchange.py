@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import itertools
 import os
+import random
 import re
 import signal
 import socket
@@ -21,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlparse
 
 from fake_binance import FakeBinance, Request
@@ -225,6 +226,38 @@ class FakeExchange(FakeBinance):
                     done.append(o)
             return done
 
+    def _documented_switches(self, rng: random.Random, lag_ms: int) -> dict[str, Callable[[], Any]]:
+        """name -> a function that turns that documented behaviour on and returns its setting."""
+        def set_(attr: str, value: Any) -> Callable[[], Any]:
+            return lambda: (setattr(self, attr, value), value)[1]
+
+        def unknown() -> dict[str, Any]:
+            opts = {"method": "POST", "path": self.ORDER_PATH, "skip": rng.randrange(4), "code": rng.choice([-1006, -1007]),
+                    "status": rng.choice([400, 408]), "execute": rng.random() < 0.5}
+            self.schedule("unknown", **opts)
+            return opts
+
+        return {"unknown": unknown, "query_lag": set_("query_lag_ms", lag_ms), "trade_lag": set_("trade_lag_ms", lag_ms),
+                "partial_expired": set_("market_fill_fraction", Decimal(rng.choice(["0", "0.3", "0.5", "0.9"]))),
+                "archived": set_("archive_after_days", 1.0)}
+
+    ORDER_PATH = "/api/v3/order"
+
+    def enable_documented(self, seed: int, rate: float = 0.5, lag_ms: int = 300) -> dict[str, Any]:
+        """Turn on each documented behaviour (unknown-outcome fault on an order placement, read lags, partial
+        fills, archiving...; see the switches in ``__init__``) with probability ``rate``, drawn from ``seed``;
+        lags last ``lag_ms`` of ``server_ms()`` (a test that moves ``clock_skew_ms`` by an hour per candle can pass
+        lag_ms up to an hour). Returns {name: setting} of those turned on; :meth:`documented_report` then says
+        which fired and how often."""
+        rng = random.Random(seed)
+        with self._xlock:
+            return {name: on() for name, on in self._documented_switches(rng, lag_ms).items() if rng.random() < rate}
+
+    def documented_report(self) -> dict[str, int]:
+        """How often each documented behaviour changed an answer, by name (reads hidden count once per read)."""
+        with self._xlock:
+            return dict(self.fired)
+
     def balance(self, asset: str) -> tuple[Decimal, Decimal]:
         """(free, locked) of an asset."""
         with self._xlock:
@@ -339,6 +372,8 @@ class FakeExchange(FakeBinance):
                                                 "6000 request weight per 1 MINUTE."}
             headers = {"Retry-After": str(fault.retry_after)}
         elif fault.kind in ("error", "unknown"):
+            if fault.kind == "unknown":
+                self.fired["unknown_executed" if fault.execute else "unknown_not_executed"] += 1
             if fault.execute:
                 run()
             status, payload, headers = fault.status, {"code": fault.code, "msg": fault.msg}, {}

@@ -92,6 +92,19 @@ class FakeFuturesExchange(FakeExchange):
         self._pos_log: list[tuple[int, str, Decimal, Decimal]] = []   # (time, symbol, amt, entry) before each fill
 
     # ------------------------------------------------------------------ test controls
+    ORDER_PATH = "/fapi/v1/order"
+
+    def _documented_switches(self, rng: Any, lag_ms: int) -> dict[str, Any]:
+        out = {k: v for k, v in super()._documented_switches(rng, lag_ms).items() if k not in ("partial_expired", "archived")}
+
+        def set_(attr: str, value: Any) -> Any:
+            return lambda: (setattr(self, attr, value), value)[1]
+
+        out.update(position_lag=set_("position_lag_ms", lag_ms), algo_lag=set_("algo_lag_ms", lag_ms),
+                   algo_reject=set_("algo_reject", True), forgotten=set_("order_retention", True),
+                   trade_window=set_("trade_window", True))
+        return out
+
     def position(self, symbol: str = "BTCUSDT") -> tuple[Decimal, Decimal]:
         """(signed quantity, average entry price)."""
         with self._xlock:
