@@ -261,6 +261,8 @@ def test_futures_forget_unfilled_final_orders_after_three_days(ff):
     advance(ff, c, 120_000)
     assert api_error(c.futures_get_order, symbol="BTCUSDT", origClientOrderId=CID2).code == -2013
     assert [o["orderId"] for o in c.futures_get_all_orders(symbol="BTCUSDT")] == [filled["orderId"]]
+    ff.orders[0]["status"] = "EXPIRED"     # as if the exchange expired it after a fill (the fake has no partial fills)
+    assert c.futures_get_order(symbol="BTCUSDT", orderId=filled["orderId"])["status"] == "EXPIRED"   # a fill: kept
     advance(ff, c, 88 * DAY)
     assert api_error(c.futures_get_order, symbol="BTCUSDT", orderId=filled["orderId"]).code == -2013   # 90 days
 
@@ -269,6 +271,10 @@ def test_spot_archived_order_answers_2026(fx):
     c = client_for(fx)
     fx.archive_after_days = 1
     spot_buy(c)
+    fx.market_fill_fraction = D("0.5")
+    cid3 = make_client_order_id("mlr", "BTCUSDT", T + 2, "entry")
+    assert spot_buy(c, cid3)["status"] == "EXPIRED"                  # expired, but with a fill
+    fx.market_fill_fraction = None
     c.create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.01", price="39000",
                    newClientOrderId=CID2)
     c.cancel_order(symbol="BTCUSDT", origClientOrderId=CID2)
@@ -276,8 +282,9 @@ def test_spot_archived_order_answers_2026(fx):
     e = api_error(c.get_order, symbol="BTCUSDT", origClientOrderId=CID2)
     assert (e.code, e.message) == (-2026, "Order was canceled or expired with no executed qty over 90 days ago and "
                                           "has been archived.")
-    assert [o["clientOrderId"] for o in c.get_all_orders(symbol="BTCUSDT")] == [CID]
+    assert [o["clientOrderId"] for o in c.get_all_orders(symbol="BTCUSDT")] == [CID, cid3]
     assert c.get_order(symbol="BTCUSDT", origClientOrderId=CID)["status"] == "FILLED"   # filled: never archived
+    assert c.get_order(symbol="BTCUSDT", origClientOrderId=cid3)["status"] == "EXPIRED"  # a fill: never archived
 
 
 # ---------------------------------------------------------------------- 7. futures order-placement codes
