@@ -151,8 +151,19 @@ class FakeExchange(FakeBinance):
     order sent."; a filled or cancelled order's id may be reused, as on Binance). MARKET orders fill
     at ``prices[symbol]`` in full, paying ``taker_fee`` (a BUY in the base asset, a SELL in the quote
     asset); LIMIT orders that cross fill the same way, others rest (funds locked) until
-    :meth:`set_price` crosses them (filled at their limit price, ``maker_fee``). No partial fills.
-    Faults: :meth:`schedule`. Every signed request is logged in ``signed`` as (method, path, params,
+    :meth:`set_price` crosses them (filled at their limit price, ``maker_fee``). No partial fills
+    unless ``market_fill_fraction`` is set. Faults: :meth:`schedule`.
+
+    Documented behaviours, each a switch that is off by default and cites its source where it is
+    implemented: an unknown-outcome answer (fault kind ``unknown``: -1007/-1006, executed or not);
+    reads that lag writes (``query_lag_ms``: GET order -2013 and allOrders omit a new order;
+    ``trade_lag_ms``: myTrades omits a new trade; futures ``position_lag_ms``), all in ms of
+    :meth:`server_ms` (so moving ``clock_skew_ms`` moves them); ``market_fill_fraction`` (a MARKET
+    order fills that part, then EXPIRED with ``expiry_reason``); ``archive_after_days`` (-2026
+    ORDER_ARCHIVED). A final (filled, cancelled, expired) order frees its client id (rest-api.md "New
+    order": "Orders with the same newClientOrderID can be accepted only when the previous one is filled,
+    otherwise the order will be rejected."). :meth:`enable_documented` turns them on at random;
+    ``fired`` / :meth:`documented_report` count what changed an answer. Every signed request is logged in ``signed`` as (method, path, params,
     HTTP status) with ``params`` minus the signature. Not served: futures (``/fapi``) signed
     endpoints, order lists, rate-limit accounting, and timestamps in microseconds.
     """

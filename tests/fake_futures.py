@@ -57,6 +57,15 @@ class FakeFuturesExchange(FakeExchange):
     USDT wallet; isolated margin = notional at entry / leverage. **Not modelled**: liquidation,
     funding, mark price (the last set price stands in for it), hedge-mode positions, partial fills,
     multi-assets mode, rate limits.
+
+    Documented behaviours (off by default; see :class:`FakeExchange` for the shared ones): ``algo_lag_ms``
+    (a triggered algo order is TRIGGERING with ``actualOrderId`` "" for that long, then TRIGGERED, then
+    FINISHED), ``algo_reject`` (it ends REJECTED, no actual order, the position stays),
+    ``order_retention`` (order query/allOrders forget CANCELED/EXPIRED orders with no fill after 3 days
+    and every order after 90: -2013), ``trade_window`` (userTrades: the last 7 days by default, a range
+    of at most 7 days), ``position_lag_ms``; order placement answers futures' documented codes (-4164,
+    -4014, -1111, -4004/-4005/-4023, -4013, -4003, -2019, -4116) and -4130 for a second closePosition
+    algo order with the same side and type.
     """
 
     ROUTES = {**FakeExchange.ROUTES,

@@ -5,6 +5,7 @@ futures' own order-placement codes, the kline websocket's paths, and the random 
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -321,14 +322,14 @@ def test_futures_second_close_position_algo_in_the_same_direction_is_refused(ff)
 
 # ---------------------------------------------------------------------- 8. websocket paths
 def _gets_kline(ws: FakeKlineWS, path: str, timeout: float = 0.3) -> str | None:
+    """Connect to ``path``, stream one closed candle, and return what arrives within ``timeout`` s (None: nothing)."""
     row = make_candles(1)[0]
+    before = len(ws.paths)
     with connect(f"{ws.url}{path}", open_timeout=2) as conn:
-        deadline = len(ws.paths)
-        assert deadline >= 0
-        for _ in range(100):
-            if ws.paths and ws.paths[-1] == path:
+        for _ in range(200):                 # until the server has registered this connection
+            if len(ws.paths) > before:
                 break
-            __import__("time").sleep(0.005)
+            time.sleep(0.005)
         ws.send_candle(row, partials=0)
         try:
             return conn.recv(timeout=timeout)
