@@ -191,6 +191,7 @@ class FakeExchange(FakeBinance):
         self.market_fill_fraction: Decimal | None = None   # (spot) MARKET orders fill this part, then EXPIRED
         self.expiry_reason = "INSUFFICIENT_LIQUIDITY"      # their ``expiryReason`` (enums.md "Expiry Reasons")
         self.archive_after_days: float | None = None       # (spot) final orders with no fill older than this: -2026
+        self.lookup_window = False       # (spot) allOrders/myTrades refuse startTime-endTime over 24 h (-1127)
         self.fired: Counter[str] = Counter()               # documented behaviours that changed an answer, by name
         base_error = self._server.handle_error
 
@@ -250,7 +251,7 @@ class FakeExchange(FakeBinance):
 
         return {"unknown": unknown, "query_lag": set_("query_lag_ms", lag_ms), "trade_lag": set_("trade_lag_ms", lag_ms),
                 "partial_expired": set_("market_fill_fraction", Decimal(rng.choice(["0", "0.3", "0.5", "0.9"]))),
-                "archived": set_("archive_after_days", 1.0)}
+                "archived": set_("archive_after_days", 1.0), "lookup_window": set_("lookup_window", True)}
 
     ORDER_PATH = "/api/v3/order"
 
@@ -669,13 +670,23 @@ class FakeExchange(FakeBinance):
             return [r for r in rows if r[id_key] >= int(q[id_param])][:limit]
         return rows[-limit:] if "startTime" not in q else rows[:limit]
 
+    def _check_lookup(self, q: dict[str, str]) -> None:
+        """With ``lookup_window``: rest-api.md "All orders" / "Account trade list": "The time between startTime and
+        endTime can't be longer than 24 hours." -> errors.md "-1127 MORE_THAN_XX_HOURS"."""
+        if self.lookup_window and "startTime" in q and "endTime" in q and \
+                int(q["endTime"]) - int(q["startTime"]) > 24 * 3_600_000:
+            self.fired["lookup_window"] += 1
+            raise _Reply(400, -1127, "More than 24 hours between startTime and endTime.")
+
     def _all_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
         sym = self._symbol(q)["symbol"]
+        self._check_lookup(q)
         mine = [o for o in self._readable_orders() if o["symbol"] == sym and not self._archived(o)]
         return [self._spot_view(o) for o in self._window(mine, q, "orderId", "orderId", "time")]
 
     def _my_trades(self, q: dict[str, str]) -> list[dict[str, Any]]:
         sym = self._symbol(q)["symbol"]
+        self._check_lookup(q)
         rows = [t for t in self._readable_trades() if t["symbol"] == sym]
         if q.get("orderId"):
             rows = [t for t in rows if str(t["orderId"]) == q["orderId"]]

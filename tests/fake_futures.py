@@ -104,7 +104,7 @@ class FakeFuturesExchange(FakeExchange):
     ORDER_PATH = "/fapi/v1/order"
 
     def _documented_switches(self, rng: Any, lag_ms: int) -> dict[str, Any]:
-        out = {k: v for k, v in super()._documented_switches(rng, lag_ms).items() if k not in ("partial_expired", "archived")}
+        out = {k: v for k, v in super()._documented_switches(rng, lag_ms).items() if k not in ("partial_expired", "archived", "lookup_window")}
 
         def set_(attr: str, value: Any) -> Any:
             return lambda: (setattr(self, attr, value), value)[1]
@@ -398,7 +398,7 @@ class FakeFuturesExchange(FakeExchange):
         (https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api/Account-Trade-List):
         "If startTime and endTime are both not sent, then the last 7 days' data will be returned. The time between
         startTime and endTime cannot be longer than 7 days." The docs give no error code for a longer range: the
-        fake answers -1127 (spot errors.md "-1127 INVALID_INTERVAL", an assumption)."""
+        fake answers -1127 with spot's wording (errors.md "-1127 MORE_THAN_XX_HOURS"; an assumption for futures)."""
         if self.trade_window and not q.get("fromId"):
             if "startTime" in q and "endTime" in q and int(q["endTime"]) - int(q["startTime"]) > 7 * DAY_MS:
                 raise _Reply(400, -1127, "More than 168 hours between startTime and endTime.")

@@ -55,8 +55,8 @@ def fut_buy(c, cid: str = CID, qty: str = "0.01") -> dict:
 # ---------------------------------------------------------------------- off by default
 def test_every_switch_is_off_by_default(fx, ff):
     for f in (fx, ff):
-        assert (f.query_lag_ms, f.trade_lag_ms, f.position_lag_ms, f.market_fill_fraction, f.archive_after_days) == \
-            (0, 0, 0, None, None)
+        assert (f.query_lag_ms, f.trade_lag_ms, f.position_lag_ms, f.market_fill_fraction, f.archive_after_days,
+                f.lookup_window) == (0, 0, 0, None, None, False)
         assert f.documented_report() == {}
     assert (ff.algo_lag_ms, ff.algo_reject, ff.order_retention, ff.trade_window) == (0, False, False, False)
     assert Fault("error").code == -1001 and Fault("error").status == 500     # the old error fault is unchanged
@@ -233,6 +233,19 @@ def test_spot_my_trades_limit_gives_the_most_recent(fx):
     assert [t["orderId"] for t in c.get_my_trades(symbol="BTCUSDT", limit=2)] == ids[1:]
     assert [t["orderId"] for t in c.get_my_trades(symbol="BTCUSDT", fromId=1, limit=2)] == ids[:2]
     assert api_error(c.get_my_trades, symbol="BTCUSDT", limit=1001).code == -1130
+
+
+def test_spot_lookup_window_of_24_hours(fx):
+    c = client_for(fx)
+    spot_buy(c)
+    now = fx.server_ms()
+    kw = dict(symbol="BTCUSDT", startTime=now - 25 * 3_600_000, endTime=now + 1000)
+    assert len(c.get_all_orders(**kw)) == 1 and len(c.get_my_trades(**kw)) == 1        # off: any range
+    fx.lookup_window = True
+    for fn in (c.get_all_orders, c.get_my_trades):
+        e = api_error(fn, **kw)
+        assert (e.code, e.message) == (-1127, "More than 24 hours between startTime and endTime.")
+    assert len(c.get_my_trades(symbol="BTCUSDT", startTime=now - 3_600_000, endTime=now + 1000)) == 1
 
 
 def test_futures_user_trades_seven_day_window(ff):
