@@ -11,16 +11,18 @@ import hashlib
 import hmac
 import itertools
 import os
+import random
 import re
 import signal
 import socket
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlparse
 
 from fake_binance import FakeBinance, Request
@@ -76,6 +78,9 @@ def symbol_entry(base: dict[str, Any] = BTCUSDT_SPOT, **changes: Any) -> dict[st
 
 CLIENT_ID_RE = re.compile(r"^[a-zA-Z0-9-_]{1,36}$")   # spot's legal range for newClientOrderId
 OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+#: errors.md: the two codes whose execution status is unknown (the order may or may not have executed).
+UNKNOWN_MSGS = {-1006: "An unexpected response was received from the message bus. Execution status unknown.",
+                -1007: "Timeout waiting for response from backend server. Send status unknown; execution status unknown."}
 E8 = Decimal("0.00000001")
 
 
@@ -101,7 +106,13 @@ class Fault:
     (SIGKILL the process ``FakeExchange.kill_pid``, wait until it is dead, then close the connection:
     the client dies with its request sent). ``execute``: for ``error``, ``timeout`` and ``kill``,
     process the request first (the outcome was a success the client never hears about). It fires on the first request matching ``method``/``path`` (None = any) after
-    ``skip`` matching requests went through."""
+    ``skip`` matching requests went through.
+
+    ``unknown``: Binance's "execution status unknown" answer, HTTP ``status`` (default 408; Binance
+    also sends it as 400) with ``code`` -1007 (the default) or -1006 and their documented messages,
+    after executing the request (``execute=True``) or without executing it. Source:
+    binance-spot-api-docs errors.md "-1006 UNEXPECTED_RESP", "-1007 TIMEOUT"; futures:
+    https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code (same codes)."""
 
     kind: str
     method: str | None = None
@@ -114,6 +125,15 @@ class Fault:
     msg: str = "Internal error; unable to process your request. Please try again."
     execute: bool = False
     fired: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind == "unknown":   # the defaults become the documented -1007 answer
+            self.code = -1007 if self.code == -1001 else self.code
+            self.status = 408 if self.status == 500 else self.status
+            if self.msg == Fault.msg:
+                if self.code not in UNKNOWN_MSGS:
+                    raise ValueError(f"an unknown-outcome fault needs code -1006 or -1007, not {self.code}")
+                self.msg = UNKNOWN_MSGS[self.code]
 
 
 class FakeExchange(FakeBinance):
@@ -131,8 +151,19 @@ class FakeExchange(FakeBinance):
     order sent."; a filled or cancelled order's id may be reused, as on Binance). MARKET orders fill
     at ``prices[symbol]`` in full, paying ``taker_fee`` (a BUY in the base asset, a SELL in the quote
     asset); LIMIT orders that cross fill the same way, others rest (funds locked) until
-    :meth:`set_price` crosses them (filled at their limit price, ``maker_fee``). No partial fills.
-    Faults: :meth:`schedule`. Every signed request is logged in ``signed`` as (method, path, params,
+    :meth:`set_price` crosses them (filled at their limit price, ``maker_fee``). No partial fills
+    unless ``market_fill_fraction`` is set. Faults: :meth:`schedule`.
+
+    Documented behaviours, each a switch that is off by default and cites its source where it is
+    implemented: an unknown-outcome answer (fault kind ``unknown``: -1007/-1006, executed or not);
+    reads that lag writes (``query_lag_ms``: GET order -2013 and allOrders omit a new order;
+    ``trade_lag_ms``: myTrades omits a new trade; futures ``position_lag_ms``), all in ms of
+    :meth:`server_ms` (so moving ``clock_skew_ms`` moves them); ``market_fill_fraction`` (a MARKET
+    order fills that part, then EXPIRED with ``expiry_reason``); ``archive_after_days`` (-2026
+    ORDER_ARCHIVED). A final (filled, cancelled, expired) order frees its client id (rest-api.md "New
+    order": "Orders with the same newClientOrderID can be accepted only when the previous one is filled,
+    otherwise the order will be rejected."). :meth:`enable_documented` turns them on at random;
+    ``fired`` / :meth:`documented_report` count what changed an answer. Every signed request is logged in ``signed`` as (method, path, params,
     HTTP status) with ``params`` minus the signature. Not served: futures (``/fapi``) signed
     endpoints, order lists, rate-limit accounting, and timestamps in microseconds.
     """
@@ -152,6 +183,16 @@ class FakeExchange(FakeBinance):
         self.taker_fee, self.maker_fee = Decimal(taker_fee), Decimal(maker_fee)
         self.clock_skew_ms = clock_skew_ms
         self.kill_pid: int | None = None            # the process a ``kill`` fault kills
+        # Documented behaviours, every one off by default (see the class docstring); lags are in ms of
+        # ``server_ms()`` (wall clock + ``clock_skew_ms``), so a test that moves ``clock_skew_ms`` moves them too.
+        self.query_lag_ms = 0            # a new order is invisible to GET order (-2013) and allOrders this long
+        self.trade_lag_ms = 0            # a trade is missing from myTrades / userTrades this long
+        self.position_lag_ms = 0         # (futures) positionRisk and account positions show the position this long ago
+        self.market_fill_fraction: Decimal | None = None   # (spot) MARKET orders fill this part, then EXPIRED
+        self.expiry_reason = "INSUFFICIENT_LIQUIDITY"      # their ``expiryReason`` (enums.md "Expiry Reasons")
+        self.archive_after_days: float | None = None       # (spot) final orders with no fill older than this: -2026
+        self.lookup_window = False       # (spot) allOrders/myTrades refuse startTime-endTime over 24 h (-1127)
+        self.fired: Counter[str] = Counter()               # documented behaviours that changed an answer, by name
         base_error = self._server.handle_error
 
         def handle_error(request: Any, client_address: Any) -> None:  # a killed client resets its connection
@@ -196,6 +237,38 @@ class FakeExchange(FakeBinance):
                     self._fill(o, o["price"], self.maker_fee, from_locked=True)
                     done.append(o)
             return done
+
+    def _documented_switches(self, rng: random.Random, lag_ms: int) -> dict[str, Callable[[], Any]]:
+        """name -> a function that turns that documented behaviour on and returns its setting."""
+        def set_(attr: str, value: Any) -> Callable[[], Any]:
+            return lambda: (setattr(self, attr, value), value)[1]
+
+        def unknown() -> dict[str, Any]:
+            opts = {"method": "POST", "path": self.ORDER_PATH, "skip": rng.randrange(4), "code": rng.choice([-1006, -1007]),
+                    "status": rng.choice([400, 408]), "execute": rng.random() < 0.5}
+            self.schedule("unknown", **opts)
+            return opts
+
+        return {"unknown": unknown, "query_lag": set_("query_lag_ms", lag_ms), "trade_lag": set_("trade_lag_ms", lag_ms),
+                "partial_expired": set_("market_fill_fraction", Decimal(rng.choice(["0", "0.3", "0.5", "0.9"]))),
+                "archived": set_("archive_after_days", 1.0), "lookup_window": set_("lookup_window", True)}
+
+    ORDER_PATH = "/api/v3/order"
+
+    def enable_documented(self, seed: int, rate: float = 0.5, lag_ms: int = 300) -> dict[str, Any]:
+        """Turn on each documented behaviour (unknown-outcome fault on an order placement, read lags, partial
+        fills, archiving...; see the switches in ``__init__``) with probability ``rate``, drawn from ``seed``;
+        lags last ``lag_ms`` of ``server_ms()`` (a test that moves ``clock_skew_ms`` by an hour per candle can pass
+        lag_ms up to an hour). Returns {name: setting} of those turned on; :meth:`documented_report` then says
+        which fired and how often."""
+        rng = random.Random(seed)
+        with self._xlock:
+            return {name: on() for name, on in self._documented_switches(rng, lag_ms).items() if rng.random() < rate}
+
+    def documented_report(self) -> dict[str, int]:
+        """How often each documented behaviour changed an answer, by name (reads hidden count once per read)."""
+        with self._xlock:
+            return dict(self.fired)
 
     def balance(self, asset: str) -> tuple[Decimal, Decimal]:
         """(free, locked) of an asset."""
@@ -310,7 +383,9 @@ class FakeExchange(FakeBinance):
             status, payload = int(fault.kind), {"code": -1003, "msg": "Too much request weight used; current limit is "
                                                 "6000 request weight per 1 MINUTE."}
             headers = {"Retry-After": str(fault.retry_after)}
-        elif fault.kind == "error":
+        elif fault.kind in ("error", "unknown"):
+            if fault.kind == "unknown":
+                self.fired["unknown_executed" if fault.execute else "unknown_not_executed"] += 1
             if fault.execute:
                 run()
             status, payload, headers = fault.status, {"code": fault.code, "msg": fault.msg}, {}
@@ -476,7 +551,9 @@ class FakeExchange(FakeBinance):
             "origQuoteOrderQty": quote_qty or Decimal(0), "fills": [], "base": base, "quote": quote,
         }
         self.orders.append(o)
-        if crosses:
+        if otype == "MARKET" and self.market_fill_fraction is not None:
+            self._expire_market(o, info, mkt)
+        elif crosses:
             self._fill(o, mkt, self.taker_fee, from_locked=False)
         else:
             self.balances[need_asset][0] -= need
@@ -484,14 +561,14 @@ class FakeExchange(FakeBinance):
         resp_type = q.get("newOrderRespType", "FULL" if otype in ("MARKET", "LIMIT") else "ACK")
         if resp_type == "ACK":
             return {"symbol": o["symbol"], "orderId": o["orderId"], "orderListId": -1, "clientOrderId": cid, "transactTime": now}
-        out = {k: v for k, v in self._view(o).items() if k not in ("time", "updateTime", "isWorking", "stopPrice", "icebergQty")}
+        out = {k: v for k, v in self._spot_view(o).items() if k not in ("time", "updateTime", "isWorking", "stopPrice", "icebergQty")}
         out["transactTime"] = now
         if resp_type == "FULL":
             out["fills"] = [dict(f) for f in o["fills"]]
         return out
 
-    def _fill(self, o: dict[str, Any], price: Decimal, fee: Decimal, from_locked: bool) -> None:
-        qty = o["origQty"] - o["executedQty"]
+    def _fill(self, o: dict[str, Any], price: Decimal, fee: Decimal, from_locked: bool, qty: Decimal | None = None) -> None:
+        qty = o["origQty"] - o["executedQty"] if qty is None else qty
         base, quote = self.balances.setdefault(o["base"], [Decimal(0)] * 2), self.balances.setdefault(o["quote"], [Decimal(0)] * 2)
         cost = qty * price
         if o["side"] == "BUY":
@@ -530,12 +607,12 @@ class FakeExchange(FakeBinance):
                 "workingTime": o["workingTime"], "origQuoteOrderQty": _s(o["origQuoteOrderQty"]),
                 "selfTradePreventionMode": "NONE"}
 
-    def _find(self, q: dict[str, str], not_found: _Reply) -> dict[str, Any]:
+    def _find(self, q: dict[str, str], not_found: _Reply, readable: bool = False) -> dict[str, Any]:
         self._symbol(q)
         oid, cid = q.get("orderId"), q.get("origClientOrderId")
         if not oid and not cid:
             raise _Reply(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
-        mine = [o for o in self.orders if o["symbol"] == q["symbol"]]
+        mine = [o for o in (self._readable_orders() if readable else self.orders) if o["symbol"] == q["symbol"]]
         if oid:
             hit = [o for o in mine if str(o["orderId"]) == oid]
             if hit and cid and hit[0]["clientOrderId"] != cid:
@@ -547,7 +624,10 @@ class FakeExchange(FakeBinance):
         return hit[-1]   # a reused client id: the latest order
 
     def _query_order(self, q: dict[str, str]) -> dict[str, Any]:
-        return self._view(self._find(q, _Reply(400, -2013, "Order does not exist.")))
+        o = self._find(q, _Reply(400, -2013, "Order does not exist."), readable=True)
+        if self._archived(o):
+            raise _Reply(400, -2026, "Order was canceled or expired with no executed qty over 90 days ago and has been archived.")
+        return self._spot_view(o)
 
     def _cancel_order(self, q: dict[str, str]) -> dict[str, Any]:
         unknown = _Reply(400, -2011, "Unknown order sent.")
@@ -590,16 +670,79 @@ class FakeExchange(FakeBinance):
             return [r for r in rows if r[id_key] >= int(q[id_param])][:limit]
         return rows[-limit:] if "startTime" not in q else rows[:limit]
 
+    def _check_lookup(self, q: dict[str, str]) -> None:
+        """With ``lookup_window``: rest-api.md "All orders" / "Account trade list": "The time between startTime and
+        endTime can't be longer than 24 hours." -> errors.md "-1127 MORE_THAN_XX_HOURS"."""
+        if self.lookup_window and "startTime" in q and "endTime" in q and \
+                int(q["endTime"]) - int(q["startTime"]) > 24 * 3_600_000:
+            self.fired["lookup_window"] += 1
+            raise _Reply(400, -1127, "More than 24 hours between startTime and endTime.")
+
     def _all_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
         sym = self._symbol(q)["symbol"]
-        return [self._view(o) for o in self._window([o for o in self.orders if o["symbol"] == sym], q, "orderId", "orderId", "time")]
+        self._check_lookup(q)
+        mine = [o for o in self._readable_orders() if o["symbol"] == sym and not self._archived(o)]
+        return [self._spot_view(o) for o in self._window(mine, q, "orderId", "orderId", "time")]
 
     def _my_trades(self, q: dict[str, str]) -> list[dict[str, Any]]:
         sym = self._symbol(q)["symbol"]
-        rows = [t for t in self.trades if t["symbol"] == sym]
+        self._check_lookup(q)
+        rows = [t for t in self._readable_trades() if t["symbol"] == sym]
         if q.get("orderId"):
             rows = [t for t in rows if str(t["orderId"]) == q["orderId"]]
         return [dict(t) for t in self._window(rows, q, "id", "fromId", "time")]
+
+    # ------------------------------------------------------------------ documented behaviours (off by default)
+    def _lagging(self, since_ms: int, lag_ms: int, name: str) -> bool:
+        """True while ``server_ms() < since_ms + lag_ms`` (counted in ``fired[name]``)."""
+        if lag_ms and self.server_ms() < since_ms + lag_ms:
+            self.fired[name] += 1
+            return True
+        return False
+
+    def _readable_orders(self) -> list[dict[str, Any]]:
+        """The orders a read sees. Binance serves order queries from "Memory => Database" and allOrders from
+        the "Database" (rest-api.md "Query order (USER_DATA)" / "All orders (USER_DATA)", "Data Source"), which
+        can trail the matching engine: with ``query_lag_ms`` an order stays unknown (-2013 "Order does not
+        exist.", absent from allOrders) that long after it was accepted."""
+        return [o for o in self.orders if not self._lagging(o["time"], self.query_lag_ms, "query_lag")]
+
+    def _readable_trades(self) -> list[dict[str, Any]]:
+        """Trades older than ``trade_lag_ms`` (myTrades' "Data Source: Memory => Database", rest-api.md
+        "Account trade list (USER_DATA)"; futures userTrades likewise)."""
+        return [t for t in self.trades if not self._lagging(t["time"], self.trade_lag_ms, "trade_lag")]
+
+    def _archived(self, o: dict[str, Any]) -> bool:
+        """errors.md "-2026 ORDER_ARCHIVED": "Order was canceled or expired with no executed qty over 90 days ago
+        and has been archived." The fake archives such orders ``archive_after_days`` (of its clock) after their
+        last update; None: never (Binance: 90)."""
+        if self.archive_after_days is None or o["status"] not in ("CANCELED", "EXPIRED") or o["executedQty"]:
+            return False
+        if self.server_ms() - o["updateTime"] > self.archive_after_days * 86_400_000:
+            self.fired["archived"] += 1
+            return True
+        return False
+
+    def _expire_market(self, o: dict[str, Any], info: dict[str, Any], mkt: Decimal) -> None:
+        """A MARKET order that runs out of liquidity: ``market_fill_fraction`` of it fills (rounded down to the
+        step), the rest expires: status EXPIRED (enums.md "Order status": EXPIRED "e.g. ... MARKET orders that
+        partially fill") with ``expiryReason`` (rest-api.md "Conditional fields in Order Responses":
+        ``"expiryReason": "INSUFFICIENT_LIQUIDITY"``; enums.md "Expiry Reasons")."""
+        assert self.market_fill_fraction is not None
+        step = Decimal(next(x for x in info["filters"] if x["filterType"] == "LOT_SIZE")["stepSize"])
+        part = o["origQty"] * self.market_fill_fraction
+        part = (part // step) * step if step else part
+        if part > 0:
+            self._fill(o, mkt, self.taker_fee, from_locked=False, qty=part)
+        o["status"], o["updateTime"], o["expiryReason"] = "EXPIRED", self.server_ms(), self.expiry_reason
+        self.fired["partial_expired"] += 1
+
+    def _spot_view(self, o: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`_view` plus ``expiryReason`` once the order has expired (rest-api.md: "When an order has expired")."""
+        v = self._view(o)
+        if o.get("expiryReason"):
+            v["expiryReason"] = o["expiryReason"]
+        return v
 
     def _account(self, q: dict[str, str]) -> dict[str, Any]:
         bal = [{"asset": a, "free": _s(f), "locked": _s(lk)} for a, (f, lk) in sorted(self.balances.items())]

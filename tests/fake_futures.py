@@ -13,6 +13,10 @@ from fake_exchange import BTCUSDT_FUTURES, OPEN_STATUSES as OPEN, FakeExchange, 
 
 FUTURES_CLIENT_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:/_-")
 ALGO_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
+ALGO_OPEN = ("NEW", "TRIGGERING", "TRIGGERED")   # an algo order not final yet: its clientAlgoId is taken
+#: https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code
+ERROR_CODES_URL = "https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code"
+DAY_MS = 86_400_000
 
 
 def _s(d: Decimal) -> str:
@@ -53,6 +57,15 @@ class FakeFuturesExchange(FakeExchange):
     USDT wallet; isolated margin = notional at entry / leverage. **Not modelled**: liquidation,
     funding, mark price (the last set price stands in for it), hedge-mode positions, partial fills,
     multi-assets mode, rate limits.
+
+    Documented behaviours (off by default; see :class:`FakeExchange` for the shared ones): ``algo_lag_ms``
+    (a triggered algo order is TRIGGERING with ``actualOrderId`` "" for that long, then TRIGGERED, then
+    FINISHED), ``algo_reject`` (it ends REJECTED, no actual order, the position stays),
+    ``order_retention`` (order query/allOrders forget CANCELED/EXPIRED orders with no fill after 3 days
+    and every order after 90: -2013), ``trade_window`` (userTrades: the last 7 days by default, a range
+    of at most 7 days), ``position_lag_ms``; order placement answers futures' documented codes (-4164,
+    -4014, -1111, -4004/-4005/-4023, -4013, -4003, -2019, -4116) and -4130 for a second closePosition
+    algo order with the same side and type.
     """
 
     ROUTES = {**FakeExchange.ROUTES,
@@ -60,7 +73,7 @@ class FakeFuturesExchange(FakeExchange):
               ("POST", "/fapi/v1/order"): ("_f_new_order", True), ("GET", "/fapi/v1/order"): ("_f_query_order", True),
               ("DELETE", "/fapi/v1/order"): ("_f_cancel_order", True),
               ("GET", "/fapi/v1/openOrders"): ("_f_open_orders", True), ("GET", "/fapi/v1/allOrders"): ("_f_all_orders", True),
-              ("GET", "/fapi/v1/userTrades"): ("_my_trades", True),
+              ("GET", "/fapi/v1/userTrades"): ("_f_user_trades", True),
               ("GET", "/fapi/v3/positionRisk"): ("_f_position_risk", True),
               ("GET", "/fapi/v2/account"): ("_f_account", True), ("GET", "/fapi/v3/balance"): ("_f_balance", True),
               ("POST", "/fapi/v1/leverage"): ("_f_leverage", True), ("POST", "/fapi/v1/marginType"): ("_f_margin_type", True),
@@ -80,8 +93,27 @@ class FakeFuturesExchange(FakeExchange):
         self.dual_side = dual_side
         self.positions: dict[str, list[Decimal]] = {s["symbol"]: [Decimal(0), Decimal(0)] for s in symbols}  # amt, entry
         self.algos: list[dict[str, Any]] = []
+        # Documented behaviours, off by default (lags in ms of server_ms(), like FakeExchange's):
+        self.algo_lag_ms = 0          # a triggered algo order is TRIGGERING this long, then TRIGGERED this long, then FINISHED
+        self.algo_reject = False      # a triggered algo order ends REJECTED (margin check), no actual order
+        self.order_retention = False  # query/allOrders forget final unfilled orders after 3 days, every order after 90
+        self.trade_window = False     # userTrades: the last 7 days by default, startTime-endTime at most 7 days
+        self._pos_log: list[tuple[int, str, Decimal, Decimal]] = []   # (time, symbol, amt, entry) before each fill
 
     # ------------------------------------------------------------------ test controls
+    ORDER_PATH = "/fapi/v1/order"
+
+    def _documented_switches(self, rng: Any, lag_ms: int) -> dict[str, Any]:
+        out = {k: v for k, v in super()._documented_switches(rng, lag_ms).items() if k not in ("partial_expired", "archived", "lookup_window")}
+
+        def set_(attr: str, value: Any) -> Any:
+            return lambda: (setattr(self, attr, value), value)[1]
+
+        out.update(position_lag=set_("position_lag_ms", lag_ms), algo_lag=set_("algo_lag_ms", lag_ms),
+                   algo_reject=set_("algo_reject", True), forgotten=set_("order_retention", True),
+                   trade_window=set_("trade_window", True))
+        return out
+
     def position(self, symbol: str = "BTCUSDT") -> tuple[Decimal, Decimal]:
         """(signed quantity, average entry price)."""
         with self._xlock:
@@ -112,6 +144,11 @@ class FakeFuturesExchange(FakeExchange):
         with self._xlock:
             return [o for o in self.orders if o["clientOrderId"] == cid] + [a for a in self.algos if a["clientAlgoId"] == cid]
 
+    def _answer(self, *args: Any, **kw: Any) -> Any:
+        with self._xlock:
+            self._advance_algos()
+        return super()._answer(*args, **kw)
+
     # ------------------------------------------------------------------ helpers
     def _avail(self, symbol: str | None = None) -> Decimal:
         """Wallet minus the isolated margin of the positions and of open orders that add to them."""
@@ -138,6 +175,7 @@ class FakeFuturesExchange(FakeExchange):
         qty = o["origQty"] - o["executedQty"]
         s = 1 if o["side"] == "BUY" else -1
         amt, entry = self.positions[sym]
+        self._pos_log.append((self.server_ms(), sym, amt, entry))
         realized = Decimal(0)
         if amt == 0 or _sign(amt) == s:
             new_amt = amt + s * qty
@@ -161,10 +199,39 @@ class FakeFuturesExchange(FakeExchange):
         o["status"], o["updateTime"] = "FILLED", now
 
     def _trigger(self, a: dict[str, Any]) -> list[dict[str, Any]]:
+        now = self.server_ms()
+        a["updateTime"] = a["triggerTime"] = now
+        if self.algo_lag_ms or self.algo_reject:
+            a["algoStatus"] = "TRIGGERING"
+            self.fired["algo_lag" if self.algo_lag_ms else "algo_reject"] += 1
+            return self._advance_algos()
+        return self._place_actual(a)
+
+    def _advance_algos(self) -> list[dict[str, Any]]:
+        """Move triggered algo orders on (Binance's algo statuses, "Event: Algo Order Update",
+        https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams/Event-Algo-Order-Update):
+        TRIGGERING ("met the triggering condition and has been forwarded to the matching engine": no actual
+        order yet, ``actualOrderId`` "") for ``algo_lag_ms``; then REJECTED ("denied by the matching engine, such
+        as in scenarios of margin check failures") with ``algo_reject``, else the actual order is placed and
+        TRIGGERED ("successfully placed into the matching engine") for ``algo_lag_ms``, then FINISHED."""
+        now, done = self.server_ms(), []
+        for a in self.algos:
+            if a["algoStatus"] == "TRIGGERING" and now >= a["triggerTime"] + self.algo_lag_ms:
+                if self.algo_reject:
+                    a["algoStatus"], a["updateTime"] = "REJECTED", now
+                    continue
+                done.extend(self._place_actual(a))
+                if a["algoStatus"] == "FINISHED" and self.algo_lag_ms:
+                    a["algoStatus"] = "TRIGGERED"
+            if a["algoStatus"] == "TRIGGERED" and now >= a["triggerTime"] + 2 * self.algo_lag_ms:
+                a["algoStatus"], a["updateTime"] = "FINISHED", now
+        return done
+
+    def _place_actual(self, a: dict[str, Any]) -> list[dict[str, Any]]:
         sym = a["symbol"]
         amt = self.positions[sym][0]
         now = self.server_ms()
-        a["updateTime"] = a["triggerTime"] = now
+        a["updateTime"] = now
         if amt == 0 or _sign(amt) == (1 if a["side"] == "BUY" else -1):
             a["algoStatus"] = "EXPIRED"
             return []
@@ -209,6 +276,41 @@ class FakeFuturesExchange(FakeExchange):
                 "actualPrice": _s(a["actualPrice"]), "executedQty": _s(a["executedQty"])}
 
     @staticmethod
+    def _f_check_filters(info: dict[str, Any], otype: str, qty: Decimal, price: Decimal | None, mkt: Decimal,
+                         reduce: bool) -> None:
+        """The order filters with futures' own codes and messages (not spot's -1013 "Filter failure"), from
+        https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code: -4003
+        QTY_LESS_THAN_ZERO, -1111 BAD_PRECISION (more decimals than ``quantityPrecision``/``pricePrecision``),
+        -4013 PRICE_LESS_THAN_MIN_PRICE, -4014 PRICE_NOT_INCREASED_BY_TICK_SIZE, -4004 QTY_LESS_THAN_MIN_QTY,
+        -4005 QTY_GREATER_THAN_MAX_QTY, -4023 QTY_NOT_INCREASED_BY_STEP_SIZE, -4164 MIN_NOTIONAL (not for
+        reduce-only orders: "unless you choose reduce only")."""
+        f = {x["filterType"]: x for x in info["filters"]}
+        places = lambda d: max(0, -int(d.normalize().as_tuple().exponent))  # noqa: E731
+        if qty <= 0:
+            raise _Reply(400, -4003, "Quantity less than or equal to zero.")
+        if places(qty) > info.get("quantityPrecision", 8) or (price is not None and places(price) > info.get("pricePrecision", 8)):
+            raise _Reply(400, -1111, "Precision is over the maximum defined for this asset.")
+        if price is not None and "PRICE_FILTER" in f:
+            lo, tick = Decimal(f["PRICE_FILTER"]["minPrice"]), Decimal(f["PRICE_FILTER"]["tickSize"])
+            if lo and price < lo:
+                raise _Reply(400, -4013, "Price less than min price.")
+            if tick and price % tick:
+                raise _Reply(400, -4014, "Price not increased by tick size.")
+        lot = f.get("MARKET_LOT_SIZE") if otype == "MARKET" and "MARKET_LOT_SIZE" in f else f.get("LOT_SIZE")
+        if lot:
+            lo, hi, step = Decimal(lot["minQty"]), Decimal(lot["maxQty"]), Decimal(lot["stepSize"])
+            if lo and qty < lo:
+                raise _Reply(400, -4004, "Quantity less than min quantity.")
+            if hi and qty > hi:
+                raise _Reply(400, -4005, "Quantity greater than max quantity.")
+            if step and qty % step:
+                raise _Reply(400, -4023, "Quantity not increased by step size.")
+        if not reduce and "MIN_NOTIONAL" in f:
+            n = Decimal(f["MIN_NOTIONAL"]["notional"])
+            if qty * (price if price is not None else mkt) < n:
+                raise _Reply(400, -4164, f"Order's notional must be no smaller than {_s(n)} (unless you choose reduce only).")
+
+    @staticmethod
     def _check_cid(cid: str, name: str) -> None:
         if not 1 <= len(cid) <= 36 or not set(cid) <= FUTURES_CLIENT_ID_CHARS:
             raise _Reply(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is "
@@ -239,8 +341,7 @@ class FakeFuturesExchange(FakeExchange):
             raise _Reply(400, -1106, "Parameter 'price' sent when not required.")
         reduce = q.get("reduceOnly", "false").lower() == "true"
         mkt = self.prices[sym]
-        if not reduce:
-            self._check_filters(info, otype, qty, price, mkt)
+        self._f_check_filters(info, otype, qty, price, mkt, reduce)
         if any(o["clientOrderId"] == cid and o["status"] in OPEN for o in self.orders):
             raise _Reply(400, -4116, "ClientOrderId is duplicated.")
         if reduce:
@@ -264,7 +365,7 @@ class FakeFuturesExchange(FakeExchange):
         oid, cid = q.get("orderId"), q.get("origClientOrderId")
         if not oid and not cid:
             raise _Reply(400, -1102, "Either orderId or origClientOrderId must be sent.")
-        mine = [o for o in self.orders if o["symbol"] == q["symbol"]]
+        mine = [o for o in self._f_readable() if o["symbol"] == q["symbol"]]
         hit = [o for o in mine if str(o["orderId"]) == oid] if oid else [o for o in mine if o["clientOrderId"] == cid]
         if not hit:
             raise not_found
@@ -272,6 +373,55 @@ class FakeFuturesExchange(FakeExchange):
 
     def _f_query_order(self, q: dict[str, str]) -> dict[str, Any]:
         return self._f_view(self._f_find(q, _Reply(400, -2013, "Order does not exist.")))
+
+    def _f_readable(self) -> list[dict[str, Any]]:
+        """The orders a query or allOrders sees: :meth:`_readable_orders` (``query_lag_ms``) minus, with
+        ``order_retention``, those Binance no longer finds: "order status is CANCELED or EXPIRED AND order has NO
+        filled trade AND created time + 3 days < current time" and "order create time + 90 days < current time"
+        (https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api/Query-Order and
+        .../All-Orders)."""
+        rows = self._readable_orders()
+        if not self.order_retention:
+            return rows
+        now, kept = self.server_ms(), []
+        for o in rows:
+            gone = (o["status"] in ("CANCELED", "EXPIRED") and not o["executedQty"] and o["time"] + 3 * DAY_MS < now) \
+                or o["time"] + 90 * DAY_MS < now
+            if gone:
+                self.fired["forgotten"] += 1
+            else:
+                kept.append(o)
+        return kept
+
+    def _f_user_trades(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/userTrades``; with ``trade_window`` as documented
+        (https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api/Account-Trade-List):
+        "If startTime and endTime are both not sent, then the last 7 days' data will be returned. The time between
+        startTime and endTime cannot be longer than 7 days." The docs give no error code for a longer range: the
+        fake answers -1127 with spot's wording (errors.md "-1127 MORE_THAN_XX_HOURS"; an assumption for futures)."""
+        if self.trade_window and not q.get("fromId"):
+            if "startTime" in q and "endTime" in q and int(q["endTime"]) - int(q["startTime"]) > 7 * DAY_MS:
+                raise _Reply(400, -1127, "More than 168 hours between startTime and endTime.")
+            if "startTime" not in q and "endTime" not in q:
+                cut = self.server_ms() - 7 * DAY_MS
+                out = self._my_trades(q)     # the most recent ``limit``, then only those of the last 7 days
+                kept = [t for t in out if t["time"] >= cut]
+                self.fired["trade_window"] += len(out) - len(kept)
+                return kept
+        return self._my_trades(q)
+
+    def _seen_position(self, sym: str) -> tuple[Decimal, Decimal]:
+        """The position as positionRisk/account show it: with ``position_lag_ms``, as it was before the fills of
+        the last ``position_lag_ms`` (the position endpoints' data trails the matching engine; Binance's docs advise
+        the user data stream's ACCOUNT_UPDATE for timely positions)."""
+        if self.position_lag_ms:
+            cut = self.server_ms() - self.position_lag_ms
+            for t, s, amt, entry in self._pos_log:
+                if s == sym and t > cut:
+                    self.fired["position_lag"] += 1
+                    return amt, entry
+        amt, entry = self.positions[sym]
+        return amt, entry
 
     def _f_cancel_order(self, q: dict[str, str]) -> dict[str, Any]:
         unknown = _Reply(400, -2011, "Unknown order sent.")
@@ -287,7 +437,7 @@ class FakeFuturesExchange(FakeExchange):
 
     def _f_all_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
         sym = self._symbol(q)["symbol"]
-        return [self._f_view(o) for o in self._window([o for o in self.orders if o["symbol"] == sym], q, "orderId",
+        return [self._f_view(o) for o in self._window([o for o in self._f_readable() if o["symbol"] == sym], q, "orderId",
                                                       "orderId", "time")]
 
     # ------------------------------------------------------------------ algo orders
@@ -310,13 +460,17 @@ class FakeFuturesExchange(FakeExchange):
             raise _Reply(400, -1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.")
         tick = Decimal(next(f for f in info["filters"] if f["filterType"] == "PRICE_FILTER")["tickSize"])
         if trig % tick:
-            raise _Reply(400, -1013, "Filter failure: PRICE_FILTER")
-        if any(a["clientAlgoId"] == cid and a["algoStatus"] == "NEW" for a in self.algos):
+            raise _Reply(400, -4014, "Price not increased by tick size.")
+        if any(a["clientAlgoId"] == cid and a["algoStatus"] in ALGO_OPEN for a in self.algos):
             raise _Reply(400, -4116, "ClientOrderId is duplicated.")
         mkt = self.prices[sym]
         below = (otype == "STOP_MARKET") == (side == "SELL")
         if (below and mkt <= trig) or (not below and mkt >= trig):
             raise _Reply(400, -2021, "Order would immediately trigger.")
+        if any(a["symbol"] == sym and a["side"] == side and a["orderType"] == otype and a["algoStatus"] == "NEW"
+               for a in self.algos):   # every algo order here is closePosition
+            raise _Reply(400, -4130, "An open stop or take profit order with GTE and closePosition in the direction "
+                                     "is existing.")
         now = self.server_ms()
         a = {"algoId": next(self._ids), "clientAlgoId": cid, "orderType": otype, "symbol": sym, "side": side,
              "algoStatus": "NEW", "triggerPrice": trig, "createTime": now, "updateTime": now, "triggerTime": 0,
@@ -355,11 +509,11 @@ class FakeFuturesExchange(FakeExchange):
         syms = [self._symbol(q)["symbol"]] if q.get("symbol") else list(self.positions)
         out = []
         for sym in syms:
-            amt, entry = self.positions[sym]
+            amt, entry = self._seen_position(sym)
             if not every and amt == 0 and not any(o["status"] in OPEN and o["symbol"] == sym for o in self.orders):
                 continue
             margin = abs(amt) * entry / self.leverage[sym]
-            upnl = self._upnl(sym)
+            upnl = amt * (self.prices[sym] - entry)
             out.append({"symbol": sym, "positionSide": "BOTH", "positionAmt": _s(amt), "entryPrice": _s(entry),
                         "breakEvenPrice": _s(entry), "markPrice": _s(self.prices[sym]), "unRealizedProfit": _s(upnl),
                         "liquidationPrice": "0", "isolatedMargin": _s(margin + upnl) if self.margin_type[sym] == "isolated"

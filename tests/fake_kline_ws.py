@@ -11,6 +11,23 @@ forming candle) every ``heartbeat_s``, as the real stream sends updates every se
 Faults: :meth:`stall` (connections stay open, nothing is sent, messages meanwhile are lost) and
 :meth:`resume`; :meth:`drop` (every open connection is cut without a close frame); ``refuse = True``
 (handshakes are answered HTTP 503). ``paths`` logs each accepted connection's request path.
+
+Paths, as Binance documents them (``market``):
+
+- ``"spot"`` (binance-spot-api-docs web-socket-streams.md "General WSS information"): raw streams at
+  ``/ws/<streamName>``, combined streams at ``/stream?streams=<s1>/<s2>`` whose events are wrapped as
+  ``{"stream": "<streamName>", "data": <rawPayload>}``.
+- ``"futures"`` (USD-M's 2026 routed paths: https://developers.binance.com/zh-CN/docs/products/caas/market-data-streams
+  "USD-M Futures routes streams by path"; legacy URLs retired 2026-04-23, github.com/ccxt/go-binance pull 809):
+  klines are a ``/market`` stream: ``/market/ws/<stream>`` and ``/market/stream?streams=...`` deliver;
+  ``/public/...`` (high-frequency book data) and ``/private/...`` (user data) accept the connection but never
+  deliver a kline. The legacy ``/ws/<stream>`` / ``/stream?streams=`` deliver only while ``legacy_paths``
+  (the default); with ``legacy_paths=False`` they connect and stay silent, as Binance documents ("A connection
+  with no routed path only receives /public data ... This fails silently rather than erroring"), or, with
+  ``legacy_status`` set (e.g. 404), the handshake is refused with that HTTP status.
+
+Only the fake's own stream (``<symbol lower>@kline_<interval>``) carries events; a connection for another
+stream name is accepted and stays silent. Any other path is refused with HTTP 404.
 """
 
 from __future__ import annotations
@@ -22,6 +39,7 @@ import threading
 import time
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -30,8 +48,12 @@ from websockets.sync.server import ServerConnection, serve
 
 class FakeKlineWS:
     def __init__(self, symbol: str = "BTCUSDT", interval: str = "1h", interval_ms: int = 3_600_000,
-                 heartbeat_s: float | None = 0.1, first_open_ms: int | None = None) -> None:
+                 heartbeat_s: float | None = 0.1, first_open_ms: int | None = None, market: str = "spot",
+                 legacy_paths: bool = True, legacy_status: int | None = None) -> None:
+        if market not in ("spot", "futures"):
+            raise ValueError(f"market must be 'spot' or 'futures', not {market!r}")
         self.symbol, self.interval, self.interval_ms = symbol, interval, interval_ms
+        self.market, self.legacy_paths, self.legacy_status = market, legacy_paths, legacy_status
         self.heartbeat_s = heartbeat_s
         self.refuse = False
         self.paths: list[str] = []
@@ -39,6 +61,7 @@ class FakeKlineWS:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._clients: dict[ServerConnection, queue.Queue[str]] = {}
+        self.silent = 0                           # connections accepted that never get a kline (wrong or legacy path)
         self._last: list[Any] | None = None       # the last closed row sent (for heartbeats)
         self.first_open_ms = first_open_ms        # the forming candle of heartbeats before any candle is sent
         self._server = serve(self._handle, "127.0.0.1", 0, process_request=self._process_request,
@@ -131,16 +154,55 @@ class FakeKlineWS:
             for q in self._clients.values():
                 q.put(message)
 
+    @property
+    def stream(self) -> str:
+        """This fake's stream name: ``<symbol lower>@kline_<interval>``."""
+        return f"{self.symbol.lower()}@kline_{self.interval}"
+
+    def route(self, path: str) -> tuple[str, bool]:
+        """What a request path gets: (``"deliver"``, ``"silent"``, ``"legacy"`` or ``"refuse"``, combined?)."""
+        u = urlparse(path)
+        prefix = ""
+        if self.market == "futures" and u.path.split("/")[1:2] and u.path.split("/")[1] in ("market", "public", "private"):
+            prefix = "/" + u.path.split("/")[1]
+        rest = u.path[len(prefix):]
+        if rest.startswith("/ws/") and len(rest) > 4:
+            streams, combined = [rest[4:]], False
+        elif rest == "/stream":
+            streams, combined = parse_qs(u.query).get("streams", [""])[0].split("/"), True
+        else:
+            return "refuse", False
+        mine = self.stream in streams
+        if self.market == "spot" or prefix == "/market":
+            return ("deliver" if mine else "silent"), combined
+        if prefix:                                   # /public or /private: no kline there
+            return "silent", combined
+        return ("deliver" if mine and self.legacy_paths else "legacy"), combined
+
     def _process_request(self, connection: ServerConnection, request: Any) -> Any:
         if self.refuse:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "refused by the test\n")
+        kind, _ = self.route(request.path)
+        if kind == "refuse" or (kind == "legacy" and self.legacy_status is not None):
+            return connection.respond(HTTPStatus(self.legacy_status if kind == "legacy" else 404), "not found\n")
         return None
 
     def _handle(self, connection: ServerConnection) -> None:
         q: queue.Queue[str] = queue.Queue()
+        kind, combined = self.route(connection.request.path)
         with self._lock:
-            self._clients[connection] = q
             self.paths.append(connection.request.path)
+            if kind == "deliver":
+                self._clients[connection] = q
+            else:
+                self.silent += 1
+        if kind != "deliver":       # connected, and nothing ever comes (Binance's silent failure)
+            try:
+                while not self._stopping.is_set() and connection.state is not State.CLOSED:
+                    self._stopping.wait(0.05)
+            finally:
+                connection.close()
+            return
         try:
             while not self._stopping.is_set():
                 try:
@@ -151,7 +213,7 @@ class FakeKlineWS:
                     break
                 if message is None or self._stalled.is_set():
                     continue
-                connection.send(message)
+                connection.send(f'{{"stream": "{self.stream}", "data": {message}}}' if combined else message)
         except (ConnectionClosed, OSError):
             pass
         finally:

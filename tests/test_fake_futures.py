@@ -113,7 +113,8 @@ def test_reduce_only_orders_that_would_open_or_flip_are_rejected(fx):
     c.futures_create_order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.01", reduceOnly="true")
     assert fx.position()[0] == 0
     # the minimum notional (100 USDT) and the margin
-    assert api_error(c.futures_create_order, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.001").code == -1013
+    e = api_error(c.futures_create_order, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.001")
+    assert (e.code, e.message) == (-4164, "Order's notional must be no smaller than 100 (unless you choose reduce only).")
     assert api_error(c.futures_create_order, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="10").code == -2019
 
 
