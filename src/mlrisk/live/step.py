@@ -1,6 +1,6 @@
 """One candle's decision for the paper broker, pure: (state, candle, P(up), limits) -> (new state, what happened).
 
-The broker is the backtest's own compiled per-candle step (:class:`mlrisk.live.account.AccountState`,
+The broker is the backtest's own compiled per-candle step (:class:`mlrisk.live.sim_account.AccountState`,
 i.e. :func:`mlrisk.backtest.engine.advance`): the same fills at the next open, fees, slippage,
 funding, take-profit/stop and liquidation as the backtest, and the same order intents
 (:func:`mlrisk.strategy.order_intents`). Nothing here re-implements a trading rule; the risk
@@ -31,36 +31,15 @@ from typing import Any
 import numpy as np
 
 from mlrisk.backtest import engine as E
-from mlrisk.live.account import AccountState
 from mlrisk.errors import DataError
+from mlrisk.live.risk import RiskLimits, update_risk
+from mlrisk.live.sim_account import AccountState
 from mlrisk.live.state import RiskState
 from mlrisk.strategy import entry_size, hold_exit_due, signal
-from mlrisk.times import DAY_MS, INTERVAL_MS
+from mlrisk.times import INTERVAL_MS
 
 BLOB_VERSION = 1
 MINUTE_MS = INTERVAL_MS["1m"]
-
-
-@dataclass(frozen=True)
-class RiskLimits:
-    """The limits the paper broker enforces (see the module docstring)."""
-
-    max_position_notional: float = 0.0
-    max_daily_loss: float = 0.05
-    max_drawdown: float = 0.20
-    max_orders_per_minute: int = 10
-    flatten_on_breach: bool = False
-
-    @classmethod
-    def from_settings(cls, s: Any) -> "RiskLimits":
-        return cls(s.max_position_notional, s.max_daily_loss, s.max_drawdown, s.max_orders_per_minute,
-                   s.flatten_on_breach)
-
-    @classmethod
-    def none(cls) -> "RiskLimits":
-        """No limit at all, like the backtest (``mlrisk live --no-risk-limits``; paper and replay only):
-        no position cap, loss and drawdown limits that can never be reached, no orders-per-minute cap."""
-        return cls(0.0, math.inf, math.inf, 2**62, False)
 
 
 @dataclass
@@ -176,31 +155,6 @@ def _drop_new_entries(acct: AccountState, new_limit: bool) -> None:
     a = acct.account
     n = a.n_orders - 1 if new_limit else a.n_orders
     acct.account = a._replace(market_entry=0, n_orders=n, order_side=a.order_side if n > 0 else 0)
-
-
-def _day(ms: int) -> int:
-    return ms // DAY_MS * DAY_MS
-
-
-def update_risk(risk: RiskState, equity: float, last_equity: float, close_ms: int, limits: RiskLimits) -> RiskState:
-    """The risk counters after a close with ``equity`` (marked to market): a new UTC day starts
-    from the previous close's equity and lifts a daily-loss halt; the peak follows equity; a limit
-    crossed sets the halt (kept, with the first reason, until lifted)."""
-    day = _day(close_ms)
-    day_start_ms, day_start_eq = risk.day_start_ms, risk.day_start_equity
-    halted, reason = risk.halted, risk.halt_reason
-    if day_start_ms != day:
-        day_start_ms, day_start_eq = day, last_equity
-        if halted and reason.startswith("daily_loss"):
-            halted, reason = False, ""
-    peak = max(risk.peak_equity or last_equity, last_equity, equity)
-    if not halted and day_start_eq and (day_start_eq - equity) / day_start_eq >= limits.max_daily_loss:
-        halted, reason = True, (f"daily_loss: equity {equity:.2f} is {(day_start_eq - equity) / day_start_eq:.2%} "
-                                f"below the day's start {day_start_eq:.2f} (max_daily_loss {limits.max_daily_loss:.2%})")
-    if not halted and peak and (peak - equity) / peak >= limits.max_drawdown:
-        halted, reason = True, (f"drawdown: equity {equity:.2f} is {(peak - equity) / peak:.2%} below the peak "
-                                f"{peak:.2f} (max_drawdown {limits.max_drawdown:.2%})")
-    return RiskState(day_start_ms, day_start_eq, peak, halted, reason)
 
 
 def paper_step(state: BotState, candle: tuple[float, float, float, float], open_ms: int, p_up: float,

@@ -1,6 +1,6 @@
 """The USDT-M futures broker: the paper step's orders sent to Binance futures (one-way mode, isolated
 margin), with the write-ahead send, the settlement of unknown outcomes by client id and the
-reconciliation of :class:`mlrisk.live.broker.BrokerBase` (shared with the spot broker).
+reconciliation of :class:`mlrisk.live.execution.base.BrokerBase` (shared with the spot broker).
 
 Per candle, at the close:
 
@@ -50,7 +50,8 @@ from typing import Any
 
 from mlrisk.backtest import engine as E
 from mlrisk.errors import ExchangeError, SettingsError
-from mlrisk.live.broker import ORDER_NOT_FOUND, BrokerBase, check_supported, or_none
+from mlrisk.live.execution.base import ORDER_NOT_FOUND, BrokerBase, or_none
+from mlrisk.live.risk import check_supported
 from mlrisk.live.client_ids import is_ours, make_client_order_id, parse_client_order_id
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.state import BINANCE_STATUS, Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
@@ -152,7 +153,7 @@ class FuturesBroker(BrokerBase):
         return self._risk()[0]
 
     def check_position(self) -> None:
-        """Halt (:class:`~mlrisk.live.broker.PositionMismatch`) unless the recorded position equals the
+        """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) unless the recorded position equals the
         exchange's; a difference while orders are open is asked again once after recording them (one
         may have filled between the two requests)."""
         recorded = self.store.position(self.symbol).quantity
@@ -169,7 +170,7 @@ class FuturesBroker(BrokerBase):
     def prepare(self, orders: Iterable[dict[str, Any]], close: float, open_ms: int,
                 state: Any = None) -> tuple[list[NewOrder], list[str]]:
         """The exchange orders for the step's ``orders`` decided at ``close`` of the candle opening at
-        ``open_ms``; ``state``: the step's :class:`~mlrisk.live.paper.BotState` after the candle (None
+        ``open_ms``; ``state``: the step's :class:`~mlrisk.live.step.BotState` after the candle (None
         from ``flatten``). Refreshes the open orders first (see the module docstring)."""
         legs = list(orders)
         self.refresh()
