@@ -194,7 +194,7 @@ def run_replay(bot: Bot, candles: pd.DataFrame, start_ms: int | None = None) -> 
         for k in res.limits:
             hit[k] = hit.get(k, 0) + 1
     equity = bot.state.last_equity if bot.state is not None else float(bot.prm[E.P_INITIAL])
-    if bot.state is not None and bot.state.account.account.side != 0:
+    if bot.state is not None and bot.state.account.side != 0:
         out = bot.flatten()
         if out is not None:
             equity, tr = out

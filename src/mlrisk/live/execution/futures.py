@@ -48,7 +48,6 @@ from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from mlrisk.backtest import engine as E
 from mlrisk.errors import ExchangeError, SettingsError
 from mlrisk.live.execution.base import ORDER_NOT_FOUND, BrokerBase, or_none
 from mlrisk.live.risk import check_supported
@@ -225,15 +224,13 @@ class FuturesBroker(BrokerBase):
     @staticmethod
     def _engine_sides(state: Any) -> set[int]:
         """The sides the engine holds, is entering at the next open or rests limit entries on."""
-        a = state.account.account
-        return {int(x) for x in (a.side, a.market_entry, a.order_side if a.n_orders else 0) if x}
+        a = state.account
+        return {x for x in (a.side, a.market_entry, a.limit_side) if x}
 
     def _cancel_dropped_limits(self, state: Any) -> None:
         """Cancel the resting LIMIT entries the engine no longer holds (expired, cancelled, or filled in
         the simulation): the engine keeps each with its expiry candle ``placed + limit_ttl``."""
-        acct = state.account
-        keep = {state.origin_ms + (int(acct.orders[j, E.O_EXPIRE]) - self.limit_ttl) * state.interval_ms
-                for j in range(acct.account.n_orders)}
+        keep = {state.origin_ms + r.placed_candle * state.interval_ms for r in state.account.resting_limits(self.limit_ttl)}
         for o in self.store.orders([S.OPEN]):
             if o.type == "LIMIT" and o.leg == "entry" and o.candle_open_ms not in keep:
                 self.cancel(o)
