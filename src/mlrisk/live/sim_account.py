@@ -13,7 +13,7 @@ It is the live code's only view of the engine's state: the read accessors (:attr
 risk controls make between candles (:meth:`AccountState.cancel_entries`,
 :meth:`AccountState.cancel_new_entries`, :meth:`AccountState.request_exit`,
 :meth:`AccountState.clear_exit`), so no engine column or field is indexed outside
-:mod:`mlrisk.backtest`.
+:mod:`mlrisk.backtest` (:mod:`mlrisk.backtest.state_view` does it).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from mlrisk.backtest import engine as E
+from mlrisk.backtest import state_view as V
 from mlrisk.errors import DataError
 
 
@@ -132,38 +133,30 @@ class AccountState:
 
     def position(self) -> Holding:
         """The filled entries together (see :class:`Holding`)."""
-        k = int(self.account.n_entries)
-        rows = self.entries[:k]
-        qty = float(rows[:, E.E_QTY].sum()) if k else 0.0
-        margin = float(rows[:, E.E_MARGIN].sum()) if k else 0.0
-        avg = float((rows[:, E.E_QTY] * rows[:, E.E_PRICE]).sum() / qty) if qty > 0 else None
-        return Holding(qty, avg, margin, k)
+        return Holding(*V.holding(self.account, self.entries))
 
     def resting_limits(self, limit_ttl: int) -> list[RestingLimit]:
         """The resting limit entries, oldest first; ``limit_ttl``: the candles a limit order rests
         (the engine keeps each with its expiry candle ``placed + limit_ttl``)."""
-        return [RestingLimit(float(self.orders[j, E.O_PRICE]), int(self.orders[j, E.O_EXPIRE]) - limit_ttl,
-                             int(self.orders[j, E.O_EXPIRE])) for j in range(int(self.account.n_orders))]
+        return [RestingLimit(price, expire - limit_ttl, expire) for price, expire in V.resting_orders(self.account, self.orders)]
 
     # ---------------------------------------------------------------- the risk controls' changes
     def cancel_entries(self) -> None:
         """Remove every entry not yet filled: the market entry for the next open and all resting limits."""
-        self.account = self.account._replace(market_entry=0, n_orders=0, order_side=0)
+        self.account = V.without_entries(self.account)
 
     def cancel_new_entries(self, newest_limit: bool) -> None:
         """Remove the entries placed at the last close: the market entry and (``newest_limit``) the
         newest resting limit; older resting limits stay."""
-        a = self.account
-        n = a.n_orders - 1 if newest_limit else a.n_orders
-        self.account = a._replace(market_entry=0, n_orders=n, order_side=a.order_side if n > 0 else 0)
+        self.account = V.without_new_entries(self.account, newest_limit)
 
     def request_exit(self) -> None:
         """Close the position at the next open (the engine's own market exit)."""
-        self.account = self.account._replace(market_exit=True)
+        self.account = V.with_exit(self.account, True)
 
     def clear_exit(self) -> None:
         """Drop a market exit planned for the next open."""
-        self.account = self.account._replace(market_exit=False)
+        self.account = V.with_exit(self.account, False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-safe values: ``{"version", "account": {field: value}, "entries": [[...]],
