@@ -38,45 +38,26 @@ from typing import Any
 
 from mlrisk.errors import ExchangeError
 from mlrisk.live.client_ids import is_ours, parse_client_order_id
-from mlrisk.live.filters import SymbolFilters, symbol_filters
+from mlrisk.live.filters import SymbolFilters
 from mlrisk.live.state import NewOrder, OrderRecord, OrderStatus, StateError, StateStore
+from mlrisk.live.venue import OrderReport, SpotVenue
 
 S = OrderStatus
-ORDER_NOT_FOUND = -2013
 
 
 class PositionMismatch(StateError):
     """The exchange and the state file disagree about the position: trading halts."""
 
 
-def or_none(client: Any, method: str, codes: tuple[int, ...]) -> Callable[..., Any]:
-    """``client.method`` as a callable for :meth:`~mlrisk.exchange.ExchangeClient.call` (named
-    ``method`` in its messages) that returns None when Binance answers with one of ``codes``
-    (e.g. -2013: no such order)."""
-    from binance.exceptions import BinanceAPIException
-
-    def call(**kw: Any) -> Any:
-        try:
-            return getattr(client, method)(**kw)
-        except BinanceAPIException as e:
-            if e.code in codes:
-                return None
-            raise
-
-    call.__name__ = method
-    return call
-
-
 class BrokerBase:
     """What every exchange broker shares: the write-ahead send, the unknown-outcome settlement by
-    client id, and reconciliation at start (see the module docstring). A subclass says how to
-    submit (:meth:`_submit`), look up (:meth:`_lookup`) and record (:meth:`_record`) orders on its
-    market, where its open orders are listed (``OPEN_ORDERS``, for :meth:`_adopt`), and how to check the
-    position (:meth:`check_position`).
+    client id, and reconciliation at start (see the module docstring). It talks to the exchange only
+    through its venue (``VENUE``, :mod:`mlrisk.live.venue`: place, query, open orders, as normalised
+    reports); a subclass says how to record a report (:meth:`_record`) and how to check the position
+    (:meth:`check_position`). ``exchange``: the signed :class:`~mlrisk.exchange.ExchangeClient`.
     ``sleep`` is injectable for tests."""
 
-    EXCHANGE_INFO = "get_exchange_info"
-    OPEN_ORDERS = "get_open_orders"
+    VENUE: Any = SpotVenue
 
     def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, order_size: float,
                  min_notional: float, *, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
@@ -84,36 +65,30 @@ class BrokerBase:
         import time
 
         self.exchange, self.store, self.symbol, self.prefix = exchange, store, symbol, prefix
+        self.venue = self.VENUE(exchange, symbol)
         self.order_size, self.min_notional = order_size, min_notional
         self.max_position_notional = max_position_notional  # quote currency; 0 = no cap
         self.recv_window_ms = recv_window_ms
         self.sleep = sleep or time.sleep
-        self.filters: SymbolFilters = symbol_filters(exchange.call(self.EXCHANGE_INFO), symbol)
+        self.filters: SymbolFilters = self.venue.exchange_filters()
 
     # --------------------------------------------------------------------- market specifics
-    def _submit(self, o: OrderRecord) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _lookup(self, o: OrderRecord) -> dict[str, Any] | None:
-        raise NotImplementedError
-
-    def _record(self, o: OrderRecord, r: dict[str, Any], fills: list[dict[str, Any]] | None) -> OrderRecord:
+    def _record(self, o: OrderRecord, r: OrderReport) -> OrderRecord:
         raise NotImplementedError
 
     def _adopt(self) -> list[str]:
-        """Open orders at the exchange (``OPEN_ORDERS``) with the bot's prefix that the state file does
-        not know: recorded as the bot's. Returns one line per adopted order."""
+        """Open orders at the exchange with the bot's prefix that the state file does not know:
+        recorded as the bot's. Returns one line per adopted order."""
         done: list[str] = []
-        for x in self.exchange.call(self.OPEN_ORDERS, symbol=self.symbol):
-            cid = x.get("clientOrderId", "")
+        for x in self.venue.open_orders():
+            cid = x.client_order_id
             if is_ours(cid, self.prefix) and self.store.order(cid) is None:
                 c = parse_client_order_id(cid)
-                price = Decimal(x["price"])
-                rec = self.store.insert_order(NewOrder(cid, self.symbol, x["side"], x["type"], Decimal(x["origQty"]),
-                                                       c.open_time_ms, c.leg, price=price if price else None,
-                                                       reduce_only=bool(x.get("reduceOnly"))))
-                self._record(rec, x, None)
-                done.append(f"{cid}: adopted ({x['status']})")
+                qty = x.quantity or abs(self.store.position(self.symbol).quantity) or self.filters.step_size or Decimal(1)
+                rec = self.store.insert_order(NewOrder(cid, self.symbol, x.side, x.type, qty,  # type: ignore[arg-type]
+                                                       c.open_time_ms, c.leg, price=x.price, reduce_only=x.reduce_only))
+                self._record(rec, x)
+                done.append(f"{cid}: adopted ({x.raw_status})")
         return done
 
     def check_position(self) -> None:
@@ -129,13 +104,13 @@ class BrokerBase:
         if o.status is not S.PENDING_SUBMIT:
             return o
         try:
-            r = self._submit(o)
+            r = self.venue.place(o)
         except ExchangeOutcomeUnknown as e:
             self.store.transition(cid, S.UNKNOWN, reason=str(e)[:200])
             return self.settle(cid, resend=True)
         except ExchangeError as e:
             return self.store.transition(cid, S.REJECTED, reason=str(e)[:200])
-        return self._record(o, r, r.get("fills"))
+        return self._record(o, r)
 
     def settle(self, cid: str, resend: bool) -> OrderRecord:
         """Query an order by client id and record the answer. Absent: asked again after
@@ -143,12 +118,12 @@ class BrokerBase:
         under the same id, else (a stale decision) it is cancelled without being sent."""
         o = self.store.order(cid)
         assert o is not None
-        q = self._lookup(o)
+        q = self.venue.query(o)
         if q is None:
             self.sleep(self.recv_window_ms / 1000)  # a request still in flight expires on the exchange by then
-            q = self._lookup(o)
+            q = self.venue.query(o)
         if q is not None:
-            return self._record(o, q, None)
+            return self._record(o, q)
         if o.status is S.UNKNOWN:
             o = self.store.transition(cid, S.PENDING_SUBMIT, reason="not at the exchange: may be sent again")
         if resend:

@@ -12,9 +12,10 @@ from typing import Any
 
 from mlrisk.errors import SettingsError
 from mlrisk.live.client_ids import is_ours, make_client_order_id
-from mlrisk.live.execution.base import ORDER_NOT_FOUND, BrokerBase, or_none
+from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position
+from mlrisk.live.venue import Balances, OrderReport, SpotVenue
 from mlrisk.strategy import entry_size
 
 S = OrderStatus
@@ -26,9 +27,11 @@ class ExchangeBroker(BrokerBase):
     ``sleep`` is injectable for tests."""
 
     # ------------------------------------------------------------------------------ balances
-    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
-        acct = self.exchange.call("get_account")
-        return {b["asset"]: (Decimal(b["free"]), Decimal(b["locked"])) for b in acct.get("balances", [])}
+    VENUE = SpotVenue
+
+    def balances(self) -> Balances:
+        """``{asset: (free, locked)}``."""
+        return self.venue.balances()
 
     def equity(self, price: float) -> float:
         """The account's value in the quote asset at ``price``: quote plus base holdings (free and
@@ -78,25 +81,16 @@ class ExchangeBroker(BrokerBase):
                                 reduce_only=o["leg"] != "entry"))
         return out, skipped
 
-    # ---------------------------------------------------------------------------------- send
-    def _submit(self, o: OrderRecord) -> dict[str, Any]:
-        return self.exchange.call("create_order", idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
-                                  quantity=str(o.quantity), newClientOrderId=o.client_order_id, newOrderRespType="FULL")
-
-    def _lookup(self, o: OrderRecord) -> dict[str, Any] | None:
-        return self.exchange.call(or_none(self.exchange.client, "get_order", (ORDER_NOT_FOUND,)), symbol=o.symbol,
-                                  origClientOrderId=o.client_order_id)
-
-    def _record(self, o: OrderRecord, r: dict[str, Any], fills: list[dict[str, Any]] | None) -> OrderRecord:
-        """Record an exchange answer (create or query) with its fills and the resulting position."""
+    # -------------------------------------------------------------------------------- record
+    def _record(self, o: OrderRecord, r: OrderReport) -> OrderRecord:
+        """Record an exchange report (create or query) with its fills and the resulting position."""
         if o.status is S.FILLED:
             return o
-        status = r["status"]
-        if fills is None and Decimal(r.get("executedQty", "0")) > 0:  # a query: the trades come from myTrades
-            fills = self.exchange.call("get_my_trades", symbol=o.symbol, orderId=r["orderId"])
-        recs = [Fill(o.client_order_id, int(f.get("tradeId", f.get("id"))), Decimal(f["price"]), Decimal(f["qty"]),
-                     Decimal(f["commission"]), f["commissionAsset"], int(r.get("transactTime", r.get("updateTime", 0))))
-                for f in fills or []]
+        fills = r.fills
+        if fills is None and (r.executed_qty or 0) > 0:  # a query: the trades come from myTrades
+            fills = tuple(self.venue.trades(r.exchange_order_id))
+        recs = [Fill(o.client_order_id, f.trade_id, f.price, f.qty, f.commission, f.commission_asset, r.update_time_ms)
+                for f in fills or ()]
         known = {f.trade_id for f in self.store.fills(o.client_order_id)}
         pos = self.store.position(o.symbol)
         qty = pos.quantity
@@ -106,8 +100,8 @@ class ExchangeBroker(BrokerBase):
             net = f.qty - (f.commission if f.commission_asset == self.filters.base_asset else 0)
             qty += net if o.side == "BUY" else -f.qty
         new_pos = Position(o.symbol, qty, pos.entry_price) if qty != pos.quantity else None
-        return self.store.transition(o.client_order_id, status, exchange_order_id=int(r["orderId"]),
-                                     executed_qty=r.get("executedQty"), cumulative_quote=r.get("cummulativeQuoteQty"),
+        return self.store.transition(o.client_order_id, r.status, exchange_order_id=r.exchange_order_id,
+                                     executed_qty=r.executed_qty, cumulative_quote=r.cumulative_quote,
                                      fills=recs, position=new_pos)
 
     # ------------------------------------------------------------------------------ reconcile
@@ -115,14 +109,12 @@ class ExchangeBroker(BrokerBase):
         """The bot's position as the exchange's own records explain it: its orders' trades (BUY qty
         less base-asset commission, minus SELL qty)."""
         qty = Decimal(0)
-        ours = {o["orderId"]: o for o in self.exchange.call("get_all_orders", symbol=self.symbol, limit=1000)
-                if is_ours(o.get("clientOrderId", ""), self.prefix)}
-        for t in self.exchange.call("get_my_trades", symbol=self.symbol, limit=1000):
-            o = ours.get(t["orderId"])
-            if o is None:
+        ours = {o.exchange_order_id for o in self.venue.all_orders() if is_ours(o.client_order_id, self.prefix)}
+        for t in self.venue.trades():
+            if t.order_id not in ours:
                 continue
-            fee = Decimal(t["commission"]) if t["commissionAsset"] == self.filters.base_asset else Decimal(0)
-            qty += Decimal(t["qty"]) - fee if t["isBuyer"] else -Decimal(t["qty"])
+            fee = t.commission if t.commission_asset == self.filters.base_asset else Decimal(0)
+            qty += t.qty - fee if t.is_buyer else -t.qty
         return qty
 
     def check_position(self) -> None:
