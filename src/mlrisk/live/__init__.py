@@ -15,7 +15,9 @@ Built and tested, one concern per module (imports run one way: venue <- executio
 - :mod:`mlrisk.live.execution`: testnet/live: orders written ahead then sent once, unknown outcomes
   queried by client id, reconciliation at start (settle, adopt, position check, halt); spot and
   USDT-M futures (one-way, isolated, leverage: both sides, limit entries, take-profit/stop algo
-  orders, timed exits, the position checked against ``positionRisk``).
+  orders, timed exits, the position checked against ``positionRisk``), through
+  :mod:`mlrisk.live.venue`: Binance (every endpoint, error code and status) as normalised order,
+  fill and position reports.
 - :mod:`mlrisk.live.settings`, :mod:`mlrisk.live.client_ids`, :mod:`mlrisk.live.filters`,
   :mod:`mlrisk.live.state`: settings, deterministic client order ids, exchange filters, the SQLite
   state store with write-ahead orders.

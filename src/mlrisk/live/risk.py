@@ -1,6 +1,8 @@
 """The risk rules in one place: the limits the step enforces (:class:`RiskLimits`), the loss and
-drawdown counters (:func:`update_risk`), and which strategies an exchange market can trade
-(:func:`check_supported`).
+drawdown counters (:func:`update_risk`), the position cap execution applies to a real entry
+(:func:`position_cap_breach`), the market and leverage cap a strategy gets (:func:`market_for`,
+used by :meth:`mlrisk.live.settings.LiveSettings.for_strategy`) and which strategies an exchange
+market can trade (:func:`check_supported`).
 
 Units: equity in quote currency (USDT), times in epoch ms UTC, losses as fractions.
 """
@@ -92,3 +94,30 @@ def check_supported(bp: Any, market: str, max_leverage: float = 1.0) -> None:
     if problems:
         raise SettingsError("testnet/live spot order sending supports long-only, leverage 1, market entries, no "
                             "take-profit/stop/hold (use --market futures for the rest); not: " + "; ".join(problems))
+
+
+def position_cap_breach(after: float, cap: float, quote: str) -> str | None:
+    """Why an entry must be skipped when the position would be ``after`` (quote currency ``quote``)
+    with a ``max_position_notional`` of ``cap`` (0 = no cap); None when it fits."""
+    if cap > 0 and after > cap:
+        return f"entry skipped: the position would be {after:.2f} {quote}, above max_position_notional {cap:.2f}"
+    return None
+
+
+def market_for(bp: Any, market: str | None, max_leverage: float | None) -> tuple[str, float]:
+    """(market, leverage cap) for the strategy ``bp`` (the backtest params) under the settings'
+    ``market`` and ``max_leverage`` (None: not set): futures when it shorts or uses leverage, else
+    spot; the cap defaults to its leverage (1 on spot). Raises :class:`~mlrisk.errors.SettingsError`
+    (one line naming the setting and the fix) when the strategy cannot run under them."""
+    market = market or ("futures" if bp.direction != "long" or bp.leverage > 1 else "spot")
+    cap = max_leverage if max_leverage is not None else (1.0 if market == "spot" else float(bp.leverage))
+    if market == "spot" and bp.direction != "long":
+        raise SettingsError(f"backtest.direction is {bp.direction} but spot cannot short: set MLRISK_MARKET=futures "
+                            "(--market futures) or backtest.direction: long")
+    if market == "spot" and bp.leverage > 1:
+        raise SettingsError(f"backtest.leverage is {bp.leverage:g} but spot has no leverage: set "
+                            "MLRISK_MARKET=futures (--market futures) or backtest.leverage: 1")
+    if bp.leverage > cap:
+        raise SettingsError(f"backtest.leverage {bp.leverage:g} exceeds MLRISK_MAX_LEVERAGE {cap:g}: raise it "
+                            f"(--max-leverage {bp.leverage:g}) or lower backtest.leverage")
+    return market, cap

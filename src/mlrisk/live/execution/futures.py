@@ -52,7 +52,7 @@ from mlrisk.errors import ExchangeError, SettingsError
 from mlrisk.live.client_ids import make_client_order_id
 from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
-from mlrisk.live.risk import check_supported
+from mlrisk.live.risk import check_supported, position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
 from mlrisk.live.venue import ALGO_TYPES, Balances, FuturesVenue, OrderReport
 from mlrisk.strategy import entry_size, protective_levels
@@ -187,9 +187,9 @@ class FuturesBroker(BrokerBase):
                 skipped.append(f"entry skipped: available {q} {fmt(avail)} too small")
                 continue
             after = (0.0 if exits else abs(float(held)) * close) + notional
-            if self.max_position_notional > 0 and after > self.max_position_notional:
-                skipped.append(f"entry skipped: the position would be {after:.2f} {q}, above max_position_notional "
-                               f"{self.max_position_notional:.2f}")
+            breach = position_cap_breach(after, self.max_position_notional, q)
+            if breach:
+                skipped.append(breach)
                 continue
             try:
                 if o["type"] == "LIMIT":

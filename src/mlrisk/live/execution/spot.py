@@ -14,6 +14,7 @@ from mlrisk.errors import SettingsError
 from mlrisk.live.client_ids import is_ours, make_client_order_id
 from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
+from mlrisk.live.risk import position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position
 from mlrisk.live.venue import Balances, OrderReport, SpotVenue
 from mlrisk.strategy import entry_size
@@ -67,9 +68,9 @@ class ExchangeBroker(BrokerBase):
                         skipped.append(f"entry skipped: free {self.filters.quote_asset} {free} too small")
                         continue
                     after = float(held) * close + notional
-                    if self.max_position_notional > 0 and after > self.max_position_notional:
-                        skipped.append(f"entry skipped: the position would be {after:.2f} {self.filters.quote_asset}, "
-                                       f"above max_position_notional {self.max_position_notional:.2f}")
+                    breach = position_cap_breach(after, self.max_position_notional, self.filters.quote_asset)
+                    if breach:
+                        skipped.append(breach)
                         continue
                     p = prepare_order(self.filters, "BUY", "MARKET", Decimal(str(notional)) / Decimal(str(close)),
                                       reference_price=close)
