@@ -90,3 +90,25 @@ def test_live_layers_import_one_way():
     assert {"venue", "execution", "app", "state", "loop"} <= set(graph)
     bad = {m: sorted(graph.get(m, set()) & banned) for m, banned in LIVE_FORBIDDEN.items() if graph.get(m, set()) & banned}
     assert not bad, f"live/ imports against the rule in docs/architecture.md: {bad}"
+
+
+def test_execution_sees_no_binance_specifics():
+    """The venue owns Binance: execution/ calls no client method, names no error code, status map or
+    request parameter (it consumes the venue's reports)."""
+    import re
+
+    words = re.compile(r"exchange\.call|exchange\.client|BINANCE_STATUS|ALGO_STATUS|or_none|-[0-9]{4}\b|"
+                       r"newClientOrderId|origClientOrderId|clientAlgoId|reduceOnly|closePosition|workingType|"
+                       r"executedQty|cumQuote|cummulativeQuoteQty|algoStatus|positionAmt")
+    for path in (LIVE / "execution").glob("*.py"):
+        code = ast.unparse(_without_docstrings(ast.parse(path.read_text())))
+        assert not words.findall(code), f"{path.name}: Binance specifics outside live/venue.py: {words.findall(code)}"
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
