@@ -41,9 +41,12 @@ def main() -> None:
 
     from mlrisk.backtest.runner import params_vector
     from mlrisk.exchange import ExchangeClient
-    from mlrisk.live.loop import Bot, CandleLog, PollingFeed, Stopper, read_candle_file, run_replay
+    from mlrisk.live.feeds.polling import PollingFeed
+    from mlrisk.live.feeds.replay import read_candle_file
+    from mlrisk.live.journal import CandleLog
+    from mlrisk.live.loop import Bot, Stopper, run_replay
     from mlrisk.live.model import pin_model
-    from mlrisk.live.paper import RiskLimits
+    from mlrisk.live.risk import RiskLimits
     from mlrisk.live.state import StateStore
     from mlrisk.model.inference import Predictor
     from mlrisk.settings import BinanceSettings
@@ -100,7 +103,7 @@ def main() -> None:
     # hands it over without a REST request (REST polling stays the fallback, 60 s after the close here)
     from fake_kline_ws import FakeKlineWS
 
-    from mlrisk.live.socket_feed import SocketFeed
+    from mlrisk.live.feeds.websocket import SocketFeed
 
     lat_ws = []
     with tempfile.TemporaryDirectory() as tmp, FakeBinance({(model.symbol, model.interval): rows}, now_ms=t_first + 1) as fb, \
@@ -141,7 +144,7 @@ def main() -> None:
     # the strategy, which is what the broker trades), against the fake spot exchange
     from fake_exchange import FakeExchange
 
-    from mlrisk.live.broker import ExchangeBroker
+    from mlrisk.live.execution.spot import ExchangeBroker
 
     bp_spot = model.backtest.model_copy(update={"direction": "long", "leverage": 1.0, "threshold": 0.0})
     lat2, n_orders = [], 0
@@ -171,7 +174,7 @@ def main() -> None:
     # futures exchange: every close also refreshes the bot's open orders and checks positionRisk
     from fake_futures import FakeFuturesExchange
 
-    from mlrisk.live.futures_broker import FuturesBroker
+    from mlrisk.live.execution.futures import FuturesBroker
 
     lat3, lat3_all = [], []
     with tempfile.TemporaryDirectory() as tmp, FakeFuturesExchange(wallet="100000") as fx:

@@ -95,7 +95,7 @@ def test_editing_the_report_re_runs_only_the_report(repo: Path, baseline: dict):
 
 def test_editing_the_live_bot_re_runs_nothing(repo: Path, baseline: dict):
     assert _newly_changed(repo, baseline, "src/mlrisk/live/loop.py") == set()
-    assert _newly_changed(repo, baseline, "src/mlrisk/live/account.py") == set()
+    assert _newly_changed(repo, baseline, "src/mlrisk/live/sim_account.py") == set()
 
 
 def test_editing_the_backtest_section_re_runs_only_what_reads_it(repo: Path, baseline: dict):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mlrisk.backtest import engine as E
-from mlrisk.live.account import AccountState
+from mlrisk.live.sim_account import AccountState
 from mlrisk.backtest.runner import params_vector
 from mlrisk.config.backtest import BacktestParams
 from mlrisk.config.params import load_params

@@ -17,10 +17,12 @@ from mlrisk.backtest.runner import params_vector
 from mlrisk.config.backtest import BacktestParams
 from mlrisk.errors import SettingsError
 from mlrisk.exchange import ExchangeClient
-from mlrisk.live.broker import ExchangeBroker, PositionMismatch, check_supported
+from mlrisk.live.execution.base import PositionMismatch
+from mlrisk.live.execution.spot import ExchangeBroker
 from mlrisk.live.client_ids import make_client_order_id
-from mlrisk.live.loop import Bot, CandleLog
-from mlrisk.live.paper import RiskLimits
+from mlrisk.live.journal import CandleLog
+from mlrisk.live.loop import Bot
+from mlrisk.live.risk import RiskLimits, check_supported
 from mlrisk.live.state import OrderStatus, StateStore
 from mlrisk.settings import BinanceSettings
 

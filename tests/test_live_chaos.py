@@ -17,9 +17,10 @@ from fake_exchange import FakeExchange
 from mlrisk.exchange import ExchangeOutcomeUnknown
 from test_live_broker import BP, H, _candles, _exchange, _predict, _store
 from mlrisk.backtest.runner import params_vector
-from mlrisk.live.broker import ExchangeBroker
-from mlrisk.live.loop import Bot, CandleLog
-from mlrisk.live.paper import RiskLimits
+from mlrisk.live.execution.spot import ExchangeBroker
+from mlrisk.live.journal import CandleLog
+from mlrisk.live.loop import Bot
+from mlrisk.live.risk import RiskLimits
 from mlrisk.live.state import OrderStatus
 
 pytestmark = pytest.mark.slow

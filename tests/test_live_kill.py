@@ -106,7 +106,7 @@ DEATHS = 5                   # armed starts: every way once, then a random one
 @pytest.mark.parametrize("market", list(MARKETS))
 def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(tmp_path, market):
     from fake_futures import FakeFuturesExchange
-    from mlrisk.live.paper import BotState
+    from mlrisk.live.step import BotState
     from mlrisk.live.state import OrderStatus, StateStore
 
     changes, N, order_path = MARKETS[market]

@@ -18,8 +18,11 @@ from mlrisk.backtest.runner import params_vector
 from mlrisk.config.backtest import BacktestParams
 from mlrisk.errors import DataError
 from mlrisk.exchange import ExchangeClient
-from mlrisk.live.loop import Bot, CandleLog, FeedStalled, PollingFeed, Stopper, read_candle_file, run_paper, run_replay
-from mlrisk.live.paper import RiskLimits
+from mlrisk.live.feeds.polling import FeedStalled, PollingFeed
+from mlrisk.live.feeds.replay import read_candle_file
+from mlrisk.live.journal import CandleLog
+from mlrisk.live.loop import Bot, Stopper, run_paper, run_replay
+from mlrisk.live.risk import RiskLimits
 from mlrisk.live.state import StateStore
 from mlrisk.settings import BinanceSettings
 
@@ -260,7 +263,7 @@ def _cli_replay(monkeypatch, tmp_path, capsys, *flags: str, **settings) -> tuple
     from types import SimpleNamespace
 
     from mlrisk.config.backtest import BacktestParams
-    from mlrisk.live import cli
+    from mlrisk.live import app, cli
     from mlrisk.live.settings import load_live_settings
 
     monkeypatch.setattr("mlrisk.model.inference.Predictor", _StandIn)
@@ -269,7 +272,7 @@ def _cli_replay(monkeypatch, tmp_path, capsys, *flags: str, **settings) -> tuple
     args = cli.build_parser().parse_args(["--replay", str(csv), "--trades-out", str(tmp_path / "t.csv"), *flags])
     model = SimpleNamespace(backtest=BacktestParams(threshold=0.1, leverage=2.0, sweep={}), model_path=None, spec_path=None)
     s = load_live_settings(env_file=None, **settings).for_strategy(model.backtest)
-    assert cli._replay(args, s, model, "BTCUSDT", "1h", H, None) == 0
+    assert app.replay(args, s, model, "BTCUSDT", "1h", H, None) == 0
     out = capsys.readouterr().out.strip().splitlines()
     return out[-1], pd.read_csv(tmp_path / "t.csv")
 

@@ -12,8 +12,10 @@ from mlrisk.backtest import engine as E
 from mlrisk.backtest.runner import params_vector
 from mlrisk.config.backtest import BacktestParams
 from mlrisk.data.sources import load_sample
-from mlrisk.live.loop import Bot, CandleLog
-from mlrisk.live.paper import BotState, RiskLimits, paper_step, update_risk
+from mlrisk.live.journal import CandleLog
+from mlrisk.live.loop import Bot
+from mlrisk.live.risk import RiskLimits, update_risk
+from mlrisk.live.step import BotState, paper_step
 from mlrisk.live.state import RiskState, StateStore
 
 H = 3_600_000
@@ -50,7 +52,7 @@ def test_without_binding_limits_it_is_the_backtest():
     cfg = E.config(prm)
     state, risk, last = paper_step(state, tuple(a[-1] for a in ohlc), state.next_open_ms(), p[-1], cfg, LOOSE,
                                    RiskState(), 0, final=True)
-    from mlrisk.live.paper import flatten
+    from mlrisk.live.step import flatten
 
     state, eq_end, tr_end = flatten(state, cfg)
     got = np.concatenate([r.trades for r in res] + [last.trades, tr_end])

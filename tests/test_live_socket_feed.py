@@ -24,8 +24,9 @@ from fake_binance import make_candles
 from fake_exchange import FakeExchange
 from fake_kline_ws import FakeKlineWS
 from mlrisk.exchange import ExchangeClient
-from mlrisk.live.loop import PollingFeed, Stopper
-from mlrisk.live.socket_feed import SocketFeed, kline_row, stream_url
+from mlrisk.live.feeds.polling import PollingFeed
+from mlrisk.live.feeds.websocket import SocketFeed, kline_row, stream_url
+from mlrisk.live.loop import Stopper
 from mlrisk.settings import BinanceSettings
 
 H = 3_600_000

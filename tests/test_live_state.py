@@ -57,6 +57,44 @@ def test_a_file_of_another_bot_is_refused(store, change, word):
     assert "MLRISK_STATE_FILE" in str(e.value) and "\n" not in str(e.value)
 
 
+def _older_file(path) -> None:
+    """A state file as an older schema (version SCHEMA_VERSION - 1) left it: one order, written by hand."""
+    with StateStore(path, symbol="BTCUSDT", interval="1h") as s:
+        s.insert_order(order())
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION - 1,))
+        c.execute("DROP INDEX orders_by_created")  # what the older schema lacked; its migration adds it
+
+
+def test_an_older_schema_is_migrated_in_one_transaction_not_refused(tmp_path, monkeypatch):
+    import mlrisk.live.state as mod
+
+    path = tmp_path / "old.sqlite"
+    _older_file(path)
+    monkeypatch.setattr(mod, "MIGRATIONS", {SCHEMA_VERSION - 1: ("CREATE INDEX orders_by_created ON orders (created_ms)",)})
+    with StateStore(path, symbol="BTCUSDT", interval="1h") as s:
+        assert [tuple(r) for r in s._conn.execute("SELECT version FROM schema_version")] == [(SCHEMA_VERSION,)]
+        assert s._conn.execute("SELECT 1 FROM sqlite_master WHERE name='orders_by_created'").fetchone() is not None
+        assert [o.client_order_id for o in s.orders()] == [order().client_order_id]  # the data survive
+
+
+def test_an_older_schema_without_its_migration_is_refused_and_left_as_it_was(tmp_path, monkeypatch):
+    import mlrisk.live.state as mod
+
+    path = tmp_path / "old.sqlite"
+    _older_file(path)
+    monkeypatch.setattr(mod, "MIGRATIONS", {SCHEMA_VERSION - 1: ("CREATE INDEX orders_by_created ON orders (created_ms)",
+                                                                 "CREATE TABLE broken (")})  # fails mid-way
+    with pytest.raises(StateError, match="not a usable SQLite database"):
+        StateStore(path, symbol="BTCUSDT", interval="1h")
+    monkeypatch.setattr(mod, "MIGRATIONS", {})
+    with pytest.raises(StateError, match=f"schema version {SCHEMA_VERSION - 1} and this mlrisk has no migration"):
+        StateStore(path, symbol="BTCUSDT", interval="1h")
+    with sqlite3.connect(path) as c:  # the failed step rolled the whole migration back
+        assert c.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION - 1
+        assert c.execute("SELECT 1 FROM sqlite_master WHERE name='orders_by_created'").fetchone() is None
+
+
 def test_newer_schema_is_refused(store):
     store._conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
     store.close()

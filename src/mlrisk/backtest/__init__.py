@@ -2,5 +2,5 @@
 
 See :mod:`mlrisk.backtest.engine` for every assumption; the signal, order intents, sizing and
 protective levels live in :mod:`mlrisk.strategy`, shared with the live bot;
-the live bot's :mod:`mlrisk.live.account` steps one account candle by candle (the paper broker) and saves it.
+the live bot's :mod:`mlrisk.live.sim_account` steps one account candle by candle (the paper broker) and saves it.
 """

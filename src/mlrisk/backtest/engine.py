@@ -59,7 +59,7 @@ pending market entry or exit) plus two small float64 arrays, ``entries`` (``pyra
 :data:`O_EXPIRE`). :func:`advance` applies the events above to that state for each candle it is
 given; the backtest (:func:`run_kernel`) gives it every candle, then closes at the end
 (:func:`close_out`); the sweep runs :func:`run_kernel` per parameter row in parallel;
-:class:`mlrisk.live.account.AccountState` gives it one candle at a time (for the live bot's
+:class:`mlrisk.live.sim_account.AccountState` gives it one candle at a time (for the live bot's
 paper broker) and saves and restores the state. Every trading rule a real exchange broker needs too is
 in :mod:`mlrisk.strategy` and used here: :func:`~mlrisk.strategy.order_intents` (close, cancel,
 entry side, kind and limit price at a close), :func:`~mlrisk.strategy.entry_size` (the margin
@@ -269,7 +269,7 @@ def advance(acct: Account, entries: np.ndarray, orders: np.ndarray, t0: int, ope
             ntr: int, equity: np.ndarray) -> tuple[Account, int]:
     """Run one account through candles ``t0, t0 + 1, ...`` (one per element of ``open_``, ``high``,
     ``low``, ``close`` and ``p_up``, the probability of up known at that candle's close). The live
-    bot's paper broker calls it with one candle at a time (:mod:`mlrisk.live.account`), the
+    bot's paper broker calls it with one candle at a time (:mod:`mlrisk.live.sim_account`), the
     backtest with all of them: the same compiled code either way.
 
     Each candle, in the order of the module docstring: fills at the open, resting limit fills,

@@ -11,14 +11,13 @@ a stalled candle feed, state saved; INTERRUPTED).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, get_args
+from typing import get_args
 
-from mlrisk.errors import MlriskError, SettingsError
+from mlrisk.errors import MlriskError
 from mlrisk.exit_codes import ExitCode
+from mlrisk.live.app import flag
 from mlrisk.logs import setup_logging
 from mlrisk.version import VersionAction
 
@@ -34,15 +33,6 @@ below is also an environment variable MLRISK_<NAME> (or a line in .env); keys ar
 MLRISK_BINANCE_API_KEY/_SECRET."""
 
 
-#: flags that belong to the live loop (state file, candle feed, stopping); a replay refuses them
-REPLAY_REFUSES = ("state_file", "reset_halt", "kill_switch_file", "flatten_on_stop", "poll_delay_s", "poll_retry_s",
-                  "max_stale_s", "websocket", "websocket_url", "websocket_stall_s")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from mlrisk.live.settings import LiveSettings, Market, Mode
 
@@ -56,10 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         shown = "" if default is None else f"; default {default}"  # None: the description says what it means
         help_ = f"{f.description or ''} [{env}{shown}]".replace("%", "%%")
         if f.annotation is bool:
-            g.add_argument(_flag(name), dest=name, action="store_const", const=True, default=None, help=help_)
+            g.add_argument(flag(name), dest=name, action="store_const", const=True, default=None, help=help_)
         else:
             choices = {"mode": get_args(Mode), "market": get_args(Market)}.get(name)
-            g.add_argument(_flag(name), dest=name, default=None, choices=choices, metavar=None if choices else name.upper(),
+            g.add_argument(flag(name), dest=name, default=None, choices=choices, metavar=None if choices else name.upper(),
                            help=help_)
     r = p.add_argument_group("model and replay")
     r.add_argument("--repo", default=".", type=Path, help="the project (dvc.lock, params.yaml, models/); default: .")
@@ -90,179 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        return _run(args)
+        from mlrisk.live.app import run
+
+        return run(args)
     except MlriskError as e:
         print(f"error: live: {e}", file=sys.stderr)
         return ExitCode(getattr(e, "exit_code", ExitCode.USER_ERROR))
     except KeyboardInterrupt:
         print("error: live: interrupted; state saved up to the last processed candle", file=sys.stderr)
         return ExitCode.INTERRUPTED
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from mlrisk.live.settings import LiveSettings, load_live_settings
-
-    overrides = {n: getattr(args, n) for n in LiveSettings.model_fields if n != "binance"}
-    return load_live_settings(env_file=args.env_file, **overrides)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from mlrisk.live.model import pin_model
-    from mlrisk.times import INTERVAL_MS, to_ms
-
-    settings = _settings(args)
-    if settings.sends_orders and args.replay is not None:
-        raise SettingsError("--replay is offline: use it with --mode paper")
-    if args.replay is None and (args.start or args.trades_out):
-        raise SettingsError("--start and --trades-out belong to --replay FILE")
-    if args.no_risk_limits and settings.sends_orders:
-        raise SettingsError(f"--no-risk-limits is for paper mode and --replay only: mode {settings.mode} sends orders "
-                            "and keeps its limits (loosen MLRISK_MAX_DAILY_LOSS etc. instead)")
-    if args.replay is not None:
-        live_only = [_flag(n) for n in REPLAY_REFUSES if getattr(args, n, None)]
-        if live_only:
-            raise SettingsError(f"--replay keeps no state and reads no exchange (a fresh temporary state per run): "
-                                f"drop {', '.join(live_only)}")
-    start_ms = None
-    if args.start is not None:
-        try:
-            start_ms = to_ms(args.start)
-        except ValueError:
-            raise SettingsError(f"--start {args.start!r} is not a date/time: use e.g. 2024-09-05 or 2024-09-05T06:00") from None
-    if args.replay is not None and not args.replay.exists():
-        raise SettingsError(f"--replay {args.replay}: no such file")
-    model = pin_model(args.repo, args.rev)
-    try:
-        symbol, interval = model.resolve(settings.symbol, settings.interval)
-        settings = settings.for_strategy(model.backtest)
-        if settings.sends_orders:
-            from mlrisk.live.broker import check_supported
-
-            check_supported(model.backtest, settings.market, settings.max_leverage)
-        if args.replay is not None:
-            return _replay(args, settings, model, symbol, interval, INTERVAL_MS[interval], start_ms)
-        return _paper(args, settings, model, symbol, interval, INTERVAL_MS[interval])
-    finally:
-        model.close()
-
-
-def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw: Any) -> Any:
-    from mlrisk.backtest.runner import params_vector
-    from mlrisk.live.loop import Bot
-    from mlrisk.live.paper import RiskLimits
-    from mlrisk.model.inference import Predictor
-
-    predictor = Predictor(model.model_path, model.spec_path)
-    spec = predictor.spec
-    limits = RiskLimits.none() if args.no_risk_limits else RiskLimits.from_settings(settings)
-    return Bot(predictor.predict_latest, spec.seq_len + spec.warmup, spec.seq_len,
-               params_vector(model.backtest, interval_ms), interval_ms, limits, store, log, **kw)
-
-
-def _replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int,
-            start_ms: int | None) -> int:
-    from mlrisk.io import write_csv
-    from mlrisk.live.loop import CandleLog, read_candle_file, run_replay, trades_table
-    from mlrisk.live.state import StateStore
-
-    candles = read_candle_file(args.replay, interval_ms)
-    with tempfile.TemporaryDirectory(prefix="mlrisk-replay-") as tmp:
-        store = StateStore(Path(tmp) / "replay.sqlite", symbol=symbol, interval=interval, market=settings.market,
-                           mode="replay", client_id_prefix=settings.client_id_prefix)
-        log = CandleLog(settings.log_file, sys.stderr if args.verbose else None)
-        try:
-            bot = _bot(args, settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms)
-            res = run_replay(bot, candles, start_ms)
-            log.event("replay_end", candles=res.candles, equity=res.equity, seconds=round(res.seconds, 3))
-        finally:
-            log.close()
-            store.close()
-    trades = trades_table(res.trades, res.origin_ms, interval_ms)
-    if args.trades_out is not None:
-        write_csv(args.trades_out, trades)
-    initial = model.backtest.initial_equity
-    for t in trades.itertuples():
-        print(f"trade {t.entry_time:%Y-%m-%d %H:%M} -> {t.exit_time:%Y-%m-%d %H:%M} {t.side:5} {t.exit_reason:11} "
-              f"entry {t.entry_price:.2f} exit {t.exit_price:.2f} pnl {t.pnl:+.2f}")
-    note = res.limits_note(interval_ms)
-    limits = "; risk limits off (--no-risk-limits), like the backtest" if args.no_risk_limits else (
-        f"; {note}" if note else "")
-    print(f"replay: {symbol} {interval}, {res.candles} candles in {res.seconds:.2f} s "
-          f"({res.candles / max(res.seconds, 1e-9):.0f} candles/s), {len(trades)} trades, final equity "
-          f"{res.equity:.2f} ({res.equity / initial - 1:+.2%}){limits}")
-    return ExitCode.OK
-
-
-def _paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int) -> int:
-    from mlrisk.exchange import ExchangeClient
-    from mlrisk.live.loop import CandleLog, PollingFeed, Stopper, run_paper
-    from mlrisk.live.state import RiskState, StateStore
-
-    store = StateStore.from_settings(settings, symbol=symbol, interval=interval)
-    log = CandleLog(settings.log_file or Path("live/bot.jsonl"), sys.stderr)
-    stop = Stopper(settings.kill_switch_file)
-    if stop():
-        store.close()
-        log.close()
-        raise SettingsError(f"the kill switch file {settings.kill_switch_file} exists: remove it to start")
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    for s in old:
-        signal.signal(s, lambda signum, _f: stop.request(signal.Signals(signum).name))
-    try:
-        if args.reset_halt:
-            r = store.risk()
-            store.save_risk(RiskState(r.day_start_ms, r.day_start_equity, r.peak_equity, False, ""))
-        r = store.risk()
-        if r.halted:
-            log.event("halted", reason=r.halt_reason, note="entries stay blocked; --reset-halt clears a drawdown halt")
-        broker = None
-        if settings.sends_orders:
-            from mlrisk.live.broker import ExchangeBroker
-            from mlrisk.live.futures_broker import FuturesBroker
-
-            signed = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=True)
-            signed.server_time_ms()  # the clock offset for signed requests
-            if settings.market == "futures":
-                broker = FuturesBroker(signed, store, symbol, settings.client_id_prefix, model.backtest,
-                                       max_leverage=settings.max_leverage,
-                                       max_position_notional=settings.max_position_notional)
-                for line in broker.setup():  # one-way mode, isolated margin, leverage (idempotent)
-                    log.event("setup", action=line)
-            else:
-                broker = ExchangeBroker(signed, store, symbol, settings.client_id_prefix, model.backtest.order_size,
-                                        model.backtest.min_notional, max_position_notional=settings.max_position_notional)
-            for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
-                log.event("reconcile", order=line)
-        bot = _bot(args, settings, model, store, log, interval_ms, broker=broker)
-        exchange = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=False)
-        feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,
-                           poll_retry_s=settings.poll_retry_s, max_stale_s=settings.max_stale_s, stop=stop,
-                           warn=lambda m: log.event("warning", message=m))
-        if settings.websocket:  # closed candles from the kline stream, the polling feed as the fallback
-            from mlrisk.live.socket_feed import SocketFeed
-
-            feed = SocketFeed(feed, settings.ws_url, stall_s=settings.websocket_stall_s)
-        log.event("start", mode=settings.mode, symbol=symbol, interval=interval, model_md5=model.md5["models/model.keras"],
-                  rev=model.rev, resume_after=bot.last_processed, market=settings.market,
-                  feed="websocket" if settings.websocket else "polling")
-        if model.params.data.market != settings.market:
-            log.event("warning", message=f"the model was trained on {model.params.data.market} candles; it now decides "
-                      f"on {settings.market} candles, whose prices differ by the basis (train on data.market "
-                      f"{settings.market} to remove the difference)")
-        try:
-            reason = run_paper(bot, feed, stop)
-        finally:
-            if settings.websocket:
-                feed.close()
-            if settings.flatten_on_stop and stop.reason is not None:
-                out = bot.flatten()
-                if out is not None and len(out[1]):
-                    log.event("flattened", equity=round(out[0], 2), trades=len(out[1]))
-        log.event("stop", reason=reason, last_candle=bot.last_processed,
-                  equity=None if bot.state is None else round(bot.state.last_equity, 2))
-        return ExitCode.OK
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        store.close()
-        log.close()

@@ -2,130 +2,37 @@
 
 :class:`Bot` does one candle: P(up) from the pipeline's own :class:`~mlrisk.data.preprocess.PreprocessSpec`
 and the model's compiled single-window inference (:class:`~mlrisk.model.inference.Predictor`), the
-pure :func:`mlrisk.live.paper.paper_step` (the backtest's per-candle step plus the risk controls),
+pure :func:`mlrisk.live.step.paper_step` (the backtest's per-candle step plus the risk controls),
 then ONE transaction in the :class:`~mlrisk.live.state.StateStore` (step state, risk counters and
 the processed mark, :meth:`~mlrisk.live.state.StateStore.commit_candle`) and one log line (a JSON
 line in the log file, a readable line on stderr). A candle at or before the last processed one is
 never decided again; after a crash the next start resumes at the next unprocessed candle.
 
-Candle sources: :func:`read_candle_file` (replay: the pipeline's raw parquet or a Binance kline
-CSV/zip) and :class:`PollingFeed` (REST polling of the exchange's klines just after each close,
-judged by the exchange's clock, with a staleness watchdog). Gaps are filled like the pipeline's
-``gap_policy: ffill`` (a flat candle at the previous close), so candle numbers stay contiguous.
+Candle sources are in :mod:`mlrisk.live.feeds` (replay from a file, REST polling, the kline
+websocket); the log line is :mod:`mlrisk.live.journal`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mlrisk.backtest import engine as E
-from mlrisk.errors import DataError, ExchangeError
-from mlrisk.exit_codes import ExitCode
-from mlrisk.live.paper import BotState, CandleResult, RiskLimits, flatten, paper_step
+from mlrisk.errors import DataError
+from mlrisk.live.feeds.polling import PollingFeed
+from mlrisk.live.feeds.replay import fill_gaps, open_ms
+from mlrisk.live.journal import CandleLog
+from mlrisk.live.risk import RiskLimits
 from mlrisk.live.state import DuplicateOrder, StateStore, StepState, now_ms
+from mlrisk.live.step import BotState, CandleResult, flatten, paper_step
 from mlrisk.times import from_ms
-
-log = logging.getLogger(__name__)
-
-
-class FeedStalled(ExchangeError):
-    """No new closed candle arrived within the staleness limit: the bot stopped (state saved)."""
-
-    exit_code = ExitCode.FEED_STALLED
-
-
-# ----------------------------------------------------------------------------------------- candles
-def read_candle_file(path: str | Path, interval_ms: int) -> pd.DataFrame:
-    """A stored candle file: the pipeline's raw parquet (``data/raw/*.parquet``) or a Binance kline
-    CSV/zip; validated like the fetch stage (sorted, on the interval grid, gaps filled)."""
-    from mlrisk.data.klines import normalise, validate
-    from mlrisk.data.sources import read_kline_file
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"--replay {path}: no such file")
-    if path.suffix == ".parquet":
-        try:
-            df = normalise(pd.read_parquet(path), time_unit="ms")
-        except (OSError, ValueError) as e:
-            raise DataError(f"--replay {path}: not a readable parquet file ({' '.join(str(e).split())[:120]})") from None
-    else:
-        df = read_kline_file(path)
-    try:
-        df, _ = validate(df, interval_ms, "ffill")
-    except DataError as e:
-        raise DataError(f"--replay {path}: {e}") from None
-    return df.reset_index(drop=True)
-
-
-def fill_gaps(df: pd.DataFrame, interval_ms: int) -> pd.DataFrame:
-    """Sorted, de-duplicated, gaps filled (the pipeline's ``ffill``)."""
-    from mlrisk.data.klines import validate
-
-    return validate(df, interval_ms, "ffill")[0].reset_index(drop=True)
-
-
-def open_ms(df: pd.DataFrame) -> np.ndarray:
-    """Open times as epoch ms (int64)."""
-    return pd.DatetimeIndex(df["open_time"]).as_unit("ms").asi8
-
-
-# -------------------------------------------------------------------------------------------- log
-class CandleLog:
-    """One line per candle: a JSON line to ``path`` (None: none) and a readable line to ``stream``
-    (None: none). Never receives settings, so never a secret."""
-
-    def __init__(self, path: str | Path | None, stream: TextIO | None = sys.stderr) -> None:
-        self.fh = None
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.fh = open(path, "a", encoding="utf-8")
-        self.stream = stream
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.fh is not None:
-            self.fh.write(json.dumps(record, allow_nan=False) + "\n")
-            self.fh.flush()
-        if self.stream is not None:
-            self.stream.write(readable(record) + "\n")
-            self.stream.flush()
-
-    def event(self, kind: str, **fields: Any) -> None:
-        """A non-candle line (start, stop, warning)."""
-        record = {"event": kind, "at": from_ms(now_ms()).isoformat(), **fields}
-        if self.fh is not None:
-            self.fh.write(json.dumps(record, default=str) + "\n")
-            self.fh.flush()
-        if self.stream is not None:
-            self.stream.write(f"live: {kind}: " + ", ".join(f"{k} {v}" for k, v in fields.items()) + "\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-
-
-def readable(r: dict[str, Any]) -> str:
-    p = "  n/a " if r["p_up"] is None else f"{r['p_up']:.4f}"
-    orders = ", ".join(f"{o['side']} {o['type']} {o['leg']}" + (f" @ {o['price']:.2f}" if "price" in o else "")
-                       for o in r["orders"]) or "-"
-    pos = r["position"]
-    pos_s = "flat" if pos["side"] == "flat" else f"{pos['side']} {pos['qty']:.6f} @ {pos['entry_price']:.2f}"
-    trades = "".join(f"; closed {t['side']} ({t['reason']}) pnl {t['pnl']:+.2f}" for t in r["trades"])
-    extra = "".join(f"; {b}" for b in r["blocked"]) + (f"; HALTED ({r['halt_reason']})" if r["halted"] else "")
-    return (f"live: {r['time'][:16]}Z p_up {p} {r['decision']:>5} | orders {orders} | {pos_s} | "
-            f"equity {r['equity']:.2f}{trades}{extra}")
 
 
 # -------------------------------------------------------------------------------------------- bot
@@ -287,7 +194,7 @@ def run_replay(bot: Bot, candles: pd.DataFrame, start_ms: int | None = None) -> 
         for k in res.limits:
             hit[k] = hit.get(k, 0) + 1
     equity = bot.state.last_equity if bot.state is not None else float(bot.prm[E.P_INITIAL])
-    if bot.state is not None and bot.state.account.account.side != 0:
+    if bot.state is not None and bot.state.account.side != 0:
         out = bot.flatten()
         if out is not None:
             equity, tr = out
@@ -306,7 +213,7 @@ def trades_table(trades: np.ndarray, origin_ms: int, interval_ms: int) -> pd.Dat
     return trades_frame(trades, times)
 
 
-# ---------------------------------------------------------------------------------------- polling
+# ------------------------------------------------------------------------------------------ stop
 class Stopper:
     """Whether to stop: SIGTERM/SIGINT received (:meth:`request`) or the kill-switch file exists."""
 
@@ -321,114 +228,6 @@ class Stopper:
         if self.reason is None and self.kill_switch_file is not None and self.kill_switch_file.exists():
             self.reason = f"kill switch file {self.kill_switch_file} exists"
         return self.reason is not None
-
-
-class PollingFeed:
-    """Closed candles from the exchange's REST klines, polled ``poll_delay_s`` after each close on
-    the exchange's clock (:meth:`~mlrisk.exchange.ExchangeClient.server_time_ms`).
-
-    Watchdog: when the expected candle is not served ``poll_delay_s`` after its close, or a request
-    fails after the client's retries, it warns and tries again every ``poll_retry_s``; once the
-    candle is ``max_stale_s`` late it raises :class:`FeedStalled` (the bot then stops; its state is
-    already saved). ``sleep`` is injectable; every wait is cut in pieces of at most ``poll_retry_s``
-    and ends early when ``stop()`` is true."""
-
-    def __init__(self, exchange: Any, symbol: str, interval: str, interval_ms: int, *, poll_delay_s: float = 2.0,
-                 poll_retry_s: float = 5.0, max_stale_s: float = 300.0, stop: Callable[[], bool] = lambda: False,
-                 sleep: Callable[[float], None] = time.sleep, warn: Callable[[str], None] = log.warning) -> None:
-        from mlrisk.data.sources import BinanceKlines
-
-        self.exchange = exchange
-        self.symbol, self.interval, self.interval_ms = symbol, interval, interval_ms
-        self.poll_delay_ms = poll_delay_s * 1000
-        self.poll_retry_s = poll_retry_s
-        self.max_stale_ms = max_stale_s * 1000
-        self.stop, self.sleep, self.warn = stop, sleep, warn
-        self._now: int | None = None
-        self.klines = BinanceKlines(exchange, now_ms=self._server_now, progress=False)
-        self.warnings = 0
-
-    def _server_now(self) -> int:
-        return self._now if self._now is not None else self.exchange.server_time_ms()
-
-    def server_now(self) -> int:
-        self._now = None
-        self._now = self.exchange.server_time_ms()
-        return self._now
-
-    def fetch(self, start_ms: int) -> pd.DataFrame:
-        """Closed candles from ``start_ms`` to now (one time request, then the klines pages)."""
-        self.server_now()
-        return self.klines.fetch(self.symbol, self.interval, self.interval_ms, start_ms)
-
-    def history(self, start_ms: int) -> pd.DataFrame:
-        """Closed candles from ``start_ms`` to now, retried like :meth:`wait_for` when the exchange
-        fails (:class:`FeedStalled` after ``max_stale_s`` of failures)."""
-        waited = 0.0
-        while True:
-            try:
-                return self.fetch(start_ms)
-            except ExchangeError as e:
-                if waited >= self.max_stale_ms / 1000:
-                    raise FeedStalled(f"cannot load the candle history for {waited:.0f} s (limit MLRISK_MAX_STALE_S "
-                                      f"{self.max_stale_ms / 1000:.0f} s): {e}; stopped safely, state saved") from None
-                self.warnings += 1
-                self.warn(f"candle history not loaded: {e}; retrying")
-                self._wait(self.poll_retry_s)
-                waited += self.poll_retry_s
-                if self.stop():
-                    return pd.DataFrame()
-
-    def _wait(self, seconds: float) -> None:
-        slept = 0.0
-        while not self.stop() and slept < seconds:
-            step = min(seconds - slept, self.poll_retry_s)
-            self.sleep(step)
-            slept += step
-
-    def wait_for(self, next_open_ms: int) -> pd.DataFrame | None:
-        """Closed candles with open time >= ``next_open_ms`` (at least one), or None when stopped."""
-        due = next_open_ms + self.interval_ms + self.poll_delay_ms
-        while not self.stop():
-            try:
-                now = self.server_now()
-            except ExchangeError as e:
-                self._late(next_open_ms, None, str(e))
-                continue
-            if now < due:
-                self._wait(min((due - now) / 1000, self.poll_retry_s))  # then the exchange's clock again: it may jump
-                continue
-            try:
-                df = self.klines.fetch(self.symbol, self.interval, self.interval_ms, next_open_ms)
-            except ExchangeError as e:
-                self._late(next_open_ms, now, str(e))
-                continue
-            if len(df):
-                return df
-            self._late(next_open_ms, now, "the exchange does not serve it yet")
-        return None
-
-    def _late(self, next_open_ms: int, now: int | None, why: str) -> None:
-        close = next_open_ms + self.interval_ms
-        late_ms = (now - close) if now is not None else None
-        if late_ms is not None and late_ms > self.max_stale_ms:
-            raise FeedStalled(f"no candle closing at {from_ms(close).isoformat()} after {late_ms / 1000:.0f} s "
-                              f"(limit {self.max_stale_ms / 1000:.0f} s, MLRISK_MAX_STALE_S): {why}; stopped safely, "
-                              "state saved: restart when the exchange serves candles again")
-        self.warnings += 1
-        self.warn(f"candle closing at {from_ms(close).isoformat()} is late"
-                  + (f" ({late_ms / 1000:.1f} s)" if late_ms is not None else "") + f": {why}; retrying")
-        if now is None:
-            self._stale_without_clock(next_open_ms)
-        self._wait(self.poll_retry_s)
-
-    def _stale_without_clock(self, next_open_ms: int) -> None:
-        """The exchange's clock is unreachable too: judge staleness by the local clock."""
-        late = now_ms() + self.exchange.offset_ms - (next_open_ms + self.interval_ms)
-        if late > self.max_stale_ms:
-            raise FeedStalled(f"the exchange has not answered for {late / 1000:.0f} s after the candle closing at "
-                              f"{from_ms(next_open_ms + self.interval_ms).isoformat()} (limit "
-                              f"{self.max_stale_ms / 1000:.0f} s, MLRISK_MAX_STALE_S); stopped safely, state saved")
 
 
 def run_paper(bot: Bot, feed: PollingFeed, stop: Stopper, on_candle: Callable[[CandleResult], None] | None = None) -> str:

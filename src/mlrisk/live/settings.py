@@ -220,17 +220,9 @@ class LiveSettings(BaseSettings):
         backtest params) filled in: ``market`` futures when it shorts or uses leverage, else spot;
         ``max_leverage`` its leverage (1 on spot). Raises :class:`~mlrisk.errors.SettingsError` (one
         line naming the setting and the fix) when the strategy cannot run under them."""
-        market = self.market or ("futures" if bp.direction != "long" or bp.leverage > 1 else "spot")
-        cap = self.max_leverage if self.max_leverage is not None else (1.0 if market == "spot" else float(bp.leverage))
-        if market == "spot" and bp.direction != "long":
-            raise SettingsError(f"backtest.direction is {bp.direction} but spot cannot short: set MLRISK_MARKET=futures "
-                                "(--market futures) or backtest.direction: long")
-        if market == "spot" and bp.leverage > 1:
-            raise SettingsError(f"backtest.leverage is {bp.leverage:g} but spot has no leverage: set "
-                                "MLRISK_MARKET=futures (--market futures) or backtest.leverage: 1")
-        if bp.leverage > cap:
-            raise SettingsError(f"backtest.leverage {bp.leverage:g} exceeds MLRISK_MAX_LEVERAGE {cap:g}: raise it "
-                                f"(--max-leverage {bp.leverage:g}) or lower backtest.leverage")
+        from mlrisk.live.risk import market_for
+
+        market, cap = market_for(bp, self.market, self.max_leverage)
         return self.model_copy(update={"market": market, "max_leverage": cap})
 
     @property

@@ -21,7 +21,8 @@ What it holds, and why:
   queried/sent, the candle is never decided again) or none of it (the candle is decided again).
 - **meta**: the symbol, interval, market, mode and client id prefix the file belongs to; opening it
   for anything else is refused (a paper-mode file cannot be resumed with real money).
-- **schema_version**: refuses files written by a newer schema.
+- **schema_version**: a file written by an older schema is migrated on open (:data:`MIGRATIONS`, all
+  steps in the opening transaction); a file written by a newer schema is refused.
 
 Nothing secret is stored: the store never receives the settings' keys. Decimal quantities and
 prices are stored as text (exact); equities as floats (quote currency, e.g. USDT). Times are epoch
@@ -43,6 +44,11 @@ from typing import Any, Literal
 from mlrisk.errors import MlriskError
 
 SCHEMA_VERSION = 1
+#: The schema's history: ``MIGRATIONS[v]`` are the SQL statements that turn a version ``v`` file into
+#: version ``v + 1``. Opening an older file applies every step up to :data:`SCHEMA_VERSION` in one
+#: transaction (all or nothing). A schema change bumps :data:`SCHEMA_VERSION`, changes ``_SCHEMA``
+#: (new files) and adds its step here (old files).
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
 
 class StateError(MlriskError):
@@ -252,6 +258,11 @@ class StateStore:
                     c.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                     c.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in identity.items()])
                     c.execute("INSERT INTO risk (id, updated_ms) VALUES (1, ?)", (now_ms(),))
+                else:
+                    self._migrate(c)
+        except StateError:
+            self.close()
+            raise
         except sqlite3.DatabaseError as e:
             self.close()
             raise StateError(f"state file {self.path} is not a usable SQLite database ({e}): "
@@ -290,6 +301,20 @@ class StateStore:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
+
+    def _migrate(self, c: sqlite3.Connection) -> None:
+        """Bring an older file up to :data:`SCHEMA_VERSION` with the :data:`MIGRATIONS` steps, inside
+        the caller's transaction; a newer file is left for :meth:`_check_version` to refuse."""
+        row = c.execute("SELECT version FROM schema_version").fetchone()
+        if row is None or row[0] >= SCHEMA_VERSION:
+            return
+        for v in range(row[0], SCHEMA_VERSION):
+            if v not in MIGRATIONS:
+                raise StateError(f"state file {self.path} has schema version {row[0]} and this mlrisk has no "
+                                 f"migration from version {v}: use another MLRISK_STATE_FILE")
+            for stmt in MIGRATIONS[v]:
+                c.execute(stmt)
+        c.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION,))
 
     def _check_version(self) -> None:
         row = self._conn.execute("SELECT version FROM schema_version").fetchone()
@@ -473,10 +498,6 @@ class StateStore:
                 self._save_position(c, position, at)
         return self.order(client_order_id)  # type: ignore[return-value]
 
-    def set_position(self, position: Position, at_ms: int | None = None) -> None:
-        with self._tx() as c:
-            self._save_position(c, position, now_ms() if at_ms is None else at_ms)
-
     def save_step_state(self, step: StepState, at_ms: int | None = None) -> None:
         with self._tx() as c:
             self._save_step(c, step, now_ms() if at_ms is None else at_ms)
@@ -511,5 +532,5 @@ class StateStore:
                   (r.day_start_ms, r.day_start_equity, r.peak_equity, int(r.halted), r.halt_reason, at))
 
 
-__all__ = ["SCHEMA_VERSION", "TRANSITIONS", "BINANCE_STATUS", "OrderStatus", "NewOrder", "OrderRecord", "Fill", "Position",
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "TRANSITIONS", "BINANCE_STATUS", "OrderStatus", "NewOrder", "OrderRecord", "Fill", "Position",
            "StepState", "RiskState", "StateStore", "StateError", "DuplicateOrder", "IllegalTransition", "now_ms"]

@@ -1,6 +1,6 @@
 """The USDT-M futures broker: the paper step's orders sent to Binance futures (one-way mode, isolated
 margin), with the write-ahead send, the settlement of unknown outcomes by client id and the
-reconciliation of :class:`mlrisk.live.broker.BrokerBase` (shared with the spot broker).
+reconciliation of :class:`mlrisk.live.execution.base.BrokerBase` (shared with the spot broker).
 
 Per candle, at the close:
 
@@ -35,7 +35,7 @@ Per candle, at the close:
    above brings the real account back to the engine's side.
 
 :meth:`FuturesBroker.setup` (at start, idempotent): one-way position mode required, margin type
-ISOLATED (-4046 "No need to change margin type." is success), leverage = ``backtest.leverage``
+ISOLATED ("already isolated" is success, see :mod:`mlrisk.live.venue`), leverage = ``backtest.leverage``
 (a whole number, at most ``MLRISK_MAX_LEVERAGE``). Reconciliation compares the recorded position
 with ``positionRisk``'s signed ``positionAmt`` (any difference halts trading, fail closed) and
 adopts open orders and algo orders with the bot's prefix. Equity = wallet balance + unrealised P&L
@@ -48,22 +48,17 @@ from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from mlrisk.backtest import engine as E
 from mlrisk.errors import ExchangeError, SettingsError
-from mlrisk.live.broker import ORDER_NOT_FOUND, BrokerBase, check_supported, or_none
-from mlrisk.live.client_ids import is_ours, make_client_order_id, parse_client_order_id
+from mlrisk.live.client_ids import make_client_order_id
+from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
-from mlrisk.live.state import BINANCE_STATUS, Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
+from mlrisk.live.risk import check_supported, position_cap_breach
+from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
+from mlrisk.live.venue import ALGO_TYPES, Balances, FuturesVenue, OrderReport
 from mlrisk.strategy import entry_size, protective_levels
 
 S = OrderStatus
-ALGO_TYPES = ("TAKE_PROFIT_MARKET", "STOP_MARKET")
-NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
-UNKNOWN_ORDER = -2011
 ZERO = Decimal(0)
-#: algo order statuses (Binance's Algo Service) mapped to ours; FINISHED depends on the actual order's fill
-ALGO_STATUS = {"NEW": S.OPEN, "TRIGGERING": S.OPEN, "TRIGGERED": S.OPEN, "CANCELED": S.CANCELLED,
-               "EXPIRED": S.CANCELLED, "REJECTED": S.REJECTED}
 
 
 def _sign(d: Decimal) -> int:
@@ -88,8 +83,7 @@ class FuturesBroker(BrokerBase):
     ``backtest``: the pinned :class:`~mlrisk.config.backtest.BacktestParams` (order size, leverage, minimum
     notional, limit TTL, take-profit/stop fractions)."""
 
-    EXCHANGE_INFO = "futures_exchange_info"
-    OPEN_ORDERS = "futures_get_open_orders"
+    VENUE = FuturesVenue
 
     def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, backtest: Any, *,
                  max_leverage: float = 1.0, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
@@ -106,45 +100,34 @@ class FuturesBroker(BrokerBase):
     def setup(self) -> list[str]:
         """One-way mode required; margin type ISOLATED and the leverage set (idempotent: run at every start)."""
         done = []
-        mode = self.exchange.call("futures_get_position_mode")
-        if str(mode.get("dualSidePosition")).lower() == "true":
+        if self.venue.hedge_mode():
             raise SettingsError("the futures account is in hedge mode (dualSidePosition): switch it to one-way mode "
                                 "(Binance: Futures > Preferences > Position Mode > One-way) and start again")
         try:
-            r = self.exchange.call(or_none(self.exchange.client, "futures_change_margin_type",
-                                           (NO_NEED_TO_CHANGE_MARGIN_TYPE,)), symbol=self.symbol, marginType="ISOLATED")
-            done.append("margin type ISOLATED" + (" (already)" if r is None else " (set)"))
-        except ExchangeError as e:  # e.g. -4048: cannot change with a position or open orders
-            rows = self.exchange.call("futures_account").get("positions", [])
-            if not any(r.get("symbol") == self.symbol and str(r.get("isolated")).lower() == "true" for r in rows):
+            changed = self.venue.set_isolated()
+            done.append("margin type ISOLATED" + (" (set)" if changed else " (already)"))
+        except ExchangeError as e:  # e.g. it cannot change with a position or open orders
+            if not self.venue.is_isolated():
                 raise SettingsError(f"cannot set {self.symbol} futures to isolated margin ({e}): close its position and "
                                     "orders, or set isolated margin by hand, then start again") from None
             done.append("margin type ISOLATED (already)")
-        r = self.exchange.call("futures_change_leverage", symbol=self.symbol, leverage=self.leverage)
-        done.append(f"leverage {r.get('leverage', self.leverage)}")
+        done.append(f"leverage {self.venue.set_leverage(self.leverage)}")
         return done
 
     # ------------------------------------------------------------------------- account
-    def _risk(self) -> tuple[Decimal, Decimal | None, dict[str, Any]]:
-        """(signed position quantity, average entry price or None, the positionRisk row) of the symbol
-        (V3 lists no row for a symbol without position or open orders: flat)."""
-        rows = [r for r in self.exchange.call("futures_position_information", symbol=self.symbol)
-                if r.get("symbol") == self.symbol and r.get("positionSide", "BOTH") == "BOTH"]
-        if not rows:
-            return ZERO, None, {}
-        amt, entry = Decimal(rows[0]["positionAmt"]), Decimal(rows[0]["entryPrice"])
-        return amt, (entry if amt != 0 else None), rows[0]
+    def _risk(self) -> tuple[Decimal, Decimal | None]:
+        """(signed position quantity, average entry price or None) at the exchange."""
+        p = self.venue.position()
+        return p.quantity, p.entry_price
 
-    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+    def balances(self) -> Balances:
         """``{asset: (available, wallet balance - available)}`` of the futures wallet."""
-        acct = self.exchange.call("futures_account")
-        return {a["asset"]: (Decimal(a["availableBalance"]), Decimal(a["walletBalance"]) - Decimal(a["availableBalance"]))
-                for a in acct.get("assets", [])}
+        return self.venue.balances()
 
     def equity(self, price: float) -> float:
         """Wallet balance plus the position's unrealised P&L at ``price`` (USDT): what the loss limits measure."""
         free, used = self.balances().get(self.filters.quote_asset, (ZERO, ZERO))
-        amt, entry, _ = self._risk()
+        amt, entry = self._risk()
         return float(free + used) + (float(amt) * (price - float(entry)) if entry is not None else 0.0)
 
     def exchange_position(self) -> Decimal:
@@ -152,7 +135,7 @@ class FuturesBroker(BrokerBase):
         return self._risk()[0]
 
     def check_position(self) -> None:
-        """Halt (:class:`~mlrisk.live.broker.PositionMismatch`) unless the recorded position equals the
+        """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) unless the recorded position equals the
         exchange's; a difference while orders are open is asked again once after recording them (one
         may have filled between the two requests)."""
         recorded = self.store.position(self.symbol).quantity
@@ -169,7 +152,7 @@ class FuturesBroker(BrokerBase):
     def prepare(self, orders: Iterable[dict[str, Any]], close: float, open_ms: int,
                 state: Any = None) -> tuple[list[NewOrder], list[str]]:
         """The exchange orders for the step's ``orders`` decided at ``close`` of the candle opening at
-        ``open_ms``; ``state``: the step's :class:`~mlrisk.live.paper.BotState` after the candle (None
+        ``open_ms``; ``state``: the step's :class:`~mlrisk.live.step.BotState` after the candle (None
         from ``flatten``). Refreshes the open orders first (see the module docstring)."""
         legs = list(orders)
         self.refresh()
@@ -204,9 +187,9 @@ class FuturesBroker(BrokerBase):
                 skipped.append(f"entry skipped: available {q} {fmt(avail)} too small")
                 continue
             after = (0.0 if exits else abs(float(held)) * close) + notional
-            if self.max_position_notional > 0 and after > self.max_position_notional:
-                skipped.append(f"entry skipped: the position would be {after:.2f} {q}, above max_position_notional "
-                               f"{self.max_position_notional:.2f}")
+            breach = position_cap_breach(after, self.max_position_notional, q)
+            if breach:
+                skipped.append(breach)
                 continue
             try:
                 if o["type"] == "LIMIT":
@@ -224,15 +207,13 @@ class FuturesBroker(BrokerBase):
     @staticmethod
     def _engine_sides(state: Any) -> set[int]:
         """The sides the engine holds, is entering at the next open or rests limit entries on."""
-        a = state.account.account
-        return {int(x) for x in (a.side, a.market_entry, a.order_side if a.n_orders else 0) if x}
+        a = state.account
+        return {x for x in (a.side, a.market_entry, a.limit_side) if x}
 
     def _cancel_dropped_limits(self, state: Any) -> None:
         """Cancel the resting LIMIT entries the engine no longer holds (expired, cancelled, or filled in
         the simulation): the engine keeps each with its expiry candle ``placed + limit_ttl``."""
-        acct = state.account
-        keep = {state.origin_ms + (int(acct.orders[j, E.O_EXPIRE]) - self.limit_ttl) * state.interval_ms
-                for j in range(acct.account.n_orders)}
+        keep = {state.origin_ms + r.placed_candle * state.interval_ms for r in state.account.resting_limits(self.limit_ttl)}
         for o in self.store.orders([S.OPEN]):
             if o.type == "LIMIT" and o.leg == "entry" and o.candle_open_ms not in keep:
                 self.cancel(o)
@@ -241,21 +222,19 @@ class FuturesBroker(BrokerBase):
     def refresh(self) -> None:
         """Query every open order of the bot and record what happened (fills, triggers, cancels)."""
         for o in self.store.orders([S.OPEN]):
-            r = self._lookup(o)
+            r = self.venue.query(o)
             if r is not None:
-                self._record(o, r, None)
+                self._record(o, r)
 
     def cancel(self, o: OrderRecord) -> OrderRecord:
         """Cancel an open order by client id; one that already filled or ended is recorded as it is."""
-        key = "clientAlgoId" if o.type in ALGO_TYPES else "origClientOrderId"
-        r = self.exchange.call(or_none(self.exchange.client, "futures_cancel_order", (UNKNOWN_ORDER, ORDER_NOT_FOUND)),
-                               symbol=self.symbol, **{key: o.client_order_id})
-        if r is None or o.type in ALGO_TYPES:
-            q = self._lookup(o)
+        r = self.venue.cancel(o)
+        if r is None or r.cancel_ack:
+            q = self.venue.query(o)
             if q is not None:
-                return self._record(o, q, None)
+                return self._record(o, q)
             return self.store.transition(o.client_order_id, S.CANCELLED, reason="not at the exchange")
-        return self._record(o, r, None)
+        return self._record(o, r)
 
     def send_all(self, orders: Iterable[NewOrder]) -> list[OrderRecord]:
         """Send the candle's written-ahead orders (protective orders cancelled first when one reduces
@@ -276,7 +255,7 @@ class FuturesBroker(BrokerBase):
         docstring); ``open_ms`` names new ones. Returns the orders placed."""
         if not (self.take_profit or self.stop_loss):
             return []
-        amt, entry, _ = self._risk()
+        amt, entry = self._risk()
         want: dict[str, tuple[str, str, Decimal]] = {}
         if amt != 0 and entry is not None:
             side = _sign(amt)
@@ -307,51 +286,20 @@ class FuturesBroker(BrokerBase):
         d = Decimal(repr(px))
         return (d / tick).to_integral_value(ROUND_HALF_EVEN) * tick if tick else d
 
-    # ------------------------------------------------------------------------ exchange calls
-    def _submit(self, o: OrderRecord) -> dict[str, Any]:
-        if o.type in ALGO_TYPES:
-            return self.exchange.call("futures_create_order", idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
-                                      triggerPrice=fmt(o.price or ZERO), closePosition="true", workingType="CONTRACT_PRICE",
-                                      clientAlgoId=o.client_order_id)
-        kw: dict[str, Any] = dict(symbol=o.symbol, side=o.side, type=o.type, quantity=fmt(o.quantity),
-                                  newClientOrderId=o.client_order_id, newOrderRespType="RESULT")
-        if o.type == "LIMIT":
-            kw.update(price=fmt(o.price or ZERO), timeInForce="GTC")
-        if o.reduce_only:
-            kw["reduceOnly"] = "true"
-        return self.exchange.call("futures_create_order", idempotent=False, **kw)
-
-    def _lookup(self, o: OrderRecord) -> dict[str, Any] | None:
-        key = "clientAlgoId" if o.type in ALGO_TYPES else "origClientOrderId"
-        return self.exchange.call(or_none(self.exchange.client, "futures_get_order", (ORDER_NOT_FOUND,)),
-                                  symbol=o.symbol, **{key: o.client_order_id})
-
-    def _record(self, o: OrderRecord, r: dict[str, Any], fills: list[dict[str, Any]] | None) -> OrderRecord:
-        """Record an answer (create, query or cancel; an algo order's through its actual order) with
+    # ------------------------------------------------------------------------------ record
+    def _record(self, o: OrderRecord, r: OrderReport) -> OrderRecord:
+        """Record a report (create, query or cancel; an algo order's through its actual order) with
         the trades of the order (``userTrades``) and the resulting position."""
         o = self.store.order(o.client_order_id) or o
         if o.status.final:
             return o
-        if o.type in ALGO_TYPES:
-            if "algoStatus" not in r:  # a cancel's acknowledgement
-                return self.store.transition(o.client_order_id, S.CANCELLED, reason="cancelled")
-            status = ALGO_STATUS.get(r["algoStatus"], S.OPEN)
-            oid = int(r["actualOrderId"]) if str(r.get("actualOrderId") or "").isdigit() else None
-            executed, quote = ZERO, ZERO
-            if oid is not None:
-                actual = self.exchange.call("futures_get_order", symbol=o.symbol, orderId=oid)
-                executed, quote = Decimal(actual["executedQty"]), Decimal(actual["cumQuote"])
-                status = BINANCE_STATUS[actual["status"]]  # the triggered order's fate is the algo order's
-                status = S.CANCELLED if status is S.REJECTED else status
-            elif r["algoStatus"] == "FINISHED":
-                status = S.CANCELLED
-            exchange_id = oid if oid is not None else int(r["algoId"])
-        else:
-            status, oid = BINANCE_STATUS[r["status"]], int(r["orderId"])
-            executed, quote, exchange_id = Decimal(r.get("executedQty", "0")), Decimal(r.get("cumQuote", "0")), oid
-        trades = self.exchange.call("futures_account_trades", symbol=o.symbol, orderId=oid) if oid and executed > 0 else []
-        recs = [Fill(o.client_order_id, int(t["id"]), Decimal(t["price"]), Decimal(t["qty"]), Decimal(t["commission"]),
-                     t["commissionAsset"], int(t["time"])) for t in trades]
+        if r.cancel_ack:
+            return self.store.transition(o.client_order_id, S.CANCELLED, reason="cancelled")
+        status, oid, exchange_id = r.status, r.trade_order_id, r.exchange_order_id
+        executed, quote = r.executed_qty or ZERO, r.cumulative_quote or ZERO
+        trades = self.venue.trades(oid) if oid and executed > 0 else []
+        recs = [Fill(o.client_order_id, t.trade_id, t.price, t.qty, t.commission, t.commission_asset, t.time_ms)
+                for t in trades]
         known = {f.trade_id for f in self.store.fills(o.client_order_id)}
         pos = self.store.position(o.symbol)
         qty, entry = pos.quantity, pos.entry_price
@@ -372,18 +320,4 @@ class FuturesBroker(BrokerBase):
         last = self.store.last_processed_candle()
         if last is not None:
             done += [f"{o.client_order_id}: placed ({o.status.value})" for o in self.protect(last)]
-        return done
-
-    def _adopt(self) -> list[str]:
-        """Open orders and algo orders at the exchange with the bot's prefix that the state file does not know."""
-        done = super()._adopt()
-        for x in self.exchange.call(self.OPEN_ORDERS, symbol=self.symbol, conditional=True):
-            cid = x.get("clientAlgoId", "")
-            if is_ours(cid, self.prefix) and self.store.order(cid) is None:
-                c = parse_client_order_id(cid)
-                qty = abs(self.store.position(self.symbol).quantity) or self.filters.step_size or Decimal(1)
-                rec = self.store.insert_order(NewOrder(cid, self.symbol, x["side"], x["orderType"], qty, c.open_time_ms,
-                                                       c.leg, price=Decimal(x["triggerPrice"]), reduce_only=True))
-                self._record(rec, x, None)
-                done.append(f"{cid}: adopted ({x['algoStatus']})")
         return done

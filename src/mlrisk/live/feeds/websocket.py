@@ -1,6 +1,6 @@
 """Closed candles from the exchange's kline websocket, with REST polling as the fallback.
 
-:class:`SocketFeed` wraps a :class:`~mlrisk.live.loop.PollingFeed` and has its interface
+:class:`SocketFeed` wraps a :class:`~mlrisk.live.feeds.polling.PollingFeed` and has its interface
 (``server_now``, ``history``, ``wait_for``, ``warnings``), so :func:`~mlrisk.live.loop.run_paper` runs
 on either. A background thread holds one connection to ``{ws_url}/ws/{symbol lower}@kline_{interval}``
 (the ``websockets`` library's sync client, which answers the server's pings), reconnects with
@@ -29,7 +29,8 @@ from typing import Any
 import pandas as pd
 
 from mlrisk.data.klines import klines_from_rows
-from mlrisk.live.loop import PollingFeed, open_ms
+from mlrisk.live.feeds.polling import PollingFeed
+from mlrisk.live.feeds.replay import open_ms
 from mlrisk.live.state import now_ms
 from mlrisk.times import from_ms
 

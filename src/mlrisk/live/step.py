@@ -1,6 +1,6 @@
 """One candle's decision for the paper broker, pure: (state, candle, P(up), limits) -> (new state, what happened).
 
-The broker is the backtest's own compiled per-candle step (:class:`mlrisk.live.account.AccountState`,
+The broker is the backtest's own compiled per-candle step (:class:`mlrisk.live.sim_account.AccountState`,
 i.e. :func:`mlrisk.backtest.engine.advance`): the same fills at the next open, fees, slippage,
 funding, take-profit/stop and liquidation as the backtest, and the same order intents
 (:func:`mlrisk.strategy.order_intents`). Nothing here re-implements a trading rule; the risk
@@ -31,36 +31,15 @@ from typing import Any
 import numpy as np
 
 from mlrisk.backtest import engine as E
-from mlrisk.live.account import AccountState
 from mlrisk.errors import DataError
+from mlrisk.live.risk import RiskLimits, update_risk
+from mlrisk.live.sim_account import AccountState
 from mlrisk.live.state import RiskState
 from mlrisk.strategy import entry_size, hold_exit_due, signal
-from mlrisk.times import DAY_MS, INTERVAL_MS
+from mlrisk.times import INTERVAL_MS
 
 BLOB_VERSION = 1
 MINUTE_MS = INTERVAL_MS["1m"]
-
-
-@dataclass(frozen=True)
-class RiskLimits:
-    """The limits the paper broker enforces (see the module docstring)."""
-
-    max_position_notional: float = 0.0
-    max_daily_loss: float = 0.05
-    max_drawdown: float = 0.20
-    max_orders_per_minute: int = 10
-    flatten_on_breach: bool = False
-
-    @classmethod
-    def from_settings(cls, s: Any) -> "RiskLimits":
-        return cls(s.max_position_notional, s.max_daily_loss, s.max_drawdown, s.max_orders_per_minute,
-                   s.flatten_on_breach)
-
-    @classmethod
-    def none(cls) -> "RiskLimits":
-        """No limit at all, like the backtest (``mlrisk live --no-risk-limits``; paper and replay only):
-        no position cap, loss and drawdown limits that can never be reached, no orders-per-minute cap."""
-        return cls(0.0, math.inf, math.inf, 2**62, False)
 
 
 @dataclass
@@ -145,62 +124,28 @@ def _trade_dict(t: np.ndarray) -> dict[str, Any]:
 
 def _position(acct: AccountState, close: float) -> tuple[dict[str, Any], float, float]:
     """(position dict, notional at ``close``, margin in use)."""
-    a = acct.account
-    k = a.n_entries
-    qty = float(acct.entries[:k, E.E_QTY].sum()) if k else 0.0
-    margin = float(acct.entries[:k, E.E_MARGIN].sum()) if k else 0.0
-    avg = float((acct.entries[:k, E.E_QTY] * acct.entries[:k, E.E_PRICE]).sum() / qty) if qty > 0 else None
-    side = {1: "long", -1: "short", 0: "flat"}[a.side]
-    return {"side": side, "qty": qty, "entry_price": avg, "entries": k}, qty * close, margin
+    h = acct.position()
+    side = {1: "long", -1: "short", 0: "flat"}[acct.side]
+    return {"side": side, "qty": h.qty, "entry_price": h.entry_price, "entries": h.entries}, h.qty * close, h.margin
 
 
 def _orders(acct: AccountState, t: int, close: float, cfg: E.Config) -> tuple[list[dict[str, Any]], bool]:
     """The orders the step placed at the close of candle number ``t``: an exit at the next open (an
     opposite signal, or ``hold`` candles since the position's first entry), a market entry at the next
     open, a new resting limit entry. Returns (orders, new limit order?)."""
-    a = acct.account
     out: list[dict[str, Any]] = []
-    timed = a.side != 0 and hold_exit_due(t + 1, a.first_candle, cfg.hold)  # the engine's hold exit at the next open
-    if (a.market_exit or timed) and a.side != 0:
-        out.append({"leg": "exit", "side": "SELL" if a.side > 0 else "BUY", "type": "MARKET", "reduce_only": True})
-    if a.market_entry != 0:
-        out.append({"leg": "entry", "side": "BUY" if a.market_entry > 0 else "SELL", "type": "MARKET"})
-    new_limit = a.n_orders > 0 and int(acct.orders[a.n_orders - 1, E.O_EXPIRE]) == t + cfg.limit_ttl
+    side = acct.side
+    timed = side != 0 and hold_exit_due(t + 1, acct.first_candle, cfg.hold)  # the engine's hold exit at the next open
+    if (acct.market_exit or timed) and side != 0:
+        out.append({"leg": "exit", "side": "SELL" if side > 0 else "BUY", "type": "MARKET", "reduce_only": True})
+    if acct.market_entry != 0:
+        out.append({"leg": "entry", "side": "BUY" if acct.market_entry > 0 else "SELL", "type": "MARKET"})
+    limits = acct.resting_limits(cfg.limit_ttl)
+    new_limit = bool(limits) and limits[-1].placed_candle == t
     if new_limit:
-        out.append({"leg": "entry", "side": "BUY" if a.order_side > 0 else "SELL", "type": "LIMIT",
-                    "price": float(acct.orders[a.n_orders - 1, E.O_PRICE])})
+        out.append({"leg": "entry", "side": "BUY" if acct.limit_side > 0 else "SELL", "type": "LIMIT",
+                    "price": limits[-1].price})
     return out, new_limit
-
-
-def _drop_new_entries(acct: AccountState, new_limit: bool) -> None:
-    a = acct.account
-    n = a.n_orders - 1 if new_limit else a.n_orders
-    acct.account = a._replace(market_entry=0, n_orders=n, order_side=a.order_side if n > 0 else 0)
-
-
-def _day(ms: int) -> int:
-    return ms // DAY_MS * DAY_MS
-
-
-def update_risk(risk: RiskState, equity: float, last_equity: float, close_ms: int, limits: RiskLimits) -> RiskState:
-    """The risk counters after a close with ``equity`` (marked to market): a new UTC day starts
-    from the previous close's equity and lifts a daily-loss halt; the peak follows equity; a limit
-    crossed sets the halt (kept, with the first reason, until lifted)."""
-    day = _day(close_ms)
-    day_start_ms, day_start_eq = risk.day_start_ms, risk.day_start_equity
-    halted, reason = risk.halted, risk.halt_reason
-    if day_start_ms != day:
-        day_start_ms, day_start_eq = day, last_equity
-        if halted and reason.startswith("daily_loss"):
-            halted, reason = False, ""
-    peak = max(risk.peak_equity or last_equity, last_equity, equity)
-    if not halted and day_start_eq and (day_start_eq - equity) / day_start_eq >= limits.max_daily_loss:
-        halted, reason = True, (f"daily_loss: equity {equity:.2f} is {(day_start_eq - equity) / day_start_eq:.2%} "
-                                f"below the day's start {day_start_eq:.2f} (max_daily_loss {limits.max_daily_loss:.2%})")
-    if not halted and peak and (peak - equity) / peak >= limits.max_drawdown:
-        halted, reason = True, (f"drawdown: equity {equity:.2f} is {(peak - equity) / peak:.2%} below the peak "
-                                f"{peak:.2f} (max_drawdown {limits.max_drawdown:.2%})")
-    return RiskState(day_start_ms, day_start_eq, peak, halted, reason)
 
 
 def paper_step(state: BotState, candle: tuple[float, float, float, float], open_ms: int, p_up: float,
@@ -228,14 +173,14 @@ def paper_step(state: BotState, candle: tuple[float, float, float, float], open_
     hit: list[str] = []
     entries = [o for o in orders if o["leg"] == "entry"]
     if risk.halted:
-        a = new.account.account
+        a = new.account
         kind = risk.halt_reason.split(":")[0]
-        if a.market_entry or a.n_orders:
+        if a.market_entry or a.has_limits:
             blocked.append(f"entries cancelled: trading halted ({kind})")
-            new.account.account = a._replace(market_entry=0, n_orders=0, order_side=0)
+            a.cancel_entries()
             hit.append(f"max_{kind}")
         if limits.flatten_on_breach and a.side != 0 and not a.market_exit:
-            new.account.account = new.account.account._replace(market_exit=True)
+            a.request_exit()
             blocked.append("flatten: position closed at the next open (risk limit)")
             hit.append(f"max_{kind}")
     elif entries and limits.max_position_notional > 0:
@@ -246,13 +191,13 @@ def paper_step(state: BotState, candle: tuple[float, float, float, float], open_
         if notional + add > limits.max_position_notional:
             blocked.append(f"entry cancelled: position notional {notional:.2f} + entry {add:.2f} would exceed "
                            f"max_position_notional {limits.max_position_notional:.2f}")
-            _drop_new_entries(new.account, new_limit)
+            new.account.cancel_new_entries(new_limit)
             hit.append("max_position_notional")
     orders, new_limit = _orders(new.account, t, candle[3], cfg)
     recent = [x for x in new.recent_orders_ms if x > now_ms - MINUTE_MS]
     if any(o["leg"] == "entry" for o in orders) and len(recent) + len(orders) > limits.max_orders_per_minute:
         blocked.append(f"entry cancelled: more than {limits.max_orders_per_minute} orders in a minute")
-        _drop_new_entries(new.account, new_limit)
+        new.account.cancel_new_entries(new_limit)
         hit.append("max_orders_per_minute")
         orders, _ = _orders(new.account, t, candle[3], cfg)
     new.recent_orders_ms = recent + [now_ms] * len(orders)
@@ -272,6 +217,7 @@ def flatten(state: BotState, cfg: E.Config) -> tuple[BotState, float, np.ndarray
     if new.last_close is None:
         return new, new.last_equity, np.empty((0, E.N_TRADE_FIELDS))
     equity, trades = new.account.close_out(new.last_close, cfg)
-    new.account.account = new.account.account._replace(market_entry=0, market_exit=False, n_orders=0, order_side=0)
+    new.account.cancel_entries()
+    new.account.clear_exit()
     new.last_equity = equity
     return new, equity, trades

@@ -7,17 +7,45 @@ runs one candle through :func:`mlrisk.backtest.engine.advance`, the compiled cod
 so a paper broker fed the backtest's candles reproduces its trades and equity exactly.
 :meth:`AccountState.to_dict` / :meth:`AccountState.from_dict` save and restore it exactly (JSON-safe:
 floats survive a JSON round trip bit for bit), so a bot can survive restarts.
+
+It is the live code's only view of the engine's state: the read accessors (:attr:`AccountState.side`,
+:meth:`AccountState.position`, :meth:`AccountState.resting_limits`, ...) and the few changes the
+risk controls make between candles (:meth:`AccountState.cancel_entries`,
+:meth:`AccountState.cancel_new_entries`, :meth:`AccountState.request_exit`,
+:meth:`AccountState.clear_exit`), so no engine column or field is indexed outside
+:mod:`mlrisk.backtest` (:mod:`mlrisk.backtest.state_view` does it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from mlrisk.backtest import engine as E
+from mlrisk.backtest import state_view as V
 from mlrisk.errors import DataError
+
+
+class Holding(NamedTuple):
+    """The filled entries together: ``qty`` (base asset, > 0 when held), ``entry_price`` (the
+    quantity-weighted average, quote currency; None when flat), ``margin`` (quote currency in use),
+    ``entries`` (how many)."""
+
+    qty: float
+    entry_price: float | None
+    margin: float
+    entries: int
+
+
+class RestingLimit(NamedTuple):
+    """A resting limit entry: ``price`` (quote currency), the number of the candle at whose close it
+    was placed (``placed_candle``) and the number of its last candle (``expire_candle``)."""
+
+    price: float
+    placed_candle: int
+    expire_candle: int
 
 
 @dataclass
@@ -71,6 +99,64 @@ class AccountState:
                                         trades, 0)
         self.account = _typed(acct)
         return equity, trades[:ntr].copy()
+
+    # ------------------------------------------------------------------------------ reads
+    @property
+    def side(self) -> int:
+        """The position's side: 1 long, -1 short, 0 flat."""
+        return int(self.account.side)
+
+    @property
+    def market_entry(self) -> int:
+        """The side of a market entry placed for the next open (0: none)."""
+        return int(self.account.market_entry)
+
+    @property
+    def market_exit(self) -> bool:
+        """True when the position is to be closed at the next open."""
+        return bool(self.account.market_exit)
+
+    @property
+    def first_candle(self) -> int:
+        """The number of the candle of the position's first entry."""
+        return int(self.account.first_candle)
+
+    @property
+    def limit_side(self) -> int:
+        """The side of the resting limit entries (0: none rest)."""
+        return int(self.account.order_side) if self.account.n_orders else 0
+
+    @property
+    def has_limits(self) -> bool:
+        """True when resting limit entries wait for a fill."""
+        return self.account.n_orders > 0
+
+    def position(self) -> Holding:
+        """The filled entries together (see :class:`Holding`)."""
+        return Holding(*V.holding(self.account, self.entries))
+
+    def resting_limits(self, limit_ttl: int) -> list[RestingLimit]:
+        """The resting limit entries, oldest first; ``limit_ttl``: the candles a limit order rests
+        (the engine keeps each with its expiry candle ``placed + limit_ttl``)."""
+        return [RestingLimit(price, expire - limit_ttl, expire) for price, expire in V.resting_orders(self.account, self.orders)]
+
+    # ---------------------------------------------------------------- the risk controls' changes
+    def cancel_entries(self) -> None:
+        """Remove every entry not yet filled: the market entry for the next open and all resting limits."""
+        self.account = V.without_entries(self.account)
+
+    def cancel_new_entries(self, newest_limit: bool) -> None:
+        """Remove the entries placed at the last close: the market entry and (``newest_limit``) the
+        newest resting limit; older resting limits stay."""
+        self.account = V.without_new_entries(self.account, newest_limit)
+
+    def request_exit(self) -> None:
+        """Close the position at the next open (the engine's own market exit)."""
+        self.account = V.with_exit(self.account, True)
+
+    def clear_exit(self) -> None:
+        """Drop a market exit planned for the next open."""
+        self.account = V.with_exit(self.account, False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-safe values: ``{"version", "account": {field: value}, "entries": [[...]],
