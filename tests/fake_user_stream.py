@@ -110,6 +110,14 @@ class FakeUserStream:
             self.fx.ROUTES = {**type(self.fx).ROUTES, **LISTEN_KEY_ROUTES}  # type: ignore[misc]
             self.fx._uds_post_key, self.fx._uds_put_key, self.fx._uds_delete_key = (  # type: ignore[attr-defined]
                 self._post_key, self._put_key, self._delete_key)
+            handler, fx = self.fx._server.RequestHandlerClass, self.fx
+            if not hasattr(handler, "do_PUT"):   # FakeExchange's handler (made per instance) serves no PUT
+
+                def do_put(h: Any) -> None:
+                    if not fx._serve(h, "PUT"):
+                        h._send(404, {"code": -1000, "msg": f"unknown path {h.path}"})
+
+                handler.do_PUT = do_put
         self._seen = self._snapshot()
         for t in self._threads:
             t.start()
