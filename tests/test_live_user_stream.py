@@ -16,7 +16,7 @@ from fake_user_stream import FakeUserStream, liquidate
 from mlrisk.exchange import ExchangeClient
 from mlrisk.live.state import OrderStatus
 from mlrisk.live.user_stream import (AlgoUpdate, BalanceUpdate, OrderUpdate, PositionUpdate, StreamControl,
-                                     UserStream, parse_futures_event, parse_spot_event)
+                                     UserStream, parse_futures_event, parse_spot_event, ws_api_signature)
 from mlrisk.settings import BinanceSettings
 
 
@@ -254,6 +254,15 @@ def test_parsers_read_documented_payloads() -> None:
     (o,) = parse_futures_event({"e": "ORDER_TRADE_UPDATE", "E": 9, "o": {
         "s": "BTCUSDT", "c": "x", "o": "MARKET", "x": "EXPIRED", "X": "EXPIRED", "i": 7, "z": "0", "ap": "0", "l": "0", "er": "5"}})
     assert (o.status, o.expiry_reason, o.fill, o.liquidation) == (OrderStatus.CANCELLED, "5", None, False)
+
+
+def test_ws_api_signature_matches_the_documented_example() -> None:
+    # web-socket-api.md "SIGNED request security", the ASCII example and its openssl result
+    params = {"symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.01000000",
+              "price": "52000.00", "recvWindow": 100, "timestamp": 1645423376532,
+              "apiKey": "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A", "signature": "------ FILL ME ------"}
+    secret = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
+    assert ws_api_signature(params, secret) == "aa1b5712c094bc4e57c05a1a5c1fd8d88dcd628338ea863fec7b88e59fe2db24"
 
 
 @pytest.mark.parametrize("market", ["spot", "futures"])

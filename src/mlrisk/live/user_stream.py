@@ -220,13 +220,19 @@ def parse_futures_event(message: Any) -> list[Parsed]:
     return []
 
 
+def ws_api_signature(params: dict[str, Any], api_secret: str) -> str:
+    """The HMAC signature of a WebSocket API request (web-socket-api.md "SIGNED request security"):
+    the params but ``signature`` sorted by name as ``k=v`` joined by ``&``, UTF-8, HMAC-SHA-256 with the
+    secret, hex."""
+    payload = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "signature")
+    return hmac.new(api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
 def spot_subscribe_request(api_key: str, api_secret: str, timestamp_ms: int, request_id: str) -> dict[str, Any]:
     """The ``userDataStream.subscribe.signature`` request (web-socket-api.md "Subscribe to User Data
-    Stream through signature subscription"; signing: "SIGNED request security", HMAC-SHA-256 of the
-    params but ``signature`` sorted by name, as a hex string)."""
+    Stream through signature subscription": any API key type)."""
     params: dict[str, Any] = {"apiKey": api_key, "timestamp": timestamp_ms}
-    payload = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
-    params["signature"] = hmac.new(api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    params["signature"] = ws_api_signature(params, api_secret)
     return {"id": request_id, "method": "userDataStream.subscribe.signature", "params": params}
 
 
@@ -449,5 +455,5 @@ class UserStream:
 
 
 __all__ = ["LastFill", "OrderUpdate", "AlgoUpdate", "PositionUpdate", "BalanceUpdate", "StreamControl", "Update",
-           "parse_spot_event", "parse_futures_event", "spot_subscribe_request", "futures_stream_url", "spot_stream_url",
+           "parse_spot_event", "parse_futures_event", "ws_api_signature", "spot_subscribe_request", "futures_stream_url", "spot_stream_url",
            "FUTURES_LIQUIDATION_PREFIXES", "UserStream"]
