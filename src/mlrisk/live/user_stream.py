@@ -187,7 +187,8 @@ def parse_futures_event(message: Any) -> list[Parsed]:
     ``{"stream", "data"}``); [] for events not used. Sources: developers.binance.com
     usds-margined-futures user-data-streams "Event: Order Update" (``ORDER_TRADE_UPDATE``; ``x``
     ``CALCULATED`` = liquidation execution), "Event: Balance and Position Update" (``ACCOUNT_UPDATE``,
-    reason ``m``), "Event: Algo Order Update" (``ALGO_UPDATE``), "Event: User Data Stream Expired"."""
+    reason ``m``; one-way mode: positions other than ``ps`` BOTH are skipped), "Event: Algo Order Update"
+    (``ALGO_UPDATE``), "Event: User Data Stream Expired"."""
     if not isinstance(message, dict):
         return []
     ev = message["data"] if isinstance(message.get("data"), dict) else message
