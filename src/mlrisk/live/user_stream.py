@@ -451,8 +451,11 @@ class UserStream:
                 self.exchange.call("futures_stream_keepalive", listenKey=key)
                 self.keepalives += 1
             except Exception as e:  # -1125 "This listenKey does not exist.": get a new one and reconnect
-                log.warning("user stream: listen key keepalive failed (%s); renewing it", " ".join(str(e).split())[:120])
-                self._renew.set()
+                with self._lock:
+                    stale = key != self.listen_key   # the stream thread renewed it meanwhile
+                if not stale:
+                    log.warning("user stream: listen key keepalive failed (%s); renewing it", " ".join(str(e).split())[:120])
+                    self._renew.set()
 
 
 __all__ = ["LastFill", "OrderUpdate", "AlgoUpdate", "PositionUpdate", "BalanceUpdate", "StreamControl", "Update",
