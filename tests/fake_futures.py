@@ -52,7 +52,8 @@ class FakeFuturesExchange(FakeExchange):
     The position: signed ``positionAmt``, average ``entryPrice``, realised P&L (and fees) into the
     USDT wallet; isolated margin = notional at entry / leverage. **Not modelled**: liquidation,
     funding, mark price (the last set price stands in for it), hedge-mode positions, partial fills,
-    multi-assets mode, rate limits.
+    multi-assets mode, rate limits. Every answer has the keys and JSON types of Binance's documented
+    example (``tests/binance_docs/``, checked by ``tests/test_venue_contract.py``).
     """
 
     ROUTES = {**FakeExchange.ROUTES,
