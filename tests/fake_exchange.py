@@ -33,8 +33,8 @@ BTCUSDT_SPOT: dict[str, Any] = {
     "quoteAsset": "USDT", "quotePrecision": 8, "quoteAssetPrecision": 8,
     "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
     "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
-    "icebergAllowed": True, "ocoAllowed": True, "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True,
-    "cancelReplaceAllowed": True, "isSpotTradingAllowed": True, "isMarginTradingAllowed": True,
+    "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True, "opoAllowed": True, "quoteOrderQtyMarketAllowed": True,
+    "allowTrailingStop": True, "cancelReplaceAllowed": True, "amendAllowed": True, "pegInstructionsAllowed": True, "isSpotTradingAllowed": True, "isMarginTradingAllowed": True,
     "filters": [
         {"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000", "tickSize": "0.01000000"},
         {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000", "stepSize": "0.00001000"},
@@ -56,7 +56,13 @@ BTCUSDT_SPOT: dict[str, Any] = {
 #: A BTCUSDT USDT-M futures ``/fapi/v1/exchangeInfo`` entry's filters (futures name the minimum ``notional``).
 BTCUSDT_FUTURES: dict[str, Any] = {
     "symbol": "BTCUSDT", "pair": "BTCUSDT", "contractType": "PERPETUAL", "status": "TRADING",
-    "baseAsset": "BTC", "quoteAsset": "USDT", "marginAsset": "USDT", "pricePrecision": 2, "quantityPrecision": 3,
+    "deliveryDate": 4133404800000, "onboardDate": 1569398400000, "maintMarginPercent": "2.5000",
+    "requiredMarginPercent": "5.0000", "baseAsset": "BTC", "quoteAsset": "USDT", "marginAsset": "USDT",
+    "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN",
+    "underlyingSubType": ["PoW"], "settlePlan": 0, "triggerProtect": "0.0500", "liquidationFee": "0.012500",
+    "marketTakeBound": "0.05",
+    "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+    "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
     "filters": [
         {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
         {"filterType": "LOT_SIZE", "stepSize": "0.001", "maxQty": "1000", "minQty": "0.001"},

@@ -56,7 +56,8 @@ class FakeFuturesExchange(FakeExchange):
     The position: signed ``positionAmt``, average ``entryPrice``, realised P&L (and fees) into the
     USDT wallet; isolated margin = notional at entry / leverage. **Not modelled**: liquidation,
     funding, mark price (the last set price stands in for it), hedge-mode positions, partial fills,
-    multi-assets mode, rate limits.
+    multi-assets mode, rate limits. Every answer has the keys and JSON types of Binance's documented
+    example (``tests/binance_docs/``, checked by ``tests/test_venue_contract.py``).
 
     Documented behaviours (off by default; see :class:`FakeExchange` for the shared ones): ``algo_lag_ms``
     (a triggered algo order is TRIGGERING with ``actualOrderId`` "" for that long, then TRIGGERED, then
@@ -264,16 +265,34 @@ class FakeFuturesExchange(FakeExchange):
                 "workingType": "CONTRACT_PRICE", "priceProtect": False, "priceMatch": "NONE",
                 "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0}
 
+    @classmethod
+    def _f_answer_view(cls, o: dict[str, Any], cancel: bool = False) -> dict[str, Any]:
+        """The order as ``POST`` (``cancel``: ``DELETE``) ``/fapi/v1/order`` answers: the query's fields
+        with ``cumQty`` and without ``time`` (a cancel also without ``avgPrice``), as Binance documents them."""
+        out = {k: v for k, v in cls._f_view(o).items() if k != "time" and not (cancel and k == "avgPrice")}
+        out["cumQty"] = out["executedQty"]
+        return out
+
     @staticmethod
     def _a_view(a: dict[str, Any]) -> dict[str, Any]:
-        """An algo order as ``GET /fapi/v1/algoOrder`` shows it."""
+        """An algo order as ``GET /fapi/v1/algoOrder`` and ``/fapi/v1/openAlgoOrders`` show it."""
         return {"algoId": a["algoId"], "clientAlgoId": a["clientAlgoId"], "algoType": "CONDITIONAL",
                 "orderType": a["orderType"], "symbol": a["symbol"], "side": a["side"], "positionSide": "BOTH",
-                "timeInForce": "GTC", "quantity": "0", "algoStatus": a["algoStatus"], "triggerPrice": _s(a["triggerPrice"]),
-                "price": "0", "workingType": "CONTRACT_PRICE", "closePosition": True, "priceProtect": False,
-                "reduceOnly": True, "createTime": a["createTime"], "updateTime": a["updateTime"],
-                "triggerTime": a["triggerTime"], "actualOrderId": a["actualOrderId"],
-                "actualPrice": _s(a["actualPrice"]), "executedQty": _s(a["executedQty"])}
+                "timeInForce": "GTC", "quantity": "0", "algoStatus": a["algoStatus"], "actualOrderId": a["actualOrderId"],
+                "actualPrice": _s(a["actualPrice"]), "triggerPrice": _s(a["triggerPrice"]), "price": "0",
+                "icebergQuantity": None, "tpTriggerPrice": "0", "tpPrice": "0", "slTriggerPrice": "0", "slPrice": "0",
+                "tpOrderType": "", "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": "CONTRACT_PRICE",
+                "priceMatch": "NONE", "closePosition": True, "priceProtect": False, "reduceOnly": True,
+                "createTime": a["createTime"], "updateTime": a["updateTime"], "triggerTime": a["triggerTime"],
+                "goodTillDate": 0, "executedQty": _s(a["executedQty"])}
+
+    @classmethod
+    def _a_answer_view(cls, a: dict[str, Any]) -> dict[str, Any]:
+        """An algo order as ``POST /fapi/v1/algoOrder`` answers: no actual order or TP/SL fields yet,
+        ``activatePrice``/``callbackRate`` (empty but for trailing stops)."""
+        drop = {"actualOrderId", "actualPrice", "executedQty", "tpTriggerPrice", "tpPrice", "slTriggerPrice", "slPrice",
+                "tpOrderType"}
+        return {**{k: v for k, v in cls._a_view(a).items() if k not in drop}, "activatePrice": "", "callbackRate": ""}
 
     @staticmethod
     def _f_check_filters(info: dict[str, Any], otype: str, qty: Decimal, price: Decimal | None, mkt: Decimal,
@@ -355,9 +374,9 @@ class FakeFuturesExchange(FakeExchange):
         crosses = otype == "MARKET" or (side == "BUY" and price >= mkt) or (side == "SELL" and price <= mkt)  # type: ignore[operator]
         if crosses:
             self._f_fill(o, mkt, self.taker_fee, maker=False)
-        out = self._f_view(o)
+        out = self._f_answer_view(o)
         if q.get("newOrderRespType", "ACK") == "ACK":  # Binance's default: the order as accepted
-            out.update(status="NEW", executedQty="0", cumQuote="0", avgPrice="0")
+            out.update(status="NEW", executedQty="0", cumQty="0", cumQuote="0", avgPrice="0")
         return out
 
     def _f_find(self, q: dict[str, str], not_found: _Reply) -> dict[str, Any]:
@@ -429,7 +448,7 @@ class FakeFuturesExchange(FakeExchange):
         if o["status"] not in OPEN:
             raise unknown
         o["status"], o["updateTime"] = "CANCELED", self.server_ms()
-        return self._f_view(o)
+        return self._f_answer_view(o, cancel=True)
 
     def _f_open_orders(self, q: dict[str, str]) -> list[dict[str, Any]]:
         return [self._f_view(o) for o in self.orders
@@ -476,7 +495,7 @@ class FakeFuturesExchange(FakeExchange):
              "algoStatus": "NEW", "triggerPrice": trig, "createTime": now, "updateTime": now, "triggerTime": 0,
              "actualOrderId": "", "actualPrice": Decimal(0), "executedQty": Decimal(0)}
         self.algos.append(a)
-        return self._a_view(a)
+        return self._a_answer_view(a)
 
     def _a_find(self, q: dict[str, str], not_found: _Reply) -> dict[str, Any]:
         aid, cid = q.get("algoId"), q.get("clientAlgoId")
@@ -524,6 +543,11 @@ class FakeFuturesExchange(FakeExchange):
                         "updateTime": self.server_ms()})
         return out
 
+    def _exchange_info(self, q: dict[str, str]) -> dict[str, Any]:
+        """Spot's answer plus the futures ``assets`` (margin assets) list."""
+        return {**super()._exchange_info(q),
+                "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}]}
+
     def _usdt(self) -> dict[str, Any]:
         upnl = sum((self._upnl(s) for s in self.positions), Decimal(0))
         return {"asset": "USDT", "walletBalance": _s(self.wallet), "unrealizedProfit": _s(upnl),
@@ -532,15 +556,29 @@ class FakeFuturesExchange(FakeExchange):
 
     def _f_account(self, q: dict[str, str]) -> dict[str, Any]:
         u = self._usdt()
-        return {"feeTier": 0, "canTrade": True, "canDeposit": True, "canWithdraw": True, "multiAssetsMargin": False,
+        rows = self._f_position_risk({}, every=True)
+        im = sum((Decimal(p["positionInitialMargin"]) for p in rows), Decimal(0))
+        oim = self.wallet - self._avail() - im
+        margins = {"initialMargin": _s(im + oim), "maintMargin": "0", "positionInitialMargin": _s(im),
+                   "openOrderInitialMargin": _s(oim)}
+        return {"feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True, "canWithdraw": True,
+                "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1,
+                "totalInitialMargin": margins["initialMargin"], "totalMaintMargin": "0",
                 "totalWalletBalance": u["walletBalance"], "totalUnrealizedProfit": u["unrealizedProfit"],
-                "totalMarginBalance": u["marginBalance"], "availableBalance": u["availableBalance"],
-                "maxWithdrawAmount": u["maxWithdrawAmount"], "assets": [u],
-                "positions": [{"symbol": p["symbol"], "positionAmt": p["positionAmt"], "entryPrice": p["entryPrice"],
+                "totalMarginBalance": u["marginBalance"], "totalPositionInitialMargin": _s(im),
+                "totalOpenOrderInitialMargin": _s(oim), "totalCrossWalletBalance": u["walletBalance"],
+                "totalCrossUnPnl": u["unrealizedProfit"], "availableBalance": u["availableBalance"],
+                "maxWithdrawAmount": u["maxWithdrawAmount"],
+                "assets": [{**u, **margins, "crossWalletBalance": u["walletBalance"], "crossUnPnl": u["unrealizedProfit"],
+                            "marginAvailable": True}],
+                "positions": [{"symbol": p["symbol"], "initialMargin": p["initialMargin"], "maintMargin": "0",
                                "unrealizedProfit": p["unRealizedProfit"],
-                               "isolated": self.margin_type[p["symbol"]] == "isolated",
-                               "leverage": str(self.leverage[p["symbol"]]), "positionSide": "BOTH"}
-                              for p in self._f_position_risk({}, every=True)]}
+                               "positionInitialMargin": p["positionInitialMargin"], "openOrderInitialMargin": "0",
+                               "leverage": str(self.leverage[p["symbol"]]),
+                               "isolated": self.margin_type[p["symbol"]] == "isolated", "entryPrice": p["entryPrice"],
+                               "maxNotional": "1000000", "bidNotional": "0", "askNotional": "0",
+                               "positionSide": "BOTH", "positionAmt": p["positionAmt"], "updateTime": p["updateTime"]}
+                              for p in rows]}
 
     def _f_balance(self, q: dict[str, str]) -> list[dict[str, Any]]:
         u = self._usdt()
