@@ -65,9 +65,9 @@ DEFAULT_HOSTS: dict[tuple[str, str], str] = {
 #: ``{host}/ws/{symbol lower}@kline_{interval}``.
 DEFAULT_WS_HOSTS: dict[tuple[str, str], str] = {
     ("paper", "spot"): "wss://stream.binance.com:9443",
-    ("paper", "futures"): "wss://fstream.binance.com",
+    ("paper", "futures"): "wss://fstream.binance.com/market",   # USDT-M's routed /market path (legacy retired 2026-04-23)
     ("live", "spot"): "wss://stream.binance.com:9443",
-    ("live", "futures"): "wss://fstream.binance.com",
+    ("live", "futures"): "wss://fstream.binance.com/market",
     ("testnet", "spot"): "wss://stream.testnet.binance.vision",
     ("testnet", "futures"): "wss://fstream.binancefuture.com",
 }
@@ -117,8 +117,9 @@ class LiveSettings(BaseSettings):
     websocket: bool = Field(False, description="closed candles from the exchange's kline websocket as soon as they "
                             "close; REST polling (above) when the stream has not delivered a candle poll_delay_s "
                             "after its close, and for gaps")
-    websocket_url: str | None = Field(None, description="the kline stream host (wss://); default Binance's for the "
-                                      "mode and market")
+    websocket_url: str | None = Field(None, description="the kline stream base URL (wss://; the stream is "
+                                      "{url}/ws/<symbol>@kline_<interval>); default Binance's for the mode and market "
+                                      "(USDT-M futures: wss://fstream.binance.com/market)")
     websocket_stall_s: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False,
                                      description="seconds without any stream message after which the websocket "
                                      "counts as stalled and is reconnected")
