@@ -48,3 +48,95 @@ def test_the_default_spot_stream_uses_the_documented_raw_path(mode):
     assert (u.scheme, u.netloc, u.path) == ("wss", "stream.binance.com:9443", "/ws/btcusdt@kline_1h")
     with FakeKlineWS(heartbeat_s=None, market="spot") as ws:
         assert _gets_kline(ws, u.path)
+
+
+# ---------------------------------------------------------------------- algo orders (item 5)
+from decimal import Decimal as D  # noqa: E402
+
+from fake_futures import FakeFuturesExchange  # noqa: E402
+from mlrisk.live.state import OrderStatus  # noqa: E402
+from test_live_futures_broker import BP, _agree, _bot, _broker, _frame, _run, _store, cid  # noqa: E402
+
+S = OrderStatus
+PROTECTED = BP.model_copy(update={"take_profit": 0.02, "stop_loss": 0.01})
+#: candle 1 enters long at 40,000 (stop 39,600, take-profit 40,800); candle 2's low reaches the stop
+STOPPED = _frame([(40000, 40000, 40000, 40000), (40000, 40000, 40000, 40000), (40000, 40000, 39400, 39500),
+                  (39500, 39600, 39400, 39500)])
+#: the same, but candle 2 never reaches the stop in the engine's candles (the real market dipped and came back)
+DIPPED = _frame([(40000, 40000, 40000, 40000), (40000, 40000, 40000, 40000), (40000, 40000, 39700, 39800),
+                 (39800, 39900, 39700, 39800)])
+
+
+def test_a_triggering_algo_order_with_no_actual_order_stays_open_then_finishes_with_its_fills(tmp_path):
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _predict_long(), PROTECTED)
+        _run(fx, bot, STOPPED, 1, 2)
+        fx.algo_lag_ms = 400
+        fx.set_price("BTCUSDT", "39550")                   # the stop triggers: TRIGGERING, actualOrderId ""
+        assert [a["algoStatus"] for a in fx.algos if a["orderType"] == "STOP_MARKET"] == ["TRIGGERING"]
+        bot.broker.refresh()                               # no int(""), no crash: still open
+        assert store.order(cid(1, "sl")).status is S.OPEN
+        time.sleep(1.0)                                    # TRIGGERED, then FINISHED
+        bot.broker.refresh()
+        sl = store.order(cid(1, "sl"))
+        assert sl.status is S.FILLED and sl.executed_qty > 0
+        assert [f.price for f in store.fills(cid(1, "sl"))] == [D("39600")]
+        assert _agree(fx, store) == 0
+
+
+def _predict_long():
+    from test_live_futures_broker import _scripted
+    return _scripted({1: 0.9})
+
+
+def test_a_stop_rejected_at_its_trigger_closes_a_position_already_beyond_it_and_alerts(tmp_path):
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _predict_long(), PROTECTED)
+        _run(fx, bot, STOPPED, 1, 2)
+        fx.algo_reject = True
+        fx.set_price("BTCUSDT", "39550")                   # the stop triggers and is REJECTED (margin check)
+        assert fx.position()[0] > 0                        # the position is still there, unprotected
+        _run(fx, bot, STOPPED, 2, 3)                       # no IllegalTransition: recorded, then closed at once
+        assert store.order(cid(1, "sl")).status.final and "REJECTED" in store.order(cid(1, "sl")).reason
+        assert _agree(fx, store) == 0
+        closes = [o for o in fx.orders if o["reduceOnly"] and o["type"] == "MARKET" and o["status"] == "FILLED"]
+        assert len(closes) == 1
+        alerts = [a for a in bot.broker.alerts if "rejected" in a]
+        assert len(alerts) == 1 and cid(1, "sl") in alerts[0]
+        _run(fx, bot, STOPPED, 3, 4)                       # and the next candle runs on
+        b2 = _broker(fx, store, PROTECTED)                 # a restart does not crash either
+        b2.reconcile()
+        assert _agree(fx, store) == 0 and not store.risk().halted
+
+
+def test_a_stop_rejected_at_its_trigger_is_replaced_when_the_price_came_back(tmp_path):
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _predict_long(), PROTECTED)
+        _run(fx, bot, DIPPED, 1, 2)
+        fx.algo_reject = True
+        fx.set_price("BTCUSDT", "39550")                   # triggers, REJECTED
+        fx.set_price("BTCUSDT", "39800")                   # and the price is back above the stop
+        _run(fx, bot, DIPPED, 2, 3)
+        assert fx.position()[0] > 0 and _agree(fx, store) > 0
+        stops = [a for a in fx.algos if a["orderType"] == "STOP_MARKET"]
+        assert [a["algoStatus"] for a in stops] == ["REJECTED", "NEW"] and stops[1]["triggerPrice"] == D("39600")
+        assert len([a for a in bot.broker.alerts if "rejected" in a]) == 1
+        _run(fx, bot, DIPPED, 3, 4)                        # the replacement is kept, not churned
+        stops = [a for a in fx.algos if a["orderType"] == "STOP_MARKET"]
+        assert [a["algoStatus"] for a in stops] == ["REJECTED", "NEW"]
+        fx.algo_reject = False
+        fx.set_price("BTCUSDT", "39500")                   # the replacement protects the position
+        assert fx.position()[0] == 0
+
+
+def test_python_binance_is_pinned_to_a_version_with_the_algo_routing():
+    """python-binance routes conditional orders to the Algo Order API from 1.0.33 (changelog: "moved conditional
+    orders to the new futures algo serivce (#1639)"); before it Binance refuses every TP/SL with -4120."""
+    import re
+    import tomllib
+
+    from conftest import ROOT
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pin = next(d for d in deps if d.replace(" ", "").startswith("python-binance"))
+    low = re.search(r">=\s*([\d.]+)", pin)
+    assert low and tuple(int(x) for x in low.group(1).split(".")) >= (1, 0, 33)
