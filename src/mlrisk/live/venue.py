@@ -29,9 +29,14 @@ UNKNOWN_ORDER = -2011                    # "Unknown order sent." (a cancel of an
 NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046    # "No need to change margin type.": already isolated
 #: futures conditional orders, placed through Binance's Algo Service (client id ``clientAlgoId``)
 ALGO_TYPES = ("TAKE_PROFIT_MARKET", "STOP_MARKET")
-#: algo order statuses (Binance's Algo Service) mapped to ours; FINISHED depends on the actual order's fill
+#: algo order statuses (Binance's Algo Service, "Event: Algo Order Update") mapped to ours; FINISHED depends on
+#: the actual order's fill. TRIGGERING/TRIGGERED (``actualOrderId`` may still be "") stay open. REJECTED ("denied
+#: by the matching engine, such as ... margin check failures") comes only after the order was accepted and
+#: triggered: it ends the open order as cancelled (``raw_status`` keeps "REJECTED"), like a triggered order the
+#: matching engine rejects; the futures execution then re-protects the position (ALGO_REJECTED_AT_TRIGGER).
 ALGO_STATUS = {"NEW": S.OPEN, "TRIGGERING": S.OPEN, "TRIGGERED": S.OPEN, "CANCELED": S.CANCELLED,
-               "EXPIRED": S.CANCELLED, "REJECTED": S.REJECTED}
+               "EXPIRED": S.CANCELLED, "REJECTED": S.CANCELLED}
+ALGO_REJECTED_AT_TRIGGER = "REJECTED"
 
 Balances = dict[str, tuple[Decimal, Decimal]]
 
@@ -84,6 +89,7 @@ class PositionReport:
 
     quantity: Decimal = ZERO
     entry_price: Decimal | None = None
+    mark_price: Decimal | None = None
 
 
 def or_none(client: Any, method: str, codes: tuple[int, ...]) -> Callable[..., Any]:
@@ -219,7 +225,7 @@ class FuturesVenue(_Venue):
         if not rows:
             return PositionReport()
         amt, entry = Decimal(rows[0]["positionAmt"]), Decimal(rows[0]["entryPrice"])
-        return PositionReport(amt, entry if amt != 0 else None)
+        return PositionReport(amt, entry if amt != 0 else None, _price(rows[0].get("markPrice")))
 
     # ----------------------------------------------------------------------------- orders
     def place(self, o: OrderRecord) -> OrderReport:
@@ -299,5 +305,5 @@ class FuturesVenue(_Venue):
                            ZERO, trigger, True, oid)
 
 
-__all__ = ["ALGO_STATUS", "ALGO_TYPES", "FillReport", "FuturesVenue", "OrderReport", "PositionReport", "SpotVenue",
+__all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "FillReport", "FuturesVenue", "OrderReport", "PositionReport", "SpotVenue",
            "or_none"]

@@ -44,6 +44,7 @@ at the close (USDT). Quantities are ``Decimal`` base asset (BTC), prices USDT.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -54,15 +55,21 @@ from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
-from mlrisk.live.venue import ALGO_TYPES, Balances, FuturesVenue, OrderReport
+from mlrisk.live.venue import ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, Balances, FuturesVenue, OrderReport
 from mlrisk.strategy import entry_size, protective_levels
 
 S = OrderStatus
 ZERO = Decimal(0)
+log = logging.getLogger(__name__)
 
 
 def _sign(d: Decimal) -> int:
     return (d > 0) - (d < 0)
+
+
+def _family(order_type: str) -> str:
+    """The protective leg an algo order type serves: ``sl`` (STOP_MARKET) or ``tp``."""
+    return "sl" if order_type == "STOP_MARKET" else "tp"
 
 
 def apply_fill(qty: Decimal, entry: Decimal | None, side: int, fill_qty: Decimal, price: Decimal) -> tuple[Decimal, Decimal | None]:
@@ -95,6 +102,7 @@ class FuturesBroker(BrokerBase):
         self.take_profit = float(backtest.take_profit or 0.0)
         self.stop_loss = float(backtest.stop_loss or 0.0)
         self.limit_ttl = int(backtest.limit_ttl)
+        self.alerts: list[str] = []   # one line per alert (a protective order rejected at its trigger), in order
 
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> list[str]:
@@ -155,6 +163,7 @@ class FuturesBroker(BrokerBase):
         ``open_ms``; ``state``: the step's :class:`~mlrisk.live.step.BotState` after the candle (None
         from ``flatten``). Refreshes the open orders first (see the module docstring)."""
         legs = list(orders)
+        seen = len(self.alerts)
         self.refresh()
         self.check_position()  # e.g. liquidated or traded by hand since the last close: halt (fail closed)
         if state is not None:
@@ -202,7 +211,7 @@ class FuturesBroker(BrokerBase):
                 skipped.append(f"entry skipped: {e}")
                 continue
             out.append(NewOrder(cid, self.symbol, p.side, p.type, p.quantity, open_ms, leg, price=p.price))
-        return out, skipped
+        return out, [f"ALERT {a}" for a in self.alerts[seen:]] + skipped
 
     @staticmethod
     def _engine_sides(state: Any) -> set[int]:
@@ -267,8 +276,9 @@ class FuturesBroker(BrokerBase):
         for o in self.store.orders([S.OPEN]):
             if o.type not in ALGO_TYPES:
                 continue
-            if want.get(o.leg) == (o.type, o.side, o.price):
-                del want[o.leg]
+            fam = _family(o.type)   # "tp"/"sl", also for a replacement of a rejected one ("rtp"/"rsl")
+            if want.get(fam) == (o.type, o.side, o.price):
+                del want[fam]
             else:
                 self.cancel(o)
         placed = []
@@ -309,8 +319,49 @@ class FuturesBroker(BrokerBase):
         new_pos = Position(o.symbol, qty, entry) if (qty, entry) != (pos.quantity, pos.entry_price) else None
         if status is o.status and status is not S.OPEN and new_pos is None:
             return o
-        return self.store.transition(o.client_order_id, status, exchange_order_id=exchange_id, executed_qty=executed,
-                                     cumulative_quote=quote, fills=recs, position=new_pos)
+        rejected = o.type in ALGO_TYPES and r.raw_status == ALGO_REJECTED_AT_TRIGGER
+        rec = self.store.transition(o.client_order_id, status, exchange_order_id=exchange_id, executed_qty=executed,
+                                    cumulative_quote=quote, fills=recs, position=new_pos,
+                                    **({"reason": "REJECTED by the matching engine at its trigger"} if rejected else {}))
+        if rejected:
+            self._reprotect(rec)
+        return rec
+
+    def _reprotect(self, o: OrderRecord) -> None:
+        """A take-profit/stop rejected when it triggered (e.g. a margin check) left the position unprotected:
+        at once, close it with a reduce-only MARKET order (leg ``rclose``) when the mark price is already at or
+        beyond the level, else place the same order again at the same level (leg ``r`` + its leg); one alert
+        line either way (:attr:`alerts`, the log, and the candle's journal line)."""
+        amt, mark = self._risk()[0], self.venue.position().mark_price
+        if amt == 0:
+            return self._alert(f"{o.client_order_id} ({o.type} at {fmt(o.price or ZERO)}) was rejected at its trigger; "
+                               "the position is flat: nothing to protect")
+        side = "SELL" if amt > 0 else "BUY"
+        if o.side != side:   # the position changed side since: protect() places the levels of the new one
+            return self._alert(f"{o.client_order_id} ({o.type}) was rejected at its trigger; the position is now "
+                               f"{fmt(amt)}: protected at its own levels")
+        below = (o.type == "STOP_MARKET") == (side == "SELL")      # a long's stop / a short's take-profit
+        level = o.price or ZERO
+        beyond = mark is None or (mark <= level if below else mark >= level)
+        if not beyond:
+            cid = make_client_order_id(self.prefix, self.symbol, o.candle_open_ms, ("r" + o.leg)[:6])
+            if self.store.order(cid) is None:
+                self.store.insert_order(NewOrder(cid, self.symbol, side, o.type, abs(amt), o.candle_open_ms,  # type: ignore[arg-type]
+                                                 ("r" + o.leg)[:6], price=level, reduce_only=True))
+                if self.send(cid).status is S.OPEN:
+                    return self._alert(f"{o.client_order_id} ({o.type} at {fmt(level)}) was rejected at its trigger; "
+                                       f"replaced by {cid} at the same level (mark {fmt(mark or ZERO)})")
+        cid = make_client_order_id(self.prefix, self.symbol, o.candle_open_ms, "rclose")
+        if self.store.order(cid) is None:
+            self.store.insert_order(NewOrder(cid, self.symbol, side, "MARKET", abs(amt), o.candle_open_ms, "rclose",  # type: ignore[arg-type]
+                                             reduce_only=True))
+        rec = self.send(cid)
+        self._alert(f"{o.client_order_id} ({o.type} at {fmt(level)}) was rejected at its trigger; the position "
+                    f"({fmt(amt)}) closed by {cid}: {rec.status.value} (mark {fmt(mark or ZERO)})")
+
+    def _alert(self, line: str) -> None:
+        self.alerts.append(line)
+        log.warning("ALERT %s", line)
 
     # ------------------------------------------------------------------------------ reconcile
     def reconcile(self) -> list[str]:
