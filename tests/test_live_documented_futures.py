@@ -140,3 +140,78 @@ def test_python_binance_is_pinned_to_a_version_with_the_algo_routing():
     pin = next(d for d in deps if d.replace(" ", "").startswith("python-binance"))
     low = re.search(r">=\s*([\d.]+)", pin)
     assert low and tuple(int(x) for x in low.group(1).split(".")) >= (1, 0, 33)
+
+
+# ---------------------------------------------------------------------- futures error codes (item 7)
+from mlrisk.live.state import NewOrder  # noqa: E402
+from test_live_futures_broker import H, T0  # noqa: E402
+
+
+def _pending(store, leg: str, side: str, typ: str, qty: str, price: str | None = None, reduce: bool = False,
+             t: int = 1) -> str:
+    c = cid(t, leg)
+    store.insert_order(NewOrder(c, "BTCUSDT", side, typ, D(qty), T0 + t * H, leg,  # type: ignore[arg-type]
+                                price=None if price is None else D(price), reduce_only=reduce))
+    return c
+
+
+@pytest.mark.parametrize("code, what, typ, qty, price", [
+    (-4164, "min notional", "MARKET", "0.001", None),
+    (-1111, "precision", "MARKET", "0.0015", None),
+    (-4005, "quantity > max", "MARKET", "121", None),
+    (-4014, "tick size", "LIMIT", "0.01", "39999.95"),
+    (-4013, "price < min", "LIMIT", "1", "500"),
+    (-2019, "margin insufficient", "MARKET", "100", None),
+])
+def test_a_refused_futures_order_says_why_in_one_line(tmp_path, code, what, typ, qty, price):
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        c = _pending(store, "entry", "BUY", typ, qty, price)
+        rec = b.send(c)
+        assert rec.status is S.REJECTED and "\n" not in rec.reason
+        assert rec.reason.startswith(f"refused by Binance ({code} {what})"), rec.reason
+        assert fx.orders == []
+
+
+@pytest.mark.parametrize("code, what", [(-4003, "quantity <= 0"), (-4004, "quantity < min"), (-4023, "step size")])
+def test_futures_filter_codes_the_bot_cannot_reach_have_their_line_too(code, what):
+    """The exchange filters the bot applies first make these unreachable with the fake's symbol; the
+    venue still names them."""
+    from mlrisk.live.venue import futures_refusal
+    kind, line = futures_refusal(code, "Binance's message.")
+    assert kind == "filters" and line == f"refused by Binance ({code} {what}): Binance's message."
+
+
+def test_a_duplicate_client_id_among_open_orders_is_ours_and_recorded(tmp_path):
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        c = _pending(store, "entry", "BUY", "LIMIT", "0.01", "39000")
+        b.exchange.client.futures_create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", quantity="0.01",
+                                               price="39000", timeInForce="GTC", newClientOrderId=c)  # sent, answer lost
+        rec = b.send(c)                                     # -4116: it is ours, open
+        assert rec.status is S.OPEN and rec.exchange_order_id == fx.orders[0]["orderId"] and len(fx.orders) == 1
+
+
+def _algo(b, c: str, side: str = "SELL", typ: str = "STOP_MARKET", trigger: str = "39000") -> None:
+    b.exchange.client.futures_create_order(symbol="BTCUSDT", side=side, type=typ, triggerPrice=trigger,
+                                           closePosition="true", workingType="CONTRACT_PRICE", clientAlgoId=c)
+
+
+def test_an_existing_close_position_order_of_ours_is_adopted_not_refused(tmp_path):
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store, PROTECTED)
+        _algo(b, cid(0, "sl"))                              # ours, at the exchange, not in the state file
+        c = _pending(store, "sl", "SELL", "STOP_MARKET", "0.01", "39000", reduce=True)
+        rec = b.send(c)                                     # -4130
+        assert rec.status is S.CANCELLED and cid(0, "sl") in rec.reason
+        assert store.order(cid(0, "sl")).status is S.OPEN and len(fx.algos) == 1
+
+
+def test_an_existing_close_position_order_not_ours_is_named_in_the_refusal(tmp_path):
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store, PROTECTED)
+        _algo(b, "by-hand-1")
+        c = _pending(store, "sl", "SELL", "STOP_MARKET", "0.01", "39000", reduce=True)
+        rec = b.send(c)
+        assert rec.status is S.REJECTED and "by-hand-1" in rec.reason and "\n" not in rec.reason
+        assert rec.reason.startswith("refused by Binance (-4130")
