@@ -40,6 +40,49 @@ ALGO_REJECTED_AT_TRIGGER = "REJECTED"
 
 Balances = dict[str, tuple[Decimal, Decimal]]
 
+#: USDT-M futures refusals of a new order (https://developers.binance.com/docs/derivatives/usds-margined-futures/
+#: error-code): code -> (kind, what). Kinds: ``filters`` (the symbol's filters: the order is skipped), ``margin``,
+#: ``duplicate`` (-4116: "ClientOrderId is duplicated": an open order has this client id: query it),
+#: ``close_position_exists`` (-4130: an open closePosition stop/take-profit in that direction exists: adopt it).
+FUTURES_REFUSALS: dict[int, tuple[str, str]] = {
+    -4164: ("filters", "min notional"), -4014: ("filters", "tick size"), -1111: ("filters", "precision"),
+    -4003: ("filters", "quantity <= 0"), -4004: ("filters", "quantity < min"), -4005: ("filters", "quantity > max"),
+    -4013: ("filters", "price < min"), -4023: ("filters", "step size"), -2019: ("margin", "margin insufficient"),
+    -4116: ("duplicate", "client id of an open order"),
+    -4130: ("close_position_exists", "an open closePosition order in this direction exists"),
+}
+
+
+class OrderRefused(Exception):
+    """A new futures order refused for a reason execution acts on (``kind``, see :data:`FUTURES_REFUSALS`);
+    ``str()`` is one line: ``refused by Binance (<code> <what>): <Binance's message>``. Not executed."""
+
+    def __init__(self, kind: str, line: str) -> None:
+        super().__init__(line)
+        self.kind = kind
+
+
+def futures_refusal(code: int, message: str) -> tuple[str, str]:
+    """(kind, one-line reason) of a futures refusal code in :data:`FUTURES_REFUSALS`."""
+    kind, what = FUTURES_REFUSALS[code]
+    return kind, f"refused by Binance ({code} {what}): " + " ".join(str(message).split())[:160]
+
+
+def _refusing(client: Any, method: str) -> Callable[..., Any]:
+    """``client.method`` that raises :class:`OrderRefused` for a code in :data:`FUTURES_REFUSALS`."""
+    from binance.exceptions import BinanceAPIException
+
+    def call(**kw: Any) -> Any:
+        try:
+            return getattr(client, method)(**kw)
+        except BinanceAPIException as e:
+            if e.code in FUTURES_REFUSALS:
+                raise OrderRefused(*futures_refusal(e.code, e.message)) from None
+            raise
+
+    call.__name__ = method
+    return call
+
 
 @dataclass(frozen=True)
 class FillReport:
@@ -230,9 +273,11 @@ class FuturesVenue(_Venue):
     # ----------------------------------------------------------------------------- orders
     def place(self, o: OrderRecord) -> OrderReport:
         """Send an order once: an algo order (take-profit/stop) closes the whole position at its
-        trigger (``closePosition``, contract price); MARKET/LIMIT (GTC) with ``reduceOnly`` when set."""
+        trigger (``closePosition``, contract price); MARKET/LIMIT (GTC) with ``reduceOnly`` when set.
+        Raises :class:`OrderRefused` for the refusals of :data:`FUTURES_REFUSALS`."""
+        create = _refusing(self.exchange.client, "futures_create_order")
         if o.type in ALGO_TYPES:
-            r = self.exchange.call("futures_create_order", idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
+            r = self.exchange.call(create, idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
                                    triggerPrice=fmt(o.price or ZERO), closePosition="true", workingType="CONTRACT_PRICE",
                                    clientAlgoId=o.client_order_id)
             return self._report(r, algo=True)
@@ -242,7 +287,7 @@ class FuturesVenue(_Venue):
             kw.update(price=fmt(o.price or ZERO), timeInForce="GTC")
         if o.reduce_only:
             kw["reduceOnly"] = "true"
-        return self._report(self.exchange.call("futures_create_order", idempotent=False, **kw))
+        return self._report(self.exchange.call(create, idempotent=False, **kw))
 
     def query(self, o: OrderRecord) -> OrderReport | None:
         """The order (an algo order: with its triggered order's fate) by client id; None when absent."""
@@ -305,5 +350,6 @@ class FuturesVenue(_Venue):
                            ZERO, trigger, True, oid)
 
 
-__all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "FillReport", "FuturesVenue", "OrderReport", "PositionReport", "SpotVenue",
+__all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "FUTURES_REFUSALS", "FillReport", "FuturesVenue",
+           "OrderRefused", "OrderReport", "futures_refusal", "PositionReport", "SpotVenue",
            "or_none"]

@@ -50,12 +50,12 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from mlrisk.errors import ExchangeError, SettingsError
-from mlrisk.live.client_ids import make_client_order_id
+from mlrisk.live.client_ids import is_ours, make_client_order_id
 from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
-from mlrisk.live.venue import ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, Balances, FuturesVenue, OrderReport
+from mlrisk.live.venue import ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, Balances, FuturesVenue, OrderRefused, OrderReport
 from mlrisk.strategy import entry_size, protective_levels
 
 S = OrderStatus
@@ -244,6 +244,40 @@ class FuturesBroker(BrokerBase):
                 return self._record(o, q)
             return self.store.transition(o.client_order_id, S.CANCELLED, reason="not at the exchange")
         return self._record(o, r)
+
+    def send(self, cid: str) -> OrderRecord:
+        """:meth:`BrokerBase.send`; a refusal the venue names (:class:`~mlrisk.live.venue.OrderRefused`) is
+        acted on: an open order already has this client id (it is ours: queried and recorded); an open
+        closePosition order of the same type and side exists (ours: adopted, this one not sent; not ours:
+        refused naming it); else refused with its one-line reason (filters, margin)."""
+        try:
+            return super().send(cid)
+        except OrderRefused as e:
+            return self._refused(cid, e)
+
+    def _refused(self, cid: str, e: OrderRefused) -> OrderRecord:
+        o = self.store.order(cid)
+        assert o is not None
+        if e.kind == "duplicate":
+            q = self.venue.query(o)
+            if q is not None:
+                return self._record(o, q)
+        elif e.kind == "close_position_exists":
+            for x in self.venue.open_orders():
+                if x.type != o.type or x.side != o.side or x.client_order_id == cid:
+                    continue
+                other = x.client_order_id
+                if not is_ours(other, self.prefix):
+                    return self.store.transition(cid, S.REJECTED, reason=f"{e} (the open one is {other}, not the "
+                                                                         "bot's: cancel it by hand)"[:300])
+                known = self.store.order(other)
+                if known is None:
+                    self._adopt()
+                else:
+                    self._record(known, x)
+                return self.store.transition(cid, S.CANCELLED, reason=f"not sent: {other}, an open {o.type} of the "
+                                                                      "bot's, already protects the position (adopted)")
+        return self.store.transition(cid, S.REJECTED, reason=str(e)[:300])
 
     def send_all(self, orders: Iterable[NewOrder]) -> list[OrderRecord]:
         """Send the candle's written-ahead orders (protective orders cancelled first when one reduces
