@@ -215,3 +215,47 @@ def test_an_existing_close_position_order_not_ours_is_named_in_the_refusal(tmp_p
         rec = b.send(c)
         assert rec.status is S.REJECTED and "by-hand-1" in rec.reason and "\n" not in rec.reason
         assert rec.reason.startswith("refused by Binance (-4130")
+
+
+# ---------------------------------------------------------------------- positionRisk lag (item 2, futures)
+from mlrisk.exchange import ExchangeClient  # noqa: E402
+from mlrisk.live.execution.futures import FuturesBroker  # noqa: E402
+from test_live_futures_broker import _exchange  # noqa: E402
+
+
+def _lagging_broker(fx, store, bp=BP, read_lag_ms: int = 3000) -> FuturesBroker:
+    b = FuturesBroker(_exchange(fx), store, "BTCUSDT", "mlr", bp, max_leverage=5.0, sleep=time.sleep,
+                      read_lag_ms=read_lag_ms)
+    b.setup()
+    return b
+
+
+def test_a_position_check_right_after_a_fill_waits_for_a_lagging_position_risk(tmp_path):
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _lagging_broker(fx, store)
+        fx.position_lag_ms = 700                            # positionRisk shows the position before the fill for 0.7 s
+        c = _pending(store, "entry", "BUY", "MARKET", "0.01")
+        assert b.send(c).status is S.FILLED
+        b.check_position()                                  # no phantom mismatch: asked again until it shows the fill
+        assert not store.risk().halted and fx.fired["position_lag"] >= 1 and _agree(fx, store) == D("0.01")
+
+
+def test_a_real_mismatch_still_halts_after_the_read_lag_bound(tmp_path):
+    from mlrisk.live.execution.base import PositionMismatch
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _lagging_broker(fx, store, read_lag_ms=300)
+        b.exchange.client.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01")  # by hand
+        t = time.monotonic()
+        with pytest.raises(PositionMismatch):
+            b.check_position()
+        assert 0.25 <= time.monotonic() - t < 3 and store.risk().halted
+
+
+def test_protective_orders_after_an_entry_use_the_position_once_position_risk_shows_it(tmp_path):
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _predict_long(), PROTECTED, broker=_lagging_broker(fx, store, PROTECTED))
+        fx.position_lag_ms = 700
+        _run(fx, bot, STOPPED, 1, 2)                        # entry filled; positionRisk still flat for 0.7 s
+        assert sorted(a["orderType"] for a in fx.algos if a["algoStatus"] == "NEW") == ["STOP_MARKET",
+                                                                                       "TAKE_PROFIT_MARKET"]
+        assert not store.risk().halted
