@@ -55,12 +55,16 @@ from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
-from mlrisk.live.venue import ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, Balances, FuturesVenue, OrderRefused, OrderReport
+from mlrisk.live.venue import (ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, Balances, FuturesVenue, OrderRefused, OrderReport,
+                               PositionReport)
 from mlrisk.strategy import entry_size, protective_levels
 
 S = OrderStatus
 ZERO = Decimal(0)
 log = logging.getLogger(__name__)
+#: how long (ms) positionRisk may trail a fill (Binance: "use ... ACCOUNT_UPDATE to meet your timeliness and accuracy
+#: needs"); the same allowance as the spot execution's read lag (settings.read_lag_ms where wired)
+DEFAULT_READ_LAG_MS = 10_000
 
 
 def _sign(d: Decimal) -> int:
@@ -94,7 +98,7 @@ class FuturesBroker(BrokerBase):
 
     def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, backtest: Any, *,
                  max_leverage: float = 1.0, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 read_lag_ms: int = DEFAULT_READ_LAG_MS, sleep: Callable[[float], None] | None = None) -> None:
         check_supported(backtest, "futures", max_leverage)
         super().__init__(exchange, store, symbol, prefix, backtest.order_size, backtest.min_notional,
                          max_position_notional=max_position_notional, recv_window_ms=recv_window_ms, sleep=sleep)
@@ -102,6 +106,7 @@ class FuturesBroker(BrokerBase):
         self.take_profit = float(backtest.take_profit or 0.0)
         self.stop_loss = float(backtest.stop_loss or 0.0)
         self.limit_ttl = int(backtest.limit_ttl)
+        self.read_lag_ms = read_lag_ms   # ms positionRisk may trail a fill: asked again until then before trusting it
         self.alerts: list[str] = []   # one line per alert (a protective order rejected at its trigger), in order
 
     # ------------------------------------------------------------------------------ setup
@@ -128,6 +133,20 @@ class FuturesBroker(BrokerBase):
         p = self.venue.position()
         return p.quantity, p.entry_price
 
+    def _settled(self) -> PositionReport:
+        """``positionRisk``; while it differs from the recorded position, asked again (after 50 ms, doubling,
+        at most 2 s apart) until it agrees or ``read_lag_ms`` has passed: a fill the bot recorded may not
+        show there yet. Its last answer."""
+        recorded = self.store.position(self.symbol).quantity
+        p = self.venue.position()
+        wait, waited, left = 0.05, 0.0, self.read_lag_ms / 1000
+        while p.quantity != recorded and waited < left:
+            step = min(wait, left - waited)
+            self.sleep(step)
+            waited, wait = waited + step, min(wait * 2, 2.0)
+            p = self.venue.position()
+        return p
+
     def balances(self) -> Balances:
         """``{asset: (available, wallet balance - available)}`` of the futures wallet."""
         return self.venue.balances()
@@ -145,12 +164,15 @@ class FuturesBroker(BrokerBase):
     def check_position(self) -> None:
         """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) unless the recorded position equals the
         exchange's; a difference while orders are open is asked again once after recording them (one
-        may have filled between the two requests)."""
+        may have filled between the two requests), then ``positionRisk`` is asked again until
+        ``read_lag_ms`` (it may trail a recorded fill) before halting."""
         recorded = self.store.position(self.symbol).quantity
         held = self.exchange_position()
         if held != recorded and self.store.orders([S.OPEN]):
             self.refresh()
             recorded, held = self.store.position(self.symbol).quantity, self.exchange_position()
+        if held != recorded:
+            held = self._settled().quantity
         if held != recorded:
             base = self.filters.base_asset
             self._halt(f"position mismatch: the state file records {fmt(recorded)} {base} but the exchange's "
@@ -298,7 +320,8 @@ class FuturesBroker(BrokerBase):
         docstring); ``open_ms`` names new ones. Returns the orders placed."""
         if not (self.take_profit or self.stop_loss):
             return []
-        amt, entry = self._risk()
+        p = self._settled()   # right after an entry positionRisk may still show the position before it
+        amt, entry = p.quantity, p.entry_price
         want: dict[str, tuple[str, str, Decimal]] = {}
         if amt != 0 and entry is not None:
             side = _sign(amt)
@@ -366,7 +389,8 @@ class FuturesBroker(BrokerBase):
         at once, close it with a reduce-only MARKET order (leg ``rclose``) when the mark price is already at or
         beyond the level, else place the same order again at the same level (leg ``r`` + its leg); one alert
         line either way (:attr:`alerts`, the log, and the candle's journal line)."""
-        amt, mark = self._risk()[0], self.venue.position().mark_price
+        p = self._settled()
+        amt, mark = p.quantity, p.mark_price
         if amt == 0:
             return self._alert(f"{o.client_order_id} ({o.type} at {fmt(o.price or ZERO)}) was rejected at its trigger; "
                                "the position is flat: nothing to protect")
