@@ -259,3 +259,67 @@ def test_protective_orders_after_an_entry_use_the_position_once_position_risk_sh
         assert sorted(a["orderType"] for a in fx.algos if a["algoStatus"] == "NEW") == ["STOP_MARKET",
                                                                                        "TAKE_PROFIT_MARKET"]
         assert not store.risk().halted
+
+
+# ---------------------------------------------------------------------- windows and forgetting (item 6, futures)
+DAY = 86_400_000
+
+
+def test_an_order_filled_more_than_7_days_ago_is_recorded_with_its_fills(tmp_path):
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        fx.trade_window = True                              # userTrades without a range: the last 7 days only
+        c = _pending(store, "entry", "BUY", "LIMIT", "0.01", "39000")
+        assert b.send(c).status is S.OPEN
+        fx.set_price("BTCUSDT", "38900")                    # it fills; the bot is down for 8 days
+        fx.clock_skew_ms += 8 * DAY
+        b.refresh()
+        rec = store.order(c)
+        assert rec.status is S.FILLED and [f.qty for f in store.fills(c)] == [D("0.01")]
+        b.check_position()
+        assert _agree(fx, store) == D("0.01") and not store.risk().halted
+
+
+def test_an_open_order_the_exchange_forgot_after_3_days_is_recorded_cancelled(tmp_path):
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        fx.order_retention = True
+        c = _pending(store, "entry", "BUY", "LIMIT", "0.01", "39000")
+        assert b.send(c).status is S.OPEN
+        b.exchange.client.futures_cancel_order(symbol="BTCUSDT", origClientOrderId=c)   # cancelled, unfilled
+        fx.clock_skew_ms += 4 * DAY                         # Binance no longer finds it: -2013
+        b.refresh()
+        rec = store.order(c)
+        assert rec.status is S.CANCELLED and "3 days" in rec.reason and fx.fired["forgotten"] >= 1
+        b.reconcile()
+        assert not store.risk().halted
+
+
+def test_a_young_order_the_exchange_does_not_show_yet_stays_open(tmp_path):
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        c = _pending(store, "entry", "BUY", "LIMIT", "0.01", "39000")
+        assert b.send(c).status is S.OPEN
+        fx.query_lag_ms = 60_000                            # a read that trails the write: -2013 for now
+        b.refresh()
+        assert store.order(c).status is S.OPEN
+
+
+def test_user_trades_are_read_in_7_day_windows_and_1000_row_pages():
+    from mlrisk.live.venue import FuturesVenue
+    from test_live_venue import StubExchange
+
+    trades = [{"id": i, "orderId": 7, "price": "1", "qty": "1", "commission": "0", "commissionAsset": "USDT",
+               "time": 1000 + i, "buyer": True} for i in range(2500)]
+    asked = []
+
+    def answer(kw):
+        asked.append((kw["startTime"], kw["endTime"]))
+        assert kw["endTime"] - kw["startTime"] <= 7 * DAY and kw["limit"] == 1000 and "fromId" not in kw
+        rows = [t for t in trades if kw["startTime"] <= t["time"] <= kw["endTime"] and t["orderId"] == int(kw["orderId"])]
+        return rows[:1000]
+
+    v = FuturesVenue(StubExchange({"futures_account_trades": answer}), "BTCUSDT")
+    got = v.trades(7, since_ms=0, until_ms=20 * DAY)
+    assert sorted(f.trade_id for f in got) == list(range(2500))
+    assert len(asked) >= 3 + 2 and max(e for _, e in asked) >= 20 * DAY - 1   # pages, then the later windows
