@@ -24,6 +24,10 @@ from mlrisk.live.state import BINANCE_STATUS, OrderRecord, OrderStatus
 
 S = OrderStatus
 ZERO = Decimal(0)
+TRADE_WINDOW_MS = 7 * 86_400_000        # futures userTrades: startTime-endTime at most 7 days
+TRADE_PAGE = 1000                        # futures userTrades: limit max 1000
+#: futures order queries no longer find a CANCELED/EXPIRED order with no fill 3 days after its creation
+FORGOTTEN_AFTER_MS = 3 * 86_400_000
 ORDER_NOT_FOUND = -2013                  # "Order does not exist."
 UNKNOWN_ORDER = -2011                    # "Unknown order sent." (a cancel of an order that is not there)
 NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046    # "No need to change margin type.": already isolated
@@ -317,10 +321,33 @@ class FuturesVenue(_Venue):
         return regular + [self._report(x, algo=True)
                           for x in self.exchange.call("futures_get_open_orders", symbol=self.symbol, conditional=True)]
 
-    def trades(self, order_id: int) -> list[FillReport]:
-        """The trades of one order (``userTrades``)."""
-        return [_fill(t, int(t["time"])) for t in self.exchange.call("futures_account_trades", symbol=self.symbol,
-                                                                       orderId=order_id)]
+    def trades(self, order_id: int, since_ms: int | None = None, until_ms: int | None = None) -> list[FillReport]:
+        """The trades of one order (``userTrades``). Without ``since_ms`` Binance answers the last 7 days
+        only; with it, every trade between ``since_ms`` and ``until_ms`` (default: now + 1 min), read in
+        windows of at most 7 days ("The time between startTime and endTime cannot be longer than 7
+        days") and pages of 1000 rows (the next page starts at the last row's time; duplicates dropped)."""
+        if since_ms is None:
+            return [_fill(t, int(t["time"])) for t in self.exchange.call("futures_account_trades", symbol=self.symbol,
+                                                                           orderId=order_id)]
+        from mlrisk.live.state import now_ms
+
+        end = now_ms() + 60_000 if until_ms is None else until_ms
+        out: dict[int, FillReport] = {}
+        start = since_ms
+        while start <= end:
+            w_end = min(start + TRADE_WINDOW_MS, end)
+            page_start = start
+            while True:
+                rows = self.exchange.call("futures_account_trades", symbol=self.symbol, orderId=order_id,
+                                          startTime=page_start, endTime=w_end, limit=TRADE_PAGE)
+                new = [t for t in rows if int(t["id"]) not in out]
+                for t in new:
+                    out[int(t["id"])] = _fill(t, int(t["time"]))
+                if len(rows) < TRADE_PAGE or not new:
+                    break
+                page_start = max(int(t["time"]) for t in rows)
+            start = w_end + 1
+        return sorted(out.values(), key=lambda f: (f.time_ms, f.trade_id))
 
     def _report(self, r: dict[str, Any], algo: bool = False) -> OrderReport:
         at = int(r.get("updateTime", r.get("time", 0)) or 0)
@@ -350,6 +377,6 @@ class FuturesVenue(_Venue):
                            ZERO, trigger, True, oid)
 
 
-__all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "FUTURES_REFUSALS", "FillReport", "FuturesVenue",
+__all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "FORGOTTEN_AFTER_MS", "FUTURES_REFUSALS", "FillReport", "FuturesVenue",
            "OrderRefused", "OrderReport", "futures_refusal", "PositionReport", "SpotVenue",
            "or_none"]

@@ -55,7 +55,7 @@ from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
-from mlrisk.live.venue import (ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, Balances, FuturesVenue, OrderRefused, OrderReport,
+from mlrisk.live.venue import (ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, FORGOTTEN_AFTER_MS, Balances, FuturesVenue, OrderRefused, OrderReport,
                                PositionReport)
 from mlrisk.strategy import entry_size, protective_levels
 
@@ -251,11 +251,17 @@ class FuturesBroker(BrokerBase):
 
     # --------------------------------------------------------------------- open orders
     def refresh(self) -> None:
-        """Query every open order of the bot and record what happened (fills, triggers, cancels)."""
+        """Query every open order of the bot and record what happened (fills, triggers, cancels). One the
+        exchange no longer finds more than 3 days after its creation is recorded cancelled (Binance forgets
+        cancelled/expired orders with no fill then; a filled one it keeps 90 days); a younger one stays open
+        (a read may trail the write). Times on the exchange's clock (``server_time_ms``)."""
         for o in self.store.orders([S.OPEN]):
             r = self.venue.query(o)
             if r is not None:
                 self._record(o, r)
+            elif o.executed_qty == 0 and self.exchange.server_time_ms() - o.created_ms > FORGOTTEN_AFTER_MS:
+                self.store.transition(o.client_order_id, S.CANCELLED, reason="not found more than 3 days after its "
+                                      "creation: Binance forgets cancelled/expired unfilled orders then")
 
     def cancel(self, o: OrderRecord) -> OrderRecord:
         """Cancel an open order by client id; one that already filled or ended is recorded as it is."""
@@ -364,7 +370,8 @@ class FuturesBroker(BrokerBase):
             return self.store.transition(o.client_order_id, S.CANCELLED, reason="cancelled")
         status, oid, exchange_id = r.status, r.trade_order_id, r.exchange_order_id
         executed, quote = r.executed_qty or ZERO, r.cumulative_quote or ZERO
-        trades = self.venue.trades(oid) if oid and executed > 0 else []
+        # every trade since the order was written ahead (1 min for the clocks), in 7-day windows
+        trades = self.venue.trades(oid, since_ms=o.created_ms - 60_000) if oid and executed > 0 else []
         recs = [Fill(o.client_order_id, t.trade_id, t.price, t.qty, t.commission, t.commission_asset, t.time_ms)
                 for t in trades]
         known = {f.trade_id for f in self.store.fills(o.client_order_id)}
@@ -425,6 +432,7 @@ class FuturesBroker(BrokerBase):
     def reconcile(self) -> list[str]:
         """The shared reconciliation (settle, adopt, check the position against ``positionRisk``),
         then the protective orders brought in line with the position."""
+        self.refresh()   # open orders first: one the exchange forgot is recorded cancelled, not re-sent
         done = super().reconcile()
         last = self.store.last_processed_candle()
         if last is not None:
