@@ -323,3 +323,50 @@ def test_user_trades_are_read_in_7_day_windows_and_1000_row_pages():
     got = v.trades(7, since_ms=0, until_ms=20 * DAY)
     assert sorted(f.trade_id for f in got) == list(range(2500))
     assert len(asked) >= 3 + 2 and max(e for _, e in asked) >= 20 * DAY - 1   # pages, then the later windows
+
+
+# ---------------------------------------------------------------------- --check-venue (Acceptance)
+from fake_exchange import FakeExchange  # noqa: E402
+from mlrisk.live.cli import main as live_main  # noqa: E402
+
+KEY, SECRET = "KEYcheck0123456789abcdef", "SECRETcheck9876543210zyx"
+
+
+def _check_venue(monkeypatch, capsys, tmp_path, fx, market: str) -> tuple[int, list[str]]:
+    for k in [k for k in __import__("os").environ if k.startswith("MLRISK_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("MLRISK_BINANCE_BASE_URL", fx.url)
+    monkeypatch.setenv("MLRISK_BINANCE_API_KEY", KEY)
+    monkeypatch.setenv("MLRISK_BINANCE_API_SECRET", SECRET)
+    rc = live_main(["--mode", "testnet", "--market", market, "--symbol", "BTCUSDT", "--check-venue",
+                    "--env-file", str(tmp_path / "none"), "--repo", str(tmp_path)])
+    out = capsys.readouterr()
+    assert KEY not in out.out + out.err and SECRET not in out.out + out.err
+    return int(rc), [x for x in out.out.splitlines() if x.startswith("check-venue:")]
+
+
+def test_check_venue_futures_confirms_each_assumption_read_only(monkeypatch, capsys, tmp_path):
+    with FakeFuturesExchange(api_key=KEY, api_secret=SECRET, prices={"BTCUSDT": "40000"}) as fx:
+        rc, lines = _check_venue(monkeypatch, capsys, tmp_path, fx, "futures")
+        assert rc == 0, lines
+        names = [x.split(":")[1].split()[-1] for x in lines]
+        assert {"time", "filters", "account", "position-mode", "open-orders", "open-algo-orders", "order-not-found",
+                "algo-not-found", "trade-window", "position"} <= set(names)
+        assert all(x.startswith("check-venue: held ") for x in lines)
+        assert fx.orders == [] and fx.algos == [] and fx.margin_type["BTCUSDT"] == "cross"   # nothing changed
+
+
+def test_check_venue_says_which_assumption_failed_and_exits_2(monkeypatch, capsys, tmp_path):
+    with FakeFuturesExchange(api_key=KEY, api_secret=SECRET, prices={"BTCUSDT": "40000"}, dual_side=True) as fx:
+        rc, lines = _check_venue(monkeypatch, capsys, tmp_path, fx, "futures")
+        assert rc == 2
+        failed = [x for x in lines if x.startswith("check-venue: FAILED")]
+        assert len(failed) == 1 and "position-mode" in failed[0] and "hedge" in failed[0]
+
+
+def test_check_venue_spot(monkeypatch, capsys, tmp_path):
+    with FakeExchange(api_key=KEY, api_secret=SECRET) as fx:
+        rc, lines = _check_venue(monkeypatch, capsys, tmp_path, fx, "spot")
+        assert rc == 0, lines
+        assert {"time", "filters", "account", "open-orders", "order-not-found", "trade-window"} <= {
+            x.split(":")[1].split()[-1] for x in lines}
