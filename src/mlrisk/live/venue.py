@@ -157,6 +157,44 @@ def or_none(client: Any, method: str, codes: tuple[int, ...]) -> Callable[..., A
     return call
 
 
+@dataclass(frozen=True)
+class VenueCheck:
+    """One assumption the bot makes about the venue (``name``), whether it ``held`` and a one-line ``detail``."""
+
+    name: str
+    held: bool
+    detail: str
+
+
+CHECK_CLIENT_ID = "mlr-VENUECHECK-0-none"   # a client id no order of the bot ever has (its time field is 0)
+DAY_MS = 86_400_000
+
+
+def _check(name: str, probe: Callable[[], tuple[bool, str]]) -> VenueCheck:
+    """Run one read-only ``probe`` (returns (held, detail)); an exception is a failed check with its one-line text."""
+    try:
+        held, detail = probe()
+    except Exception as e:  # noqa: BLE001 - every failure is reported as the check's answer
+        held, detail = False, " ".join(str(e).split())[:200] or type(e).__name__
+    return VenueCheck(name, held, detail)
+
+
+def _error_code(client: Any, method: str, **kw: Any) -> int | None:
+    """The Binance error code ``client.method(**kw)`` answers with (None: it answered without error)."""
+    from binance.exceptions import BinanceAPIException
+
+    try:
+        getattr(client, method)(**kw)
+    except BinanceAPIException as e:
+        return int(e.code)
+    return None
+
+
+def _code_check(client: Any, method: str, want: int, **kw: Any) -> tuple[bool, str]:
+    code = _error_code(client, method, **kw)
+    return code == want, f"{method} of an unknown id answers {code} (the bot expects {want})"
+
+
 def _price(x: Any) -> Decimal | None:
     p = Decimal(str(x)) if x not in (None, "") else ZERO
     return p if p else None
@@ -171,6 +209,20 @@ class _Venue:
     def exchange_filters(self) -> SymbolFilters:
         """The symbol's filters (lot size, tick, minimum notional) from the exchange information."""
         return symbol_filters(self.exchange.call(self.EXCHANGE_INFO), self.symbol)
+
+    def _common_checks(self) -> list[VenueCheck]:
+        def clock() -> tuple[bool, str]:
+            self.exchange.server_time_ms()
+            off = int(self.exchange.offset_ms)
+            return (abs(off) < 1000,
+                    f"server time read; local clock offset {off} ms (a signed request needs timestamp < serverTime + 1 s)")
+
+        def filters() -> tuple[bool, str]:
+            f = self.exchange_filters()
+            return (f.tick_size > 0 and f.step_size > 0,
+                    f"{self.symbol}: tick {fmt(f.tick_size)}, step {fmt(f.step_size)}, min notional {fmt(f.min_notional)}")
+
+        return [_check("time", clock), _check("filters", filters)]
 
 
 class SpotVenue(_Venue):
@@ -206,6 +258,27 @@ class SpotVenue(_Venue):
         """The trades of one order, or (``order_id`` None) the symbol's latest 1000."""
         kw: dict[str, Any] = {"orderId": order_id} if order_id is not None else {"limit": 1000}
         return [_fill(t, int(t.get("time", 0))) for t in self.exchange.call("get_my_trades", symbol=self.symbol, **kw)]
+
+    def checks(self) -> list[VenueCheck]:
+        """Read-only calls that confirm what the spot bot assumes (see docs/live.md "Checks to do on first use")."""
+        c = self.exchange.client
+
+        def account() -> tuple[bool, str]:
+            b = self.balances()
+            return True, f"account readable: {len(b)} assets"
+
+        def trades() -> tuple[bool, str]:
+            now = self.exchange.server_time_ms()
+            rows = self.exchange.call("get_my_trades", symbol=self.symbol, startTime=now - DAY_MS + 1, endTime=now,
+                                      limit=1000)
+            return isinstance(rows, list), f"myTrades with a 24 h startTime-endTime window accepted ({len(rows)} rows)"
+
+        return self._common_checks() + [
+            _check("account", account),
+            _check("open-orders", lambda: (True, f"openOrders readable: {len(self.open_orders())} open")),
+            _check("order-not-found", lambda: _code_check(c, "get_order", ORDER_NOT_FOUND, symbol=self.symbol,
+                                                          origClientOrderId=CHECK_CLIENT_ID)),
+            _check("trade-window", trades)]
 
     def _report(self, r: dict[str, Any], with_fills: bool = False) -> OrderReport:
         at = int(r.get("transactTime", r.get("updateTime", 0)))
@@ -349,6 +422,49 @@ class FuturesVenue(_Venue):
             start = w_end + 1
         return sorted(out.values(), key=lambda f: (f.time_ms, f.trade_id))
 
+    def checks(self) -> list[VenueCheck]:
+        """Read-only calls that confirm what the futures bot assumes (see docs/live.md "Checks to do on first use")."""
+        c = self.exchange.client
+
+        def account() -> tuple[bool, str]:
+            b = self.balances()
+            return "USDT" in b, f"futures account readable; USDT available {fmt(b.get('USDT', (ZERO, ZERO))[0])}"
+
+        def mode() -> tuple[bool, str]:
+            hedge = self.hedge_mode()
+            return not hedge, "one-way position mode" if not hedge else "hedge mode (dualSidePosition): the bot needs one-way"
+
+        def algos() -> tuple[bool, str]:
+            rows = self.exchange.call("futures_get_open_orders", symbol=self.symbol, conditional=True)
+            return isinstance(rows, list), f"openAlgoOrders readable (Algo Order API): {len(rows)} open"
+
+        def trades() -> tuple[bool, str]:
+            now = self.exchange.server_time_ms()
+            rows = self.exchange.call("futures_account_trades", symbol=self.symbol, startTime=now - TRADE_WINDOW_MS,
+                                      endTime=now, limit=TRADE_PAGE)
+            return isinstance(rows, list), f"userTrades with a 7-day startTime-endTime window accepted ({len(rows)} rows)"
+
+        def order_trades() -> tuple[bool, str]:
+            now = self.exchange.server_time_ms()
+            rows = self.exchange.call("futures_account_trades", symbol=self.symbol, orderId=1,
+                                      startTime=now - TRADE_WINDOW_MS, endTime=now, limit=TRADE_PAGE)
+            return isinstance(rows, list), "userTrades with orderId and a 7-day window accepted (how an order's fills are read)"
+
+        def position() -> tuple[bool, str]:
+            p = self.position()
+            return True, f"positionRisk readable: {fmt(p.quantity)} {self.symbol}"
+
+        return self._common_checks() + [
+            _check("account", account), _check("position-mode", mode),
+            _check("open-orders", lambda: (True, f"openOrders readable: {len(self.exchange.call('futures_get_open_orders', symbol=self.symbol))} open")),
+            _check("open-algo-orders", algos),
+            _check("order-not-found", lambda: _code_check(c, "futures_get_order", ORDER_NOT_FOUND, symbol=self.symbol,
+                                                          origClientOrderId=CHECK_CLIENT_ID)),
+            # the bot queries algo orders by clientAlgoId with symbol (not a documented parameter): not -1104
+            _check("algo-not-found", lambda: _code_check(c, "futures_get_order", ORDER_NOT_FOUND, symbol=self.symbol,
+                                                         clientAlgoId=CHECK_CLIENT_ID)),
+            _check("trade-window", trades), _check("order-trades-window", order_trades), _check("position", position)]
+
     def _report(self, r: dict[str, Any], algo: bool = False) -> OrderReport:
         at = int(r.get("updateTime", r.get("time", 0)) or 0)
         if not algo:
@@ -378,5 +494,5 @@ class FuturesVenue(_Venue):
 
 
 __all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "FORGOTTEN_AFTER_MS", "FUTURES_REFUSALS", "FillReport", "FuturesVenue",
-           "OrderRefused", "OrderReport", "futures_refusal", "PositionReport", "SpotVenue",
+           "OrderRefused", "OrderReport", "VenueCheck", "futures_refusal", "PositionReport", "SpotVenue",
            "or_none"]
