@@ -370,3 +370,31 @@ def test_check_venue_spot(monkeypatch, capsys, tmp_path):
         assert rc == 0, lines
         assert {"time", "filters", "account", "open-orders", "order-not-found", "trade-window"} <= {
             x.split(":")[1].split()[-1] for x in lines}
+
+
+# ---------------------------------------------------------------------- fills before their trades (item 2/5)
+def test_a_fill_counts_with_its_executed_quantity_while_its_trades_lag(tmp_path):
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        fx.trade_lag_ms = 60_000                            # userTrades empty for a minute after the fill
+        c = _pending(store, "entry", "BUY", "MARKET", "0.01")
+        rec = b.send(c)
+        assert rec.status is S.FILLED and rec.executed_qty == D("0.01") and fx.fired["trade_lag"] >= 1
+        pos = store.position("BTCUSDT")
+        assert (pos.quantity, pos.entry_price) == (D("0.01"), D("40000"))
+        b.check_position()
+        assert not store.risk().halted
+
+
+def test_a_finished_algo_order_counts_while_its_actual_order_s_trades_lag(tmp_path):
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _predict_long(), PROTECTED)
+        _run(fx, bot, STOPPED, 1, 2)
+        fx.trade_lag_ms = 60_000
+        fx.set_price("BTCUSDT", "39550")                    # the stop triggers and FINISHES; its trades lag
+        bot.broker.refresh()
+        sl = store.order(cid(1, "sl"))
+        assert sl.status is S.FILLED and sl.executed_qty > 0
+        assert store.position("BTCUSDT").quantity == 0
+        bot.broker.check_position()
+        assert not store.risk().halted and _agree(fx, store) == 0
