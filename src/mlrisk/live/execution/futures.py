@@ -362,7 +362,8 @@ class FuturesBroker(BrokerBase):
     # ------------------------------------------------------------------------------ record
     def _record(self, o: OrderRecord, r: OrderReport) -> OrderRecord:
         """Record a report (create, query or cancel; an algo order's through its actual order) with
-        the trades of the order (``userTrades``) and the resulting position."""
+        the trades of the order (``userTrades``, those readable yet) and the resulting position (from the
+        report's executed quantity and cumulative quote, so a fill counts even while its trades lag)."""
         o = self.store.order(o.client_order_id) or o
         if o.status.final:
             return o
@@ -374,12 +375,14 @@ class FuturesBroker(BrokerBase):
         trades = self.venue.trades(oid, since_ms=o.created_ms - 60_000) if oid and executed > 0 else []
         recs = [Fill(o.client_order_id, t.trade_id, t.price, t.qty, t.commission, t.commission_asset, t.time_ms)
                 for t in trades]
-        known = {f.trade_id for f in self.store.fills(o.client_order_id)}
         pos = self.store.position(o.symbol)
         qty, entry = pos.quantity, pos.entry_price
-        for f in recs:
-            if f.trade_id not in known:
-                qty, entry = apply_fill(qty, entry, 1 if o.side == "BUY" else -1, f.qty, f.price)
+        # the position follows the order's own executed quantity and cumulative quote (its trades may lag:
+        # userTrades trails the matching engine); the trades, with their fees, are recorded when they appear
+        executed, quote = max(executed, o.executed_qty), max(quote, o.cumulative_quote)
+        delta = executed - o.executed_qty
+        if delta > 0:
+            qty, entry = apply_fill(qty, entry, 1 if o.side == "BUY" else -1, delta, (quote - o.cumulative_quote) / delta)
         new_pos = Position(o.symbol, qty, entry) if (qty, entry) != (pos.quantity, pos.entry_price) else None
         if status is o.status and status is not S.OPEN and new_pos is None:
             return o
