@@ -398,3 +398,10 @@ def test_a_finished_algo_order_counts_while_its_actual_order_s_trades_lag(tmp_pa
         assert store.position("BTCUSDT").quantity == 0
         bot.broker.check_position()
         assert not store.risk().halted and _agree(fx, store) == 0
+
+
+def test_the_read_lag_setting_reaches_the_futures_broker(monkeypatch):
+    from mlrisk.live.settings import LiveSettings
+    monkeypatch.setenv("MLRISK_READ_LAG_MS", "2500")
+    assert LiveSettings(_env_file=None).read_lag_ms == 2500
+    assert "read_lag_ms=settings.read_lag_ms" in (__import__("conftest").ROOT / "src/mlrisk/live/app.py").read_text()
