@@ -188,7 +188,8 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
             if settings.market == "futures":
                 broker = FuturesBroker(signed, store, symbol, settings.client_id_prefix, model.backtest,
                                        max_leverage=settings.max_leverage,
-                                       max_position_notional=settings.max_position_notional)
+                                       max_position_notional=settings.max_position_notional,
+                                       read_lag_ms=settings.read_lag_ms)
                 for line in broker.setup():  # one-way mode, isolated margin, leverage (idempotent)
                     log.event("setup", action=line)
             else:
