@@ -444,6 +444,10 @@ class FuturesVenue(_Venue):
                                       endTime=now, limit=TRADE_PAGE)
             return isinstance(rows, list), f"userTrades with a 7-day startTime-endTime window accepted ({len(rows)} rows)"
 
+        def opens() -> tuple[bool, str]:
+            rows = self.exchange.call("futures_get_open_orders", symbol=self.symbol)
+            return isinstance(rows, list), f"openOrders readable: {len(rows)} open"
+
         def order_trades() -> tuple[bool, str]:
             now = self.exchange.server_time_ms()
             rows = self.exchange.call("futures_account_trades", symbol=self.symbol, orderId=1,
@@ -456,7 +460,7 @@ class FuturesVenue(_Venue):
 
         return self._common_checks() + [
             _check("account", account), _check("position-mode", mode),
-            _check("open-orders", lambda: (True, f"openOrders readable: {len(self.exchange.call('futures_get_open_orders', symbol=self.symbol))} open")),
+            _check("open-orders", opens),
             _check("open-algo-orders", algos),
             _check("order-not-found", lambda: _code_check(c, "futures_get_order", ORDER_NOT_FOUND, symbol=self.symbol,
                                                           origClientOrderId=CHECK_CLIENT_ID)),

@@ -55,8 +55,8 @@ from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
-from mlrisk.live.venue import (ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, FORGOTTEN_AFTER_MS, Balances, FuturesVenue, OrderRefused, OrderReport,
-                               PositionReport)
+from mlrisk.live.venue import (ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, FORGOTTEN_AFTER_MS, Balances, FuturesVenue,
+                               OrderRefused, OrderReport, PositionReport)
 from mlrisk.strategy import entry_size, protective_levels
 
 S = OrderStatus
