@@ -390,6 +390,7 @@ def test_a_finished_algo_order_counts_while_its_actual_order_s_trades_lag(tmp_pa
     with FakeFuturesExchange() as fx, _store(tmp_path) as store:
         bot = _bot(fx, store, _predict_long(), PROTECTED)
         _run(fx, bot, STOPPED, 1, 2)
+        assert _agree(fx, store) > 0                        # long, recorded
         fx.trade_lag_ms = 60_000
         fx.set_price("BTCUSDT", "39550")                    # the stop triggers and FINISHES; its trades lag
         bot.broker.refresh()
