@@ -371,8 +371,7 @@ class FuturesBroker(BrokerBase):
             return self.store.transition(o.client_order_id, S.CANCELLED, reason="cancelled")
         status, oid, exchange_id = r.status, r.trade_order_id, r.exchange_order_id
         executed, quote = r.executed_qty or ZERO, r.cumulative_quote or ZERO
-        # every trade since the order was written ahead (1 min for the clocks), in 7-day windows
-        trades = self.venue.trades(oid, since_ms=o.created_ms - 60_000) if oid and executed > 0 else []
+        trades = self._trades(o, oid, executed, r.update_time_ms) if oid and executed > 0 else []
         recs = [Fill(o.client_order_id, t.trade_id, t.price, t.qty, t.commission, t.commission_asset, t.time_ms)
                 for t in trades]
         pos = self.store.position(o.symbol)
@@ -393,6 +392,17 @@ class FuturesBroker(BrokerBase):
         if rejected:
             self._reprotect(rec)
         return rec
+
+    def _trades(self, o: OrderRecord, oid: int, executed: Decimal, update_ms: int) -> list[Any]:
+        """The trades of exchange order ``oid``: asked by order id (Binance: the last 7 days); when they do
+        not add up to ``executed`` (the order is older), read again in 7-day windows from its creation (the
+        exchange's clock: the local ``created_ms`` plus the measured offset, no later than its last update
+        ``update_ms``; 1 min either side) to its last update."""
+        trades = self.venue.trades(oid)
+        if sum((t.qty for t in trades), ZERO) >= executed or not update_ms:
+            return trades
+        created = o.created_ms + int(getattr(self.exchange, "offset_ms", 0) or 0)
+        return self.venue.trades(oid, since_ms=min(created, update_ms) - 60_000, until_ms=update_ms + 60_000)
 
     def _reprotect(self, o: OrderRecord) -> None:
         """A take-profit/stop rejected when it triggered (e.g. a margin check) left the position unprotected:
