@@ -280,7 +280,7 @@ def test_an_order_filled_more_than_7_days_ago_is_recorded_with_its_fills(tmp_pat
         assert _agree(fx, store) == D("0.01") and not store.risk().halted
 
 
-def test_an_open_order_the_exchange_forgot_after_3_days_is_recorded_cancelled(tmp_path):
+def test_an_open_order_the_exchange_forgot_after_3_days_is_recorded_cancelled(tmp_path, monkeypatch):
     with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
         b = _broker(fx, store)
         fx.order_retention = True
@@ -288,6 +288,9 @@ def test_an_open_order_the_exchange_forgot_after_3_days_is_recorded_cancelled(tm
         assert b.send(c).status is S.OPEN
         b.exchange.client.futures_cancel_order(symbol="BTCUSDT", origClientOrderId=c)   # cancelled, unfilled
         fx.clock_skew_ms += 4 * DAY                         # Binance no longer finds it: -2013
+        import mlrisk.live.execution.futures as fut
+        from mlrisk.live.state import now_ms
+        monkeypatch.setattr(fut, "now_ms", lambda: now_ms() + 4 * DAY)   # and 4 days pass here too
         b.refresh()
         rec = store.order(c)
         assert rec.status is S.CANCELLED and "3 days" in rec.reason and fx.fired["forgotten"] >= 1
@@ -301,6 +304,8 @@ def test_a_young_order_the_exchange_does_not_show_yet_stays_open(tmp_path):
         c = _pending(store, "entry", "BUY", "LIMIT", "0.01", "39000")
         assert b.send(c).status is S.OPEN
         fx.query_lag_ms = 60_000                            # a read that trails the write: -2013 for now
+        fx.clock_skew_ms += 4 * DAY                         # (a skewed exchange clock does not age it)
+        fx.query_lag_ms += 4 * DAY
         b.refresh()
         assert store.order(c).status is S.OPEN
 
