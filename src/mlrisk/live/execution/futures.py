@@ -54,7 +54,7 @@ from mlrisk.live.client_ids import is_ours, make_client_order_id
 from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
-from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
+from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore, now_ms
 from mlrisk.live.venue import (ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, FORGOTTEN_AFTER_MS, Balances, FuturesVenue,
                                OrderRefused, OrderReport, PositionReport)
 from mlrisk.strategy import entry_size, protective_levels
@@ -254,12 +254,13 @@ class FuturesBroker(BrokerBase):
         """Query every open order of the bot and record what happened (fills, triggers, cancels). One the
         exchange no longer finds more than 3 days after its creation is recorded cancelled (Binance forgets
         cancelled/expired orders with no fill then; a filled one it keeps 90 days); a younger one stays open
-        (a read may trail the write). Times on the exchange's clock (``server_time_ms``)."""
+        (a read may trail the write). The age is on the local clock (``created_ms`` is local; a skewed
+        exchange clock does not age an order)."""
         for o in self.store.orders([S.OPEN]):
             r = self.venue.query(o)
             if r is not None:
                 self._record(o, r)
-            elif o.executed_qty == 0 and self.exchange.server_time_ms() - o.created_ms > FORGOTTEN_AFTER_MS:
+            elif o.executed_qty == 0 and now_ms() - o.created_ms > FORGOTTEN_AFTER_MS:
                 self.store.transition(o.client_order_id, S.CANCELLED, reason="not found more than 3 days after its "
                                       "creation: Binance forgets cancelled/expired unfilled orders then")
 
