@@ -293,7 +293,7 @@ def test_websocket_settings_defaults_hosts_and_checks(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     s = load_live_settings(env_file=None)
     assert not s.websocket and s.websocket_stall_s == 30 and s.ws_url == "wss://stream.binance.com:9443"
-    assert load_live_settings(env_file=None, market="futures", max_leverage=3).ws_url == "wss://fstream.binance.com"
+    assert load_live_settings(env_file=None, market="futures", max_leverage=3).ws_url == "wss://fstream.binance.com/market"
     monkeypatch.setenv("MLRISK_BINANCE_API_KEY", "k" * 20)
     monkeypatch.setenv("MLRISK_BINANCE_API_SECRET", "s" * 20)
     assert load_live_settings(env_file=None, mode="testnet").ws_url == "wss://stream.testnet.binance.vision"

@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
             raise SettingsError(f"--start {args.start!r} is not a date/time: use e.g. 2024-09-05 or 2024-09-05T06:00") from None
     if args.replay is not None and not args.replay.exists():
         raise SettingsError(f"--replay {args.replay}: no such file")
+    if getattr(args, "check_venue", False):
+        return check_venue(args, settings)
     model = pin_model(args.repo, args.rev)
     try:
         symbol, interval = model.resolve(settings.symbol, settings.interval)
@@ -71,6 +73,36 @@ def run(args: argparse.Namespace) -> int:
         return paper(args, settings, model, symbol, interval, INTERVAL_MS[interval])
     finally:
         model.close()
+
+
+def check_venue(args: argparse.Namespace, settings: Any) -> int:
+    """``--check-venue``: the venue's read-only checks (:meth:`~mlrisk.live.venue.FuturesVenue.checks`), one line
+    each on stdout; ExitCode.OK when all held, USER_ERROR (2) otherwise. The symbol and market are the
+    settings' (else the pinned model's)."""
+    from mlrisk.exchange import ExchangeClient
+    from mlrisk.live.venue import FuturesVenue, SpotVenue
+
+    if not settings.sends_orders:
+        raise SettingsError("--check-venue reads the account with the keys: use it with --mode testnet or live")
+    symbol, market = settings.symbol, settings.market
+    if symbol is None or market is None:
+        from mlrisk.live.model import pin_model
+
+        model = pin_model(args.repo, args.rev)
+        try:
+            symbol, _ = model.resolve(settings.symbol, settings.interval)
+            market = settings.for_strategy(model.backtest).market
+        finally:
+            model.close()
+    signed = ExchangeClient(settings.exchange_settings(), market=market, signed=True)
+    venue = (FuturesVenue if market == "futures" else SpotVenue)(signed, symbol)
+    checks = venue.checks()
+    for c in checks:
+        print(f"check-venue: {'held' if c.held else 'FAILED'} {c.name}: {c.detail}")
+    failed = [c.name for c in checks if not c.held]
+    print(f"check-venue summary, {settings.mode} {market} {symbol}: " + (f"{len(failed)} failed ({', '.join(failed)})"
+                                                                  if failed else f"all {len(checks)} held"))
+    return ExitCode.USER_ERROR if failed else ExitCode.OK
 
 
 def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw: Any) -> Any:
@@ -156,7 +188,8 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
             if settings.market == "futures":
                 broker = FuturesBroker(signed, store, symbol, settings.client_id_prefix, model.backtest,
                                        max_leverage=settings.max_leverage,
-                                       max_position_notional=settings.max_position_notional)
+                                       max_position_notional=settings.max_position_notional,
+                                       read_lag_ms=settings.read_lag_ms)
                 for line in broker.setup():  # one-way mode, isolated margin, leverage (idempotent)
                     log.event("setup", action=line)
             else:

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "position or orders-per-minute limit (the MLRISK_MAX_* settings above are not applied), like the "
                    "backtest, which has none: for a like-for-like comparison with it")
     r.add_argument("--reset-halt", action="store_true", help="clear a persisted risk halt (drawdown) and start")
+    r.add_argument("--check-venue", action="store_true", help="testnet/live: read-only calls that confirm each "
+                   "assumption the bot makes about the exchange (docs/live.md 'Checks to do on first use'), one line "
+                   "each; exit 0 when all held, 2 otherwise; no order is sent and nothing is changed")
     r.add_argument("--env-file", default=".env", help="the .env file to read (settings and keys)")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging; replay: one line per candle on stderr")
     r.add_argument("--version", action=VersionAction)

@@ -110,7 +110,8 @@ class Bot:
         if self.broker is not None:
             sent = self.broker.send_all(orders)  # also with none: a futures broker keeps its protective orders
             rec["exchange_orders"] = [{"client_order_id": o.client_order_id, "side": o.side, "quantity": str(o.quantity),
-                                       "status": o.status.value, "executed_qty": str(o.executed_qty)} for o in sent]
+                                       "status": o.status.value, "executed_qty": str(o.executed_qty),
+                                       **({"reason": o.reason} if o.status.value == "rejected" else {})} for o in sent]
             rec["exchange_position"] = str(self.store.position(self.broker.symbol).quantity)
             rec["account_equity"] = mark
         if available_ms is not None:

@@ -30,9 +30,11 @@ Variables (all optional; ``paper`` mode needs no key):
   ``MLRISK_MAX_STALE_S`` (a candle this late stops the bot safely).
 - The kline websocket: ``MLRISK_WEBSOCKET`` (true: closed candles from the exchange's kline stream
   as soon as they close, REST polling as the fallback; default false = polling only),
-  ``MLRISK_WEBSOCKET_URL`` (the stream host; default Binance's for the mode and market, see
+  ``MLRISK_WEBSOCKET_URL`` (the stream base URL; default Binance's for the mode and market, see
   :data:`DEFAULT_WS_HOSTS`; plain ``ws://`` only to a loopback host), ``MLRISK_WEBSOCKET_STALL_S``
   (seconds without any message after which the stream counts as stalled and is reconnected).
+- Exchange reads: ``MLRISK_READ_LAG_MS`` (ms the exchange's reads may trail its writes, e.g. futures
+  ``positionRisk`` after a fill: a differing read is asked again until then before it is trusted).
 """
 
 from __future__ import annotations
@@ -65,9 +67,9 @@ DEFAULT_HOSTS: dict[tuple[str, str], str] = {
 #: ``{host}/ws/{symbol lower}@kline_{interval}``.
 DEFAULT_WS_HOSTS: dict[tuple[str, str], str] = {
     ("paper", "spot"): "wss://stream.binance.com:9443",
-    ("paper", "futures"): "wss://fstream.binance.com",
+    ("paper", "futures"): "wss://fstream.binance.com/market",   # USDT-M's routed /market path (legacy retired 2026-04-23)
     ("live", "spot"): "wss://stream.binance.com:9443",
-    ("live", "futures"): "wss://fstream.binance.com",
+    ("live", "futures"): "wss://fstream.binance.com/market",
     ("testnet", "spot"): "wss://stream.testnet.binance.vision",
     ("testnet", "futures"): "wss://fstream.binancefuture.com",
 }
@@ -117,11 +119,15 @@ class LiveSettings(BaseSettings):
     websocket: bool = Field(False, description="closed candles from the exchange's kline websocket as soon as they "
                             "close; REST polling (above) when the stream has not delivered a candle poll_delay_s "
                             "after its close, and for gaps")
-    websocket_url: str | None = Field(None, description="the kline stream host (wss://); default Binance's for the "
-                                      "mode and market")
+    websocket_url: str | None = Field(None, description="the kline stream base URL (wss://; the stream is "
+                                      "{url}/ws/<symbol>@kline_<interval>); default Binance's for the mode and market "
+                                      "(USDT-M futures: wss://fstream.binance.com/market)")
     websocket_stall_s: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False,
                                      description="seconds without any stream message after which the websocket "
                                      "counts as stalled and is reconnected")
+    read_lag_ms: int = Field(10_000, ge=0, le=600_000,
+                             description="ms the exchange's reads may trail its writes (futures positionRisk after a "
+                             "fill): a differing read is asked again until then before the bot trusts it or halts")
 
     @field_validator("symbol")
     @classmethod

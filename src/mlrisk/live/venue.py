@@ -24,16 +24,68 @@ from mlrisk.live.state import BINANCE_STATUS, OrderRecord, OrderStatus
 
 S = OrderStatus
 ZERO = Decimal(0)
+TRADE_WINDOW_MS = 7 * 86_400_000        # futures userTrades: startTime-endTime at most 7 days
+TRADE_PAGE = 1000                        # futures userTrades: limit max 1000
+#: futures order queries no longer find a CANCELED/EXPIRED order with no fill 3 days after its creation
+FORGOTTEN_AFTER_MS = 3 * 86_400_000
 ORDER_NOT_FOUND = -2013                  # "Order does not exist."
 UNKNOWN_ORDER = -2011                    # "Unknown order sent." (a cancel of an order that is not there)
 NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046    # "No need to change margin type.": already isolated
 #: futures conditional orders, placed through Binance's Algo Service (client id ``clientAlgoId``)
 ALGO_TYPES = ("TAKE_PROFIT_MARKET", "STOP_MARKET")
-#: algo order statuses (Binance's Algo Service) mapped to ours; FINISHED depends on the actual order's fill
+#: algo order statuses (Binance's Algo Service, "Event: Algo Order Update") mapped to ours; FINISHED depends on
+#: the actual order's fill. TRIGGERING/TRIGGERED (``actualOrderId`` may still be "") stay open. REJECTED ("denied
+#: by the matching engine, such as ... margin check failures") comes only after the order was accepted and
+#: triggered: it ends the open order as cancelled (``raw_status`` keeps "REJECTED"), like a triggered order the
+#: matching engine rejects; the futures execution then re-protects the position (ALGO_REJECTED_AT_TRIGGER).
 ALGO_STATUS = {"NEW": S.OPEN, "TRIGGERING": S.OPEN, "TRIGGERED": S.OPEN, "CANCELED": S.CANCELLED,
-               "EXPIRED": S.CANCELLED, "REJECTED": S.REJECTED}
+               "EXPIRED": S.CANCELLED, "REJECTED": S.CANCELLED}
+ALGO_REJECTED_AT_TRIGGER = "REJECTED"
 
 Balances = dict[str, tuple[Decimal, Decimal]]
+
+#: USDT-M futures refusals of a new order (https://developers.binance.com/docs/derivatives/usds-margined-futures/
+#: error-code): code -> (kind, what). Kinds: ``filters`` (the symbol's filters: the order is skipped), ``margin``,
+#: ``duplicate`` (-4116: "ClientOrderId is duplicated": an open order has this client id: query it),
+#: ``close_position_exists`` (-4130: an open closePosition stop/take-profit in that direction exists: adopt it).
+FUTURES_REFUSALS: dict[int, tuple[str, str]] = {
+    -4164: ("filters", "min notional"), -4014: ("filters", "tick size"), -1111: ("filters", "precision"),
+    -4003: ("filters", "quantity <= 0"), -4004: ("filters", "quantity < min"), -4005: ("filters", "quantity > max"),
+    -4013: ("filters", "price < min"), -4023: ("filters", "step size"), -2019: ("margin", "margin insufficient"),
+    -4116: ("duplicate", "client id of an open order"),
+    -4130: ("close_position_exists", "an open closePosition order in this direction exists"),
+}
+
+
+class OrderRefused(Exception):
+    """A new futures order refused for a reason execution acts on (``kind``, see :data:`FUTURES_REFUSALS`);
+    ``str()`` is one line: ``refused by Binance (<code> <what>): <Binance's message>``. Not executed."""
+
+    def __init__(self, kind: str, line: str) -> None:
+        super().__init__(line)
+        self.kind = kind
+
+
+def futures_refusal(code: int, message: str) -> tuple[str, str]:
+    """(kind, one-line reason) of a futures refusal code in :data:`FUTURES_REFUSALS`."""
+    kind, what = FUTURES_REFUSALS[code]
+    return kind, f"refused by Binance ({code} {what}): " + " ".join(str(message).split())[:160]
+
+
+def _refusing(client: Any, method: str) -> Callable[..., Any]:
+    """``client.method`` that raises :class:`OrderRefused` for a code in :data:`FUTURES_REFUSALS`."""
+    from binance.exceptions import BinanceAPIException
+
+    def call(**kw: Any) -> Any:
+        try:
+            return getattr(client, method)(**kw)
+        except BinanceAPIException as e:
+            if e.code in FUTURES_REFUSALS:
+                raise OrderRefused(*futures_refusal(e.code, e.message)) from None
+            raise
+
+    call.__name__ = method
+    return call
 
 
 @dataclass(frozen=True)
@@ -84,6 +136,7 @@ class PositionReport:
 
     quantity: Decimal = ZERO
     entry_price: Decimal | None = None
+    mark_price: Decimal | None = None
 
 
 def or_none(client: Any, method: str, codes: tuple[int, ...]) -> Callable[..., Any]:
@@ -104,6 +157,44 @@ def or_none(client: Any, method: str, codes: tuple[int, ...]) -> Callable[..., A
     return call
 
 
+@dataclass(frozen=True)
+class VenueCheck:
+    """One assumption the bot makes about the venue (``name``), whether it ``held`` and a one-line ``detail``."""
+
+    name: str
+    held: bool
+    detail: str
+
+
+CHECK_CLIENT_ID = "mlr-VENUECHECK-0-none"   # a client id no order of the bot ever has (its time field is 0)
+DAY_MS = 86_400_000
+
+
+def _check(name: str, probe: Callable[[], tuple[bool, str]]) -> VenueCheck:
+    """Run one read-only ``probe`` (returns (held, detail)); an exception is a failed check with its one-line text."""
+    try:
+        held, detail = probe()
+    except Exception as e:  # noqa: BLE001 - every failure is reported as the check's answer
+        held, detail = False, " ".join(str(e).split())[:200] or type(e).__name__
+    return VenueCheck(name, held, detail)
+
+
+def _error_code(client: Any, method: str, **kw: Any) -> int | None:
+    """The Binance error code ``client.method(**kw)`` answers with (None: it answered without error)."""
+    from binance.exceptions import BinanceAPIException
+
+    try:
+        getattr(client, method)(**kw)
+    except BinanceAPIException as e:
+        return int(e.code)
+    return None
+
+
+def _code_check(client: Any, method: str, want: int, **kw: Any) -> tuple[bool, str]:
+    code = _error_code(client, method, **kw)
+    return code == want, f"{method} of an unknown id answers {code} (the bot expects {want})"
+
+
 def _price(x: Any) -> Decimal | None:
     p = Decimal(str(x)) if x not in (None, "") else ZERO
     return p if p else None
@@ -118,6 +209,20 @@ class _Venue:
     def exchange_filters(self) -> SymbolFilters:
         """The symbol's filters (lot size, tick, minimum notional) from the exchange information."""
         return symbol_filters(self.exchange.call(self.EXCHANGE_INFO), self.symbol)
+
+    def _common_checks(self) -> list[VenueCheck]:
+        def clock() -> tuple[bool, str]:
+            self.exchange.server_time_ms()
+            off = int(self.exchange.offset_ms)
+            return (abs(off) < 1000,
+                    f"server time read; local clock offset {off} ms (a signed request needs timestamp < serverTime + 1 s)")
+
+        def filters() -> tuple[bool, str]:
+            f = self.exchange_filters()
+            return (f.tick_size > 0 and f.step_size > 0,
+                    f"{self.symbol}: tick {fmt(f.tick_size)}, step {fmt(f.step_size)}, min notional {fmt(f.min_notional)}")
+
+        return [_check("time", clock), _check("filters", filters)]
 
 
 class SpotVenue(_Venue):
@@ -153,6 +258,27 @@ class SpotVenue(_Venue):
         """The trades of one order, or (``order_id`` None) the symbol's latest 1000."""
         kw: dict[str, Any] = {"orderId": order_id} if order_id is not None else {"limit": 1000}
         return [_fill(t, int(t.get("time", 0))) for t in self.exchange.call("get_my_trades", symbol=self.symbol, **kw)]
+
+    def checks(self) -> list[VenueCheck]:
+        """Read-only calls that confirm what the spot bot assumes (see docs/live.md "Checks to do on first use")."""
+        c = self.exchange.client
+
+        def account() -> tuple[bool, str]:
+            b = self.balances()
+            return True, f"account readable: {len(b)} assets"
+
+        def trades() -> tuple[bool, str]:
+            now = self.exchange.server_time_ms()
+            rows = self.exchange.call("get_my_trades", symbol=self.symbol, startTime=now - DAY_MS + 1, endTime=now,
+                                      limit=1000)
+            return isinstance(rows, list), f"myTrades with a 24 h startTime-endTime window accepted ({len(rows)} rows)"
+
+        return self._common_checks() + [
+            _check("account", account),
+            _check("open-orders", lambda: (True, f"openOrders readable: {len(self.open_orders())} open")),
+            _check("order-not-found", lambda: _code_check(c, "get_order", ORDER_NOT_FOUND, symbol=self.symbol,
+                                                          origClientOrderId=CHECK_CLIENT_ID)),
+            _check("trade-window", trades)]
 
     def _report(self, r: dict[str, Any], with_fills: bool = False) -> OrderReport:
         at = int(r.get("transactTime", r.get("updateTime", 0)))
@@ -219,14 +345,16 @@ class FuturesVenue(_Venue):
         if not rows:
             return PositionReport()
         amt, entry = Decimal(rows[0]["positionAmt"]), Decimal(rows[0]["entryPrice"])
-        return PositionReport(amt, entry if amt != 0 else None)
+        return PositionReport(amt, entry if amt != 0 else None, _price(rows[0].get("markPrice")))
 
     # ----------------------------------------------------------------------------- orders
     def place(self, o: OrderRecord) -> OrderReport:
         """Send an order once: an algo order (take-profit/stop) closes the whole position at its
-        trigger (``closePosition``, contract price); MARKET/LIMIT (GTC) with ``reduceOnly`` when set."""
+        trigger (``closePosition``, contract price); MARKET/LIMIT (GTC) with ``reduceOnly`` when set.
+        Raises :class:`OrderRefused` for the refusals of :data:`FUTURES_REFUSALS`."""
+        create = _refusing(self.exchange.client, "futures_create_order")
         if o.type in ALGO_TYPES:
-            r = self.exchange.call("futures_create_order", idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
+            r = self.exchange.call(create, idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
                                    triggerPrice=fmt(o.price or ZERO), closePosition="true", workingType="CONTRACT_PRICE",
                                    clientAlgoId=o.client_order_id)
             return self._report(r, algo=True)
@@ -236,7 +364,7 @@ class FuturesVenue(_Venue):
             kw.update(price=fmt(o.price or ZERO), timeInForce="GTC")
         if o.reduce_only:
             kw["reduceOnly"] = "true"
-        return self._report(self.exchange.call("futures_create_order", idempotent=False, **kw))
+        return self._report(self.exchange.call(create, idempotent=False, **kw))
 
     def query(self, o: OrderRecord) -> OrderReport | None:
         """The order (an algo order: with its triggered order's fate) by client id; None when absent."""
@@ -266,10 +394,80 @@ class FuturesVenue(_Venue):
         return regular + [self._report(x, algo=True)
                           for x in self.exchange.call("futures_get_open_orders", symbol=self.symbol, conditional=True)]
 
-    def trades(self, order_id: int) -> list[FillReport]:
-        """The trades of one order (``userTrades``)."""
-        return [_fill(t, int(t["time"])) for t in self.exchange.call("futures_account_trades", symbol=self.symbol,
-                                                                       orderId=order_id)]
+    def trades(self, order_id: int, since_ms: int | None = None, until_ms: int | None = None) -> list[FillReport]:
+        """The trades of one order (``userTrades``). Without ``since_ms`` Binance answers the last 7 days
+        only; with it, every trade between ``since_ms`` and ``until_ms`` (default: now + 1 min), read in
+        windows of at most 7 days ("The time between startTime and endTime cannot be longer than 7
+        days") and pages of 1000 rows (the next page starts at the last row's time; duplicates dropped)."""
+        if since_ms is None:
+            return [_fill(t, int(t["time"])) for t in self.exchange.call("futures_account_trades", symbol=self.symbol,
+                                                                           orderId=order_id)]
+        from mlrisk.live.state import now_ms
+
+        end = now_ms() + 60_000 if until_ms is None else until_ms
+        out: dict[int, FillReport] = {}
+        start = since_ms
+        while start <= end:
+            w_end = min(start + TRADE_WINDOW_MS, end)
+            page_start = start
+            while True:
+                rows = self.exchange.call("futures_account_trades", symbol=self.symbol, orderId=order_id,
+                                          startTime=page_start, endTime=w_end, limit=TRADE_PAGE)
+                new = [t for t in rows if int(t["id"]) not in out]
+                for t in new:
+                    out[int(t["id"])] = _fill(t, int(t["time"]))
+                if len(rows) < TRADE_PAGE or not new:
+                    break
+                page_start = max(int(t["time"]) for t in rows)
+            start = w_end + 1
+        return sorted(out.values(), key=lambda f: (f.time_ms, f.trade_id))
+
+    def checks(self) -> list[VenueCheck]:
+        """Read-only calls that confirm what the futures bot assumes (see docs/live.md "Checks to do on first use")."""
+        c = self.exchange.client
+
+        def account() -> tuple[bool, str]:
+            b = self.balances()
+            return "USDT" in b, f"futures account readable; USDT available {fmt(b.get('USDT', (ZERO, ZERO))[0])}"
+
+        def mode() -> tuple[bool, str]:
+            hedge = self.hedge_mode()
+            return not hedge, "one-way position mode" if not hedge else "hedge mode (dualSidePosition): the bot needs one-way"
+
+        def algos() -> tuple[bool, str]:
+            rows = self.exchange.call("futures_get_open_orders", symbol=self.symbol, conditional=True)
+            return isinstance(rows, list), f"openAlgoOrders readable (Algo Order API): {len(rows)} open"
+
+        def trades() -> tuple[bool, str]:
+            now = self.exchange.server_time_ms()
+            rows = self.exchange.call("futures_account_trades", symbol=self.symbol, startTime=now - TRADE_WINDOW_MS,
+                                      endTime=now, limit=TRADE_PAGE)
+            return isinstance(rows, list), f"userTrades with a 7-day startTime-endTime window accepted ({len(rows)} rows)"
+
+        def opens() -> tuple[bool, str]:
+            rows = self.exchange.call("futures_get_open_orders", symbol=self.symbol)
+            return isinstance(rows, list), f"openOrders readable: {len(rows)} open"
+
+        def order_trades() -> tuple[bool, str]:
+            now = self.exchange.server_time_ms()
+            rows = self.exchange.call("futures_account_trades", symbol=self.symbol, orderId=1,
+                                      startTime=now - TRADE_WINDOW_MS, endTime=now, limit=TRADE_PAGE)
+            return isinstance(rows, list), "userTrades with orderId and a 7-day window accepted (how an order's fills are read)"
+
+        def position() -> tuple[bool, str]:
+            p = self.position()
+            return True, f"positionRisk readable: {fmt(p.quantity)} {self.symbol}"
+
+        return self._common_checks() + [
+            _check("account", account), _check("position-mode", mode),
+            _check("open-orders", opens),
+            _check("open-algo-orders", algos),
+            _check("order-not-found", lambda: _code_check(c, "futures_get_order", ORDER_NOT_FOUND, symbol=self.symbol,
+                                                          origClientOrderId=CHECK_CLIENT_ID)),
+            # the bot queries algo orders by clientAlgoId with symbol (not a documented parameter): not -1104
+            _check("algo-not-found", lambda: _code_check(c, "futures_get_order", ORDER_NOT_FOUND, symbol=self.symbol,
+                                                         clientAlgoId=CHECK_CLIENT_ID)),
+            _check("trade-window", trades), _check("order-trades-window", order_trades), _check("position", position)]
 
     def _report(self, r: dict[str, Any], algo: bool = False) -> OrderReport:
         at = int(r.get("updateTime", r.get("time", 0)) or 0)
@@ -299,5 +497,6 @@ class FuturesVenue(_Venue):
                            ZERO, trigger, True, oid)
 
 
-__all__ = ["ALGO_STATUS", "ALGO_TYPES", "FillReport", "FuturesVenue", "OrderReport", "PositionReport", "SpotVenue",
+__all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "FORGOTTEN_AFTER_MS", "FUTURES_REFUSALS", "FillReport", "FuturesVenue",
+           "OrderRefused", "OrderReport", "VenueCheck", "futures_refusal", "PositionReport", "SpotVenue",
            "or_none"]

@@ -44,25 +44,36 @@ at the close (USDT). Quantities are ``Decimal`` base asset (BTC), prices USDT.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from mlrisk.errors import ExchangeError, SettingsError
-from mlrisk.live.client_ids import make_client_order_id
+from mlrisk.live.client_ids import is_ours, make_client_order_id
 from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
-from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
-from mlrisk.live.venue import ALGO_TYPES, Balances, FuturesVenue, OrderReport
+from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore, now_ms
+from mlrisk.live.venue import (ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, FORGOTTEN_AFTER_MS, Balances, FuturesVenue,
+                               OrderRefused, OrderReport, PositionReport)
 from mlrisk.strategy import entry_size, protective_levels
 
 S = OrderStatus
 ZERO = Decimal(0)
+log = logging.getLogger(__name__)
+#: how long (ms) positionRisk may trail a fill (Binance: "use ... ACCOUNT_UPDATE to meet your timeliness and accuracy
+#: needs"); the same allowance as the spot execution's read lag (settings.read_lag_ms where wired)
+DEFAULT_READ_LAG_MS = 10_000
 
 
 def _sign(d: Decimal) -> int:
     return (d > 0) - (d < 0)
+
+
+def _family(order_type: str) -> str:
+    """The protective leg an algo order type serves: ``sl`` (STOP_MARKET) or ``tp``."""
+    return "sl" if order_type == "STOP_MARKET" else "tp"
 
 
 def apply_fill(qty: Decimal, entry: Decimal | None, side: int, fill_qty: Decimal, price: Decimal) -> tuple[Decimal, Decimal | None]:
@@ -87,7 +98,7 @@ class FuturesBroker(BrokerBase):
 
     def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, backtest: Any, *,
                  max_leverage: float = 1.0, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 read_lag_ms: int = DEFAULT_READ_LAG_MS, sleep: Callable[[float], None] | None = None) -> None:
         check_supported(backtest, "futures", max_leverage)
         super().__init__(exchange, store, symbol, prefix, backtest.order_size, backtest.min_notional,
                          max_position_notional=max_position_notional, recv_window_ms=recv_window_ms, sleep=sleep)
@@ -95,6 +106,8 @@ class FuturesBroker(BrokerBase):
         self.take_profit = float(backtest.take_profit or 0.0)
         self.stop_loss = float(backtest.stop_loss or 0.0)
         self.limit_ttl = int(backtest.limit_ttl)
+        self.read_lag_ms = read_lag_ms   # ms positionRisk may trail a fill: asked again until then before trusting it
+        self.alerts: list[str] = []   # one line per alert (a protective order rejected at its trigger), in order
 
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> list[str]:
@@ -120,6 +133,20 @@ class FuturesBroker(BrokerBase):
         p = self.venue.position()
         return p.quantity, p.entry_price
 
+    def _settled(self) -> PositionReport:
+        """``positionRisk``; while it differs from the recorded position, asked again (after 50 ms, doubling,
+        at most 2 s apart) until it agrees or ``read_lag_ms`` has passed: a fill the bot recorded may not
+        show there yet. Its last answer."""
+        recorded = self.store.position(self.symbol).quantity
+        p = self.venue.position()
+        wait, waited, left = 0.05, 0.0, self.read_lag_ms / 1000
+        while p.quantity != recorded and waited < left:
+            step = min(wait, left - waited)
+            self.sleep(step)
+            waited, wait = waited + step, min(wait * 2, 2.0)
+            p = self.venue.position()
+        return p
+
     def balances(self) -> Balances:
         """``{asset: (available, wallet balance - available)}`` of the futures wallet."""
         return self.venue.balances()
@@ -137,12 +164,15 @@ class FuturesBroker(BrokerBase):
     def check_position(self) -> None:
         """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) unless the recorded position equals the
         exchange's; a difference while orders are open is asked again once after recording them (one
-        may have filled between the two requests)."""
+        may have filled between the two requests), then ``positionRisk`` is asked again until
+        ``read_lag_ms`` (it may trail a recorded fill) before halting."""
         recorded = self.store.position(self.symbol).quantity
         held = self.exchange_position()
         if held != recorded and self.store.orders([S.OPEN]):
             self.refresh()
             recorded, held = self.store.position(self.symbol).quantity, self.exchange_position()
+        if held != recorded:
+            held = self._settled().quantity
         if held != recorded:
             base = self.filters.base_asset
             self._halt(f"position mismatch: the state file records {fmt(recorded)} {base} but the exchange's "
@@ -155,6 +185,7 @@ class FuturesBroker(BrokerBase):
         ``open_ms``; ``state``: the step's :class:`~mlrisk.live.step.BotState` after the candle (None
         from ``flatten``). Refreshes the open orders first (see the module docstring)."""
         legs = list(orders)
+        seen = len(self.alerts)
         self.refresh()
         self.check_position()  # e.g. liquidated or traded by hand since the last close: halt (fail closed)
         if state is not None:
@@ -202,7 +233,7 @@ class FuturesBroker(BrokerBase):
                 skipped.append(f"entry skipped: {e}")
                 continue
             out.append(NewOrder(cid, self.symbol, p.side, p.type, p.quantity, open_ms, leg, price=p.price))
-        return out, skipped
+        return out, [f"ALERT {a}" for a in self.alerts[seen:]] + skipped
 
     @staticmethod
     def _engine_sides(state: Any) -> set[int]:
@@ -220,11 +251,18 @@ class FuturesBroker(BrokerBase):
 
     # --------------------------------------------------------------------- open orders
     def refresh(self) -> None:
-        """Query every open order of the bot and record what happened (fills, triggers, cancels)."""
+        """Query every open order of the bot and record what happened (fills, triggers, cancels). One the
+        exchange no longer finds more than 3 days after its creation is recorded cancelled (Binance forgets
+        cancelled/expired orders with no fill then; a filled one it keeps 90 days); a younger one stays open
+        (a read may trail the write). The age is on the local clock (``created_ms`` is local; a skewed
+        exchange clock does not age an order)."""
         for o in self.store.orders([S.OPEN]):
             r = self.venue.query(o)
             if r is not None:
                 self._record(o, r)
+            elif o.executed_qty == 0 and now_ms() - o.created_ms > FORGOTTEN_AFTER_MS:
+                self.store.transition(o.client_order_id, S.CANCELLED, reason="not found more than 3 days after its "
+                                      "creation: Binance forgets cancelled/expired unfilled orders then")
 
     def cancel(self, o: OrderRecord) -> OrderRecord:
         """Cancel an open order by client id; one that already filled or ended is recorded as it is."""
@@ -235,6 +273,40 @@ class FuturesBroker(BrokerBase):
                 return self._record(o, q)
             return self.store.transition(o.client_order_id, S.CANCELLED, reason="not at the exchange")
         return self._record(o, r)
+
+    def send(self, cid: str) -> OrderRecord:
+        """:meth:`BrokerBase.send`; a refusal the venue names (:class:`~mlrisk.live.venue.OrderRefused`) is
+        acted on: an open order already has this client id (it is ours: queried and recorded); an open
+        closePosition order of the same type and side exists (ours: adopted, this one not sent; not ours:
+        refused naming it); else refused with its one-line reason (filters, margin)."""
+        try:
+            return super().send(cid)
+        except OrderRefused as e:
+            return self._refused(cid, e)
+
+    def _refused(self, cid: str, e: OrderRefused) -> OrderRecord:
+        o = self.store.order(cid)
+        assert o is not None
+        if e.kind == "duplicate":
+            q = self.venue.query(o)
+            if q is not None:
+                return self._record(o, q)
+        elif e.kind == "close_position_exists":
+            for x in self.venue.open_orders():
+                if x.type != o.type or x.side != o.side or x.client_order_id == cid:
+                    continue
+                other = x.client_order_id
+                if not is_ours(other, self.prefix):
+                    return self.store.transition(cid, S.REJECTED, reason=f"{e} (the open one is {other}, not the "
+                                                                         "bot's: cancel it by hand)"[:300])
+                known = self.store.order(other)
+                if known is None:
+                    self._adopt()
+                else:
+                    self._record(known, x)
+                return self.store.transition(cid, S.CANCELLED, reason=f"not sent: {other}, an open {o.type} of the "
+                                                                      "bot's, already protects the position (adopted)")
+        return self.store.transition(cid, S.REJECTED, reason=str(e)[:300])
 
     def send_all(self, orders: Iterable[NewOrder]) -> list[OrderRecord]:
         """Send the candle's written-ahead orders (protective orders cancelled first when one reduces
@@ -255,7 +327,8 @@ class FuturesBroker(BrokerBase):
         docstring); ``open_ms`` names new ones. Returns the orders placed."""
         if not (self.take_profit or self.stop_loss):
             return []
-        amt, entry = self._risk()
+        p = self._settled()   # right after an entry positionRisk may still show the position before it
+        amt, entry = p.quantity, p.entry_price
         want: dict[str, tuple[str, str, Decimal]] = {}
         if amt != 0 and entry is not None:
             side = _sign(amt)
@@ -267,8 +340,9 @@ class FuturesBroker(BrokerBase):
         for o in self.store.orders([S.OPEN]):
             if o.type not in ALGO_TYPES:
                 continue
-            if want.get(o.leg) == (o.type, o.side, o.price):
-                del want[o.leg]
+            fam = _family(o.type)   # "tp"/"sl", also for a replacement of a rejected one ("rtp"/"rsl")
+            if want.get(fam) == (o.type, o.side, o.price):
+                del want[fam]
             else:
                 self.cancel(o)
         placed = []
@@ -289,7 +363,8 @@ class FuturesBroker(BrokerBase):
     # ------------------------------------------------------------------------------ record
     def _record(self, o: OrderRecord, r: OrderReport) -> OrderRecord:
         """Record a report (create, query or cancel; an algo order's through its actual order) with
-        the trades of the order (``userTrades``) and the resulting position."""
+        the trades of the order (``userTrades``, those readable yet) and the resulting position (from the
+        report's executed quantity and cumulative quote, so a fill counts even while its trades lag)."""
         o = self.store.order(o.client_order_id) or o
         if o.status.final:
             return o
@@ -297,25 +372,81 @@ class FuturesBroker(BrokerBase):
             return self.store.transition(o.client_order_id, S.CANCELLED, reason="cancelled")
         status, oid, exchange_id = r.status, r.trade_order_id, r.exchange_order_id
         executed, quote = r.executed_qty or ZERO, r.cumulative_quote or ZERO
-        trades = self.venue.trades(oid) if oid and executed > 0 else []
+        trades = self._trades(o, oid, executed, r.update_time_ms) if oid and executed > 0 else []
         recs = [Fill(o.client_order_id, t.trade_id, t.price, t.qty, t.commission, t.commission_asset, t.time_ms)
                 for t in trades]
-        known = {f.trade_id for f in self.store.fills(o.client_order_id)}
         pos = self.store.position(o.symbol)
         qty, entry = pos.quantity, pos.entry_price
-        for f in recs:
-            if f.trade_id not in known:
-                qty, entry = apply_fill(qty, entry, 1 if o.side == "BUY" else -1, f.qty, f.price)
+        # the position follows the order's own executed quantity and cumulative quote (its trades may lag:
+        # userTrades trails the matching engine); the trades, with their fees, are recorded when they appear
+        executed, quote = max(executed, o.executed_qty), max(quote, o.cumulative_quote)
+        delta = executed - o.executed_qty
+        if delta > 0:
+            qty, entry = apply_fill(qty, entry, 1 if o.side == "BUY" else -1, delta, (quote - o.cumulative_quote) / delta)
         new_pos = Position(o.symbol, qty, entry) if (qty, entry) != (pos.quantity, pos.entry_price) else None
         if status is o.status and status is not S.OPEN and new_pos is None:
             return o
-        return self.store.transition(o.client_order_id, status, exchange_order_id=exchange_id, executed_qty=executed,
-                                     cumulative_quote=quote, fills=recs, position=new_pos)
+        rejected = o.type in ALGO_TYPES and r.raw_status == ALGO_REJECTED_AT_TRIGGER
+        rec = self.store.transition(o.client_order_id, status, exchange_order_id=exchange_id, executed_qty=executed,
+                                    cumulative_quote=quote, fills=recs, position=new_pos,
+                                    **({"reason": "REJECTED by the matching engine at its trigger"} if rejected else {}))
+        if rejected:
+            self._reprotect(rec)
+        return rec
+
+    def _trades(self, o: OrderRecord, oid: int, executed: Decimal, update_ms: int) -> list[Any]:
+        """The trades of exchange order ``oid``: asked by order id (Binance: the last 7 days); when they do
+        not add up to ``executed`` (the order is older), read again in 7-day windows from its creation (the
+        exchange's clock: the local ``created_ms`` plus the measured offset, no later than its last update
+        ``update_ms``; 1 min either side) to its last update."""
+        trades = self.venue.trades(oid)
+        if sum((t.qty for t in trades), ZERO) >= executed or not update_ms:
+            return trades
+        created = o.created_ms + int(getattr(self.exchange, "offset_ms", 0) or 0)
+        return self.venue.trades(oid, since_ms=min(created, update_ms) - 60_000, until_ms=update_ms + 60_000)
+
+    def _reprotect(self, o: OrderRecord) -> None:
+        """A take-profit/stop rejected when it triggered (e.g. a margin check) left the position unprotected:
+        at once, close it with a reduce-only MARKET order (leg ``rclose``) when the mark price is already at or
+        beyond the level, else place the same order again at the same level (leg ``r`` + its leg); one alert
+        line either way (:attr:`alerts`, the log, and the candle's journal line)."""
+        p = self._settled()
+        amt, mark = p.quantity, p.mark_price
+        if amt == 0:
+            return self._alert(f"{o.client_order_id} ({o.type} at {fmt(o.price or ZERO)}) was rejected at its trigger; "
+                               "the position is flat: nothing to protect")
+        side = "SELL" if amt > 0 else "BUY"
+        if o.side != side:   # the position changed side since: protect() places the levels of the new one
+            return self._alert(f"{o.client_order_id} ({o.type}) was rejected at its trigger; the position is now "
+                               f"{fmt(amt)}: protected at its own levels")
+        below = (o.type == "STOP_MARKET") == (side == "SELL")      # a long's stop / a short's take-profit
+        level = o.price or ZERO
+        beyond = mark is None or (mark <= level if below else mark >= level)
+        if not beyond:
+            cid = make_client_order_id(self.prefix, self.symbol, o.candle_open_ms, ("r" + o.leg)[:6])
+            if self.store.order(cid) is None:
+                self.store.insert_order(NewOrder(cid, self.symbol, side, o.type, abs(amt), o.candle_open_ms,  # type: ignore[arg-type]
+                                                 ("r" + o.leg)[:6], price=level, reduce_only=True))
+                if self.send(cid).status is S.OPEN:
+                    return self._alert(f"{o.client_order_id} ({o.type} at {fmt(level)}) was rejected at its trigger; "
+                                       f"replaced by {cid} at the same level (mark {fmt(mark or ZERO)})")
+        cid = make_client_order_id(self.prefix, self.symbol, o.candle_open_ms, "rclose")
+        if self.store.order(cid) is None:
+            self.store.insert_order(NewOrder(cid, self.symbol, side, "MARKET", abs(amt), o.candle_open_ms, "rclose",  # type: ignore[arg-type]
+                                             reduce_only=True))
+        rec = self.send(cid)
+        self._alert(f"{o.client_order_id} ({o.type} at {fmt(level)}) was rejected at its trigger; the position "
+                    f"({fmt(amt)}) closed by {cid}: {rec.status.value} (mark {fmt(mark or ZERO)})")
+
+    def _alert(self, line: str) -> None:
+        self.alerts.append(line)
+        log.warning("ALERT %s", line)
 
     # ------------------------------------------------------------------------------ reconcile
     def reconcile(self) -> list[str]:
         """The shared reconciliation (settle, adopt, check the position against ``positionRisk``),
         then the protective orders brought in line with the position."""
+        self.refresh()   # open orders first: one the exchange forgot is recorded cancelled, not re-sent
         done = super().reconcile()
         last = self.store.last_processed_candle()
         if last is not None:

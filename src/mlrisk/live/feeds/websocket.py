@@ -43,7 +43,10 @@ ROW_FIELDS = ("t", "o", "h", "l", "c", "v", "T", "q", "n", "V", "Q", "B")
 
 
 def stream_url(ws_url: str, symbol: str, interval: str) -> str:
-    """The raw kline stream of one symbol: ``{ws_url}/ws/{symbol lower}@kline_{interval}``."""
+    """The raw kline stream of one symbol: ``{ws_url}/ws/{symbol lower}@kline_{interval}``. Spot's
+    ``ws_url`` is a host (web-socket-streams.md: ``wss://stream.binance.com:9443/ws/<streamName>``);
+    USDT-M futures' carries its routed path since 2026 (``wss://fstream.binance.com/market``: klines are
+    a ``/market`` stream; the legacy ``/ws/`` path was retired on 2026-04-23 and stays silent)."""
     return f"{ws_url.rstrip('/')}/ws/{symbol.lower()}@kline_{interval}"
 
 
