@@ -188,7 +188,8 @@ def test_a_spot_fill_arrives_by_the_stream_between_closes(tmp_path):
 def test_the_stream_is_on_in_the_exchange_modes_with_binance_documented_urls():
     def s(mode: str, market: str, **kw: Any) -> LiveSettings:
         return LiveSettings(mode=mode, market=market, binance=BinanceSettings(**KEYS, **kw.pop("b", {})),
-                            i_understand_real_money=mode == "live", **kw)
+                            i_understand_real_money=mode == "live", max_position_notional=100.0,
+                            max_leverage=1.0, **kw)
 
     assert s("live", "spot").user_stream and s("live", "spot").uds_url == "wss://ws-api.binance.com:443/ws-api/v3"
     assert s("live", "futures").uds_url == "wss://fstream.binance.com/private"

@@ -264,4 +264,61 @@ class UserStream:
                     self._renew.set()
 
 
-__all__ = ["Market", "UserStream"]
+# ==================================================================== between closes
+class StreamPump:
+    """The bot's side of a :class:`UserStream`: :meth:`drain` (the feeds' idle callback, on the loop's
+    thread, about every ``idle_s`` while it waits for a close) first runs ``reconcile()`` when the
+    stream reported a gap since the last drain (a reconnect or an expired key: events may be lost),
+    then passes each queued update to ``apply(update)`` (execution's ``apply_update``: a list of
+    ``(event kind, message)``) and writes each line with ``event(kind, **fields)`` (the journal's).
+    An error in either is logged and repaired by a REST reconciliation at a later drain (not before
+    ``retry_s`` seconds); the REST refresh at each close stays the backstop."""
+
+    def __init__(self, stream: UserStream, apply: Callable[[Update], list[tuple[str, str]]],
+                 reconcile: Callable[[], list[str]], event: Callable[..., None], *, retry_s: float = 5.0) -> None:
+        self.stream, self.apply, self.reconcile, self.event = stream, apply, reconcile, event
+        self.retry_s = retry_s
+        self.applied = 0            # updates passed to execution
+        self.reconciliations = 0    # REST reconciliations run after a gap or an error
+        self._gap = threading.Event()
+        self._why = ""
+        self._not_before = 0.0
+        stream.on_gap = self.on_gap
+
+    def on_gap(self, reason: str) -> None:
+        """Called on the stream's thread: reconcile at the next drain (never inline)."""
+        self._why = reason
+        self._gap.set()
+
+    def drain(self) -> int:
+        """Apply what the stream delivered (see the class docstring); returns the updates applied."""
+        if self._gap.is_set() and time.monotonic() >= self._not_before:
+            self._gap.clear()
+            try:
+                lines = self.reconcile()
+                self.reconciliations += 1
+                self.event("stream_reconcile", reason=self._why, lines=lines)
+            except Exception as e:
+                self._retry(f"REST reconciliation failed: {type(e).__name__}: {' '.join(str(e).split())[:160]}")
+        n = 0
+        for u in self.stream.drain():
+            try:
+                for kind, message in self.apply(u):
+                    self.event(kind, message=message)
+            except Exception as e:
+                self._retry(f"update not applied ({type(u).__name__}): {type(e).__name__}: {' '.join(str(e).split())[:160]}")
+            n += 1
+        self.applied += n
+        return n
+
+    def _retry(self, message: str) -> None:
+        self.event("warning", message=f"user data stream: {message}; reconciling by REST")
+        self._why = message
+        self._not_before = time.monotonic() + self.retry_s
+        self._gap.set()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+__all__ = ["Market", "UserStream", "StreamPump"]

@@ -355,6 +355,12 @@ class AlgoUpdate:
     actual_order_id: int | None
     event_ms: int
 
+    @property
+    def status(self) -> OrderStatus:
+        """Ours (:data:`ALGO_STATUS`); ``FINISHED`` (the triggered order filled or cancelled) is
+        UNKNOWN here: the triggered order says which."""
+        return ALGO_STATUS.get(self.algo_status, S.UNKNOWN)
+
 
 @dataclass(frozen=True)
 class PositionUpdate:
