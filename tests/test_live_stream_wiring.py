@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from decimal import Decimal as D
 from typing import Any
 
+import pytest
 from fake_exchange import FakeExchange
 from fake_futures import FakeFuturesExchange
 from fake_user_stream import FakeUserStream, liquidate
@@ -82,10 +83,26 @@ def _until(cond: Callable[[], bool], timeout: float = 3.0) -> bool:
 
 
 # ------------------------------------------------------------------------------------ futures
-def test_a_stop_triggered_between_closes_is_recorded_within_a_second(tmp_path):
+def _own_actual_ids(fx: Any) -> None:
+    """The triggered order of an algo order gets a client id of its own (Binance does not document
+    which id it carries; the fake reuses the clientAlgoId): only the ALGO_UPDATE then names ours."""
+    make = fx._make_order
+
+    def renamed(sym: str, side: str, otype: str, qty: Any, price: Any, cid: str, *rest: Any) -> Any:
+        if any(a["clientAlgoId"] == cid for a in fx.algos):
+            cid = f"actual-{cid[-12:]}"
+        return make(sym, side, otype, qty, price, cid, *rest)
+
+    fx._make_order = renamed
+
+
+@pytest.mark.parametrize("actual_id", ["the algo's", "its own"])
+def test_a_stop_triggered_between_closes_is_recorded_within_a_second(tmp_path, actual_id):
     bp = BP.model_copy(update={"take_profit": 0.02, "stop_loss": 0.01})
     candles = _flat([40000, 40000, 40000])
     with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        if actual_id == "its own":
+            _own_actual_ids(fx)
         bot = _bot(fx, store, _scripted({1: 0.9}), bp)
         _run(fx, bot, candles, 1, 2)
         sl = cid(1, "sl")
