@@ -23,6 +23,7 @@ from test_live_futures_broker import BP, H, T0, _bot, _flat, _run, _scripted, _s
 from mlrisk.exchange import ExchangeClient
 from mlrisk.live.execution.spot import ExchangeBroker
 from mlrisk.live.feeds.polling import PollingFeed
+from mlrisk.live.client_ids import make_client_order_id
 from mlrisk.live.journal import CandleLog
 from mlrisk.live.loop import Stopper
 from mlrisk.live.settings import LiveSettings
@@ -244,3 +245,61 @@ def test_the_app_starts_the_stream_from_the_settings_and_stops_it(tmp_path):
         assert start_user_stream(off, ex, broker, log) is None
         assert any(e["event"] == "warning" and "user data stream off" in e["message"]
                    for e in _events(tmp_path / "bot.jsonl"))
+
+
+@pytest.mark.slow
+def test_the_cli_bot_records_a_stop_from_the_stream_between_closes(tmp_path):
+    """``mlrisk live --mode testnet --market futures`` in a subprocess with MLRISK_USER_STREAM_URL on
+    the fake stream: the stop that triggers while the bot waits for the next close (an hour away) is
+    in the state file within a second; the stream is closed on exit."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from fake_binance import make_candles
+    from test_live_testnet_cli import _pinned_repo
+
+    _pinned_repo(tmp_path, {"direction": "both", "leverage": 3.0, "take_profit": 0.04, "stop_loss": 0.02})
+    now = int(time.time() * 1000)
+    start = (now // H - 30) * H
+    rows = make_candles(31, start_ms=start, price=40000.0)
+    state, log, kill = tmp_path / "state.sqlite", tmp_path / "bot.jsonl", tmp_path / "STOP"
+    last_closed = start + 29 * H
+    with StateStore(state, symbol="BTCUSDT", interval="1h", market="futures", mode="testnet") as store:
+        store.commit_candle(last_closed - H)
+    with FakeFuturesExchange(**KEYS, candles={("BTCUSDT", "1h"): rows}, prices={"BTCUSDT": rows[29][4]}) as fx, \
+            FakeUserStream(fx, "futures") as us:
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MLRISK_BINANCE_BASE_URL": fx.url,
+               "MLRISK_BINANCE_API_KEY": KEYS["api_key"], "MLRISK_BINANCE_API_SECRET": KEYS["api_secret"],
+               "MLRISK_USER_STREAM_URL": us.stream_url}
+        args = [sys.executable, "-m", "mlrisk.live", "--mode", "testnet", "--market", "futures", "--max-leverage", "3",
+                "--state-file", str(state), "--log-file", str(log), "--kill-switch-file", str(kill),
+                "--env-file", str(tmp_path / "none")]
+        p = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            sl = make_client_order_id("mlr", "BTCUSDT", last_closed, "sl")
+            assert _until(lambda: p.poll() is None and us.live_connections == 1
+                          and any(a["clientAlgoId"] == sl for a in fx.algos), timeout=90), p.poll()
+            level = next(a["triggerPrice"] for a in fx.algos if a["clientAlgoId"] == sl)
+            t = now_ms()
+            fx.set_price("BTCUSDT", level - 10)
+
+            def filled() -> bool:
+                with StateStore.open_readonly(state) as s:
+                    o = s.order(sl)
+                    return o.status is S.FILLED
+            assert _until(filled, timeout=5.0)
+            with StateStore.open_readonly(state) as s:
+                assert s.order(sl).updated_ms - t <= 1000 and s.position("BTCUSDT").quantity == 0 == fx.position()[0]
+                assert s.last_processed_candle() == last_closed          # no close in between
+        finally:
+            kill.touch()
+            out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        events = _events(log)
+        assert any(e["event"] == "user_stream" for e in events)
+        assert any(e["event"] == "stream" and sl in e["message"] for e in events)
+        assert _until(lambda: us.live_connections == 0)
+        for blob in [log.read_bytes(), (out + err).encode()]:
+            assert KEYS["api_secret"].encode() not in blob
