@@ -18,7 +18,8 @@ from mlrisk.exit_codes import ExitCode
 
 #: flags that belong to the live loop (state file, candle feed, stopping); a replay refuses them
 REPLAY_REFUSES = ("state_file", "reset_halt", "kill_switch_file", "flatten_on_stop", "poll_delay_s", "poll_retry_s",
-                  "max_stale_s", "websocket", "websocket_url", "websocket_stall_s")
+                  "max_stale_s", "websocket", "websocket_url", "websocket_stall_s", "user_stream", "user_stream_url",
+                  "user_stream_key_form")
 
 
 def flag(name: str) -> str:
