@@ -105,6 +105,12 @@ class FakeUserStream:
         host, port = self._server.socket.getsockname()[:2]
         return f"ws://{host}:{port}"
 
+    @property
+    def stream_url(self) -> str:
+        """What the bot's setting names: spot the WebSocket API (``/ws-api/v3``), futures the private host
+        (``/private``, to which the client adds the listen key)."""
+        return self.url + ("/ws-api/v3" if self.market == "spot" else "/private")
+
     def __enter__(self) -> "FakeUserStream":
         if self.market == "futures":
             self.fx.ROUTES = {**type(self.fx).ROUTES, **LISTEN_KEY_ROUTES}  # type: ignore[misc]

@@ -15,8 +15,9 @@ from fake_user_stream import FakeUserStream, liquidate
 
 from mlrisk.exchange import ExchangeClient
 from mlrisk.live.state import OrderStatus
-from mlrisk.live.user_stream import (AlgoUpdate, BalanceUpdate, OrderUpdate, PositionUpdate, StreamControl,
-                                     UserStream, parse_futures_event, parse_spot_event, ws_api_signature)
+from mlrisk.live.user_stream import UserStream
+from mlrisk.live.venue import (AlgoUpdate, BalanceUpdate, OrderUpdate, PositionUpdate, StreamControl, parse_futures_event,
+                               parse_spot_event, ws_api_signature)
 from mlrisk.settings import BinanceSettings
 
 
@@ -58,7 +59,7 @@ def until(cond: Callable[[], bool], timeout: float = 2.0) -> bool:
 def test_futures_fill_reaches_the_queue_within_a_second_of_the_state_change() -> None:
     with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, FakeUserStream(fx, "futures") as us:
         ex = client(fx, "futures")
-        with UserStream(ex, "futures", us.url) as s:
+        with UserStream(ex, "futures", us.stream_url) as s:
             assert s.wait_connected(2.0) and us.wait_live()
             t0 = time.monotonic()     # before the order (the state change happens inside the REST call)
             ex.call("futures_create_order", idempotent=False, symbol="BTCUSDT", side="BUY", type="MARKET",
@@ -82,7 +83,7 @@ def test_futures_triggered_stop_gives_the_algo_update_and_its_fill() -> None:
     with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, FakeUserStream(fx, "futures") as us:
         ex = client(fx, "futures")
         ex.call("futures_create_order", idempotent=False, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01")
-        with UserStream(ex, "futures", us.url) as s:
+        with UserStream(ex, "futures", us.stream_url) as s:
             assert s.wait_connected(2.0) and us.wait_live()
             ex.call(lambda **kw: ex.client._request_futures_api("post", "algoOrder", signed=True, data=kw),
                     idempotent=False, symbol="BTCUSDT", side="SELL", type="STOP_MARKET", algoType="CONDITIONAL",
@@ -104,7 +105,7 @@ def test_futures_liquidation_is_flagged_and_the_position_goes_flat() -> None:
     with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, FakeUserStream(fx, "futures") as us:
         ex = client(fx, "futures")
         ex.call("futures_create_order", idempotent=False, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.5")
-        with UserStream(ex, "futures", us.url) as s:
+        with UserStream(ex, "futures", us.stream_url) as s:
             assert s.wait_connected(2.0) and us.wait_live()
             t0 = time.monotonic()
             liquidate(fx, "BTCUSDT", "38100")
@@ -124,7 +125,7 @@ def test_futures_reconnect_after_a_cut_reports_the_gap_and_rest_recovers_the_mis
         def on_gap(why: str) -> None:   # what the broker will do: query what the stream may have missed
             reconciled.append((why, ex.call("futures_get_order", symbol="BTCUSDT", origClientOrderId="during-gap")))
 
-        with UserStream(ex, "futures", us.url, backoff_s=0.05, on_gap=on_gap) as s:
+        with UserStream(ex, "futures", us.stream_url, backoff_s=0.05, on_gap=on_gap) as s:
             assert s.wait_connected(2.0) and us.wait_live()
             us.refuse = True
             us.drop()
@@ -145,7 +146,7 @@ def test_futures_reconnect_after_a_cut_reports_the_gap_and_rest_recovers_the_mis
 
 def test_futures_connection_cut_at_its_maximum_age_is_made_again() -> None:
     with FakeFuturesExchange() as fx, FakeUserStream(fx, "futures", max_connection_s=0.4) as us:
-        with UserStream(client(fx, "futures"), "futures", us.url, backoff_s=0.05) as s:
+        with UserStream(client(fx, "futures"), "futures", us.stream_url, backoff_s=0.05) as s:
             assert until(lambda: s.connects >= 2 and s.connected, timeout=2.5)
             assert s.gaps == s.connects - 1
             assert len(us.issued) == 1            # the same key (still valid) serves the new connection
@@ -153,7 +154,7 @@ def test_futures_connection_cut_at_its_maximum_age_is_made_again() -> None:
 
 def test_futures_keepalive_is_sent_before_the_key_expires() -> None:
     with FakeFuturesExchange() as fx, FakeUserStream(fx, "futures", listen_key_ttl_s=0.6) as us:
-        with UserStream(client(fx, "futures"), "futures", us.url, keepalive_s=0.2) as s:
+        with UserStream(client(fx, "futures"), "futures", us.stream_url, keepalive_s=0.2) as s:
             assert s.wait_connected(2.0)
             time.sleep(1.5)                        # 2.5 lifetimes of the key
             puts = [t for m, t in us.key_calls if m == "PUT"]
@@ -167,7 +168,7 @@ def test_futures_expired_key_is_renewed_and_events_flow_again() -> None:
     with FakeFuturesExchange() as fx, FakeUserStream(fx, "futures", listen_key_ttl_s=0.4) as us:
         ex = client(fx, "futures")
         gaps: list[str] = []
-        with UserStream(ex, "futures", us.url, keepalive_s=3600, backoff_s=0.05, on_gap=gaps.append) as s:
+        with UserStream(ex, "futures", us.stream_url, keepalive_s=3600, backoff_s=0.05, on_gap=gaps.append) as s:
             assert s.wait_connected(2.0)
             assert until(lambda: us.expired_sent == 1 and len(us.issued) == 2 and s.connected, timeout=2.0)
             assert gaps == ["the listen key expired"] and s.gaps == 1
@@ -181,7 +182,7 @@ def test_futures_expired_key_is_renewed_and_events_flow_again() -> None:
 
 def test_futures_failed_keepalive_gets_a_new_key() -> None:
     with FakeFuturesExchange() as fx, FakeUserStream(fx, "futures") as us:
-        with UserStream(client(fx, "futures"), "futures", us.url, keepalive_s=0.2, backoff_s=0.05) as s:
+        with UserStream(client(fx, "futures"), "futures", us.stream_url, keepalive_s=0.2, backoff_s=0.05) as s:
             assert s.wait_connected(2.0) and until(lambda: us.key is not None)
             us._delete_key({})                     # the exchange forgot the key: PUT answers -1125
             assert until(lambda: len(us.issued) == 2 and s.connected and s.connects == 2, timeout=2.0)
@@ -192,7 +193,7 @@ def test_futures_failed_keepalive_gets_a_new_key() -> None:
 def test_spot_fill_and_cancel_by_signature_subscription() -> None:
     with FakeExchange(prices={"BTCUSDT": "40000"}) as fx, FakeUserStream(fx, "spot") as us:
         ex = client(fx, "spot")
-        with UserStream(ex, "spot", us.url) as s:
+        with UserStream(ex, "spot", us.stream_url) as s:
             assert s.wait_connected(2.0) and us.subscriptions == 1
             ex.call("create_order", idempotent=False, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01",
                     newClientOrderId="spot-buy")
@@ -213,20 +214,20 @@ def test_spot_fill_and_cancel_by_signature_subscription() -> None:
 
 def test_spot_bad_signature_is_refused_and_never_live() -> None:
     with FakeExchange() as fx, FakeUserStream(fx, "spot") as us:
-        with UserStream(client(fx, "spot", secret="wrong"), "spot", us.url, backoff_s=0.05) as s:
+        with UserStream(client(fx, "spot", secret="wrong"), "spot", us.stream_url, backoff_s=0.05) as s:
             assert until(lambda: len(us.paths) >= 2)
             assert not s.connected and us.subscriptions == 0 and "-1022" in s.state
 
 
 def test_spot_server_shutdown_and_age_cut_reconnect_with_gaps() -> None:
     with FakeExchange() as fx, FakeUserStream(fx, "spot") as us:
-        with UserStream(client(fx, "spot"), "spot", us.url, backoff_s=0.05) as s:
+        with UserStream(client(fx, "spot"), "spot", us.stream_url, backoff_s=0.05) as s:
             assert s.wait_connected(2.0)
             us.server_shutdown()
             assert until(lambda: s.connects == 2 and s.connected and us.subscriptions == 2)
             assert s.gaps == 1
     with FakeExchange() as fx, FakeUserStream(fx, "spot", max_connection_s=0.4) as us:
-        with UserStream(client(fx, "spot"), "spot", us.url, backoff_s=0.05) as s:
+        with UserStream(client(fx, "spot"), "spot", us.stream_url, backoff_s=0.05) as s:
             assert until(lambda: s.connects >= 2 and s.connected, timeout=2.5)
 
 
@@ -268,7 +269,7 @@ def test_ws_api_signature_matches_the_documented_example() -> None:
 def test_close_ends_the_thread(market: str) -> None:
     fake = FakeExchange if market == "spot" else FakeFuturesExchange
     with fake() as fx, FakeUserStream(fx, market) as us:
-        s = UserStream(client(fx, market), market, us.url).start()  # type: ignore[arg-type]
+        s = UserStream(client(fx, market), market, us.stream_url).start()  # type: ignore[arg-type]
         assert s.wait_connected(2.0)
         t0 = time.monotonic()
         s.close()

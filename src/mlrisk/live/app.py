@@ -18,7 +18,8 @@ from mlrisk.exit_codes import ExitCode
 
 #: flags that belong to the live loop (state file, candle feed, stopping); a replay refuses them
 REPLAY_REFUSES = ("state_file", "reset_halt", "kill_switch_file", "flatten_on_stop", "poll_delay_s", "poll_retry_s",
-                  "max_stale_s", "websocket", "websocket_url", "websocket_stall_s")
+                  "max_stale_s", "websocket", "websocket_url", "websocket_stall_s", "user_stream", "user_stream_url",
+                  "user_stream_key_form")
 
 
 def flag(name: str) -> str:
@@ -154,6 +155,26 @@ def replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
     return ExitCode.OK
 
 
+def start_user_stream(settings: Any, signed: Any, broker: Any, log: Any) -> Any:
+    """Start the user data stream of an exchange mode (:class:`~mlrisk.live.user_stream.UserStream` on
+    :attr:`~mlrisk.live.settings.LiveSettings.uds_url`, signed with ``signed``'s keys) and return its
+    :class:`~mlrisk.live.user_stream.StreamPump` feeding ``broker``'s ``apply_update``, or None when the
+    stream is off (logged when the settings leave it off by a custom REST host). ``close()`` it on exit."""
+    from mlrisk.live.user_stream import StreamPump, UserStream
+
+    url = settings.uds_url
+    if url is None:
+        if settings.user_stream and settings.sends_orders:
+            log.event("warning", message="user data stream off: MLRISK_BINANCE_BASE_URL is set without "
+                      "MLRISK_USER_STREAM_URL; fills and triggers are read by REST at each close")
+        return None
+    stream = UserStream(signed, settings.market, url, key_form=settings.user_stream_key_form)
+    pump = StreamPump(stream, broker.apply_update, broker.stream_reconcile, log.event)
+    stream.start()
+    log.event("user_stream", url=url, market=settings.market)
+    return pump
+
+
 def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int) -> int:
     from mlrisk.exchange import ExchangeClient
     from mlrisk.live.feeds.polling import PollingFeed
@@ -198,10 +219,11 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
         bot = _bot(args, settings, model, store, log, interval_ms, broker=broker)
+        pump = None if broker is None else start_user_stream(settings, signed, broker, log)
         exchange = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=False)
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,
                            poll_retry_s=settings.poll_retry_s, max_stale_s=settings.max_stale_s, stop=stop,
-                           warn=lambda m: log.event("warning", message=m))
+                           warn=lambda m: log.event("warning", message=m), idle=None if pump is None else pump.drain)
         if settings.websocket:  # closed candles from the kline stream, the polling feed as the fallback
             from mlrisk.live.feeds.websocket import SocketFeed
 
@@ -216,6 +238,8 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
         try:
             reason = run_paper(bot, feed, stop)
         finally:
+            if pump is not None:
+                pump.close()
             if settings.websocket:
                 feed.close()
             if settings.flatten_on_stop and stop.reason is not None:

@@ -35,6 +35,11 @@ Variables (all optional; ``paper`` mode needs no key):
   (seconds without any message after which the stream counts as stalled and is reconnected).
 - Exchange reads: ``MLRISK_READ_LAG_MS`` (ms the exchange's reads may trail its writes, e.g. futures
   ``positionRisk`` after a fill: a differing read is asked again until then before it is trusted).
+- The user data stream (testnet/live): ``MLRISK_USER_STREAM`` (default true: fills, order updates,
+  triggered stops and liquidations between closes; REST at each close stays the backstop),
+  ``MLRISK_USER_STREAM_URL`` (default Binance's for the mode and market, see
+  :data:`DEFAULT_USER_STREAM_URLS`; with ``MLRISK_BINANCE_BASE_URL`` set and this not, the stream is
+  off), ``MLRISK_USER_STREAM_KEY_FORM`` (futures: how the listen key goes into the URL).
 """
 
 from __future__ import annotations
@@ -72,6 +77,17 @@ DEFAULT_WS_HOSTS: dict[tuple[str, str], str] = {
     ("live", "futures"): "wss://fstream.binance.com/market",
     ("testnet", "spot"): "wss://stream.testnet.binance.vision",
     ("testnet", "futures"): "wss://fstream.binancefuture.com",
+}
+#: User data stream URLs by (mode, market) when ``MLRISK_USER_STREAM_URL`` is not set. Spot: the
+#: WebSocket API (binance-spot-api-docs web-socket-api.md; the testnet's in its "testnet" copy);
+#: USDT-M futures: the private host of Binance's 2026 websocket split (``/private``), the listen key
+#: added per ``MLRISK_USER_STREAM_KEY_FORM``; the testnet's by analogy with its market host
+#: (a check to do on first use, docs/live.md).
+DEFAULT_USER_STREAM_URLS: dict[tuple[str, str], str] = {
+    ("live", "spot"): "wss://ws-api.binance.com:443/ws-api/v3",
+    ("live", "futures"): "wss://fstream.binance.com/private",
+    ("testnet", "spot"): "wss://ws-api.testnet.binance.vision/ws-api/v3",
+    ("testnet", "futures"): "wss://fstream.binancefuture.com/private",
 }
 ACK_FLAG = "--i-understand-real-money"
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
@@ -128,6 +144,15 @@ class LiveSettings(BaseSettings):
     read_lag_ms: int = Field(10_000, ge=0, le=600_000,
                              description="ms the exchange's reads may trail its writes (futures positionRisk after a "
                              "fill): a differing read is asked again until then before the bot trusts it or halts")
+    user_stream: bool = Field(True, description="testnet/live: fills, order updates, triggered stops and liquidations "
+                              "from Binance's user data stream between closes (REST at each close stays the backstop); "
+                              "ignored in paper mode")
+    user_stream_url: str | None = Field(None, description="the user data stream URL (wss://; spot the WebSocket API, "
+                                        "futures the private host); default Binance's for the mode and market; "
+                                        "with MLRISK_BINANCE_BASE_URL set and this not, the stream is off")
+    user_stream_key_form: Literal["query", "path"] = Field(
+        "query", description="futures: the listen key as /ws?listenKey=KEY (query, Binance's 2026 notice) or /ws/KEY "
+        "(path); check on first use")
 
     @field_validator("symbol")
     @classmethod
@@ -160,7 +185,7 @@ class LiveSettings(BaseSettings):
             raise ValueError("must be a file path")
         return v
 
-    @field_validator("websocket_url")
+    @field_validator("websocket_url", "user_stream_url")
     @classmethod
     def _ws_url(cls, v: str | None) -> str | None:
         from urllib.parse import urlsplit
@@ -230,6 +255,19 @@ class LiveSettings(BaseSettings):
 
         market, cap = market_for(bp, self.market, self.max_leverage)
         return self.model_copy(update={"market": market, "max_leverage": cap})
+
+    @property
+    def uds_url(self) -> str | None:
+        """The user data stream URL, or None when the stream is off: paper mode, ``MLRISK_USER_STREAM``
+        false, or another REST host (``MLRISK_BINANCE_BASE_URL``) without ``MLRISK_USER_STREAM_URL``
+        (never Binance's stream beside another exchange's REST)."""
+        if not (self.user_stream and self.sends_orders):
+            return None
+        if self.user_stream_url:
+            return self.user_stream_url
+        if self.binance.base_url:
+            return None
+        return DEFAULT_USER_STREAM_URLS[(self.mode, self.market or "spot")]
 
     @property
     def ws_url(self) -> str:

@@ -14,7 +14,7 @@ The documented mechanism differs per market (sources cited where each behaviour 
   ends the subscription.
 * **USDT-M futures**: a listenKey from ``POST /fapi/v1/listenKey`` (valid 60 min; a POST while one is
   active returns it and extends it; ``PUT`` extends it by 60 min; ``DELETE`` closes it; developers.binance.com
-  usds-margined-futures "User Data Streams"), read on ``wss://fstream.binance.com/private/ws/<listenKey>``
+  usds-margined-futures "User Data Streams"), read on ``wss://fstream.binance.com/private/ws?listenKey=<listenKey>`` (or ``/ws/<listenKey>``)
   (the 2026 split of the futures websocket hosts into ``/public``, ``/market`` and ``/private``:
   "Important WebSocket Change Notice"), cut after 24 h; ``listenKeyExpired`` is pushed when the key
   expires and no event follows until a valid key is used ("Event: User Data Stream Expired").
@@ -28,233 +28,39 @@ replayed by Binance after a reconnect: every connection after the first, and eve
 ``listenKeyExpired``, counts as a **gap** (``gaps``, ``on_gap``): the broker must then reconcile with
 REST queries (orders, trades, position, balance), which stay the backstop.
 
-All Binance field names live in the parsing part (:func:`parse_spot_event`,
-:func:`parse_futures_event`), which is meant to move into the venue module. Times are epoch ms (UTC);
+Every Binance field name, request and URL form lives in :mod:`mlrisk.live.venue` (its "user data
+stream" part: :func:`~mlrisk.live.venue.parse_spot_event`, :func:`~mlrisk.live.venue.parse_futures_event`,
+the normalised update types); this module keeps the connections. Times are epoch ms (UTC);
 quantities in base asset, prices and quote amounts in quote asset, as :class:`~decimal.Decimal`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, Callable, Literal, Union
+from typing import Any, Callable, Literal
 
-from mlrisk.live.state import BINANCE_STATUS, OrderStatus, now_ms
+from mlrisk.live.state import now_ms
+from mlrisk.live.venue import (StreamControl, Update, futures_close_listen_key, futures_keep_listen_key,
+                               futures_listen_key, futures_stream_url, parse_futures_event, parse_spot_event,
+                               spot_subscription)
 
 log = logging.getLogger(__name__)
 
 Market = Literal["spot", "futures"]
 
 
-# ==================================================================== normalised updates
-@dataclass(frozen=True)
-class LastFill:
-    """One trade of an order: ``price`` (quote per base), ``qty`` (base), ``commission`` in
-    ``commission_asset``, ``time_ms`` (trade time)."""
-
-    trade_id: int
-    price: Decimal
-    qty: Decimal
-    commission: Decimal
-    commission_asset: str
-    time_ms: int
-
-
-@dataclass(frozen=True)
-class OrderUpdate:
-    """An order's new state. ``executed_qty`` (base) and ``cumulative_quote`` (quote) are totals so far;
-    ``fill`` is the trade that caused this update, if any; ``liquidation``: an order the exchange sent to
-    liquidate (or auto-deleverage) the position; ``expiry_reason``: the exchange's code, when expired."""
-
-    symbol: str
-    client_order_id: str
-    exchange_order_id: int
-    status: OrderStatus
-    exchange_status: str
-    executed_qty: Decimal
-    cumulative_quote: Decimal
-    fill: LastFill | None
-    expiry_reason: str | None
-    liquidation: bool
-    event_ms: int
-
-
-@dataclass(frozen=True)
-class AlgoUpdate:
-    """A futures algo (conditional) order's new state; ``actual_order_id``: the order it placed when
-    triggered (None before)."""
-
-    symbol: str
-    client_algo_id: str
-    algo_id: int
-    algo_status: str
-    actual_order_id: int | None
-    event_ms: int
-
-
-@dataclass(frozen=True)
-class PositionUpdate:
-    """A futures position after a change: signed ``qty`` (base; negative = short), ``entry_price``
-    (quote), ``reason`` as the exchange gives it (e.g. ``ORDER``, ``FUNDING_FEE``)."""
-
-    symbol: str
-    qty: Decimal
-    entry_price: Decimal
-    reason: str
-    event_ms: int
-
-
-@dataclass(frozen=True)
-class BalanceUpdate:
-    """An asset's balance after a change (``free``/``locked``, or the futures wallet balance as
-    ``free`` with ``locked`` 0), or a bare ``delta`` (deposit, withdrawal, transfer) with ``free`` None."""
-
-    asset: str
-    free: Decimal | None
-    locked: Decimal | None
-    delta: Decimal | None
-    reason: str
-    event_ms: int
-
-
-@dataclass(frozen=True)
-class StreamControl:
-    """Not an account change: the stream must be renewed. ``kind``: ``expired`` (listen key),
-    ``terminated`` (subscription ended) or ``shutdown`` (the server is going away)."""
-
-    kind: Literal["expired", "terminated", "shutdown"]
-    event_ms: int
-
-
-Update = Union[OrderUpdate, AlgoUpdate, PositionUpdate, BalanceUpdate]
-Parsed = Union[Update, StreamControl]
-
-
-# ==================================================================== Binance parsing (moves to the venue module)
-def _d(x: Any) -> Decimal:
-    return Decimal(str(x)) if x not in (None, "") else Decimal(0)
-
-
-def _status(s: str) -> OrderStatus:
-    return BINANCE_STATUS.get(s, OrderStatus.UNKNOWN)
-
-
-def parse_spot_event(message: Any) -> list[Parsed]:
-    """Normalised updates in one spot WebSocket API message (``{"subscriptionId", "event"}``, or the
-    bare event); [] for request answers and events not used. Source: user-data-stream.md
-    (``executionReport``, ``outboundAccountPosition``, ``balanceUpdate``, ``eventStreamTerminated``),
-    web-socket-api.md (``serverShutdown``)."""
-    if not isinstance(message, dict):
-        return []
-    ev = message.get("event", message)
-    if not isinstance(ev, dict):
-        return []
-    kind, at = ev.get("e"), int(ev.get("E") or 0)
-    if kind == "executionReport":
-        # A cancel carries the cancel request's id in "c" and the order's own id in "C".
-        cid = ev.get("C") if ev.get("x") == "CANCELED" and ev.get("C") else ev.get("c")
-        fill = None
-        if ev.get("x") == "TRADE":
-            fill = LastFill(int(ev["t"]), _d(ev.get("L")), _d(ev.get("l")), _d(ev.get("n")), str(ev.get("N") or ""),
-                            int(ev.get("T") or at))
-        return [OrderUpdate(str(ev.get("s")), str(cid), int(ev["i"]), _status(str(ev.get("X"))), str(ev.get("X")),
-                            _d(ev.get("z")), _d(ev.get("Z")), fill, ev.get("eR"), False, at)]
-    if kind == "outboundAccountPosition":
-        return [BalanceUpdate(str(b["a"]), _d(b.get("f")), _d(b.get("l")), None, "ACCOUNT", at) for b in ev.get("B") or []]
-    if kind == "balanceUpdate":
-        return [BalanceUpdate(str(ev.get("a")), None, None, _d(ev.get("d")), "BALANCE", at)]
-    if kind == "eventStreamTerminated":
-        return [StreamControl("terminated", at)]
-    if kind == "serverShutdown":
-        return [StreamControl("shutdown", at)]
-    return []
-
-
-#: Futures client order ids of orders the exchange sends itself (developers.binance.com
-#: usds-margined-futures "Event: Order Update", "Liquidation and ADL").
-FUTURES_LIQUIDATION_PREFIXES = ("autoclose-", "adl_autoclose")
-
-
-def parse_futures_event(message: Any) -> list[Parsed]:
-    """Normalised updates in one USDT-M futures user-data message (the bare event, or one wrapped as
-    ``{"stream", "data"}``); [] for events not used. Sources: developers.binance.com
-    usds-margined-futures user-data-streams "Event: Order Update" (``ORDER_TRADE_UPDATE``; ``x``
-    ``CALCULATED`` = liquidation execution), "Event: Balance and Position Update" (``ACCOUNT_UPDATE``,
-    reason ``m``; one-way mode: positions other than ``ps`` BOTH are skipped), "Event: Algo Order Update"
-    (``ALGO_UPDATE``), "Event: User Data Stream Expired"."""
-    if not isinstance(message, dict):
-        return []
-    ev = message["data"] if isinstance(message.get("data"), dict) else message
-    kind, at = ev.get("e"), int(ev.get("E") or 0)
-    if kind == "ORDER_TRADE_UPDATE":
-        o = ev.get("o") or {}
-        fill = None
-        if o.get("x") in ("TRADE", "CALCULATED") and _d(o.get("l")) > 0:
-            fill = LastFill(int(o.get("t") or 0), _d(o.get("L")), _d(o.get("l")), _d(o.get("n")), str(o.get("N") or ""),
-                            int(o.get("T") or at))
-        cid = str(o.get("c"))
-        liq = cid.startswith(FUTURES_LIQUIDATION_PREFIXES) or o.get("o") == "LIQUIDATION" or o.get("x") == "CALCULATED"
-        er = o.get("er")
-        return [OrderUpdate(str(o.get("s")), cid, int(o["i"]), _status(str(o.get("X"))), str(o.get("X")), _d(o.get("z")),
-                            _d(o.get("z")) * _d(o.get("ap")), fill, None if er in (None, "0", 0) else str(er), liq, at)]
-    if kind == "ACCOUNT_UPDATE":
-        a = ev.get("a") or {}
-        reason = str(a.get("m") or "")
-        out: list[Parsed] = [BalanceUpdate(str(b["a"]), _d(b.get("wb")), Decimal(0), None, reason, at) for b in a.get("B") or []]
-        out += [PositionUpdate(str(p["s"]), _d(p.get("pa")), _d(p.get("ep")), reason, at)
-                for p in a.get("P") or [] if p.get("ps", "BOTH") == "BOTH"]
-        return out
-    if kind == "ALGO_UPDATE":
-        o = ev.get("o") or {}
-        ai = o.get("ai")
-        return [AlgoUpdate(str(o.get("s")), str(o.get("caid")), int(o.get("aid") or 0), str(o.get("X")),
-                           int(ai) if ai not in (None, "", "0", 0) else None, at)]
-    if kind == "listenKeyExpired":
-        return [StreamControl("expired", at)]
-    return []
-
-
-def ws_api_signature(params: dict[str, Any], api_secret: str) -> str:
-    """The HMAC signature of a WebSocket API request (web-socket-api.md "SIGNED request security"):
-    the params but ``signature`` sorted by name as ``k=v`` joined by ``&``, UTF-8, HMAC-SHA-256 with the
-    secret, hex."""
-    payload = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "signature")
-    return hmac.new(api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
-
-
-def spot_subscribe_request(api_key: str, api_secret: str, timestamp_ms: int, request_id: str) -> dict[str, Any]:
-    """The ``userDataStream.subscribe.signature`` request (web-socket-api.md "Subscribe to User Data
-    Stream through signature subscription": any API key type)."""
-    params: dict[str, Any] = {"apiKey": api_key, "timestamp": timestamp_ms}
-    params["signature"] = ws_api_signature(params, api_secret)
-    return {"id": request_id, "method": "userDataStream.subscribe.signature", "params": params}
-
-
-def futures_stream_url(ws_url: str, listen_key: str) -> str:
-    """The futures user-data connection: ``{ws_url}/private/ws/{listenKey}`` (``ws_url`` like
-    ``wss://fstream.binance.com``)."""
-    return f"{ws_url.rstrip('/')}/private/ws/{listen_key}"
-
-
-def spot_stream_url(ws_api_url: str) -> str:
-    """The spot WebSocket API endpoint: ``{ws_api_url}/ws-api/v3`` (``ws_api_url`` like
-    ``wss://ws-api.binance.com:443``)."""
-    return f"{ws_api_url.rstrip('/')}/ws-api/v3"
-
-
 # ==================================================================== the client
 class UserStream:
     """See the module docstring. ``exchange``: a signed :class:`mlrisk.exchange.ExchangeClient` of the
-    same ``market`` (futures: its ``call`` gets, keeps alive and closes listen keys; spot: its API key and
+    same ``market`` (futures: it gets, keeps alive and closes listen keys; spot: its API key and
     secret sign the subscription and its ``offset_ms`` corrects the timestamp); ``ws_url``: the stream
-    host (futures ``wss://fstream.binance.com``, spot ``wss://ws-api.binance.com:443``);
+    URL (spot: the WebSocket API, ``wss://ws-api.binance.com:443/ws-api/v3``; futures: the private
+    host, ``wss://fstream.binance.com/private``, the key added in ``key_form``, see
+    :func:`mlrisk.live.venue.futures_stream_url`);
     ``keepalive_s``: seconds between listen-key ``PUT``s (Binance: valid 60 min after each);
     ``backoff_s``/``max_backoff_s``: reconnect delays (doubling from the second failure in a row);
     ``stall_s``: seconds without any message (pings answered by the library do not count) before the
@@ -263,12 +69,14 @@ class UserStream:
 
     def __init__(self, exchange: Any, market: Market, ws_url: str, *, keepalive_s: float = 30 * 60.0,
                  backoff_s: float = 0.5, max_backoff_s: float = 30.0, stall_s: float = 24 * 3600.0,
-                 open_timeout_s: float = 5.0, on_gap: Callable[[str], None] | None = None) -> None:
+                 open_timeout_s: float = 5.0, on_gap: Callable[[str], None] | None = None,
+                 key_form: str = "query") -> None:
         if market not in ("spot", "futures"):
             raise ValueError(f"market must be 'spot' or 'futures', not {market!r}")
         self.exchange, self.market, self.ws_url = exchange, market, ws_url
         self.keepalive_s, self.backoff_s, self.max_backoff_s = keepalive_s, backoff_s, max_backoff_s
         self.stall_s, self.open_timeout_s, self.on_gap = stall_s, open_timeout_s, on_gap
+        self.key_form = key_form
         self.updates: queue.Queue[Update] = queue.Queue()
         self.connects = 0          # connections on which the stream was live
         self.gaps = 0              # times events may have been missed (reconnects, expired keys)
@@ -328,7 +136,7 @@ class UserStream:
                 t.join(timeout=2.0)
         if self.market == "futures" and self.listen_key:
             try:
-                self.exchange.call("futures_stream_close", listenKey=self.listen_key)
+                futures_close_listen_key(self.exchange, self.listen_key)
             except Exception as e:  # the key expires by itself within 60 min
                 log.info("user stream: closing the listen key failed (%s)", type(e).__name__)
 
@@ -346,14 +154,14 @@ class UserStream:
 
     def _url(self) -> str:
         if self.market == "spot":
-            return spot_stream_url(self.ws_url)
+            return self.ws_url
         # POST returns the active key (extended) or a new one when it expired (futures "User Data Streams").
-        key = str(self.exchange.call("futures_stream_get_listen_key"))
+        key = futures_listen_key(self.exchange)
         with self._lock:
             self.listen_key = key
         self.listen_keys += 1
         self._renew.clear()
-        return futures_stream_url(self.ws_url, key)
+        return futures_stream_url(self.ws_url, key, self.key_form)
 
     def _run(self) -> None:
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -394,10 +202,8 @@ class UserStream:
 
     def _subscribe(self, ws: Any) -> None:
         """Spot: subscribe with a signature; raise ConnectionError when refused."""
-        key = self.exchange.client.API_KEY
-        secret = self.exchange.client.API_SECRET
         rid = f"uds-{self.connects + 1}"
-        ws.send(json.dumps(spot_subscribe_request(key, secret, now_ms() + int(self.exchange.offset_ms), rid)))
+        ws.send(json.dumps(spot_subscription(self.exchange, rid, now_ms())))
         end = time.monotonic() + self.open_timeout_s
         while time.monotonic() < end:
             answer = json.loads(ws.recv(timeout=max(end - time.monotonic(), 0.01)))
@@ -448,7 +254,7 @@ class UserStream:
             if key is None:
                 continue
             try:
-                self.exchange.call("futures_stream_keepalive", listenKey=key)
+                futures_keep_listen_key(self.exchange, key)
                 self.keepalives += 1
             except Exception as e:  # -1125 "This listenKey does not exist.": get a new one and reconnect
                 with self._lock:
@@ -458,6 +264,61 @@ class UserStream:
                     self._renew.set()
 
 
-__all__ = ["LastFill", "OrderUpdate", "AlgoUpdate", "PositionUpdate", "BalanceUpdate", "StreamControl", "Update",
-           "parse_spot_event", "parse_futures_event", "ws_api_signature", "spot_subscribe_request", "futures_stream_url", "spot_stream_url",
-           "FUTURES_LIQUIDATION_PREFIXES", "UserStream"]
+# ==================================================================== between closes
+class StreamPump:
+    """The bot's side of a :class:`UserStream`: :meth:`drain` (the feeds' idle callback, on the loop's
+    thread, about every ``idle_s`` while it waits for a close) first runs ``reconcile()`` when the
+    stream reported a gap since the last drain (a reconnect or an expired key: events may be lost),
+    then passes each queued update to ``apply(update)`` (execution's ``apply_update``: a list of
+    ``(event kind, message)``) and writes each line with ``event(kind, **fields)`` (the journal's).
+    An error in either is logged and repaired by a REST reconciliation at a later drain (not before
+    ``retry_s`` seconds); the REST refresh at each close stays the backstop."""
+
+    def __init__(self, stream: UserStream, apply: Callable[[Update], list[tuple[str, str]]],
+                 reconcile: Callable[[], list[str]], event: Callable[..., None], *, retry_s: float = 5.0) -> None:
+        self.stream, self.apply, self.reconcile, self.event = stream, apply, reconcile, event
+        self.retry_s = retry_s
+        self.applied = 0            # updates passed to execution
+        self.reconciliations = 0    # REST reconciliations run after a gap or an error
+        self._gap = threading.Event()
+        self._why = ""
+        self._not_before = 0.0
+        stream.on_gap = self.on_gap
+
+    def on_gap(self, reason: str) -> None:
+        """Called on the stream's thread: reconcile at the next drain (never inline)."""
+        self._why = reason
+        self._gap.set()
+
+    def drain(self) -> int:
+        """Apply what the stream delivered (see the class docstring); returns the updates applied."""
+        if self._gap.is_set() and time.monotonic() >= self._not_before:
+            self._gap.clear()
+            try:
+                lines = self.reconcile()
+                self.reconciliations += 1
+                self.event("stream_reconcile", reason=self._why, lines=lines)
+            except Exception as e:
+                self._retry(f"REST reconciliation failed: {type(e).__name__}: {' '.join(str(e).split())[:160]}")
+        n = 0
+        for u in self.stream.drain():
+            try:
+                for kind, message in self.apply(u):
+                    self.event(kind, message=message)
+            except Exception as e:
+                self._retry(f"update not applied ({type(u).__name__}): {type(e).__name__}: {' '.join(str(e).split())[:160]}")
+            n += 1
+        self.applied += n
+        return n
+
+    def _retry(self, message: str) -> None:
+        self.event("warning", message=f"user data stream: {message}; reconciling by REST")
+        self._why = message
+        self._not_before = time.monotonic() + self.retry_s
+        self._gap.set()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+__all__ = ["Market", "UserStream", "StreamPump"]

@@ -8,16 +8,23 @@ symbol. Their answers are :class:`OrderReport` (an order as the exchange says it
 :class:`PositionReport` (the futures position); balances are ``{asset: (free, locked)}``. Nothing in
 :mod:`mlrisk.live.execution` sees a raw answer, an error code or a Binance status string.
 
+The user data stream's messages are parsed here too (:func:`parse_spot_event`,
+:func:`parse_futures_event`, the subscription request and the stream URLs) into the normalised
+updates :class:`OrderUpdate`, :class:`AlgoUpdate`, :class:`PositionUpdate`, :class:`BalanceUpdate`
+(and :class:`StreamControl`), which :mod:`mlrisk.live.user_stream` queues and execution applies.
+
 Units: quantities ``Decimal`` base asset, prices and quote amounts ``Decimal`` quote asset, times
 epoch ms UTC.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, Union
 
 from mlrisk.live.filters import SymbolFilters, fmt, symbol_filters
 from mlrisk.live.state import BINANCE_STATUS, OrderRecord, OrderStatus
@@ -500,3 +507,232 @@ class FuturesVenue(_Venue):
 __all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "FORGOTTEN_AFTER_MS", "FUTURES_REFUSALS", "FillReport", "FuturesVenue",
            "OrderRefused", "OrderReport", "VenueCheck", "futures_refusal", "PositionReport", "SpotVenue",
            "or_none"]
+
+
+# ==================================================================== user data stream: normalised updates
+@dataclass(frozen=True)
+class LastFill:
+    """One trade of an order: ``price`` (quote per base), ``qty`` (base), ``commission`` in
+    ``commission_asset``, ``time_ms`` (trade time)."""
+
+    trade_id: int
+    price: Decimal
+    qty: Decimal
+    commission: Decimal
+    commission_asset: str
+    time_ms: int
+
+
+@dataclass(frozen=True)
+class OrderUpdate:
+    """An order's new state. ``executed_qty`` (base) and ``cumulative_quote`` (quote) are totals so far;
+    ``fill`` is the trade that caused this update, if any; ``liquidation``: an order the exchange sent to
+    liquidate (or auto-deleverage) the position; ``expiry_reason``: the exchange's code, when expired."""
+
+    symbol: str
+    client_order_id: str
+    exchange_order_id: int
+    status: OrderStatus
+    exchange_status: str
+    executed_qty: Decimal
+    cumulative_quote: Decimal
+    fill: LastFill | None
+    expiry_reason: str | None
+    liquidation: bool
+    event_ms: int
+
+
+@dataclass(frozen=True)
+class AlgoUpdate:
+    """A futures algo (conditional) order's new state; ``actual_order_id``: the order it placed when
+    triggered (None before)."""
+
+    symbol: str
+    client_algo_id: str
+    algo_id: int
+    algo_status: str
+    actual_order_id: int | None
+    event_ms: int
+
+    @property
+    def status(self) -> OrderStatus:
+        """Ours (:data:`ALGO_STATUS`); ``FINISHED`` (the triggered order filled or cancelled) is
+        UNKNOWN here: the triggered order says which."""
+        return ALGO_STATUS.get(self.algo_status, S.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class PositionUpdate:
+    """A futures position after a change: signed ``qty`` (base; negative = short), ``entry_price``
+    (quote), ``reason`` as the exchange gives it (e.g. ``ORDER``, ``FUNDING_FEE``)."""
+
+    symbol: str
+    qty: Decimal
+    entry_price: Decimal
+    reason: str
+    event_ms: int
+
+
+@dataclass(frozen=True)
+class BalanceUpdate:
+    """An asset's balance after a change (``free``/``locked``, or the futures wallet balance as
+    ``free`` with ``locked`` 0), or a bare ``delta`` (deposit, withdrawal, transfer) with ``free`` None."""
+
+    asset: str
+    free: Decimal | None
+    locked: Decimal | None
+    delta: Decimal | None
+    reason: str
+    event_ms: int
+
+
+@dataclass(frozen=True)
+class StreamControl:
+    """Not an account change: the stream must be renewed. ``kind``: ``expired`` (listen key),
+    ``terminated`` (subscription ended) or ``shutdown`` (the server is going away)."""
+
+    kind: Literal["expired", "terminated", "shutdown"]
+    event_ms: int
+
+
+Update = Union[OrderUpdate, AlgoUpdate, PositionUpdate, BalanceUpdate]
+Parsed = Union[Update, StreamControl]
+
+
+# ==================================================================== user data stream: Binance parsing
+def _d(x: Any) -> Decimal:
+    return Decimal(str(x)) if x not in (None, "") else Decimal(0)
+
+
+def _status(s: str) -> OrderStatus:
+    return BINANCE_STATUS.get(s, OrderStatus.UNKNOWN)
+
+
+def parse_spot_event(message: Any) -> list[Parsed]:
+    """Normalised updates in one spot WebSocket API message (``{"subscriptionId", "event"}``, or the
+    bare event); [] for request answers and events not used. Source: user-data-stream.md
+    (``executionReport``, ``outboundAccountPosition``, ``balanceUpdate``, ``eventStreamTerminated``),
+    web-socket-api.md (``serverShutdown``)."""
+    if not isinstance(message, dict):
+        return []
+    ev = message.get("event", message)
+    if not isinstance(ev, dict):
+        return []
+    kind, at = ev.get("e"), int(ev.get("E") or 0)
+    if kind == "executionReport":
+        # A cancel carries the cancel request's id in "c" and the order's own id in "C".
+        cid = ev.get("C") if ev.get("x") == "CANCELED" and ev.get("C") else ev.get("c")
+        fill = None
+        if ev.get("x") == "TRADE":
+            fill = LastFill(int(ev["t"]), _d(ev.get("L")), _d(ev.get("l")), _d(ev.get("n")), str(ev.get("N") or ""),
+                            int(ev.get("T") or at))
+        return [OrderUpdate(str(ev.get("s")), str(cid), int(ev["i"]), _status(str(ev.get("X"))), str(ev.get("X")),
+                            _d(ev.get("z")), _d(ev.get("Z")), fill, ev.get("eR"), False, at)]
+    if kind == "outboundAccountPosition":
+        return [BalanceUpdate(str(b["a"]), _d(b.get("f")), _d(b.get("l")), None, "ACCOUNT", at) for b in ev.get("B") or []]
+    if kind == "balanceUpdate":
+        return [BalanceUpdate(str(ev.get("a")), None, None, _d(ev.get("d")), "BALANCE", at)]
+    if kind == "eventStreamTerminated":
+        return [StreamControl("terminated", at)]
+    if kind == "serverShutdown":
+        return [StreamControl("shutdown", at)]
+    return []
+
+
+#: Futures client order ids of orders the exchange sends itself (developers.binance.com
+#: usds-margined-futures "Event: Order Update", "Liquidation and ADL").
+FUTURES_LIQUIDATION_PREFIXES = ("autoclose-", "adl_autoclose")
+
+
+def parse_futures_event(message: Any) -> list[Parsed]:
+    """Normalised updates in one USDT-M futures user-data message (the bare event, or one wrapped as
+    ``{"stream", "data"}``); [] for events not used. Sources: developers.binance.com
+    usds-margined-futures user-data-streams "Event: Order Update" (``ORDER_TRADE_UPDATE``; ``x``
+    ``CALCULATED`` = liquidation execution), "Event: Balance and Position Update" (``ACCOUNT_UPDATE``,
+    reason ``m``; one-way mode: positions other than ``ps`` BOTH are skipped), "Event: Algo Order Update"
+    (``ALGO_UPDATE``), "Event: User Data Stream Expired"."""
+    if not isinstance(message, dict):
+        return []
+    ev = message["data"] if isinstance(message.get("data"), dict) else message
+    kind, at = ev.get("e"), int(ev.get("E") or 0)
+    if kind == "ORDER_TRADE_UPDATE":
+        o = ev.get("o") or {}
+        fill = None
+        if o.get("x") in ("TRADE", "CALCULATED") and _d(o.get("l")) > 0:
+            fill = LastFill(int(o.get("t") or 0), _d(o.get("L")), _d(o.get("l")), _d(o.get("n")), str(o.get("N") or ""),
+                            int(o.get("T") or at))
+        cid = str(o.get("c"))
+        liq = cid.startswith(FUTURES_LIQUIDATION_PREFIXES) or o.get("o") == "LIQUIDATION" or o.get("x") == "CALCULATED"
+        er = o.get("er")
+        return [OrderUpdate(str(o.get("s")), cid, int(o["i"]), _status(str(o.get("X"))), str(o.get("X")), _d(o.get("z")),
+                            _d(o.get("z")) * _d(o.get("ap")), fill, None if er in (None, "0", 0) else str(er), liq, at)]
+    if kind == "ACCOUNT_UPDATE":
+        a = ev.get("a") or {}
+        reason = str(a.get("m") or "")
+        out: list[Parsed] = [BalanceUpdate(str(b["a"]), _d(b.get("wb")), Decimal(0), None, reason, at) for b in a.get("B") or []]
+        out += [PositionUpdate(str(p["s"]), _d(p.get("pa")), _d(p.get("ep")), reason, at)
+                for p in a.get("P") or [] if p.get("ps", "BOTH") == "BOTH"]
+        return out
+    if kind == "ALGO_UPDATE":
+        o = ev.get("o") or {}
+        ai = o.get("ai")
+        return [AlgoUpdate(str(o.get("s")), str(o.get("caid")), int(o.get("aid") or 0), str(o.get("X")),
+                           int(ai) if ai not in (None, "", "0", 0) else None, at)]
+    if kind == "listenKeyExpired":
+        return [StreamControl("expired", at)]
+    return []
+
+
+def ws_api_signature(params: dict[str, Any], api_secret: str) -> str:
+    """The HMAC signature of a WebSocket API request (web-socket-api.md "SIGNED request security"):
+    the params but ``signature`` sorted by name as ``k=v`` joined by ``&``, UTF-8, HMAC-SHA-256 with the
+    secret, hex."""
+    payload = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "signature")
+    return hmac.new(api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+def spot_subscription(exchange: Any, request_id: str, local_ms: int) -> dict[str, Any]:
+    """The signed subscription request for ``exchange``'s API key and secret (never logged), its
+    timestamp ``local_ms`` corrected by the client's clock offset (ms)."""
+    c = exchange.client
+    return spot_subscribe_request(c.API_KEY, c.API_SECRET, local_ms + int(exchange.offset_ms), request_id)
+
+
+def futures_listen_key(exchange: Any) -> str:
+    """``POST /fapi/v1/listenKey``: the active key (its validity extended 60 min) or a new one."""
+    return str(exchange.call("futures_stream_get_listen_key"))
+
+
+def futures_keep_listen_key(exchange: Any, key: str) -> None:
+    """``PUT /fapi/v1/listenKey``: 60 more minutes; raises (-1125) when the key no longer exists."""
+    exchange.call("futures_stream_keepalive", listenKey=key)
+
+
+def futures_close_listen_key(exchange: Any, key: str) -> None:
+    """``DELETE /fapi/v1/listenKey``: the stream closes."""
+    exchange.call("futures_stream_close", listenKey=key)
+
+
+def spot_subscribe_request(api_key: str, api_secret: str, timestamp_ms: int, request_id: str) -> dict[str, Any]:
+    """The ``userDataStream.subscribe.signature`` request (web-socket-api.md "Subscribe to User Data
+    Stream through signature subscription": any API key type)."""
+    params: dict[str, Any] = {"apiKey": api_key, "timestamp": timestamp_ms}
+    params["signature"] = ws_api_signature(params, api_secret)
+    return {"id": request_id, "method": "userDataStream.subscribe.signature", "params": params}
+
+
+#: how the futures listen key goes into the private stream URL: ``query`` = ``{url}/ws?listenKey={key}``
+#: (the 2026 "Important WebSocket Change Notice" example), ``path`` = ``{url}/ws/{key}`` (the older form);
+#: which one the 2026 ``/private`` host accepts is a check to do on first use (docs/live.md)
+LISTEN_KEY_FORMS = ("query", "path")
+
+
+def futures_stream_url(private_url: str, listen_key: str, form: str = "query") -> str:
+    """The futures user-data connection for ``listen_key`` on ``private_url`` (like
+    ``wss://fstream.binance.com/private``), in ``form`` (:data:`LISTEN_KEY_FORMS`)."""
+    base = private_url.rstrip("/")
+    if form == "path":
+        return f"{base}/ws/{listen_key}"
+    if form == "query":
+        return f"{base}/ws?listenKey={listen_key}"
+    raise ValueError(f"listen key form must be one of {LISTEN_KEY_FORMS}, not {form!r}")

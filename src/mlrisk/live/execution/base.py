@@ -38,6 +38,7 @@ from typing import Any
 
 from mlrisk.errors import ExchangeError
 from mlrisk.live.client_ids import is_ours, parse_client_order_id
+from mlrisk.live.execution.stream import StreamUpdates
 from mlrisk.live.filters import SymbolFilters
 from mlrisk.live.state import NewOrder, OrderRecord, OrderStatus, StateError, StateStore
 from mlrisk.live.venue import OrderReport, SpotVenue
@@ -49,12 +50,14 @@ class PositionMismatch(StateError):
     """The exchange and the state file disagree about the position: trading halts."""
 
 
-class BrokerBase:
+class BrokerBase(StreamUpdates):
     """What every exchange broker shares: the write-ahead send, the unknown-outcome settlement by
     client id, and reconciliation at start (see the module docstring). It talks to the exchange only
     through its venue (``VENUE``, :mod:`mlrisk.live.venue`: place, query, open orders, as normalised
     reports); a subclass says how to record a report (:meth:`_record`) and how to check the position
     (:meth:`check_position`). ``exchange``: the signed :class:`~mlrisk.exchange.ExchangeClient`.
+    The user data stream's updates: :class:`~mlrisk.live.execution.stream.StreamUpdates`
+    (``apply_update``, ``stream_reconcile``, ``last_stream_update(client_id)``).
     ``sleep`` is injectable for tests."""
 
     VENUE: Any = SpotVenue

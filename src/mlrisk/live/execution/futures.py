@@ -372,7 +372,8 @@ class FuturesBroker(BrokerBase):
             return self.store.transition(o.client_order_id, S.CANCELLED, reason="cancelled")
         status, oid, exchange_id = r.status, r.trade_order_id, r.exchange_order_id
         executed, quote = r.executed_qty or ZERO, r.cumulative_quote or ZERO
-        trades = self._trades(o, oid, executed, r.update_time_ms) if oid and executed > 0 else []
+        trades = list(r.fills) if r.fills is not None else (
+            self._trades(o, oid, executed, r.update_time_ms) if oid and executed > 0 else [])
         recs = [Fill(o.client_order_id, t.trade_id, t.price, t.qty, t.commission, t.commission_asset, t.time_ms)
                 for t in trades]
         pos = self.store.position(o.symbol)

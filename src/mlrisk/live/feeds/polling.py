@@ -32,11 +32,13 @@ class PollingFeed:
     fails after the client's retries, it warns and tries again every ``poll_retry_s``; once the
     candle is ``max_stale_s`` late it raises :class:`FeedStalled` (the bot then stops; its state is
     already saved). ``sleep`` is injectable; every wait is cut in pieces of at most ``poll_retry_s``
-    and ends early when ``stop()`` is true."""
+    and ends early when ``stop()`` is true. ``idle``: called after each piece of a wait, pieces then
+    at most ``idle_s`` seconds (the user data stream's drain between closes)."""
 
     def __init__(self, exchange: Any, symbol: str, interval: str, interval_ms: int, *, poll_delay_s: float = 2.0,
                  poll_retry_s: float = 5.0, max_stale_s: float = 300.0, stop: Callable[[], bool] = lambda: False,
-                 sleep: Callable[[float], None] = time.sleep, warn: Callable[[str], None] = log.warning) -> None:
+                 sleep: Callable[[float], None] = time.sleep, warn: Callable[[str], None] = log.warning,
+                 idle: Callable[[], object] | None = None, idle_s: float = 0.5) -> None:
         from mlrisk.data.sources import BinanceKlines
 
         self.exchange = exchange
@@ -45,6 +47,7 @@ class PollingFeed:
         self.poll_retry_s = poll_retry_s
         self.max_stale_ms = max_stale_s * 1000
         self.stop, self.sleep, self.warn = stop, sleep, warn
+        self.idle, self.idle_s = idle, idle_s
         self._now: int | None = None
         self.klines = BinanceKlines(exchange, now_ms=self._server_now, progress=False)
         self.warnings = 0
@@ -83,9 +86,11 @@ class PollingFeed:
     def _wait(self, seconds: float) -> None:
         slept = 0.0
         while not self.stop() and slept < seconds:
-            step = min(seconds - slept, self.poll_retry_s)
+            step = min(seconds - slept, self.poll_retry_s, self.idle_s if self.idle is not None else seconds)
             self.sleep(step)
             slept += step
+            if self.idle is not None:
+                self.idle()
 
     def wait_for(self, next_open_ms: int) -> pd.DataFrame | None:
         """Closed candles with open time >= ``next_open_ms`` (at least one), or None when stopped."""

@@ -111,6 +111,7 @@ class SocketFeed:
         iv = self.polling.interval_ms
         due = next_open_ms + iv + self.polling.poll_delay_ms
         while not self._stopped():
+            waited = False
             with self._cond:
                 for t in [t for t in self._closed if t < next_open_ms]:
                     del self._closed[t]
@@ -120,7 +121,11 @@ class SocketFeed:
                     left_ms = due - self._exchange_now()
                     if left_ms > 0:
                         self._cond.wait(min(left_ms / 1000, 0.25))
-                        continue
+                        waited = True
+            if waited:
+                if self.polling.idle is not None:  # the user data stream's drain, outside the lock
+                    self.polling.idle()
+                continue
             if rows:
                 if self._falling_back:
                     self._falling_back = False
