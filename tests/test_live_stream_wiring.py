@@ -235,7 +235,7 @@ def test_the_app_starts_the_stream_from_the_settings_and_stops_it(tmp_path):
         pump = start_user_stream(settings, ex, broker, log)
         assert pump is not None
         try:
-            assert pump.stream.wait_connected(3.0) and us.live_connections == 1
+            assert pump.stream.wait_connected(3.0) and us.wait_live(1, 3.0) and us.live_connections == 1
             assert us.paths[0].startswith("/private/ws?listenKey=")
         finally:
             pump.close()
