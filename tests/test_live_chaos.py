@@ -24,10 +24,11 @@ with that id); every executed exchange order recorded with its executed quantity
 file's fills equal to the exchange's trades one for one; nothing left in flight; the recorded
 position equal to the exchange's (its matching engine, not a lagging read). A halt is accepted only
 when the state file and the log name its reason and the chaos report shows a cause (a documented
-behaviour, a fault or a death since the last start); the test then checks the exchange, lets the
-lag pass and starts again with the halt cleared (``--reset-halt``); more than 3 halts in a row
-without a candle processed is a halt loop and fails. Any other exception fails (a crash). The
-figures go to ``MLRISK_CHAOS_REPORT`` (see tests/chaos_support.py for the knobs)."""
+behaviour, a fault or a death since the run began or trading last resumed after a halt); the test
+then checks the exchange, lets the lag pass and starts again with the halt cleared (``--reset-halt``);
+more than 3 halts in a row without a candle processed is a halt loop, which stops the run and fails.
+Any other exception fails (a crash). The figures go to ``MLRISK_CHAOS_REPORT`` (see
+tests/chaos_support.py for the knobs)."""
 
 from __future__ import annotations
 
@@ -159,7 +160,8 @@ def test_chaos_under_documented_behaviours_never_executes_a_decision_twice_and_p
 
         def halted(store: StateStore, said: str, candle: int | None) -> None:
             """Record a halt: its reason in the state file and in the log (``said``: the one line the bot
-            raised, as `mlrisk live` prints it), its cause in the chaos report since the last start, and
+            raised, as `mlrisk live` prints it), its cause in the chaos report since the run began or trading
+            last resumed, and
             the exchange checked (recorded vs. the exchange's true position); then close the store and let
             the lag pass (the operator looks at the exchange before starting with --reset-halt)."""
             reason = store.risk().halt_reason
@@ -171,7 +173,9 @@ def test_chaos_under_documented_behaviours_never_executes_a_decision_twice_and_p
             cause.update({"deaths": now[2] - died} if now[2] > died else {})
             recorded, truth = store.position("BTCUSDT").quantity, cs.exchange_position(fx, market)
             halts.append({"candle": candle, "reason": reason, "logged": bool(reason) and reason[:60] in text,
-                          "cause": cause, "recorded": str(recorded), "exchange": str(truth), "phantom": recorded == truth})
+                          "cause": cause, "recorded": str(recorded), "exchange": str(truth),
+                          "phantom": recorded == truth})
+            world["pending"] = True   # the cause window restarts once a candle is processed again
             store.close()
             at(fx.server_ms() + cs.lag_ms() + 1000)
 
@@ -189,7 +193,6 @@ def test_chaos_under_documented_behaviours_never_executes_a_decision_twice_and_p
                                       mode="testnet"), str(e), None)
                 else:
                     if not bot.store.risk().halted:
-                        world["since"] = snapshot()   # a halt's cause: what fired since the last start
                         return bot
                     halted(bot.store, "", None)   # halted at start without raising
                 reset = True
@@ -239,6 +242,8 @@ def test_chaos_under_documented_behaviours_never_executes_a_decision_twice_and_p
             nxt = 1 if last is None else int((last - t_first) // H) + 1
             if nxt > i:
                 in_a_row = 0
+                if world.pop("pending", False):   # a halt's cause: what fired since the run began or trading resumed
+                    world["since"] = snapshot()
                 since_epoch += nxt - i
             i = nxt
 

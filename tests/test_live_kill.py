@@ -21,8 +21,9 @@ candle, so the bot decides every candle live (no catch-up without a decision); e
 of the fakes is clocked on it, so a lag of up to an hour ends by the next candle.
 
 A process may end only by SIGKILL, or by a halt whose reason the state file and the bot's log (its
-stderr or the JSON log) name and whose cause the chaos report shows; then the test checks the
-exchange, lets the lag pass and starts it again with ``--reset-halt``. A bot that halts without
+stderr or the JSON log) name and whose cause the chaos report shows (since the run began or trading
+last resumed after a halt); then the test checks the exchange, lets the lag pass and starts it again
+with ``--reset-halt``. A bot that halts without
 exiting is stopped (SIGTERM) and started the same way. Any other exit is a crash and fails; more
 than 3 halts in a row without a candle committed is a halt loop and stops the run (failing).
 
@@ -208,7 +209,6 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
                                     "status": int(rng.choice([400, 408]))}}.get(kind, {})
                 faults.append((kind, fx.schedule(kind, method="POST", path=order_path,
                                                  skip=int(rng.integers(0, 4)), **opts)))
-            since.update(zip(("report", "faults", "deaths"), snapshot()))
             with open(tmp_path / f"stderr-{len(faults)}-{time.monotonic_ns()}.txt", "w") as err:
                 proc = subprocess.Popen(args + (["--reset-halt"] if reset_halt else []), cwd=tmp_path, env=env,
                                         stdout=subprocess.DEVNULL, stderr=err)
@@ -218,7 +218,8 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
 
         def halted(proc: subprocess.Popen, how: str, reason: str) -> None:
             """Record a halt: its reason in the state file and the bot's log, its cause in the chaos report since
-            the start, the exchange checked (recorded vs. true position); then let the lag pass."""
+            the run began or trading last resumed, the exchange checked (recorded vs. true position); then let
+            the lag pass."""
             text = Path(proc.err_path).read_text() + (log.read_text() if log.exists() else "")
             rep, now = since.get("report", {}), snapshot()
             cause = {k: v - rep.get(k, 0) for k, v in now[0].items() if v > rep.get(k, 0)}
@@ -228,6 +229,7 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
             halts.append({"candle": _progress(state)[0], "how": how, "reason": reason,
                           "logged": bool(reason) and reason[:60] in text, "cause": cause, "recorded": str(recorded),
                           "exchange": str(truth), "phantom": recorded == truth})
+            since["pending"] = True          # the window restarts once a candle is committed again
             fx.clock_skew_ms += min(cs.lag_ms() + 1000, H // 2)    # the operator checks; the lag passes
 
         def ended(proc: subprocess.Popen, code: int) -> str | None:
@@ -240,6 +242,7 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
 
         forming = first + H                                        # the candle `first` is closed
         set_clock(forming)
+        since.update(zip(("report", "faults", "deaths"), snapshot()))
         proc, timer = start()
         starts, in_a_row, stopped, crashed, candles_in_epoch = 1, 0, None, None, 0
         restarts = Counter()
@@ -250,6 +253,8 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
                 last, is_halted, reason = _progress(state)
                 if last == forming - H:                            # the last closed candle is committed
                     in_a_row = 0
+                    if since.pop("pending", False):               # a halt's cause: what fired since the run
+                        since.update(zip(("report", "faults", "deaths"), snapshot()))   # began or trading resumed
                     if forming - H == first + (N - 1) * H:
                         break
                     forming += H
@@ -264,11 +269,14 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
                     code = proc.wait()
                     deaths["timer"] += 1
                 reset = False
-                if code is None and is_halted:                     # halted, still running: stop it gracefully
-                    halted(proc, "running", reason)
-                    proc.send_signal(signal.SIGTERM)
-                    code, reset = proc.wait(timeout=60), True
-                elif code is not None and code != -signal.SIGKILL:
+                if code is None and is_halted:
+                    try:                                           # a halt that exits: let it write its line
+                        code = proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:              # halted, still running: stop it gracefully
+                        halted(proc, "running", reason)
+                        proc.send_signal(signal.SIGTERM)
+                        code, reset = proc.wait(timeout=60), True
+                if code is not None and code != -signal.SIGKILL and not reset:
                     crashed = ended(proc, code)
                     if crashed:
                         break
