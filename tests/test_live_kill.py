@@ -119,6 +119,13 @@ def _progress(state: Path) -> tuple[int | None, bool, str]:
     return None if row is None else row[0], bool(risk and risk[0]), (risk[1] if risk else "") or ""
 
 
+def _starts(log: Path) -> int:
+    """How many times the bot logged its start (after its reconciliation)."""
+    if not log.exists():
+        return 0
+    return log.read_text().count('{"event": "start"')   # a line may be half written: no JSON parsing
+
+
 def _recorded_position(state: Path) -> Decimal | None:
     from mlrisk.live.state import StateStore
 
@@ -244,7 +251,7 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
         set_clock(forming)
         since.update(zip(("report", "faults", "deaths"), snapshot()))
         proc, timer = start()
-        starts, in_a_row, stopped, crashed, candles_in_epoch = 1, 0, None, None, 0
+        starts, in_a_row, stopped, crashed, candles_in_epoch, awaiting_reset = 1, 0, None, None, 0, 0
         restarts = Counter()
         deadline = time.monotonic() + 600 + 6 * N
         try:
@@ -269,7 +276,9 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
                     code = proc.wait()
                     deaths["timer"] += 1
                 reset = False
-                if code is None and is_halted:
+                if awaiting_reset and (not is_halted or _starts(log) >= awaiting_reset):
+                    awaiting_reset = 0                             # --reset-halt ran (or the bot is up)
+                if code is None and is_halted and not awaiting_reset:
                     try:                                           # a halt that exits: let it write its line
                         code = proc.wait(timeout=5)
                     except subprocess.TimeoutExpired:              # halted, still running: stop it gracefully
@@ -290,6 +299,7 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
                             break
                     else:
                         restarts["death"] += 1
+                    awaiting_reset = _starts(log) + 1 if reset else 0   # the old halt flag stands until it resets
                     proc, timer = start(armed=starts < DEATHS, reset_halt=reset)
                     starts += 1
                     continue
@@ -312,11 +322,11 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
                         break
                 kill.unlink(missing_ok=True)
                 fx.clock_skew_ms += min(cs.lag_ms() + 1000, H // 2)
-                before = sum(json.loads(x).get("event") == "start" for x in log.read_text().splitlines())
+                before = _starts(log)
                 proc, timer = start(armed=False, reset_halt=_progress(state)[1])
                 starts += 1
                 restarts["final"] += 1
-                while sum(json.loads(x).get("event") == "start" for x in log.read_text().splitlines()) == before:
+                while _starts(log) == before:
                     if proc.poll() is not None:                    # halted at its reconciliation (or crashed)
                         break
                     assert time.monotonic() < deadline, "the final start took too long"
