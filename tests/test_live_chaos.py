@@ -1,5 +1,5 @@
 """Chaos under the exchange Binance documents, in process: the bot trades on the fake spot exchange
-(240 candles, long only) and on the fake USDT-M futures exchange (120 candles, both sides, leverage
+(240 candles, long only) and on the fake USDT-M futures exchange (100 candles, both sides, leverage
 3, take-profit and stop algo orders) while
 
 - Binance's documented behaviours are on at random in seeded epochs (tests/chaos_support.py):
@@ -60,7 +60,7 @@ pytestmark = pytest.mark.slow
 MARKETS = {   # market: (strategy, default candles)
     "spot": (BacktestParams(threshold=0.1, leverage=1.0, direction="long", order_size=0.2, sweep={}), 240),
     "futures": (BacktestParams(threshold=0.1, leverage=3.0, direction="both", order_size=0.2, slippage_bps=0.0,
-                               take_profit=0.02, stop_loss=0.015, sweep={}), 120),
+                               take_profit=0.02, stop_loss=0.015, sweep={}), 100),
 }
 FAULTS = ["timeout", "lost", "error", "error_executed", "429", "unknown"]
 HALT_LOOP = 3   # halts in a row without a candle processed: a loop
