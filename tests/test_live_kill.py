@@ -317,6 +317,8 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
                 if code not in (0, -signal.SIGKILL) and ended(proc, code) is not None:
                     crashed = ended(proc, code)
                     break
+                if code == 0 and _progress(state)[1] and restarts["final"]:   # halted, stopped by the kill switch
+                    halted(proc, "final", _progress(state)[2])
                 if restarts["final"]:                              # the final start ran and stopped
                     if code == 0 and not _progress(state)[1]:
                         break
