@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Literal, Union
 
-from mlrisk.live.state import BINANCE_STATUS, OrderStatus, now_ms
+from mlrisk.live.state import OrderStatus, now_ms
+from mlrisk.live.venue import BINANCE_STATUS
 
 log = logging.getLogger(__name__)
 

@@ -134,6 +134,10 @@ class FuturesBroker(BrokerBase):
         """The exchange's signed position (``positionAmt``, base asset)."""
         return self._risk()[0]
 
+    def holding(self) -> Decimal:
+        """The exchange's position (base asset, signed): what an executed order moves (settlement evidence)."""
+        return self.exchange_position()
+
     def check_position(self) -> None:
         """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) unless the recorded position equals the
         exchange's; a difference while orders are open is asked again once after recording them (one
