@@ -261,3 +261,27 @@ def test_no_binance_status_map_outside_the_venue():
     import mlrisk.live.venue as venue
 
     assert not hasattr(state, "BINANCE_STATUS") and venue.BINANCE_STATUS["EXPIRED"] is S.CANCELLED
+
+
+@pytest.mark.parametrize("fraction", ["0.5", "0"])
+def test_the_engines_account_follows_a_partial_or_no_fill(tmp_path, fraction):
+    """The real account is the truth: the engine's market entry fills at the next open only the part
+    the exchange filled (none: no entry), compared with the same bot whose order filled in full."""
+    candles = _candles(4)
+    held = {}
+    for name, part in (("full", None), ("part", D(fraction))):
+        with FakeExchange() as fx, StateStore(tmp_path / f"{name}.sqlite", symbol="BTCUSDT", interval="1h",
+                                              mode="testnet") as store:
+            broker = _broker(fx, store)
+            bot = Bot(lambda h: 0.9, 2, 1, params_vector(BP, H), H, RiskLimits(0.0, 1.0, 1.0, 1200), store,
+                      CandleLog(None, None), broker=broker)
+            fx.market_fill_fraction = part
+            for i in range(1, 3):                     # entry sent at close 1, the engine fills it at open 2
+                fx.set_price("BTCUSDT", f"{candles['close'].iloc[i]:.2f}")
+                bot.process(candles.iloc[: i + 1])
+                fx.market_fill_fraction = None
+            held[name] = bot.state.account.position().qty
+            o = store.order(make_client_order_id("mlr", "BTCUSDT", T0 + H, "entry"))
+            real = o.executed_qty / o.quantity       # the part filled (rounded down to the lot step)
+            assert (o.status, real > 0) == ((S.CANCELLED, fraction != "0") if part is not None else (S.FILLED, True))
+    assert held["full"] > 0 and held["part"] == pytest.approx(held["full"] * float(real), rel=1e-9)
