@@ -25,6 +25,9 @@ Variables (all optional; ``paper`` mode needs no key):
   ``MLRISK_FLATTEN_ON_BREACH`` (close the position when a loss limit trips, else only reducing
   orders are allowed), ``MLRISK_KILL_SWITCH_FILE`` (when this file exists the bot stops gracefully),
   ``MLRISK_FLATTEN_ON_STOP`` (close the position before stopping).
+- Orders whose outcome is unknown: ``MLRISK_RECV_WINDOW_MS`` (the ``recvWindow`` of every signed
+  request, default 5000) and ``MLRISK_READ_LAG_S`` (how long the exchange's reads may lag its writes,
+  default 15): such an order is looked for until their sum after it was sent, never resent.
 - The loop: ``MLRISK_LOG_FILE`` (JSON lines, one per candle), ``MLRISK_POLL_DELAY_S`` (seconds after
   a close to poll for the candle), ``MLRISK_POLL_RETRY_S`` (seconds between polls while it is late),
   ``MLRISK_MAX_STALE_S`` (a candle this late stops the bot safely).
@@ -108,6 +111,15 @@ class LiveSettings(BaseSettings):
     flatten_on_stop: bool = Field(False, description="close the position before stopping (kill switch, SIGTERM)")
     log_file: Path | None = Field(None, description="JSON lines, one per candle; default live/bot.jsonl "
                                   "(none for --replay)")
+    recv_window_ms: int = Field(5000, ge=1000, le=60000,
+                                description="recvWindow (ms) sent with every signed request: an order not executed "
+                                "within it of its timestamp never will be (Binance: default 5000, at most 60000, "
+                                "'5000 or less' recommended)")
+    read_lag_s: float = Field(15.0, ge=0, le=300, allow_inf_nan=False,
+                              description="seconds the exchange's reads (order query, order and trade lists) may lag "
+                              "its writes; an order whose outcome is unknown is looked for until recv_window_ms + this "
+                              "after it was sent, then counted as not executed (never resent) or, when the balances "
+                              "moved, entries halt")
     poll_delay_s: float = Field(2.0, ge=0, le=600, allow_inf_nan=False,
                                 description="seconds after a candle's close (exchange clock) to poll for it")
     poll_retry_s: float = Field(5.0, gt=0, le=600, allow_inf_nan=False,

@@ -48,7 +48,7 @@ from mlrisk.live.venue import OrderReport, SpotVenue
 
 S = OrderStatus
 #: the default allowance (ms) for the exchange's reads lagging its writes, on top of recvWindow (see docs/live.md)
-DEFAULT_READ_LAG_MS = 10_000
+DEFAULT_READ_LAG_MS = 15_000
 
 
 class PositionMismatch(StateError):

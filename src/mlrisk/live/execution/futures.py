@@ -50,7 +50,7 @@ from typing import Any
 
 from mlrisk.errors import ExchangeError, SettingsError
 from mlrisk.live.client_ids import make_client_order_id
-from mlrisk.live.execution.base import BrokerBase
+from mlrisk.live.execution.base import DEFAULT_READ_LAG_MS, BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore
@@ -87,10 +87,11 @@ class FuturesBroker(BrokerBase):
 
     def __init__(self, exchange: Any, store: StateStore, symbol: str, prefix: str, backtest: Any, *,
                  max_leverage: float = 1.0, max_position_notional: float = 0.0, recv_window_ms: int = 5000,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 read_lag_ms: int = DEFAULT_READ_LAG_MS, sleep: Callable[[float], None] | None = None) -> None:
         check_supported(backtest, "futures", max_leverage)
         super().__init__(exchange, store, symbol, prefix, backtest.order_size, backtest.min_notional,
-                         max_position_notional=max_position_notional, recv_window_ms=recv_window_ms, sleep=sleep)
+                         max_position_notional=max_position_notional, recv_window_ms=recv_window_ms,
+                         read_lag_ms=read_lag_ms, sleep=sleep)
         self.leverage = int(backtest.leverage)
         self.take_profit = float(backtest.take_profit or 0.0)
         self.stop_loss = float(backtest.stop_loss or 0.0)
