@@ -30,9 +30,20 @@ class ExchangeBroker(BrokerBase):
     # ------------------------------------------------------------------------------ balances
     VENUE = SpotVenue
 
-    def balances(self) -> Balances:
-        """``{asset: (free, locked)}``."""
-        return self.venue.balances()
+    _balances: Balances | None = None   # the last read, valid until the next order is sent or the next close
+
+    def balances(self, fresh: bool = True) -> Balances:
+        """``{asset: (free, locked)}``; ``fresh=False``: the last read when no order was sent since
+        (within one close)."""
+        if fresh or self._balances is None:
+            self._balances = self.venue.balances()
+        return self._balances
+
+    def send(self, cid: str) -> OrderRecord:
+        try:
+            return super().send(cid)
+        finally:
+            self._balances = None  # an order may have moved them
 
     def equity(self, price: float) -> float:
         """The account's value in the quote asset at ``price``: quote plus base holdings (free and
@@ -49,7 +60,7 @@ class ExchangeBroker(BrokerBase):
         decided at ``close`` of the candle opening at ``open_ms`` (``state``: the step's
         :class:`~mlrisk.live.step.BotState` after the candle; unused on spot). Returns (orders, reasons
         for orders that could not be made, e.g. below the exchange's minimum)."""
-        self.check_position()  # at every close: an unrecorded holding halts now, not at the next restart
+        self.check_position(fresh=False)  # at every close: an unrecorded holding halts now, not at the next restart
         out: list[NewOrder] = []
         skipped: list[str] = []
         held = self.store.position(self.symbol).quantity
@@ -63,7 +74,7 @@ class ExchangeBroker(BrokerBase):
                     p = prepare_order(self.filters, "SELL", "MARKET", held, reference_price=close)
                     held = Decimal(0)
                 else:
-                    free = self.balances().get(self.filters.quote_asset, (Decimal(0), Decimal(0)))[0]
+                    free = self.balances(fresh=False).get(self.filters.quote_asset, (Decimal(0), Decimal(0)))[0]
                     _, notional = entry_size(float(free), self.order_size, 1.0, self.min_notional)
                     if notional <= 0:
                         skipped.append(f"entry skipped: free {self.filters.quote_asset} {free} too small")
@@ -139,6 +150,10 @@ class ExchangeBroker(BrokerBase):
         """The base asset the account holds (free + locked): what an executed order moves."""
         return sum(self.balances().get(self.filters.base_asset, (Decimal(0), Decimal(0))), Decimal(0))
 
+    def balance_snapshot(self) -> Decimal:
+        """:meth:`holding` just before a send (the read of this close when no order was sent since)."""
+        return sum(self.balances(fresh=False).get(self.filters.base_asset, (Decimal(0), Decimal(0))), Decimal(0))
+
     # ------------------------------------------------------------------------------ reconcile
     def exchange_position(self) -> Decimal:
         """The bot's position as the exchange's own records explain it: its orders' trades (BUY qty
@@ -165,7 +180,7 @@ class ExchangeBroker(BrokerBase):
     def _position_gap(self) -> str | None:
         recorded = self.store.position(self.symbol).quantity
         explained = self.exchange_position()
-        free, locked = self.balances().get(self.filters.base_asset, (Decimal(0), Decimal(0)))
+        free, locked = self.balances(fresh=False).get(self.filters.base_asset, (Decimal(0), Decimal(0)))
         base = self.filters.base_asset
         if explained != recorded:
             return (f"position mismatch: the state file records {fmt(recorded)} {base} but the exchange's trades of "
@@ -175,12 +190,18 @@ class ExchangeBroker(BrokerBase):
                     f"{fmt(free + locked)} {base} (sold outside the bot?)")
         return None
 
-    def check_position(self) -> None:
+    def check_position(self, fresh: bool = True) -> None:
         """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) when the exchange's records do not
         explain the recorded position. While the records may still lag (an order changed within
-        :attr:`bound_ms`, or trades still missing) it reads them again until the bound first."""
+        :attr:`bound_ms`, or trades still missing) it reads them again until the bound first.
+        ``fresh=False``: the first look uses this close's balance read (the equity's)."""
+        if fresh:
+            self._balances = None
+
         def agrees() -> bool | None:
-            return True if not self.complete_fills() and self._position_gap() is None else None
+            ok = True if not self.complete_fills() and self._position_gap() is None else None
+            self._balances = None  # a second look reads the balances again
+            return ok
 
         if agrees() is None and self.poll(max((o.updated_ms for o in self.store.orders()), default=0), agrees) is None:
             self._halt(self._position_gap() or self._missing_line() or "position mismatch")
