@@ -285,3 +285,17 @@ def test_the_engines_account_follows_a_partial_or_no_fill(tmp_path, fraction):
             real = o.executed_qty / o.quantity       # the part filled (rounded down to the lot step)
             assert (o.status, real > 0) == ((S.CANCELLED, fraction != "0") if part is not None else (S.FILLED, True))
     assert held["full"] > 0 and held["part"] == pytest.approx(held["full"] * float(real), rel=1e-9)
+
+
+def test_an_order_left_unknown_is_settled_at_the_next_close_once_its_records_appear(tmp_path):
+    with FakeExchange() as fx, _store(tmp_path) as store:
+        broker = _broker(fx, store)
+        fx.query_lag_ms = 60_000
+        cid = _order(store)
+        fx.schedule("unknown", method="POST", status=408, execute=True)
+        assert broker.send(cid).status is S.UNKNOWN and store.risk().halted
+        fx.query_lag_ms = 0                            # the exchange's records catch up
+        broker.equity(40000.0)
+        broker.prepare([], 40000.0, T0 + H)            # the next close: settled, and the position agrees
+        assert store.order(cid).status is S.FILLED and _posts(fx, cid) == 1
+        assert store.position("BTCUSDT").quantity == sum(fx.balance("BTC")) > 0
