@@ -217,6 +217,11 @@ class BrokerBase:
         return self.store.transition(cid, S.CANCELLED, reason=f"not executed: absent from the exchange's records "
                                      f"{self.bound_ms} ms after it was sent, balances unchanged; not sent again")
 
+    def resettle_unknown(self) -> list[OrderRecord]:
+        """Look again (once each: their bound has passed) for orders left unknown, e.g. after a fail-closed
+        halt: those the exchange's records now show are recorded. Returns them as they are now."""
+        return [self.settle(o.client_order_id, resend=False) for o in self.store.orders([S.UNKNOWN])]
+
     def send_all(self, orders: Iterable[NewOrder]) -> list[OrderRecord]:
         return [self.send(o.client_order_id) for o in orders]
 

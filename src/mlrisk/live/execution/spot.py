@@ -60,6 +60,8 @@ class ExchangeBroker(BrokerBase):
         decided at ``close`` of the candle opening at ``open_ms`` (``state``: the step's
         :class:`~mlrisk.live.step.BotState` after the candle; unused on spot). Returns (orders, reasons
         for orders that could not be made, e.g. below the exchange's minimum)."""
+        if self.resettle_unknown():
+            self._balances = None
         self.check_position(fresh=False)  # at every close: an unrecorded holding halts now, not at the next restart
         out: list[NewOrder] = []
         skipped: list[str] = []
