@@ -232,6 +232,8 @@ def test_the_position_is_explained_from_every_page_since_the_state_file_began(tm
         for i in range(1001):                         # orders (and trades) by hand after it: > 1000 rows
             fx._new_order({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.001",
                            "newClientOrderId": f"manual{i}"})
+        sell = _order(store, side="SELL", qty="0.005", open_ms=T0 + H, leg="exit")
+        assert broker.send(sell).status is S.FILLED  # the bot's first and last orders are 1000 rows apart
         broker.check_position()
         assert not store.risk().halted
 
