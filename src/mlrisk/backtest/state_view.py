@@ -44,3 +44,16 @@ def without_new_entries(acct: E.Account, newest_limit: bool) -> E.Account:
 def with_exit(acct: E.Account, exit_: bool) -> E.Account:
     """``acct`` with the market exit at the next open set (``exit_``) or dropped."""
     return acct._replace(market_exit=exit_)
+
+
+def with_newest_entry_scaled(acct: E.Account, entries: np.ndarray, fraction: float) -> tuple[E.Account, np.ndarray]:
+    """``acct`` and ``entries`` with the newest filled entry cut to ``fraction`` (0 < fraction <= 1) of
+    its quantity, margin and fee; the fee not paid goes back to the balance (quote currency)."""
+    k = int(acct.n_entries)
+    if k == 0 or not 0 < fraction <= 1:
+        raise ValueError(f"cannot scale the newest entry by {fraction} ({k} entries)")
+    out = entries.copy()
+    refund = float(out[k - 1, E.E_FEE]) * (1 - fraction)
+    for col in (E.E_QTY, E.E_MARGIN, E.E_FEE):
+        out[k - 1, col] *= fraction
+    return acct._replace(balance=acct.balance + refund), out

@@ -210,12 +210,13 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
                 broker = FuturesBroker(signed, store, symbol, settings.client_id_prefix, model.backtest,
                                        max_leverage=settings.max_leverage,
                                        max_position_notional=settings.max_position_notional,
-                                       read_lag_ms=settings.read_lag_ms)
+                                       recv_window_ms=settings.recv_window_ms, read_lag_ms=settings.read_lag_ms)
                 for line in broker.setup():  # one-way mode, isolated margin, leverage (idempotent)
                     log.event("setup", action=line)
             else:
                 broker = ExchangeBroker(signed, store, symbol, settings.client_id_prefix, model.backtest.order_size,
-                                        model.backtest.min_notional, max_position_notional=settings.max_position_notional)
+                                        model.backtest.min_notional, max_position_notional=settings.max_position_notional,
+                                        recv_window_ms=settings.recv_window_ms, read_lag_ms=settings.read_lag_ms)
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
         bot = _bot(args, settings, model, store, log, interval_ms, broker=broker)

@@ -97,6 +97,10 @@ class Bot:
         mark = None if self.broker is None else self.broker.equity(candle[3])
         new, risk, res = paper_step(self.state, candle, t_open, p, self.cfg, self.limits, self.store.risk(), clock, final,
                                     mark=mark)
+        if new.entry_fraction is not None:  # the entry filled at this open: cut to the part the exchange filled
+            if new.account.position().entries > self.state.account.position().entries:
+                new.account.scale_newest_entry(new.entry_fraction)
+            new.entry_fraction = None
         orders: list[Any] = []
         if self.broker is not None and send:
             orders, skipped = self.broker.prepare(res.orders, candle[3], t_open, state=new)
@@ -109,6 +113,7 @@ class Bot:
         rec = res.record()
         if self.broker is not None:
             sent = self.broker.send_all(orders)  # also with none: a futures broker keeps its protective orders
+            self._follow(sent, t_open)
             rec["exchange_orders"] = [{"client_order_id": o.client_order_id, "side": o.side, "quantity": str(o.quantity),
                                        "status": o.status.value, "executed_qty": str(o.executed_qty),
                                        **({"reason": o.reason} if o.status.value == "rejected" else {})} for o in sent]
@@ -118,6 +123,22 @@ class Bot:
             rec["latency_ms"] = round(time.perf_counter() * 1000 - available_ms, 3)
         self.log.write(rec)
         return res
+
+    def _follow(self, sent: list[Any], t_open: int) -> None:
+        """The simulated account follows the real one: a market entry the exchange did not execute
+        (cancelled with nothing executed) is dropped; one it filled in part (cancelled/expired with
+        some executed) fills the engine's entry at the next open to that part (see docs/live.md)."""
+        for o in sent:
+            if o.leg != "entry" or o.type != "MARKET" or o.status.value != "cancelled" or not self.state.account.market_entry:
+                continue
+            part = float(o.executed_qty / o.quantity) if o.quantity else 0.0
+            if part <= 0:
+                self.state.account.cancel_new_entries(newest_limit=False)
+            elif part < 1:
+                self.state.entry_fraction = part
+            else:
+                continue
+            self.store.save_step_state(StepState(1, self.state.to_blob(), t_open))
 
     def flatten(self) -> tuple[float, np.ndarray] | None:
         """Close the position at the last processed close (reason ``end``), cancel pending entries,

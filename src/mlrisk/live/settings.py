@@ -25,6 +25,10 @@ Variables (all optional; ``paper`` mode needs no key):
   ``MLRISK_FLATTEN_ON_BREACH`` (close the position when a loss limit trips, else only reducing
   orders are allowed), ``MLRISK_KILL_SWITCH_FILE`` (when this file exists the bot stops gracefully),
   ``MLRISK_FLATTEN_ON_STOP`` (close the position before stopping).
+- Orders whose outcome is unknown: ``MLRISK_RECV_WINDOW_MS`` (the ``recvWindow`` of every signed
+  request, default 5000) and ``MLRISK_READ_LAG_MS`` (how long, in ms, the exchange's reads may lag its writes,
+  default 15000): such an order is looked for until their sum after it was sent, never resent; a
+  differing read (e.g. futures ``positionRisk`` after a fill) is asked again until then before it is trusted.
 - The loop: ``MLRISK_LOG_FILE`` (JSON lines, one per candle), ``MLRISK_POLL_DELAY_S`` (seconds after
   a close to poll for the candle), ``MLRISK_POLL_RETRY_S`` (seconds between polls while it is late),
   ``MLRISK_MAX_STALE_S`` (a candle this late stops the bot safely).
@@ -33,8 +37,6 @@ Variables (all optional; ``paper`` mode needs no key):
   ``MLRISK_WEBSOCKET_URL`` (the stream base URL; default Binance's for the mode and market, see
   :data:`DEFAULT_WS_HOSTS`; plain ``ws://`` only to a loopback host), ``MLRISK_WEBSOCKET_STALL_S``
   (seconds without any message after which the stream counts as stalled and is reconnected).
-- Exchange reads: ``MLRISK_READ_LAG_MS`` (ms the exchange's reads may trail its writes, e.g. futures
-  ``positionRisk`` after a fill: a differing read is asked again until then before it is trusted).
 - The user data stream (testnet/live): ``MLRISK_USER_STREAM`` (default true: fills, order updates,
   triggered stops and liquidations between closes; REST at each close stays the backstop),
   ``MLRISK_USER_STREAM_URL`` (default Binance's for the mode and market, see
@@ -126,6 +128,16 @@ class LiveSettings(BaseSettings):
     flatten_on_stop: bool = Field(False, description="close the position before stopping (kill switch, SIGTERM)")
     log_file: Path | None = Field(None, description="JSON lines, one per candle; default live/bot.jsonl "
                                   "(none for --replay)")
+    recv_window_ms: int = Field(5000, ge=1000, le=60000,
+                                description="recvWindow (ms) sent with every signed request: an order not executed "
+                                "within it of its timestamp never will be (Binance: default 5000, at most 60000, "
+                                "'5000 or less' recommended)")
+    read_lag_ms: int = Field(15_000, ge=0, le=600_000,
+                             description="ms the exchange's reads (order query, order and trade lists, futures "
+                             "positionRisk) may trail its writes: an order whose outcome is unknown is looked for "
+                             "until recv_window_ms + this after it was sent, then counted as not executed (never "
+                             "resent) or, when the holding moved, entries halt; a differing position read is asked "
+                             "again until then before the bot trusts it or halts")
     poll_delay_s: float = Field(2.0, ge=0, le=600, allow_inf_nan=False,
                                 description="seconds after a candle's close (exchange clock) to poll for it")
     poll_retry_s: float = Field(5.0, gt=0, le=600, allow_inf_nan=False,
@@ -141,9 +153,6 @@ class LiveSettings(BaseSettings):
     websocket_stall_s: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False,
                                      description="seconds without any stream message after which the websocket "
                                      "counts as stalled and is reconnected")
-    read_lag_ms: int = Field(10_000, ge=0, le=600_000,
-                             description="ms the exchange's reads may trail its writes (futures positionRisk after a "
-                             "fill): a differing read is asked again until then before the bot trusts it or halts")
     user_stream: bool = Field(True, description="testnet/live: fills, order updates, triggered stops and liquidations "
                               "from Binance's user data stream between closes (REST at each close stays the backstop); "
                               "ignored in paper mode")

@@ -150,6 +150,12 @@ class AccountState:
         newest resting limit; older resting limits stay."""
         self.account = V.without_new_entries(self.account, newest_limit)
 
+    def scale_newest_entry(self, fraction: float) -> None:
+        """Cut the newest filled entry to ``fraction`` (0 < fraction <= 1) of its quantity, margin and fee
+        (the fee not paid back to the balance): the real order filled only that part (e.g. a spot
+        MARKET order partly filled, then EXPIRED)."""
+        self.account, self.entries = V.with_newest_entry_scaled(self.account, self.entries, fraction)
+
     def request_exit(self) -> None:
         """Close the position at the next open (the engine's own market exit)."""
         self.account = V.with_exit(self.account, True)

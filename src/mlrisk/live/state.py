@@ -7,11 +7,8 @@ What it holds, and why:
   :class:`IllegalTransition`). An order is inserted as ``pending_submit`` *before* it is sent
   (write-ahead); inserting a client id a second time is refused (:class:`DuplicateOrder`), which is
   what keeps a restarted bot from sending the same decision twice. A send that times out or gets a
-  5xx is ``unknown`` and must be queried by its client id; only a query that finds no such order
-  allows ``unknown -> pending_submit`` (send again, same id). Make that query after the lost
-  request's ``recvWindow`` has passed on the exchange's clock: Binance drops a request older than
-  its window, so a request still in flight cannot execute after the query said "absent". An ``order_events`` row records every
-  status change.
+  5xx is ``unknown`` and is settled from the exchange's records by its client id, never sent again
+  (there is no ``unknown -> pending_submit``). An ``order_events`` row records every status change.
 - **fills** with their fees (idempotent on the exchange's trade id), **positions** (signed base
   quantity and average entry price), the engine's **per-candle step state** (an opaque blob with a
   version number: its layout belongs to :mod:`mlrisk.strategy`), the **last processed candle**
@@ -78,23 +75,17 @@ class OrderStatus(str, Enum):
 
 S = OrderStatus
 #: Allowed status changes. ``open -> open`` and ``unknown -> unknown`` record progress (a partial fill,
-#: another failed query); ``unknown -> pending_submit`` only after a query found no such order.
+#: another failed query). An ``unknown`` order is never sent again (a filled order frees its client id on
+#: Binance, so a resend could fill twice): it is settled from the exchange's records, or cancelled when
+#: they show it never executed.
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.PENDING_SUBMIT: frozenset({S.OPEN, S.FILLED, S.CANCELLED, S.REJECTED, S.UNKNOWN}),
     S.OPEN: frozenset({S.OPEN, S.FILLED, S.CANCELLED, S.UNKNOWN}),
-    S.UNKNOWN: frozenset({S.UNKNOWN, S.OPEN, S.FILLED, S.CANCELLED, S.REJECTED, S.PENDING_SUBMIT}),
+    S.UNKNOWN: frozenset({S.UNKNOWN, S.OPEN, S.FILLED, S.CANCELLED, S.REJECTED}),
     S.FILLED: frozenset(),
     S.CANCELLED: frozenset(),
     S.REJECTED: frozenset(),
 }
-
-#: Binance order ``status`` values (spot and futures) mapped to ours.
-BINANCE_STATUS: dict[str, OrderStatus] = {
-    "NEW": S.OPEN, "PENDING_NEW": S.OPEN, "PARTIALLY_FILLED": S.OPEN, "PENDING_CANCEL": S.OPEN,
-    "FILLED": S.FILLED, "CANCELED": S.CANCELLED, "EXPIRED": S.CANCELLED, "EXPIRED_IN_MATCH": S.CANCELLED,
-    "REJECTED": S.REJECTED,
-}
-
 
 @dataclass(frozen=True)
 class NewOrder:
@@ -466,11 +457,11 @@ class StateStore:
                    executed_qty: Decimal | str | None = None, cumulative_quote: Decimal | str | None = None,
                    reason: str | None = None, fills: Iterable[Fill] = (), position: Position | None = None,
                    at_ms: int | None = None) -> OrderRecord:
-        """Move an order to ``status`` (ours or a Binance status such as ``FILLED``), recording what
-        the exchange said, its new ``fills`` (a known trade id is skipped) and, in the same
+        """Move an order to ``status`` (an :class:`OrderStatus`; Binance's words are mapped by the venue),
+        recording what the exchange said, its new ``fills`` (a known trade id is skipped) and, in the same
         transaction, the resulting ``position``. Raises :class:`IllegalTransition` for a move the
         state machine forbids and :class:`StateError` for an unknown order."""
-        new = BINANCE_STATUS[status] if isinstance(status, str) and status in BINANCE_STATUS else OrderStatus(status)
+        new = OrderStatus(status)
         at = now_ms() if at_ms is None else at_ms
         with self._tx() as c:
             row = c.execute("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,)).fetchone()
@@ -497,6 +488,50 @@ class StateStore:
             if position is not None:
                 self._save_position(c, position, at)
         return self.order(client_order_id)  # type: ignore[return-value]
+
+    def add_fills(self, client_order_id: str, fills: Iterable[Fill], position: Position | None = None,
+                  at_ms: int | None = None) -> list[Fill]:
+        """Record trades of an order whose status is settled already (its trades appeared later than its
+        status: myTrades lags), and in the same transaction the resulting ``position``; a known trade id
+        is skipped. Returns the fills that were new."""
+        at = now_ms() if at_ms is None else at_ms
+        new: list[Fill] = []
+        with self._tx() as c:
+            for f in fills:
+                if f.client_order_id != client_order_id:
+                    raise ValueError(f"fill {f.trade_id} belongs to {f.client_order_id}, not {client_order_id}")
+                cur = c.execute("INSERT OR IGNORE INTO fills VALUES (?,?,?,?,?,?,?)",
+                                (f.client_order_id, f.trade_id, _dec(f.price), _dec(f.qty), _dec(f.commission),
+                                 f.commission_asset, f.time_ms))
+                if cur.rowcount:
+                    new.append(f)
+            if new:
+                c.execute("INSERT INTO order_events (client_order_id, from_status, to_status, at_ms, detail) "
+                          "SELECT client_order_id, status, status, ?, ? FROM orders WHERE client_order_id=?",
+                          (at, f"{len(new)} trade(s) recorded", client_order_id))
+            if position is not None and new:
+                self._save_position(c, position, at)
+        return new
+
+    def orders_missing_fills(self) -> list[OrderRecord]:
+        """Orders whose executed quantity exceeds the quantity of their recorded trades (their trades lag
+        the order's status), oldest first."""
+        rows = self._conn.execute(
+            "SELECT o.*, (SELECT group_concat(qty, ' ') FROM fills f WHERE f.client_order_id=o.client_order_id) AS fq "
+            "FROM orders o WHERE o.executed_qty NOT IN ('0', '0.0') ORDER BY created_ms, rowid").fetchall()
+        out = []
+        for r in rows:
+            got = sum((Decimal(x) for x in (r["fq"] or "").split()), Decimal(0))
+            if Decimal(r["executed_qty"]) > got:
+                out.append(_order(r))
+        return out
+
+    def first_exchange_ids(self) -> tuple[int | None, int | None, int | None]:
+        """(the smallest exchange order id recorded, the smallest trade id recorded, the first order's
+        write-ahead time in ms UTC): where the exchange's history of this state file begins."""
+        r = self._conn.execute("SELECT (SELECT min(exchange_order_id) FROM orders), (SELECT min(trade_id) FROM fills), "
+                               "(SELECT min(created_ms) FROM orders)").fetchone()
+        return r[0], r[1], r[2]
 
     def save_step_state(self, step: StepState, at_ms: int | None = None) -> None:
         with self._tx() as c:
@@ -532,5 +567,5 @@ class StateStore:
                   (r.day_start_ms, r.day_start_equity, r.peak_equity, int(r.halted), r.halt_reason, at))
 
 
-__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "TRANSITIONS", "BINANCE_STATUS", "OrderStatus", "NewOrder", "OrderRecord", "Fill", "Position",
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "TRANSITIONS", "OrderStatus", "NewOrder", "OrderRecord", "Fill", "Position",
            "StepState", "RiskState", "StateStore", "StateError", "DuplicateOrder", "IllegalTransition", "now_ms"]

@@ -55,6 +55,9 @@ class BotState:
     recent_orders_ms: list[int] = field(default_factory=list)
     last_close: float | None = None
     last_mark: float | None = None   # the real account's equity at the last close (exchange modes)
+    #: the part (0..1) of the market entry sent at the last close that the exchange filled, when less than
+    #: all: the engine's entry filled at the next open is cut to it (the real account is the truth)
+    entry_fraction: float | None = None
 
     @classmethod
     def fresh(cls, prm: np.ndarray, origin_ms: int, interval_ms: int) -> "BotState":
@@ -66,13 +69,13 @@ class BotState:
 
     def copy(self) -> "BotState":
         return BotState(self.account.copy(), self.origin_ms, self.interval_ms, self.last_equity,
-                        list(self.recent_orders_ms), self.last_close, self.last_mark)
+                        list(self.recent_orders_ms), self.last_close, self.last_mark, self.entry_fraction)
 
     def to_blob(self) -> bytes:
         return json.dumps({"version": BLOB_VERSION, "account": self.account.to_dict(), "origin_ms": self.origin_ms,
                            "interval_ms": self.interval_ms, "last_equity": self.last_equity,
                            "recent_orders_ms": self.recent_orders_ms, "last_close": self.last_close,
-                           "last_mark": self.last_mark}).encode()
+                           "last_mark": self.last_mark, "entry_fraction": self.entry_fraction}).encode()
 
     @classmethod
     def from_blob(cls, data: bytes) -> "BotState":
@@ -82,7 +85,7 @@ class BotState:
                 raise ValueError(f"version {d.get('version')} is not {BLOB_VERSION}")
             return cls(AccountState.from_dict(d["account"]), int(d["origin_ms"]), int(d["interval_ms"]),
                        float(d["last_equity"]), [int(t) for t in d["recent_orders_ms"]], d.get("last_close"),
-                       d.get("last_mark"))
+                       d.get("last_mark"), d.get("entry_fraction"))
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"state file: the saved paper account is unreadable ({e}): use a new MLRISK_STATE_FILE") from None
 

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any, Literal, Union
 
 from mlrisk.live.filters import SymbolFilters, fmt, symbol_filters
-from mlrisk.live.state import BINANCE_STATUS, OrderRecord, OrderStatus
+from mlrisk.live.state import OrderRecord, OrderStatus
 
 S = OrderStatus
 ZERO = Decimal(0)
@@ -36,6 +36,19 @@ TRADE_PAGE = 1000                        # futures userTrades: limit max 1000
 #: futures order queries no longer find a CANCELED/EXPIRED order with no fill 3 days after its creation
 FORGOTTEN_AFTER_MS = 3 * 86_400_000
 ORDER_NOT_FOUND = -2013                  # "Order does not exist."
+ORDER_ARCHIVED = -2026                   # spot: "Order was canceled or expired with no executed qty over 90 days ago..."
+#: errors.md: "-1006 UNEXPECTED_RESP ... Execution status unknown.", "-1007 TIMEOUT ... execution status unknown."
+#: They come with HTTP 400 or 408; HTTP 408 (futures general-info: a backend timeout) and 503 with "Unknown
+#: error" ("the API successfully sent the request but not get a response ... execution status is UNKNOWN")
+#: are the same. An order answered so may have executed: it is queried, never recorded rejected.
+UNKNOWN_OUTCOME_CODES = (-1006, -1007)
+PAGE = 1000                              # allOrders / myTrades: "limit ... Maximum: 1000"
+#: Binance order ``status`` values (spot and futures) mapped to ours (only here: execution sees ours).
+BINANCE_STATUS: dict[str, OrderStatus] = {
+    "NEW": S.OPEN, "PENDING_NEW": S.OPEN, "PARTIALLY_FILLED": S.OPEN, "PENDING_CANCEL": S.OPEN,
+    "FILLED": S.FILLED, "CANCELED": S.CANCELLED, "EXPIRED": S.CANCELLED, "EXPIRED_IN_MATCH": S.CANCELLED,
+    "REJECTED": S.REJECTED,
+}
 UNKNOWN_ORDER = -2011                    # "Unknown order sent." (a cancel of an order that is not there)
 NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046    # "No need to change margin type.": already isolated
 #: futures conditional orders, placed through Binance's Algo Service (client id ``clientAlgoId``)
@@ -134,6 +147,7 @@ class OrderReport:
     trade_order_id: int | None = None
     fills: tuple[FillReport, ...] | None = None
     cancel_ack: bool = False
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -202,6 +216,35 @@ def _code_check(client: Any, method: str, want: int, **kw: Any) -> tuple[bool, s
     return code == want, f"{method} of an unknown id answers {code} (the bot expects {want})"
 
 
+def is_unknown_outcome(e: Any) -> bool:
+    """True when a ``BinanceAPIException`` says the request's execution status is unknown (see
+    :data:`UNKNOWN_OUTCOME_CODES`): -1006/-1007 with any HTTP status, HTTP 408, HTTP 503 "Unknown error"."""
+    status = int(getattr(e, "status_code", 0) or 0)
+    return e.code in UNKNOWN_OUTCOME_CODES or status == 408 or (status == 503 and "unknown error" in str(e.message).lower())
+
+
+def sent_once(client: Any, method: str) -> Callable[..., Any]:
+    """``client.method`` for :meth:`~mlrisk.exchange.ExchangeClient.call` with ``idempotent=False``: an
+    answer whose execution status is unknown (:func:`is_unknown_outcome`) raises
+    :class:`~mlrisk.exchange.ExchangeOutcomeUnknown` (query it, never resend) instead of a refusal."""
+    from binance.exceptions import BinanceAPIException
+
+    from mlrisk.exchange import ExchangeOutcomeUnknown
+
+    def call(**kw: Any) -> Any:
+        try:
+            return getattr(client, method)(**kw)
+        except BinanceAPIException as e:
+            if is_unknown_outcome(e):
+                raise ExchangeOutcomeUnknown(
+                    f"Binance answered {method} with HTTP {e.status_code}, code {e.code} (execution status unknown): "
+                    "its outcome is unknown; query it before sending anything again") from None
+            raise
+
+    call.__name__ = method
+    return call
+
+
 def _price(x: Any) -> Decimal | None:
     p = Decimal(str(x)) if x not in (None, "") else ZERO
     return p if p else None
@@ -212,6 +255,13 @@ class _Venue:
 
     def __init__(self, exchange: Any, symbol: str) -> None:
         self.exchange, self.symbol = exchange, symbol
+
+    def set_recv_window(self, ms: int) -> None:
+        """Send ``recvWindow=ms`` on every signed request (python-binance's ``REQUEST_RECVWINDOW``, 10000 by
+        default): a request the exchange has not executed within ``ms`` of its timestamp never will."""
+        client = getattr(self.exchange, "client", None)
+        if client is not None:
+            client.REQUEST_RECVWINDOW = int(ms)
 
     def exchange_filters(self) -> SymbolFilters:
         """The symbol's filters (lot size, tick, minimum notional) from the exchange information."""
@@ -244,27 +294,71 @@ class SpotVenue(_Venue):
 
     def place(self, o: OrderRecord) -> OrderReport:
         """Send a MARKET order once (``newOrderRespType=FULL``: the answer carries its fills)."""
-        r = self.exchange.call("create_order", idempotent=False, symbol=o.symbol, side=o.side, type=o.type,
-                               quantity=str(o.quantity), newClientOrderId=o.client_order_id, newOrderRespType="FULL")
+        r = self.exchange.call(sent_once(self.exchange.client, "create_order"), idempotent=False, symbol=o.symbol,
+                               side=o.side, type=o.type, quantity=str(o.quantity), newClientOrderId=o.client_order_id,
+                               newOrderRespType="FULL")
         return self._report(r, with_fills=True)
 
     def query(self, o: OrderRecord) -> OrderReport | None:
-        """The order by client id; None when the exchange has no such order."""
-        r = self.exchange.call(or_none(self.exchange.client, "get_order", (ORDER_NOT_FOUND,)), symbol=o.symbol,
-                               origClientOrderId=o.client_order_id)
+        """The order by client id (GET order, "Memory => Database"); None when the exchange has no such
+        order (-2013); an archived one (-2026: cancelled or expired with nothing executed) is reported
+        cancelled with nothing executed."""
+        from binance.exceptions import BinanceAPIException
+
+        def get_order(**kw: Any) -> Any:
+            try:
+                return self.exchange.client.get_order(**kw)
+            except BinanceAPIException as e:
+                if e.code in (ORDER_NOT_FOUND, ORDER_ARCHIVED):
+                    return {"archived": e.code == ORDER_ARCHIVED}
+                raise
+
+        r = self.exchange.call(get_order, symbol=o.symbol, origClientOrderId=o.client_order_id)
+        if "archived" in r:
+            if not r["archived"]:
+                return None
+            return OrderReport(o.client_order_id, o.exchange_order_id, S.CANCELLED, "ARCHIVED", ZERO, ZERO, 0, o.side, o.type,
+                               o.quantity, reason="archived by Binance (-2026): cancelled or expired with nothing executed")
         return None if r is None else self._report(r)
+
+    def find(self, o: OrderRecord, since_ms: int) -> OrderReport | None:
+        """The order by client id in allOrders ("Database") from ``since_ms`` (ms UTC, less a minute for
+        the clocks) on, every page; None when it is not there."""
+        hits = [x for x in self._orders_from(start_ms=since_ms - 60_000) if x.get("clientOrderId") == o.client_order_id]
+        return self._report(hits[-1]) if hits else None
 
     def open_orders(self) -> list[OrderReport]:
         return [self._report(x) for x in self.exchange.call("get_open_orders", symbol=self.symbol)]
 
-    def all_orders(self) -> list[OrderReport]:
-        """The symbol's latest orders (up to 1000)."""
-        return [self._report(x) for x in self.exchange.call("get_all_orders", symbol=self.symbol, limit=1000)]
+    def all_orders(self, from_order_id: int | None = None, since_ms: int | None = None) -> list[OrderReport]:
+        """The symbol's orders from exchange id ``from_order_id`` on (or from ``since_ms``, ms UTC), every
+        page of 1000; with neither, the latest 1000."""
+        return [self._report(x) for x in self._orders_from(from_order_id, since_ms)]
 
-    def trades(self, order_id: int | None = None) -> list[FillReport]:
-        """The trades of one order, or (``order_id`` None) the symbol's latest 1000."""
-        kw: dict[str, Any] = {"orderId": order_id} if order_id is not None else {"limit": 1000}
-        return [_fill(t, int(t.get("time", 0))) for t in self.exchange.call("get_my_trades", symbol=self.symbol, **kw)]
+    def _orders_from(self, from_order_id: int | None = None, start_ms: int | None = None) -> list[dict[str, Any]]:
+        kw: dict[str, Any] = {"orderId": from_order_id} if from_order_id else ({"startTime": start_ms} if start_ms else {})
+        return self._pages("get_all_orders", kw, "orderId", "orderId")
+
+    def _pages(self, method: str, kw: dict[str, Any], id_key: str, id_param: str) -> list[dict[str, Any]]:
+        """Every page of ``method`` (allOrders / myTrades: "limit Maximum: 1000"; "If orderId/fromId is set, it
+        will get orders/trades >= that id"): the next page starts after the last id. Without a start
+        (``kw`` empty): the most recent page only."""
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.exchange.call(method, symbol=self.symbol, limit=PAGE, **kw)
+            out += page
+            if len(page) < PAGE or not kw:
+                return out
+            kw = {id_param: int(page[-1][id_key]) + 1}
+
+    def trades(self, order_id: int | None = None, from_trade_id: int | None = None) -> list[FillReport]:
+        """The trades of one order (``order_id``), or the symbol's trades from trade id ``from_trade_id`` on
+        (every page), or (both None) the latest 1000."""
+        if order_id is not None:
+            rows = self.exchange.call("get_my_trades", symbol=self.symbol, orderId=order_id)
+        else:
+            rows = self._pages("get_my_trades", {"fromId": from_trade_id} if from_trade_id else {}, "id", "fromId")
+        return [_fill(t, int(t.get("time", 0))) for t in rows]
 
     def checks(self) -> list[VenueCheck]:
         """Read-only calls that confirm what the spot bot assumes (see docs/live.md "Checks to do on first use")."""
@@ -293,12 +387,13 @@ class SpotVenue(_Venue):
         executed = r.get("executedQty")
         quote = r.get("cummulativeQuoteQty")
         oid = int(r["orderId"]) if r.get("orderId") is not None else None
+        why = f"{r['status']} ({r['expiryReason']})" if r.get("expiryReason") else ""  # only for expired orders
         return OrderReport(
             r.get("clientOrderId", ""), oid, BINANCE_STATUS[r["status"]], r["status"],
             None if executed is None else Decimal(executed), None if quote is None else Decimal(quote), at,
             r.get("side", ""), r.get("type", ""), Decimal(r.get("origQty", "0")), _price(r.get("price")),
             bool(r.get("reduceOnly")), oid,
-            None if fills is None else tuple(_fill(f, at, oid) for f in fills))
+            None if fills is None else tuple(_fill(f, at, oid) for f in fills), reason=why)
 
 
 def _fill(t: dict[str, Any], time_ms: int, order_id: int | None = None) -> FillReport:
@@ -504,8 +599,9 @@ class FuturesVenue(_Venue):
                            ZERO, trigger, True, oid)
 
 
-__all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "FORGOTTEN_AFTER_MS", "FUTURES_REFUSALS", "FillReport", "FuturesVenue",
-           "OrderRefused", "OrderReport", "VenueCheck", "futures_refusal", "PositionReport", "SpotVenue",
+__all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "BINANCE_STATUS", "FORGOTTEN_AFTER_MS", "FUTURES_REFUSALS",
+           "FillReport", "FuturesVenue", "OrderRefused", "OrderReport", "VenueCheck", "futures_refusal", "is_unknown_outcome",
+           "PositionReport", "sent_once", "SpotVenue",
            "or_none"]
 
 

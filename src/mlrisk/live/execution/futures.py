@@ -51,7 +51,7 @@ from typing import Any
 
 from mlrisk.errors import ExchangeError, SettingsError
 from mlrisk.live.client_ids import is_ours, make_client_order_id
-from mlrisk.live.execution.base import BrokerBase
+from mlrisk.live.execution.base import DEFAULT_READ_LAG_MS, BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore, now_ms
@@ -62,9 +62,6 @@ from mlrisk.strategy import entry_size, protective_levels
 S = OrderStatus
 ZERO = Decimal(0)
 log = logging.getLogger(__name__)
-#: how long (ms) positionRisk may trail a fill (Binance: "use ... ACCOUNT_UPDATE to meet your timeliness and accuracy
-#: needs"); the same allowance as the spot execution's read lag (settings.read_lag_ms where wired)
-DEFAULT_READ_LAG_MS = 10_000
 
 
 def _sign(d: Decimal) -> int:
@@ -101,12 +98,12 @@ class FuturesBroker(BrokerBase):
                  read_lag_ms: int = DEFAULT_READ_LAG_MS, sleep: Callable[[float], None] | None = None) -> None:
         check_supported(backtest, "futures", max_leverage)
         super().__init__(exchange, store, symbol, prefix, backtest.order_size, backtest.min_notional,
-                         max_position_notional=max_position_notional, recv_window_ms=recv_window_ms, sleep=sleep)
+                         max_position_notional=max_position_notional, recv_window_ms=recv_window_ms,
+                         read_lag_ms=read_lag_ms, sleep=sleep)
         self.leverage = int(backtest.leverage)
         self.take_profit = float(backtest.take_profit or 0.0)
         self.stop_loss = float(backtest.stop_loss or 0.0)
         self.limit_ttl = int(backtest.limit_ttl)
-        self.read_lag_ms = read_lag_ms   # ms positionRisk may trail a fill: asked again until then before trusting it
         self.alerts: list[str] = []   # one line per alert (a protective order rejected at its trigger), in order
 
     # ------------------------------------------------------------------------------ setup
@@ -160,6 +157,10 @@ class FuturesBroker(BrokerBase):
     def exchange_position(self) -> Decimal:
         """The exchange's signed position (``positionAmt``, base asset)."""
         return self._risk()[0]
+
+    def holding(self) -> Decimal:
+        """The exchange's position (base asset, signed): what an executed order moves (settlement evidence)."""
+        return self.exchange_position()
 
     def check_position(self) -> None:
         """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) unless the recorded position equals the

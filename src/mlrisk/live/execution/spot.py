@@ -15,7 +15,7 @@ from mlrisk.live.client_ids import is_ours, make_client_order_id
 from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import position_cap_breach
-from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position
+from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, now_ms
 from mlrisk.live.venue import Balances, OrderReport, SpotVenue
 from mlrisk.strategy import entry_size
 
@@ -30,9 +30,20 @@ class ExchangeBroker(BrokerBase):
     # ------------------------------------------------------------------------------ balances
     VENUE = SpotVenue
 
-    def balances(self) -> Balances:
-        """``{asset: (free, locked)}``."""
-        return self.venue.balances()
+    _balances: Balances | None = None   # the last read, valid until the next order is sent or the next close
+
+    def balances(self, fresh: bool = True) -> Balances:
+        """``{asset: (free, locked)}``; ``fresh=False``: the last read when no order was sent since
+        (within one close)."""
+        if fresh or self._balances is None:
+            self._balances = self.venue.balances()
+        return self._balances
+
+    def send(self, cid: str) -> OrderRecord:
+        try:
+            return super().send(cid)
+        finally:
+            self._balances = None  # an order may have moved them
 
     def equity(self, price: float) -> float:
         """The account's value in the quote asset at ``price``: quote plus base holdings (free and
@@ -49,6 +60,9 @@ class ExchangeBroker(BrokerBase):
         decided at ``close`` of the candle opening at ``open_ms`` (``state``: the step's
         :class:`~mlrisk.live.step.BotState` after the candle; unused on spot). Returns (orders, reasons
         for orders that could not be made, e.g. below the exchange's minimum)."""
+        if self.resettle_unknown():
+            self._balances = None
+        self.check_position(fresh=False)  # at every close: an unrecorded holding halts now, not at the next restart
         out: list[NewOrder] = []
         skipped: list[str] = []
         held = self.store.position(self.symbol).quantity
@@ -62,7 +76,7 @@ class ExchangeBroker(BrokerBase):
                     p = prepare_order(self.filters, "SELL", "MARKET", held, reference_price=close)
                     held = Decimal(0)
                 else:
-                    free = self.balances().get(self.filters.quote_asset, (Decimal(0), Decimal(0)))[0]
+                    free = self.balances(fresh=False).get(self.filters.quote_asset, (Decimal(0), Decimal(0)))[0]
                     _, notional = entry_size(float(free), self.order_size, 1.0, self.min_notional)
                     if notional <= 0:
                         skipped.append(f"entry skipped: free {self.filters.quote_asset} {free} too small")
@@ -84,51 +98,119 @@ class ExchangeBroker(BrokerBase):
 
     # -------------------------------------------------------------------------------- record
     def _record(self, o: OrderRecord, r: OrderReport) -> OrderRecord:
-        """Record an exchange report (create or query) with its fills and the resulting position."""
+        """Record an exchange report (create or query): the status, the order's own executed quantity
+        and quote (the position moves by the executed quantity at once, even while its trades lag) and
+        the trades known so far (a BUY's base-asset fee leaves the position when its trade is
+        recorded; the rest come with :meth:`complete_fills`)."""
         if o.status is S.FILLED:
             return o
         fills = r.fills
-        if fills is None and (r.executed_qty or 0) > 0:  # a query: the trades come from myTrades
+        if fills is None and (r.executed_qty or 0) > 0:  # a query: the trades come from myTrades (may lag)
             fills = tuple(self.venue.trades(r.exchange_order_id))
         recs = [Fill(o.client_order_id, f.trade_id, f.price, f.qty, f.commission, f.commission_asset, r.update_time_ms)
                 for f in fills or ()]
         known = {f.trade_id for f in self.store.fills(o.client_order_id)}
+        executed = r.executed_qty if r.executed_qty is not None else o.executed_qty + sum(
+            (f.qty for f in recs if f.trade_id not in known), Decimal(0))
         pos = self.store.position(o.symbol)
-        qty = pos.quantity
-        for f in recs:
-            if f.trade_id in known:
-                continue
-            net = f.qty - (f.commission if f.commission_asset == self.filters.base_asset else 0)
-            qty += net if o.side == "BUY" else -f.qty
+        moved = max(executed - o.executed_qty, Decimal(0))
+        qty = pos.quantity + (moved if o.side == "BUY" else -moved) - self._base_fees(o, recs, known)
         new_pos = Position(o.symbol, qty, pos.entry_price) if qty != pos.quantity else None
         return self.store.transition(o.client_order_id, r.status, exchange_order_id=r.exchange_order_id,
-                                     executed_qty=r.executed_qty, cumulative_quote=r.cumulative_quote,
-                                     fills=recs, position=new_pos)
+                                     executed_qty=executed, cumulative_quote=r.cumulative_quote,
+                                     reason=r.reason or None, fills=recs, position=new_pos)
+
+    def _base_fees(self, o: OrderRecord, recs: Iterable[Fill], known: set[int]) -> Decimal:
+        """The base-asset fees of a BUY's new trades (they leave the position)."""
+        if o.side != "BUY":
+            return Decimal(0)
+        return sum((f.commission for f in recs if f.trade_id not in known and f.commission_asset == self.filters.base_asset),
+                   Decimal(0))
+
+    def complete_fills(self) -> bool:
+        """Add the trades (ids, fees, commission asset) of orders whose trades lagged their status, once
+        each (idempotent); the position loses a BUY's base-asset fee. True when some are still missing."""
+        missing = False
+        for o in self.store.orders_missing_fills():
+            if o.exchange_order_id is None:
+                missing = True
+                continue
+            known = {f.trade_id for f in self.store.fills(o.client_order_id)}
+            recs = [Fill(o.client_order_id, f.trade_id, f.price, f.qty, f.commission, f.commission_asset, f.time_ms)
+                    for f in self.venue.trades(o.exchange_order_id) if f.trade_id not in known]
+            if recs:
+                pos = self.store.position(o.symbol)
+                fee = self._base_fees(o, recs, known)
+                self.store.add_fills(o.client_order_id, recs,
+                                     Position(o.symbol, pos.quantity - fee, pos.entry_price) if fee else None)
+            got = sum((f.qty for f in self.store.fills(o.client_order_id)), Decimal(0))
+            missing = missing or got < o.executed_qty
+        return missing
+
+    # ------------------------------------------------------------------------------ settle
+    def holding(self) -> Decimal:
+        """The base asset the account holds (free + locked): what an executed order moves."""
+        return sum(self.balances().get(self.filters.base_asset, (Decimal(0), Decimal(0))), Decimal(0))
+
+    def balance_snapshot(self) -> Decimal:
+        """:meth:`holding` just before a send (the read of this close when no order was sent since)."""
+        return sum(self.balances(fresh=False).get(self.filters.base_asset, (Decimal(0), Decimal(0))), Decimal(0))
 
     # ------------------------------------------------------------------------------ reconcile
     def exchange_position(self) -> Decimal:
         """The bot's position as the exchange's own records explain it: its orders' trades (BUY qty
-        less base-asset commission, minus SELL qty)."""
+        less base-asset commission, minus SELL qty), read page by page since the state file's first
+        order (allOrders from its exchange id or write-ahead time; myTrades from the first recorded
+        trade id, or the first trade of the first order with an executed quantity); a state file
+        without orders: the latest page of each."""
+        first_order, first_trade, first_ms = self.store.first_exchange_ids()
+        since = None if first_order or first_ms is None else first_ms - 60_000
+        orders = self.venue.all_orders(from_order_id=first_order, since_ms=since)  # neither: the latest page
+        ours = {o.exchange_order_id for o in orders if is_ours(o.client_order_id, self.prefix)}
+        if first_trade is None:
+            started = [o for o in orders if o.exchange_order_id in ours and (o.executed_qty or 0) > 0]
+            ids = [t.trade_id for t in self.venue.trades(started[0].exchange_order_id)] if started else []
+            first_trade = min(ids) if ids else None
         qty = Decimal(0)
-        ours = {o.exchange_order_id for o in self.venue.all_orders() if is_ours(o.client_order_id, self.prefix)}
-        for t in self.venue.trades():
+        for t in self.venue.trades(from_trade_id=first_trade):  # None: the latest page
             if t.order_id not in ours:
                 continue
             fee = t.commission if t.commission_asset == self.filters.base_asset else Decimal(0)
             qty += t.qty - fee if t.is_buyer else -t.qty
         return qty
 
-    def check_position(self) -> None:
+    def _position_gap(self) -> str | None:
         recorded = self.store.position(self.symbol).quantity
         explained = self.exchange_position()
-        free, locked = self.balances().get(self.filters.base_asset, (Decimal(0), Decimal(0)))
+        free, locked = self.balances(fresh=False).get(self.filters.base_asset, (Decimal(0), Decimal(0)))
         base = self.filters.base_asset
         if explained != recorded:
-            reason = (f"position mismatch: the state file records {fmt(recorded)} {base} but the exchange's trades of "
-                      f"this bot's orders give {fmt(explained)} {base}")
-        elif free + locked < recorded:
-            reason = (f"position mismatch: the state file records {fmt(recorded)} {base} but the account holds only "
-                      f"{fmt(free + locked)} {base} (sold outside the bot?)")
-        else:
-            return
-        self._halt(reason)
+            return (f"position mismatch: the state file records {fmt(recorded)} {base} but the exchange's trades of "
+                    f"this bot's orders give {fmt(explained)} {base}")
+        if free + locked < recorded:
+            return (f"position mismatch: the state file records {fmt(recorded)} {base} but the account holds only "
+                    f"{fmt(free + locked)} {base} (sold outside the bot?)")
+        return None
+
+    def check_position(self, fresh: bool = True) -> None:
+        """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) when the exchange's records do not
+        explain the recorded position. While the records may still lag (an order changed within
+        :attr:`bound_ms`, or trades still missing) it reads them again until the bound first.
+        ``fresh=False``: the first look uses this close's balance read (the equity's)."""
+        if fresh:
+            self._balances = None
+
+        def agrees() -> bool | None:
+            ok = True if not self.complete_fills() and self._position_gap() is None else None
+            self._balances = None  # a second look reads the balances again
+            return ok
+
+        if agrees() is None and self.poll(max((o.updated_ms for o in self.store.orders()), default=0), agrees) is None:
+            self._halt(self._position_gap() or self._missing_line() or "position mismatch")
+
+    def _missing_line(self) -> str | None:
+        lag = self.store.orders_missing_fills()
+        if not lag:
+            return None
+        return (f"order {lag[0].client_order_id}: executed {fmt(lag[0].executed_qty)} but its trades are not at the "
+                f"exchange {self.bound_ms} ms after it changed; check its trades (myTrades)")
