@@ -3,12 +3,12 @@ SIGKILL) share: their knobs (environment variables), Binance's documented behavi
 random in seeded epochs, the counts the issue asks for, and the end-of-run checks against the fake
 exchange's own books.
 
-Knobs (all optional): ``MLRISK_CHAOS_SEED`` (the seed of every random draw, default 2026),
-``MLRISK_CHAOS_CANDLES`` (candles per run; default each test's short length),
-``MLRISK_CHAOS_RATE`` (the probability that each documented behaviour is on in an epoch, default
-0.5), ``MLRISK_CHAOS_LAG_MS`` (how long reads lag writes when that behaviour is on, ms of the fake
+Knobs (all optional): ``CHAOS_SEED`` (the seed of every random draw, default 2026),
+``CHAOS_CANDLES`` (candles per run; default each test's short length),
+``CHAOS_RATE`` (the probability that each documented behaviour is on in an epoch, default
+0.5), ``CHAOS_LAG_MS`` (how long reads lag writes when that behaviour is on, ms of the fake
 exchange's clock, default 10000: longer than the 5 s the bot waits before it calls an order absent,
-the length of python-binance's recvWindow), ``MLRISK_CHAOS_REPORT`` (a JSON file the figures are
+the length of python-binance's recvWindow), ``CHAOS_REPORT`` (a JSON file the figures are
 merged into, one key per test run; none: not written).
 
 An epoch is one stretch of the run (each start of the bot, and every ``EPOCH`` candles): at its
@@ -38,19 +38,19 @@ FUTURES_OFF: dict[str, Any] = {**SPOT_OFF, "algo_lag_ms": 0, "algo_reject": Fals
 
 
 def seed() -> int:
-    return int(os.environ.get("MLRISK_CHAOS_SEED", "2026"))
+    return int(os.environ.get("CHAOS_SEED", "2026"))
 
 
 def candles(default: int) -> int:
-    return int(os.environ.get("MLRISK_CHAOS_CANDLES", str(default)))
+    return int(os.environ.get("CHAOS_CANDLES", str(default)))
 
 
 def rate() -> float:
-    return float(os.environ.get("MLRISK_CHAOS_RATE", "0.5"))
+    return float(os.environ.get("CHAOS_RATE", "0.5"))
 
 
 def lag_ms() -> int:
-    return int(os.environ.get("MLRISK_CHAOS_LAG_MS", "10000"))
+    return int(os.environ.get("CHAOS_LAG_MS", "10000"))
 
 
 class Documented:
@@ -128,8 +128,8 @@ def exchange_position(fx: Any, market: str) -> Decimal:
 
 
 def write_report(name: str, figures: dict[str, Any]) -> None:
-    """Merge ``figures`` under ``name`` into the JSON file ``MLRISK_CHAOS_REPORT`` (if set)."""
-    path = os.environ.get("MLRISK_CHAOS_REPORT")
+    """Merge ``figures`` under ``name`` into the JSON file ``CHAOS_REPORT`` (if set)."""
+    path = os.environ.get("CHAOS_REPORT")
     if not path:
         return
     p = Path(path)

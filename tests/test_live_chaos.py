@@ -27,7 +27,7 @@ when the state file and the log name its reason and the chaos report shows a cau
 behaviour, a fault or a death since the run began or trading last resumed after a halt); the test
 then checks the exchange, lets the lag pass and starts again with the halt cleared (``--reset-halt``);
 more than 3 halts in a row without a candle processed is a halt loop, which stops the run and fails.
-Any other exception fails (a crash). The figures go to ``MLRISK_CHAOS_REPORT`` (see
+Any other exception fails (a crash). The figures go to ``CHAOS_REPORT`` (see
 tests/chaos_support.py for the knobs)."""
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ bot started once more (it reconciles) and stopped. Then: no decision executed tw
 exchange's executed orders per client id), every candle stepped exactly once, nothing in flight,
 every executed order recorded with its executed quantity and the state file's fills equal to the
 exchange's trades one for one, and the state file's position (and for spot the quote balance its
-fills explain) equal to the exchange's. Figures to ``MLRISK_CHAOS_REPORT``; knobs in
-tests/chaos_support.py (``MLRISK_CHAOS_CANDLES`` runs it longer).
+fills explain) equal to the exchange's. Figures to ``CHAOS_REPORT``; knobs in
+tests/chaos_support.py (``CHAOS_CANDLES`` runs it longer).
 
 The model is a tiny random LSTM whose output is centred on 0.5 over these candles, so it flips
 between buying and selling (threshold 0, long only: a "short" signal sells)."""
