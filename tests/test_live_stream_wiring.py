@@ -202,6 +202,30 @@ def test_a_spot_fill_arrives_by_the_stream_between_closes(tmp_path):
         assert broker.last_stream_update("mlr-none") is None
 
 
+def test_an_unknown_outcome_whose_rest_records_lag_is_settled_from_the_stream(tmp_path):
+    """-1007 after executing, and the order query / allOrders lag far past the bound: without the stream
+    the bot fails closed (halt naming the client id, test_live_documented_spot); with it, the
+    settlement applies the stream's pending updates first and records the fill, no halt, no resend."""
+    with FakeExchange(prices={"BTCUSDT": "40000"}, **KEYS) as fx, \
+            StateStore(tmp_path / "s.sqlite", symbol="BTCUSDT", interval="1h", market="spot", mode="testnet") as store:
+        s = BinanceSettings(base_url=fx.url, timeout_s=0.5, **KEYS)
+        ex = ExchangeClient(s, market="spot", signed=True, max_retries=1, backoff_s=0.0, sleep=lambda s: None)
+        broker = ExchangeBroker(ex, store, "BTCUSDT", "mlr", 0.1, 10.0, recv_window_ms=200, read_lag_ms=800)
+        c = cid(1, "entry")
+        store.insert_order(NewOrder(c, "BTCUSDT", "BUY", "MARKET", D("0.01"), T0 + H, "entry"))
+        store.commit_candle(T0 + H)
+        log = CandleLog(tmp_path / "bot.jsonl", None)
+        with _wired(fx, "spot", broker, log) as (_us, _stream, pump):
+            broker.follow_stream(pump.drain)
+            fx.query_lag_ms = 60_000          # GET order -2013, allOrders without it, for a minute
+            fx.schedule("unknown", method="POST", status=408, code=-1007, execute=True)
+            rec = broker.send(c)
+        assert rec.status is S.FILLED and rec.executed_qty == D("0.01"), rec
+        assert not store.risk().halted
+        posts = [r for r in fx.requests if (r.method, r.path) == ("POST", "/api/v3/order")]
+        assert len(posts) == 1 and len(fx.orders_with_client_id(c)) == 1
+
+
 # ---------------------------------------------------------------------------- settings and app
 def test_the_stream_is_on_in_the_exchange_modes_with_binance_documented_urls():
     def s(mode: str, market: str, **kw: Any) -> LiveSettings:

@@ -170,6 +170,7 @@ def start_user_stream(settings: Any, signed: Any, broker: Any, log: Any) -> Any:
         return None
     stream = UserStream(signed, settings.market, url, key_form=settings.user_stream_key_form)
     pump = StreamPump(stream, broker.apply_update, broker.stream_reconcile, log.event)
+    broker.follow_stream(pump.drain)  # unknown outcomes are settled from the stream first
     stream.start()
     log.event("user_stream", url=url, market=settings.market)
     return pump

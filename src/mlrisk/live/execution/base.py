@@ -126,11 +126,6 @@ class BrokerBase(StreamUpdates):
         raise NotImplementedError
 
     # ---------------------------------------------------------------------------------- send
-    def stream_report(self, cid: str) -> OrderReport | None:
-        """The order's latest report from the user data stream, None when it has none (the stream is
-        not wired yet: the REST records settle it)."""
-        return None
-
     def holding(self) -> Decimal | None:
         """What an executed order of this market moves (spot: the base asset held; futures: the
         position), base asset; None when the market cannot tell."""
@@ -203,8 +198,11 @@ class BrokerBase(StreamUpdates):
         assert o is not None
         since = since_ms if since_ms is not None else (o.created_ms if o.status is S.PENDING_SUBMIT else o.updated_ms)
         q = self.poll(since, lambda: self.find(o, since))
+        now = self.store.order(cid)
+        if now is not None and now.status.final:  # recorded meanwhile (a stream update applied while polling)
+            return now
         if q is not None:
-            return self._record(o, q)
+            return self._record(now or o, q)
         evidence = self.balance_evidence(o, before)
         if evidence is not None:
             if o.status is S.PENDING_SUBMIT:

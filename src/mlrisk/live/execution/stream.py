@@ -21,6 +21,7 @@ Quantities ``Decimal`` base asset, prices quote asset, times epoch ms UTC.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +42,8 @@ class _Memory:
     def __init__(self) -> None:
         self.last: dict[str, OrderUpdate | AlgoUpdate] = {}
         self.actual: dict[int, str] = {}
+        self.drain: Callable[[], Any] | None = None   # the running stream's drain (set by the app)
+        self.draining = False
 
 
 class StreamUpdates:
@@ -64,6 +67,26 @@ class StreamUpdates:
         if m is None:
             m = self.__dict__["_stream_memory"] = _Memory()
         return m
+
+    def follow_stream(self, drain: Callable[[], Any] | None) -> None:
+        """Let the settlement of unknown outcomes apply the stream's pending updates first (``drain``:
+        :meth:`~mlrisk.live.user_stream.StreamPump.drain`; None: the stream is off)."""
+        self._stream.drain = drain
+
+    def stream_report(self, cid: str) -> OrderReport | None:
+        """The order's last update from the user data stream as the report a query would give, after
+        applying the stream's pending updates; None when none came (or the stream is off): the REST
+        records settle it then."""
+        m = self._stream
+        if m.drain is not None and not m.draining:
+            m.draining = True
+            try:
+                m.drain()
+            finally:
+                m.draining = False
+        u = m.last.get(cid)
+        o = self.store.order(cid)
+        return self._report(o, u) if isinstance(u, OrderUpdate) and o is not None else None
 
     def last_stream_update(self, client_order_id: str) -> OrderUpdate | AlgoUpdate | None:
         """The last stream update of an order (or algo order) by client id, None when none came."""
