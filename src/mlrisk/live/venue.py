@@ -607,19 +607,6 @@ __all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "BINANCE_STA
 
 # ==================================================================== user data stream: normalised updates
 @dataclass(frozen=True)
-class LastFill:
-    """One trade of an order: ``price`` (quote per base), ``qty`` (base), ``commission`` in
-    ``commission_asset``, ``time_ms`` (trade time)."""
-
-    trade_id: int
-    price: Decimal
-    qty: Decimal
-    commission: Decimal
-    commission_asset: str
-    time_ms: int
-
-
-@dataclass(frozen=True)
 class OrderUpdate:
     """An order's new state. ``executed_qty`` (base) and ``cumulative_quote`` (quote) are totals so far;
     ``fill`` is the trade that caused this update, if any; ``liquidation``: an order the exchange sent to
@@ -632,7 +619,7 @@ class OrderUpdate:
     exchange_status: str
     executed_qty: Decimal
     cumulative_quote: Decimal
-    fill: LastFill | None
+    fill: FillReport | None
     expiry_reason: str | None
     liquidation: bool
     event_ms: int
@@ -720,8 +707,8 @@ def parse_spot_event(message: Any) -> list[Parsed]:
         cid = ev.get("C") if ev.get("x") == "CANCELED" and ev.get("C") else ev.get("c")
         fill = None
         if ev.get("x") == "TRADE":
-            fill = LastFill(int(ev["t"]), _d(ev.get("L")), _d(ev.get("l")), _d(ev.get("n")), str(ev.get("N") or ""),
-                            int(ev.get("T") or at))
+            fill = FillReport(int(ev["t"]), _d(ev.get("L")), _d(ev.get("l")), _d(ev.get("n")), str(ev.get("N") or ""),
+                              int(ev.get("T") or at), ev.get("S") == "BUY", int(ev["i"]))
         return [OrderUpdate(str(ev.get("s")), str(cid), int(ev["i"]), _status(str(ev.get("X"))), str(ev.get("X")),
                             _d(ev.get("z")), _d(ev.get("Z")), fill, ev.get("eR"), False, at)]
     if kind == "outboundAccountPosition":
@@ -755,8 +742,8 @@ def parse_futures_event(message: Any) -> list[Parsed]:
         o = ev.get("o") or {}
         fill = None
         if o.get("x") in ("TRADE", "CALCULATED") and _d(o.get("l")) > 0:
-            fill = LastFill(int(o.get("t") or 0), _d(o.get("L")), _d(o.get("l")), _d(o.get("n")), str(o.get("N") or ""),
-                            int(o.get("T") or at))
+            fill = FillReport(int(o.get("t") or 0), _d(o.get("L")), _d(o.get("l")), _d(o.get("n")), str(o.get("N") or ""),
+                              int(o.get("T") or at), o.get("S") == "BUY", int(o.get("i") or 0) or None)
         cid = str(o.get("c"))
         liq = cid.startswith(FUTURES_LIQUIDATION_PREFIXES) or o.get("o") == "LIQUIDATION" or o.get("x") == "CALCULATED"
         er = o.get("er")

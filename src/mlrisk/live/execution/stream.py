@@ -149,8 +149,7 @@ class StreamUpdates:
         if u.fill is not None:
             f = u.fill
             if done + (ZERO if f.trade_id in known else f.qty) == u.executed_qty:
-                fills = (FillReport(f.trade_id, f.price, f.qty, f.commission, f.commission_asset, f.time_ms,
-                                    order_id=u.exchange_order_id),)
+                fills = (f,)
         elif done == u.executed_qty:
             fills = ()
         return OrderReport(o.client_order_id, u.exchange_order_id, u.status, u.exchange_status, u.executed_qty,
