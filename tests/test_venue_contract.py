@@ -196,3 +196,16 @@ def test_futures_endpoints_match_the_documented_examples():
                                closePosition="true", workingType="CONTRACT_PRICE", clientAlgoId=tp)
         fx.set_price("BTCUSDT", "41000")                       # triggered: actualOrderId, actualPrice, executedQty
         check("futures_algoOrder_get", c.futures_get_order(symbol="BTCUSDT", clientAlgoId=tp))
+
+
+def test_futures_listen_key_matches_the_documented_example():
+    """POST and PUT /fapi/v1/listenKey (the user data stream's key, venue.futures_listen_key /
+    futures_keep_listen_key) as served by tests/fake_user_stream.py."""
+    import requests
+    from fake_user_stream import FakeUserStream
+
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, FakeUserStream(fx, "futures"):
+        headers = {"X-MBX-APIKEY": fx.api_key}
+        posted = requests.post(f"{fx.url}/fapi/v1/listenKey", headers=headers, timeout=5).json()
+        check("futures_listenKey", posted)
+        check("futures_listenKey", requests.put(f"{fx.url}/fapi/v1/listenKey", headers=headers, timeout=5).json())
