@@ -411,3 +411,24 @@ def test_the_read_lag_setting_reaches_the_futures_broker(monkeypatch):
     monkeypatch.setenv("MLRISK_READ_LAG_MS", "2500")
     assert LiveSettings(_env_file=None).read_lag_ms == 2500
     assert "read_lag_ms=settings.read_lag_ms" in (__import__("conftest").ROOT / "src/mlrisk/live/app.py").read_text()
+
+
+# ---------------------------------------------------------------------- unknown outcome (item 1, futures)
+@pytest.mark.parametrize("status, code, execute", [(400, -1007, True), (408, -1007, False), (400, -1006, True),
+                                                   (408, -1006, True), (400, -1007, False)])
+def test_a_futures_execution_status_unknown_answer_is_settled_never_recorded_rejected(tmp_path, status, code, execute):
+    """-1006/-1007 (HTTP 400 or 408) on a new futures order: its execution status is unknown (futures
+    general-info, error codes): settled from the order query, never recorded rejected (an executed
+    entry recorded rejected leaves the position unrecorded: a mismatch halt at every start)."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        c = _pending(store, "entry", "SELL", "MARKET", "0.01")
+        fx.schedule("unknown", method="POST", status=status, code=code, execute=execute)
+        rec = b.send(c)
+        assert S.REJECTED not in [e[1] for e in store.events(c)]
+        assert rec.status is (S.FILLED if execute else S.CANCELLED)
+        posts = [r for r in fx.requests if (r.method, r.path) == ("POST", "/fapi/v1/order")
+                 and r.query.get("newClientOrderId") == c]
+        assert len(posts) == 1 and len(fx.orders_with_client_id(c)) == int(execute)
+        b.check_position()
+        assert _agree(fx, store) == (D("-0.01") if execute else 0) and not store.risk().halted
