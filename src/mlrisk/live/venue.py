@@ -93,12 +93,16 @@ def futures_refusal(code: int, message: str) -> tuple[str, str]:
 
 
 def _refusing(client: Any, method: str) -> Callable[..., Any]:
-    """``client.method`` that raises :class:`OrderRefused` for a code in :data:`FUTURES_REFUSALS`."""
+    """``client.method`` sent once (:func:`sent_once`: an unknown execution status raises
+    :class:`~mlrisk.exchange.ExchangeOutcomeUnknown`) that raises :class:`OrderRefused` for a code in
+    :data:`FUTURES_REFUSALS`."""
     from binance.exceptions import BinanceAPIException
+
+    once = sent_once(client, method)
 
     def call(**kw: Any) -> Any:
         try:
-            return getattr(client, method)(**kw)
+            return once(**kw)
         except BinanceAPIException as e:
             if e.code in FUTURES_REFUSALS:
                 raise OrderRefused(*futures_refusal(e.code, e.message)) from None
