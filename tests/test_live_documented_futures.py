@@ -432,3 +432,21 @@ def test_a_futures_execution_status_unknown_answer_is_settled_never_recorded_rej
         assert len(posts) == 1 and len(fx.orders_with_client_id(c)) == int(execute)
         b.check_position()
         assert _agree(fx, store) == (D("-0.01") if execute else 0) and not store.risk().halted
+
+
+def test_a_triggered_algo_order_whose_actual_order_a_query_does_not_show_yet_stays_open(tmp_path):
+    """The algo order names its triggered order (actualOrderId) before a query by orderId finds it (Query
+    Order reads can trail the matching engine: -2013): no crash, still open; recorded once it shows."""
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _predict_long(), PROTECTED)
+        _run(fx, bot, STOPPED, 1, 2)
+        fx.query_lag_ms = 5000
+        fx.set_price("BTCUSDT", "39550")                   # the stop triggers: its actual order fills at once
+        assert [a["algoStatus"] for a in fx.algos if a["orderType"] == "STOP_MARKET"] == ["FINISHED"]
+        bot.broker.refresh()                               # GET order by orderId: -2013 for 5 s
+        assert store.order(cid(1, "sl")).status is S.OPEN and fx.fired["query_lag"] >= 1
+        fx.clock_skew_ms += 6000
+        bot.broker.refresh()
+        sl = store.order(cid(1, "sl"))
+        assert sl.status is S.FILLED and [f.price for f in store.fills(cid(1, "sl"))] == [D("39600")]
+        assert _agree(fx, store) == 0
