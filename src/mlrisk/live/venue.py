@@ -592,11 +592,14 @@ class FuturesVenue(_Venue):
         status = ALGO_STATUS.get(raw, S.OPEN)
         oid = int(r["actualOrderId"]) if str(r.get("actualOrderId") or "").isdigit() else None
         executed, quote = ZERO, ZERO
-        if oid is not None:
-            actual = self.exchange.call("futures_get_order", symbol=self.symbol, orderId=oid)
+        actual = None if oid is None else self.exchange.call(
+            or_none(self.exchange.client, "futures_get_order", (ORDER_NOT_FOUND,)), symbol=self.symbol, orderId=oid)
+        if actual is not None:
             executed, quote = Decimal(actual["executedQty"]), Decimal(actual["cumQuote"])
             status = BINANCE_STATUS[actual["status"]]  # the triggered order's fate is the algo order's
             status = S.CANCELLED if status is S.REJECTED else status
+        elif oid is not None:   # named but not readable yet (Query Order trails the matching engine): still open
+            status = S.OPEN
         elif raw == "FINISHED":
             status = S.CANCELLED
         return OrderReport(cid, oid if oid is not None else int(r["algoId"]), status, raw, executed, quote, at, side, typ,
