@@ -450,3 +450,20 @@ def test_a_triggered_algo_order_whose_actual_order_a_query_does_not_show_yet_sta
         sl = store.order(cid(1, "sl"))
         assert sl.status is S.FILLED and [f.price for f in store.fills(cid(1, "sl"))] == [D("39600")]
         assert _agree(fx, store) == 0
+
+
+def test_the_trades_of_an_order_recorded_filled_while_they_lagged_are_recorded_once_they_appear(tmp_path):
+    """A filled order's trades (ids, USDT fees) are added at the next refresh once userTrades shows them,
+    once each: the state file's fills end equal to the exchange's trades."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        fx.trade_lag_ms = 5000
+        c = _pending(store, "entry", "BUY", "MARKET", "0.01")
+        assert b.send(c).status is S.FILLED and store.fills(c) == [] and fx.fired["trade_lag"] >= 1
+        fx.clock_skew_ms += 6000                            # the trades appear
+        b.refresh()
+        b.refresh()                                         # idempotent
+        with fx._xlock:
+            traded = sorted((int(t["id"]), D(t["qty"]), D(t["commission"])) for t in fx.trades)
+        assert sorted((f.trade_id, f.qty, f.commission) for f in store.fills(c)) == traded and traded
+        assert _agree(fx, store) == D("0.01")
