@@ -467,3 +467,25 @@ def test_the_trades_of_an_order_recorded_filled_while_they_lagged_are_recorded_o
             traded = sorted((int(t["id"]), D(t["qty"]), D(t["commission"])) for t in fx.trades)
         assert sorted((f.trade_id, f.qty, f.commission) for f in store.fills(c)) == traded and traded
         assert _agree(fx, store) == D("0.01")
+
+
+def test_an_unknown_entry_after_an_exit_is_not_a_phantom_execution_while_position_risk_lags(tmp_path):
+    """A reversal: the exit fills, then the entry's answer is "execution status unknown" and it did not
+    execute. positionRisk still showed the position before the exit when the entry was sent: the
+    evidence must be measured from the recorded position, not that lagging read (else a phantom
+    fail-closed halt: "as if the BUY executed")."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        def sleep(s: float) -> None:                        # the bot's waits move the exchange's clock
+            fx.clock_skew_ms += int(s * 1000)
+            b.exchange.server_time_ms()
+        b = FuturesBroker(_exchange(fx), store, "BTCUSDT", "mlr", BP, max_leverage=5.0, sleep=sleep)
+        b.setup()
+        assert b.send(_pending(store, "entry", "SELL", "MARKET", "0.01")).status is S.FILLED
+        sleep(5)
+        fx.position_lag_ms = 3000                           # positionRisk trails each fill by 3 s
+        assert b.send(_pending(store, "exit", "BUY", "MARKET", "0.01", reduce=True, t=2)).status is S.FILLED
+        fx.schedule("unknown", method="POST", status=408, code=-1007, execute=False)
+        c = _pending(store, "entry", "BUY", "MARKET", "0.01", t=2)
+        assert b.send(c).status is S.CANCELLED
+        assert not store.risk().halted, store.risk().halt_reason
+        assert _agree(fx, store) == 0 and fx.fired["position_lag"] >= 1
