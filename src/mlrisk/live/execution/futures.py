@@ -162,6 +162,12 @@ class FuturesBroker(BrokerBase):
         """The exchange's position (base asset, signed): what an executed order moves (settlement evidence)."""
         return self.exchange_position()
 
+    def balance_snapshot(self) -> Decimal:
+        """The recorded position (base asset, signed) just before a send: what the settlement's evidence
+        compares the exchange's position with at the bound. Not ``positionRisk``: it may still trail a fill
+        the bot recorded a moment before (an exit before a reversal's entry), which would read as a move."""
+        return self.store.position(self.symbol).quantity
+
     def check_position(self) -> None:
         """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) unless the recorded position equals the
         exchange's; a difference while orders are open is asked again once after recording them (one
