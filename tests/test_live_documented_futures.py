@@ -489,3 +489,14 @@ def test_an_unknown_entry_after_an_exit_is_not_a_phantom_execution_while_positio
         assert b.send(c).status is S.CANCELLED
         assert not store.risk().halted, store.risk().halt_reason
         assert _agree(fx, store) == 0
+
+
+@pytest.mark.parametrize("status, code", [(400, -1007), (408, -1006)])
+def test_a_setup_request_answered_execution_status_unknown_is_sent_again(tmp_path, status, code):
+    """Setting the leverage is safe to repeat: an "execution status unknown" answer (a backend timeout) is
+    sent again, not a failed start."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        fx.schedule("unknown", method="POST", path="/fapi/v1/leverage", status=status, code=code, execute=False)
+        assert f"leverage {int(BP.leverage)}" in b.setup()
+        assert sum(1 for r in fx.requests if (r.method, r.path) == ("POST", "/fapi/v1/leverage")) >= 3
