@@ -249,6 +249,25 @@ def sent_once(client: Any, method: str) -> Callable[..., Any]:
     return call
 
 
+def repeatable(client: Any, method: str, tries: int = 3) -> Callable[..., Any]:
+    """``client.method`` for a request that is safe to send again (a setting such as the leverage): an
+    answer whose execution status is unknown (:func:`is_unknown_outcome`) is sent again, up to ``tries``
+    times in all (the last answer's error then goes up)."""
+    from binance.exceptions import BinanceAPIException
+
+    def call(**kw: Any) -> Any:
+        for left in range(tries - 1, -1, -1):
+            try:
+                return getattr(client, method)(**kw)
+            except BinanceAPIException as e:
+                if not left or not is_unknown_outcome(e):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    call.__name__ = method
+    return call
+
+
 def _price(x: Any) -> Decimal | None:
     p = Decimal(str(x)) if x not in (None, "") else ZERO
     return p if p else None
@@ -432,8 +451,10 @@ class FuturesVenue(_Venue):
         return any(r.get("symbol") == self.symbol and str(r.get("isolated")).lower() == "true" for r in rows)
 
     def set_leverage(self, leverage: int) -> int:
-        """Set the symbol's leverage; returns the leverage the exchange reports."""
-        r = self.exchange.call("futures_change_leverage", symbol=self.symbol, leverage=leverage)
+        """Set the symbol's leverage (sent again on an unknown outcome: it is idempotent); returns the
+        leverage the exchange reports."""
+        r = self.exchange.call(repeatable(self.exchange.client, "futures_change_leverage"), symbol=self.symbol,
+                               leverage=leverage)
         return int(r.get("leverage", leverage))
 
     # ---------------------------------------------------------------------------- account
