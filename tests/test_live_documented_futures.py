@@ -411,3 +411,92 @@ def test_the_read_lag_setting_reaches_the_futures_broker(monkeypatch):
     monkeypatch.setenv("MLRISK_READ_LAG_MS", "2500")
     assert LiveSettings(_env_file=None).read_lag_ms == 2500
     assert "read_lag_ms=settings.read_lag_ms" in (__import__("conftest").ROOT / "src/mlrisk/live/app.py").read_text()
+
+
+# ---------------------------------------------------------------------- unknown outcome (item 1, futures)
+@pytest.mark.parametrize("status, code, execute", [(400, -1007, True), (408, -1007, False), (400, -1006, True),
+                                                   (408, -1006, True), (400, -1007, False)])
+def test_a_futures_execution_status_unknown_answer_is_settled_never_recorded_rejected(tmp_path, status, code, execute):
+    """-1006/-1007 (HTTP 400 or 408) on a new futures order: its execution status is unknown (futures
+    general-info, error codes): settled from the order query, never recorded rejected (an executed
+    entry recorded rejected leaves the position unrecorded: a mismatch halt at every start)."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        c = _pending(store, "entry", "SELL", "MARKET", "0.01")
+        fx.schedule("unknown", method="POST", status=status, code=code, execute=execute)
+        rec = b.send(c)
+        assert S.REJECTED not in [e[1] for e in store.events(c)]
+        assert rec.status is (S.FILLED if execute else S.CANCELLED)
+        posts = [r for r in fx.requests if (r.method, r.path) == ("POST", "/fapi/v1/order")
+                 and r.query.get("newClientOrderId") == c]
+        assert len(posts) == 1 and len(fx.orders_with_client_id(c)) == int(execute)
+        b.check_position()
+        assert _agree(fx, store) == (D("-0.01") if execute else 0) and not store.risk().halted
+
+
+def test_a_triggered_algo_order_whose_actual_order_a_query_does_not_show_yet_stays_open(tmp_path):
+    """The algo order names its triggered order (actualOrderId) before a query by orderId finds it (Query
+    Order reads can trail the matching engine: -2013): no crash, still open; recorded once it shows."""
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _predict_long(), PROTECTED)
+        _run(fx, bot, STOPPED, 1, 2)
+        fx.query_lag_ms = 5000
+        fx.set_price("BTCUSDT", "39550")                   # the stop triggers: its actual order fills at once
+        assert [a["algoStatus"] for a in fx.algos if a["orderType"] == "STOP_MARKET"] == ["FINISHED"]
+        bot.broker.refresh()                               # GET order by orderId: -2013 for 5 s
+        assert store.order(cid(1, "sl")).status is S.OPEN and fx.fired["query_lag"] >= 1
+        fx.clock_skew_ms += 6000
+        bot.broker.refresh()
+        sl = store.order(cid(1, "sl"))
+        assert sl.status is S.FILLED and [f.price for f in store.fills(cid(1, "sl"))] == [D("39600")]
+        assert _agree(fx, store) == 0
+
+
+def test_the_trades_of_an_order_recorded_filled_while_they_lagged_are_recorded_once_they_appear(tmp_path):
+    """A filled order's trades (ids, USDT fees) are added at the next refresh once userTrades shows them,
+    once each: the state file's fills end equal to the exchange's trades."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        fx.trade_lag_ms = 5000
+        c = _pending(store, "entry", "BUY", "MARKET", "0.01")
+        assert b.send(c).status is S.FILLED and store.fills(c) == [] and fx.fired["trade_lag"] >= 1
+        fx.clock_skew_ms += 6000                            # the trades appear
+        b.refresh()
+        b.refresh()                                         # idempotent
+        with fx._xlock:
+            traded = sorted((int(t["id"]), D(t["qty"]), D(t["commission"])) for t in fx.trades)
+        assert sorted((f.trade_id, f.qty, f.commission) for f in store.fills(c)) == traded and traded
+        assert _agree(fx, store) == D("0.01")
+
+
+def test_an_unknown_entry_after_an_exit_is_not_a_phantom_execution_while_position_risk_lags(tmp_path):
+    """A reversal: the exit fills, then the entry's answer is "execution status unknown" and it did not
+    execute. positionRisk still showed the position before the exit when the entry was sent: the
+    evidence must be measured from the recorded position, not that lagging read (else a phantom
+    fail-closed halt: "as if the BUY executed")."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        def sleep(s: float) -> None:                        # the bot's waits move the exchange's clock
+            fx.clock_skew_ms += int(s * 1000)
+            b.exchange.server_time_ms()
+        b = FuturesBroker(_exchange(fx), store, "BTCUSDT", "mlr", BP, max_leverage=5.0, sleep=sleep)
+        b.setup()
+        assert b.send(_pending(store, "entry", "SELL", "MARKET", "0.01")).status is S.FILLED
+        sleep(5)
+        fx.position_lag_ms = 3000                           # positionRisk trails each fill by 3 s
+        assert b.send(_pending(store, "exit", "BUY", "MARKET", "0.01", reduce=True, t=2)).status is S.FILLED
+        fx.schedule("unknown", method="POST", status=408, code=-1007, execute=False)
+        c = _pending(store, "entry", "BUY", "MARKET", "0.01", t=2)
+        assert b.send(c).status is S.CANCELLED
+        assert not store.risk().halted, store.risk().halt_reason
+        assert _agree(fx, store) == 0
+
+
+@pytest.mark.parametrize("status, code", [(400, -1007), (408, -1006)])
+def test_a_setup_request_answered_execution_status_unknown_is_sent_again(tmp_path, status, code):
+    """Setting the leverage is safe to repeat: an "execution status unknown" answer (a backend timeout) is
+    sent again, not a failed start."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        fx.schedule("unknown", method="POST", path="/fapi/v1/leverage", status=status, code=code, execute=False)
+        assert f"leverage {int(BP.leverage)}" in b.setup()
+        assert sum(1 for r in fx.requests if (r.method, r.path) == ("POST", "/fapi/v1/leverage")) >= 3

@@ -93,12 +93,16 @@ def futures_refusal(code: int, message: str) -> tuple[str, str]:
 
 
 def _refusing(client: Any, method: str) -> Callable[..., Any]:
-    """``client.method`` that raises :class:`OrderRefused` for a code in :data:`FUTURES_REFUSALS`."""
+    """``client.method`` sent once (:func:`sent_once`: an unknown execution status raises
+    :class:`~mlrisk.exchange.ExchangeOutcomeUnknown`) that raises :class:`OrderRefused` for a code in
+    :data:`FUTURES_REFUSALS`."""
     from binance.exceptions import BinanceAPIException
+
+    once = sent_once(client, method)
 
     def call(**kw: Any) -> Any:
         try:
-            return getattr(client, method)(**kw)
+            return once(**kw)
         except BinanceAPIException as e:
             if e.code in FUTURES_REFUSALS:
                 raise OrderRefused(*futures_refusal(e.code, e.message)) from None
@@ -240,6 +244,25 @@ def sent_once(client: Any, method: str) -> Callable[..., Any]:
                     f"Binance answered {method} with HTTP {e.status_code}, code {e.code} (execution status unknown): "
                     "its outcome is unknown; query it before sending anything again") from None
             raise
+
+    call.__name__ = method
+    return call
+
+
+def repeatable(client: Any, method: str, tries: int = 3) -> Callable[..., Any]:
+    """``client.method`` for a request that is safe to send again (a setting such as the leverage): an
+    answer whose execution status is unknown (:func:`is_unknown_outcome`) is sent again, up to ``tries``
+    times in all (the last answer's error then goes up)."""
+    from binance.exceptions import BinanceAPIException
+
+    def call(**kw: Any) -> Any:
+        for left in range(tries - 1, -1, -1):
+            try:
+                return getattr(client, method)(**kw)
+            except BinanceAPIException as e:
+                if not left or not is_unknown_outcome(e):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     call.__name__ = method
     return call
@@ -428,8 +451,10 @@ class FuturesVenue(_Venue):
         return any(r.get("symbol") == self.symbol and str(r.get("isolated")).lower() == "true" for r in rows)
 
     def set_leverage(self, leverage: int) -> int:
-        """Set the symbol's leverage; returns the leverage the exchange reports."""
-        r = self.exchange.call("futures_change_leverage", symbol=self.symbol, leverage=leverage)
+        """Set the symbol's leverage (sent again on an unknown outcome: it is idempotent); returns the
+        leverage the exchange reports."""
+        r = self.exchange.call(repeatable(self.exchange.client, "futures_change_leverage"), symbol=self.symbol,
+                               leverage=leverage)
         return int(r.get("leverage", leverage))
 
     # ---------------------------------------------------------------------------- account
@@ -588,11 +613,14 @@ class FuturesVenue(_Venue):
         status = ALGO_STATUS.get(raw, S.OPEN)
         oid = int(r["actualOrderId"]) if str(r.get("actualOrderId") or "").isdigit() else None
         executed, quote = ZERO, ZERO
-        if oid is not None:
-            actual = self.exchange.call("futures_get_order", symbol=self.symbol, orderId=oid)
+        actual = None if oid is None else self.exchange.call(
+            or_none(self.exchange.client, "futures_get_order", (ORDER_NOT_FOUND,)), symbol=self.symbol, orderId=oid)
+        if actual is not None:
             executed, quote = Decimal(actual["executedQty"]), Decimal(actual["cumQuote"])
             status = BINANCE_STATUS[actual["status"]]  # the triggered order's fate is the algo order's
             status = S.CANCELLED if status is S.REJECTED else status
+        elif oid is not None:   # named but not readable yet (Query Order trails the matching engine): still open
+            status = S.OPEN
         elif raw == "FINISHED":
             status = S.CANCELLED
         return OrderReport(cid, oid if oid is not None else int(r["algoId"]), status, raw, executed, quote, at, side, typ,
@@ -601,7 +629,7 @@ class FuturesVenue(_Venue):
 
 __all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "BINANCE_STATUS", "FORGOTTEN_AFTER_MS", "FUTURES_REFUSALS",
            "FillReport", "FuturesVenue", "OrderRefused", "OrderReport", "VenueCheck", "futures_refusal", "is_unknown_outcome",
-           "PositionReport", "sent_once", "SpotVenue",
+           "PositionReport", "repeatable", "sent_once", "SpotVenue",
            "or_none"]
 
 

@@ -162,6 +162,12 @@ class FuturesBroker(BrokerBase):
         """The exchange's position (base asset, signed): what an executed order moves (settlement evidence)."""
         return self.exchange_position()
 
+    def balance_snapshot(self) -> Decimal:
+        """The recorded position (base asset, signed) just before a send: what the settlement's evidence
+        compares the exchange's position with at the bound. Not ``positionRisk``: it may still trail a fill
+        the bot recorded a moment before (an exit before a reversal's entry), which would read as a move."""
+        return self.store.position(self.symbol).quantity
+
     def check_position(self) -> None:
         """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) unless the recorded position equals the
         exchange's; a difference while orders are open is asked again once after recording them (one
@@ -256,7 +262,8 @@ class FuturesBroker(BrokerBase):
         exchange no longer finds more than 3 days after its creation is recorded cancelled (Binance forgets
         cancelled/expired orders with no fill then; a filled one it keeps 90 days); a younger one stays open
         (a read may trail the write). The age is on the local clock (``created_ms`` is local; a skewed
-        exchange clock does not age an order)."""
+        exchange clock does not age an order). Then the trades that lagged their order's status
+        (:meth:`complete_fills`)."""
         for o in self.store.orders([S.OPEN]):
             r = self.venue.query(o)
             if r is not None:
@@ -264,6 +271,27 @@ class FuturesBroker(BrokerBase):
             elif o.executed_qty == 0 and now_ms() - o.created_ms > FORGOTTEN_AFTER_MS:
                 self.store.transition(o.client_order_id, S.CANCELLED, reason="not found more than 3 days after its "
                                       "creation: Binance forgets cancelled/expired unfilled orders then")
+        self.complete_fills()
+
+    def complete_fills(self) -> bool:
+        """Add the trades (ids, USDT fees) of orders recorded with an executed quantity that their recorded
+        trades do not add up to yet (userTrades trailed the order's status), once each (idempotent); the
+        position already follows the executed quantity. True when some are still missing."""
+        missing = False
+        offset = int(getattr(self.exchange, "offset_ms", 0) or 0)
+        for o in self.store.orders_missing_fills():
+            if o.exchange_order_id is None or o.symbol != self.symbol:
+                missing = True
+                continue
+            known = {f.trade_id for f in self.store.fills(o.client_order_id)}
+            recs = [Fill(o.client_order_id, t.trade_id, t.price, t.qty, t.commission, t.commission_asset, t.time_ms)
+                    for t in self._trades(o, o.exchange_order_id, o.executed_qty, o.updated_ms + offset)
+                    if t.trade_id not in known]
+            if recs:
+                self.store.add_fills(o.client_order_id, recs)
+            got = sum((f.qty for f in self.store.fills(o.client_order_id)), ZERO)
+            missing = missing or got < o.executed_qty
+        return missing
 
     def cancel(self, o: OrderRecord) -> OrderRecord:
         """Cancel an open order by client id; one that already filled or ended is recorded as it is."""
