@@ -4,6 +4,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def fake_binance():
     with FakeBinance() as fb:
         yield fb
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``cond`` every 10 ms until it holds (True) or ``timeout`` seconds pass (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def synthetic_candles(n: int = 600, seed: int = 0, start: str = "2024-01-01", freq: str = "1h", price: float = 100.0) -> pd.DataFrame:

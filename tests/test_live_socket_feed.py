@@ -28,6 +28,7 @@ from mlrisk.live.feeds.polling import PollingFeed
 from mlrisk.live.feeds.websocket import SocketFeed, kline_row, stream_url
 from mlrisk.live.loop import Stopper
 from mlrisk.settings import BinanceSettings
+from conftest import wait_until
 
 H = 3_600_000
 START = 1_700_000_000_000 // H * H
@@ -42,14 +43,6 @@ def set_clock(fx: FakeExchange, ms: int) -> None:
     """Put the fake exchange's clock at ``ms`` now (it runs on from there in real time)."""
     fx.clock_skew_ms = ms - time.time_ns() // 1_000_000
 
-
-def wait_until(cond: Any, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class Env:

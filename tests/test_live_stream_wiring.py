@@ -30,6 +30,7 @@ from mlrisk.live.settings import LiveSettings
 from mlrisk.live.state import NewOrder, OrderStatus, StateStore, now_ms
 from mlrisk.live.user_stream import StreamPump, UserStream
 from mlrisk.settings import BinanceSettings
+from conftest import wait_until
 
 S = OrderStatus
 KEYS = {"api_key": "KEYstream0123456789", "api_secret": "SECRETstream0123456789"}
@@ -73,14 +74,6 @@ def _between_closes(feed: PollingFeed, stop: Stopper, action: Callable[[], None]
 def _events(path: Any) -> list[dict[str, Any]]:
     return [r for r in (json.loads(x) for x in path.read_text().splitlines()) if "event" in r]
 
-
-def _until(cond: Callable[[], bool], timeout: float = 3.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 # ------------------------------------------------------------------------------------ futures
@@ -161,7 +154,7 @@ def test_a_disconnect_that_loses_an_event_is_reconciled_by_rest_at_the_next_drai
             def cut() -> None:
                 us.refuse = True          # cut, and new connections refused for a moment
                 us.drop()
-                assert _until(lambda: not stream.connected)
+                assert wait_until(lambda: not stream.connected)
                 fx.set_price("BTCUSDT", "39550")   # the stop triggers while no stream is live: its events are lost
                 time.sleep(0.3)
                 us.refuse = False
@@ -263,7 +256,7 @@ def test_the_app_starts_the_stream_from_the_settings_and_stops_it(tmp_path):
             assert us.paths[0].startswith("/private/ws?listenKey=")
         finally:
             pump.close()
-        assert _until(lambda: us.live_connections == 0)
+        assert wait_until(lambda: us.live_connections == 0)
         off = LiveSettings(mode="testnet", market="futures", max_leverage=5.0,
                            binance=BinanceSettings(base_url=fx.url, **KEYS))
         assert start_user_stream(off, ex, broker, log) is None
@@ -303,7 +296,7 @@ def test_the_cli_bot_records_a_stop_from_the_stream_between_closes(tmp_path):
         p = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             sl = make_client_order_id("mlr", "BTCUSDT", last_closed, "sl")
-            assert _until(lambda: p.poll() is None and us.live_connections == 1
+            assert wait_until(lambda: p.poll() is None and us.live_connections == 1
                           and any(a["clientAlgoId"] == sl for a in fx.algos), timeout=90), p.poll()
             level = next(a["triggerPrice"] for a in fx.algos if a["clientAlgoId"] == sl)
             t = now_ms()
@@ -313,7 +306,7 @@ def test_the_cli_bot_records_a_stop_from_the_stream_between_closes(tmp_path):
                 with StateStore.open_readonly(state) as s:
                     o = s.order(sl)
                     return o.status is S.FILLED
-            assert _until(filled, timeout=5.0)
+            assert wait_until(filled, timeout=5.0)
             with StateStore.open_readonly(state) as s:
                 assert s.order(sl).updated_ms - t <= 1000 and s.position("BTCUSDT").quantity == 0 == fx.position()[0]
                 assert s.last_processed_candle() == last_closed          # no close in between
@@ -324,6 +317,6 @@ def test_the_cli_bot_records_a_stop_from_the_stream_between_closes(tmp_path):
         events = _events(log)
         assert any(e["event"] == "user_stream" for e in events)
         assert any(e["event"] == "stream" and sl in e["message"] for e in events)
-        assert _until(lambda: us.live_connections == 0)
+        assert wait_until(lambda: us.live_connections == 0)
         for blob in [log.read_bytes(), (out + err).encode()]:
             assert KEYS["api_secret"].encode() not in blob

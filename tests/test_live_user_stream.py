@@ -19,6 +19,7 @@ from mlrisk.live.user_stream import UserStream
 from mlrisk.live.venue import (AlgoUpdate, BalanceUpdate, OrderUpdate, PositionUpdate, StreamControl, parse_futures_event,
                                parse_spot_event, ws_api_signature)
 from mlrisk.settings import BinanceSettings
+from conftest import wait_until
 
 
 def client(fx: Any, market: str, secret: str | None = None) -> ExchangeClient:
@@ -45,14 +46,6 @@ def wait_for(stream: UserStream, pred: Callable[[Any], bool], timeout: float = 1
             raise AssertionError(f"no matching update within {timeout} s; got {buf}")
         time.sleep(0.005)
 
-
-def until(cond: Callable[[], bool], timeout: float = 2.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 # ---------------------------------------------------------------------------------------------- futures
@@ -129,12 +122,12 @@ def test_futures_reconnect_after_a_cut_reports_the_gap_and_rest_recovers_the_mis
             assert s.wait_connected(2.0) and us.wait_live()
             us.refuse = True
             us.drop()
-            assert until(lambda: not s.connected)
+            assert wait_until(lambda: not s.connected)
             ex.call("futures_create_order", idempotent=False, symbol="BTCUSDT", side="BUY", type="MARKET",
                     quantity="0.01", newClientOrderId="during-gap")
             time.sleep(0.1)                       # its events are made while nobody listens: lost, as on Binance
             us.refuse = False
-            assert until(lambda: bool(reconciled)) and s.gaps == 1
+            assert wait_until(lambda: bool(reconciled)) and s.gaps == 1
             assert reconciled[0][0] == "reconnected" and reconciled[0][1]["status"] == "FILLED"
             assert not [u for u in s.drain() if isinstance(u, OrderUpdate) and u.client_order_id == "during-gap"]
             _BUFFERS.pop(id(s), None)
@@ -147,7 +140,7 @@ def test_futures_reconnect_after_a_cut_reports_the_gap_and_rest_recovers_the_mis
 def test_futures_connection_cut_at_its_maximum_age_is_made_again() -> None:
     with FakeFuturesExchange() as fx, FakeUserStream(fx, "futures", max_connection_s=0.4) as us:
         with UserStream(client(fx, "futures"), "futures", us.stream_url, backoff_s=0.05) as s:
-            assert until(lambda: s.connects >= 2 and s.connected, timeout=2.5)
+            assert wait_until(lambda: s.connects >= 2 and s.connected, timeout=2.5)
             assert s.gaps == s.connects - 1
             assert len(us.issued) == 1            # the same key (still valid) serves the new connection
 
@@ -170,7 +163,7 @@ def test_futures_expired_key_is_renewed_and_events_flow_again() -> None:
         gaps: list[str] = []
         with UserStream(ex, "futures", us.stream_url, keepalive_s=3600, backoff_s=0.05, on_gap=gaps.append) as s:
             assert s.wait_connected(2.0)
-            assert until(lambda: us.expired_sent == 1 and len(us.issued) == 2 and s.connected, timeout=2.0)
+            assert wait_until(lambda: us.expired_sent == 1 and len(us.issued) == 2 and s.connected, timeout=2.0)
             assert gaps == ["the listen key expired"] and s.gaps == 1
             assert s.listen_key == us.issued[-1] != us.issued[0]
             assert us.wait_live(2)
@@ -183,9 +176,9 @@ def test_futures_expired_key_is_renewed_and_events_flow_again() -> None:
 def test_futures_failed_keepalive_gets_a_new_key() -> None:
     with FakeFuturesExchange() as fx, FakeUserStream(fx, "futures") as us:
         with UserStream(client(fx, "futures"), "futures", us.stream_url, keepalive_s=0.2, backoff_s=0.05) as s:
-            assert s.wait_connected(2.0) and until(lambda: us.key is not None)
+            assert s.wait_connected(2.0) and wait_until(lambda: us.key is not None)
             us._delete_key({})                     # the exchange forgot the key: PUT answers -1125
-            assert until(lambda: len(us.issued) == 2 and s.connected and s.connects == 2, timeout=2.0)
+            assert wait_until(lambda: len(us.issued) == 2 and s.connected and s.connects == 2, timeout=2.0)
             assert s.listen_key == us.issued[-1]
 
 
@@ -215,7 +208,7 @@ def test_spot_fill_and_cancel_by_signature_subscription() -> None:
 def test_spot_bad_signature_is_refused_and_never_live() -> None:
     with FakeExchange() as fx, FakeUserStream(fx, "spot") as us:
         with UserStream(client(fx, "spot", secret="wrong"), "spot", us.stream_url, backoff_s=0.05) as s:
-            assert until(lambda: len(us.paths) >= 2)
+            assert wait_until(lambda: len(us.paths) >= 2)
             assert not s.connected and us.subscriptions == 0 and "-1022" in s.state
 
 
@@ -224,11 +217,11 @@ def test_spot_server_shutdown_and_age_cut_reconnect_with_gaps() -> None:
         with UserStream(client(fx, "spot"), "spot", us.stream_url, backoff_s=0.05) as s:
             assert s.wait_connected(2.0)
             us.server_shutdown()
-            assert until(lambda: s.connects == 2 and s.connected and us.subscriptions == 2)
+            assert wait_until(lambda: s.connects == 2 and s.connected and us.subscriptions == 2)
             assert s.gaps == 1
     with FakeExchange() as fx, FakeUserStream(fx, "spot", max_connection_s=0.4) as us:
         with UserStream(client(fx, "spot"), "spot", us.stream_url, backoff_s=0.05) as s:
-            assert until(lambda: s.connects >= 2 and s.connected, timeout=2.5)
+            assert wait_until(lambda: s.connects >= 2 and s.connected, timeout=2.5)
 
 
 # ---------------------------------------------------------------------------------------------- parsing
