@@ -44,8 +44,8 @@ from mlrisk.errors import ExchangeError
 from mlrisk.live.client_ids import is_ours, parse_client_order_id
 from mlrisk.live.execution.stream import StreamUpdates
 from mlrisk.live.filters import SymbolFilters, fmt
-from mlrisk.live.state import NewOrder, OrderRecord, OrderStatus, StateError, StateStore, now_ms
-from mlrisk.live.venue import OrderReport, SpotVenue
+from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateError, StateStore, now_ms
+from mlrisk.live.venue import FillReport, OrderReport, SpotVenue
 
 S = OrderStatus
 #: the default allowance (ms) for the exchange's reads lagging its writes, on top of recvWindow (see docs/live.md)
@@ -124,6 +124,32 @@ class BrokerBase(StreamUpdates):
 
     def check_position(self) -> None:
         raise NotImplementedError
+
+    def complete_fills(self) -> bool:
+        """Add the trades (ids, fees, commission asset) of orders recorded with an executed quantity that
+        their recorded trades do not add up to yet (the trade list trailed the order's status), once each
+        (idempotent); the position already follows the executed quantity (spot: less a BUY's base-asset
+        fee, :meth:`_after_late_fills`). True when some are still missing."""
+        missing = False
+        for o in self.store.orders_missing_fills():
+            if o.exchange_order_id is None or o.symbol != self.symbol:
+                missing = True
+                continue
+            known = {f.trade_id for f in self.store.fills(o.client_order_id)}
+            recs = [Fill(o.client_order_id, t.trade_id, t.price, t.qty, t.commission, t.commission_asset, t.time_ms)
+                    for t in self._order_trades(o) if t.trade_id not in known]
+            if recs:
+                self.store.add_fills(o.client_order_id, recs, self._after_late_fills(o, recs, known))
+            got = sum((f.qty for f in self.store.fills(o.client_order_id)), Decimal(0))
+            missing = missing or got < o.executed_qty
+        return missing
+
+    def _order_trades(self, o: OrderRecord) -> list[FillReport]:  # pragma: no cover - the market's
+        raise NotImplementedError
+
+    def _after_late_fills(self, o: OrderRecord, recs: list[Fill], known: set[int]) -> Position | None:
+        """The position after an order's late trades are added (None: unchanged)."""
+        return None
 
     # ---------------------------------------------------------------------------------- send
     def holding(self) -> Decimal | None:

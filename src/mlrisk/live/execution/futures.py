@@ -56,7 +56,7 @@ from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore, now_ms
 from mlrisk.live.venue import (ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, FORGOTTEN_AFTER_MS, Balances, FuturesVenue,
-                               OrderRefused, OrderReport, PositionReport)
+                               FillReport, OrderRefused, OrderReport, PositionReport)
 from mlrisk.strategy import entry_size, protective_levels
 
 S = OrderStatus
@@ -273,25 +273,10 @@ class FuturesBroker(BrokerBase):
                                       "creation: Binance forgets cancelled/expired unfilled orders then")
         self.complete_fills()
 
-    def complete_fills(self) -> bool:
-        """Add the trades (ids, USDT fees) of orders recorded with an executed quantity that their recorded
-        trades do not add up to yet (userTrades trailed the order's status), once each (idempotent); the
-        position already follows the executed quantity. True when some are still missing."""
-        missing = False
+    def _order_trades(self, o: OrderRecord) -> list[FillReport]:
+        """userTrades by order id, in 7-day windows when they do not add up (see :meth:`_trades`)."""
         offset = int(getattr(self.exchange, "offset_ms", 0) or 0)
-        for o in self.store.orders_missing_fills():
-            if o.exchange_order_id is None or o.symbol != self.symbol:
-                missing = True
-                continue
-            known = {f.trade_id for f in self.store.fills(o.client_order_id)}
-            recs = [Fill(o.client_order_id, t.trade_id, t.price, t.qty, t.commission, t.commission_asset, t.time_ms)
-                    for t in self._trades(o, o.exchange_order_id, o.executed_qty, o.updated_ms + offset)
-                    if t.trade_id not in known]
-            if recs:
-                self.store.add_fills(o.client_order_id, recs)
-            got = sum((f.qty for f in self.store.fills(o.client_order_id)), ZERO)
-            missing = missing or got < o.executed_qty
-        return missing
+        return self._trades(o, o.exchange_order_id, o.executed_qty, o.updated_ms + offset)
 
     def cancel(self, o: OrderRecord) -> OrderRecord:
         """Cancel an open order by client id; one that already filled or ended is recorded as it is."""

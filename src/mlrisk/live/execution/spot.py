@@ -16,7 +16,7 @@ from mlrisk.live.execution.base import BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import position_cap_breach
 from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, now_ms
-from mlrisk.live.venue import Balances, OrderReport, SpotVenue
+from mlrisk.live.venue import Balances, FillReport, OrderReport, SpotVenue
 from mlrisk.strategy import entry_size
 
 S = OrderStatus
@@ -127,25 +127,14 @@ class ExchangeBroker(BrokerBase):
         return sum((f.commission for f in recs if f.trade_id not in known and f.commission_asset == self.filters.base_asset),
                    Decimal(0))
 
-    def complete_fills(self) -> bool:
-        """Add the trades (ids, fees, commission asset) of orders whose trades lagged their status, once
-        each (idempotent); the position loses a BUY's base-asset fee. True when some are still missing."""
-        missing = False
-        for o in self.store.orders_missing_fills():
-            if o.exchange_order_id is None:
-                missing = True
-                continue
-            known = {f.trade_id for f in self.store.fills(o.client_order_id)}
-            recs = [Fill(o.client_order_id, f.trade_id, f.price, f.qty, f.commission, f.commission_asset, f.time_ms)
-                    for f in self.venue.trades(o.exchange_order_id) if f.trade_id not in known]
-            if recs:
-                pos = self.store.position(o.symbol)
-                fee = self._base_fees(o, recs, known)
-                self.store.add_fills(o.client_order_id, recs,
-                                     Position(o.symbol, pos.quantity - fee, pos.entry_price) if fee else None)
-            got = sum((f.qty for f in self.store.fills(o.client_order_id)), Decimal(0))
-            missing = missing or got < o.executed_qty
-        return missing
+    def _order_trades(self, o: OrderRecord) -> list[FillReport]:
+        return self.venue.trades(o.exchange_order_id)
+
+    def _after_late_fills(self, o: OrderRecord, recs: list[Fill], known: set[int]) -> Position | None:
+        """The position loses a BUY's base-asset fee when its trades are added."""
+        fee = self._base_fees(o, recs, known)
+        pos = self.store.position(o.symbol)
+        return Position(o.symbol, pos.quantity - fee, pos.entry_price) if fee else None
 
     # ------------------------------------------------------------------------------ settle
     def holding(self) -> Decimal:
