@@ -72,7 +72,6 @@ def main() -> None:
                                                            now_ms=t_first + 1) as fb:
         # the fake writes headers and body separately: without TCP_NODELAY each answer waits ~40 ms for a
         # delayed ACK, an artefact of the test server, not of the bot or of Binance
-        fb._server.RequestHandlerClass.disable_nagle_algorithm = True
         store = StateStore(Path(tmp) / "s.sqlite", symbol=model.symbol, interval=model.interval)
         bot = Bot(pred.predict_latest, spec.seq_len + spec.warmup, spec.seq_len, prm, iv, limits, store,
                   CandleLog(Path(tmp) / "bot.jsonl", None))
@@ -149,7 +148,6 @@ def main() -> None:
     bp_spot = model.backtest.model_copy(update={"direction": "long", "leverage": 1.0, "threshold": 0.0})
     lat2, n_orders = [], 0
     with tempfile.TemporaryDirectory() as tmp, FakeExchange(balances={"USDT": "100000", "BTC": "0"}) as fx:
-        fx._server.RequestHandlerClass.disable_nagle_algorithm = True
         store = StateStore(Path(tmp) / "t.sqlite", symbol=model.symbol, interval=model.interval, mode="testnet")
         ex = ExchangeClient(BinanceSettings(base_url=fx.url, api_key=fx.api_key, api_secret=fx.api_secret),
                             market="spot", signed=True)
@@ -178,7 +176,6 @@ def main() -> None:
 
     lat3, lat3_all = [], []
     with tempfile.TemporaryDirectory() as tmp, FakeFuturesExchange(wallet="100000") as fx:
-        fx._server.RequestHandlerClass.disable_nagle_algorithm = True
         store = StateStore(Path(tmp) / "f.sqlite", symbol=model.symbol, interval=model.interval, market="futures",
                            mode="testnet")
         ex = ExchangeClient(BinanceSettings(base_url=fx.url, api_key=fx.api_key, api_secret=fx.api_secret),

@@ -49,15 +49,16 @@ def rate() -> float:
     return float(os.environ.get("CHAOS_RATE", "0.5"))
 
 
-def lag_ms() -> int:
-    return int(os.environ.get("CHAOS_LAG_MS", "10000"))
+def lag_ms(default: int = 10000) -> int:
+    return int(os.environ.get("CHAOS_LAG_MS", str(default)))
 
 
 class Documented:
     """The documented behaviours of one fake, redrawn per epoch (see the module docstring)."""
 
-    def __init__(self, fx: Any, rng: np.random.Generator, market: str) -> None:
+    def __init__(self, fx: Any, rng: np.random.Generator, market: str, lag: int | None = None) -> None:
         self.fx, self.rng, self.off = fx, rng, (FUTURES_OFF if market == "futures" else SPOT_OFF)
+        self.lag = lag_ms() if lag is None else lag   # ms of the fake's clock
         self.epochs: Counter[str] = Counter()     # behaviour -> epochs it was on
         self.draws: list[dict[str, Any]] = []     # (seed, what was on) per epoch, for the report
 
@@ -66,7 +67,7 @@ class Documented:
         with self.fx._xlock:
             for attr, value in self.off.items():
                 setattr(self.fx, attr, value)
-            on = self.fx.enable_documented(s, rate(), lag_ms())
+            on = self.fx.enable_documented(s, rate(), self.lag)
         self.epochs.update(on.keys())
         self.draws.append({"seed": s, "on": {k: (str(v) if not isinstance(v, (int, float, bool, dict)) else v)
                                              for k, v in on.items()}})

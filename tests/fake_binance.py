@@ -135,6 +135,9 @@ class FakeBinance:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY: the handler writes the headers and the body in two sends; with Nagle's
+            # algorithm the body waits for the client's delayed ACK, ~40 ms per answer on loopback
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass

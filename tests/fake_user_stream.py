@@ -91,6 +91,7 @@ class FakeUserStream:
         self._key_expires = 0.0
         self._announced: str | None = None          # the expired key whose listenKeyExpired was sent
         self._lock = threading.Lock()
+        self._pass, self._passes = 0, threading.Condition()   # observer passes made (caught_up)
         self._conns: dict[ServerConnection, dict[str, Any]] = {}
         self._stopping = threading.Event()
         self._cancel_ids = itertools.count(1)
@@ -304,6 +305,17 @@ class FakeUserStream:
                 self._seen = now
             for e in events:
                 self._broadcast(e)
+            with self._passes:
+                self._pass += 1
+                self._passes.notify_all()
+
+    def caught_up(self, timeout: float = 2.0) -> bool:
+        """Wait until the exchange's state as it is now has been turned into events (two passes of the
+        observer): an order made before a client connects then has its events made while nobody
+        listened (lost, as on Binance), not pushed to that client later."""
+        with self._passes:
+            target = self._pass + 2
+            return self._passes.wait_for(lambda: self._pass >= target, timeout)
 
     def _check_expiry(self) -> None:
         with self._lock:

@@ -224,6 +224,34 @@ def test_spot_checks_its_position_at_every_close(tmp_path):
         assert store.risk().halted
 
 
+def test_a_quiet_close_reads_only_the_orders_since_the_last_agreeing_check(tmp_path):
+    """At a close where nothing moved since the trades last explained the position, the check costs one
+    allOrders read (from the resume point) and this close's balances: no myTrades. Any change to the
+    state file, or an unknown order with the bot's prefix, brings the full check back."""
+    with FakeExchange() as fx, _store(tmp_path) as store:
+        broker = _broker(fx, store)
+        assert broker.send(_order(store)).status is S.FILLED
+        broker.check_position()                        # the full check: it agrees
+        first_id = store.first_exchange_ids()[0]
+
+        def reads() -> list[tuple[str, dict]]:
+            got = [(r.path, r.query) for r in fx.requests if r.method == "GET" and r.path in
+                   ("/api/v3/allOrders", "/api/v3/myTrades")]
+            fx.requests.clear()
+            return got
+
+        reads()
+        broker.check_position(fresh=False, if_changed=True)
+        assert [(p, q.get("orderId")) for p, q in reads()] == [("/api/v3/allOrders", str(first_id))]
+        broker.check_position(fresh=False, if_changed=True)
+        assert [p for p, _ in reads()] == ["/api/v3/allOrders"]
+        assert broker.send(_order(store, side="SELL", qty="0.005", open_ms=T0 + H, leg="exit")).status is S.FILLED
+        reads()
+        broker.check_position(fresh=False, if_changed=True)  # an order changed the state file: the full check
+        assert "/api/v3/myTrades" in [p for p, _ in reads()]
+        assert not store.risk().halted
+
+
 # ----------------------------------------------------------------------- f. paging, -2026
 def test_the_position_is_explained_from_every_page_since_the_state_file_began(tmp_path):
     with FakeExchange(balances={"USDT": "1000000", "BTC": "0"}) as fx, _store(tmp_path) as store:

@@ -143,6 +143,10 @@ MARKETS = {   # market: (backtest changes, default candles, the order endpoint)
 }
 WAYS = ["before_send", "after_execute", "any_request", "timer"]   # how the bot is killed (module docstring)
 DEATHS = 5                   # armed starts: every way once, then a random one
+# Time scaled down from the defaults (recvWindow 5 s, read lag 15 s, CHAOS_LAG_MS 10 s), which here run
+# on the real clock: the bot's recvWindow 1 s, reads lagging 2.5 s (CHAOS_LAG_MS overrides it) and the
+# bot's read lag 0.5 s less. The order is kept: recvWindow < lag < recvWindow + read lag.
+RECV_WINDOW_MS, LAG_MS = 1000, 2500
 HALT_LOOP = 3                # halts in a row without a candle committed: a loop
 
 
@@ -175,7 +179,8 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
     exchange = (FakeExchange(balances={"USDT": "10000", "BTC": "0"}, taker_fee="0.001", **common) if market == "spot"
                 else FakeFuturesExchange(wallet="10000", **common))
     with exchange as fx:
-        doc = cs.Documented(fx, rng, market)
+        lag = cs.lag_ms(LAG_MS)
+        doc = cs.Documented(fx, rng, market, lag)
 
         def set_clock(forming: int) -> None:
             """The exchange's clock: 300 ms into the candle opening at ``forming``, then running."""
@@ -184,6 +189,7 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
             fx.set_price("BTCUSDT", close[forming - H])
 
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MLRISK_BINANCE_BASE_URL": fx.url,
+               "MLRISK_RECV_WINDOW_MS": str(RECV_WINDOW_MS), "MLRISK_READ_LAG_MS": str(lag - RECV_WINDOW_MS // 2),
                "MLRISK_BINANCE_API_KEY": KEY, "MLRISK_BINANCE_API_SECRET": SECRET}
         args = [sys.executable, "-m", "mlrisk.live", "--mode", "testnet", "--state-file", str(state),
                 "--log-file", str(log), "--kill-switch-file", str(kill), "--poll-delay-s", "0",
@@ -237,7 +243,7 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
                           "logged": bool(reason) and reason[:60] in text, "cause": cause, "recorded": str(recorded),
                           "exchange": str(truth), "phantom": recorded == truth})
             since["pending"] = True          # the window restarts once a candle is committed again
-            fx.clock_skew_ms += min(cs.lag_ms() + 1000, H // 2)    # the operator checks; the lag passes
+            fx.clock_skew_ms += min(lag + 1000, H // 2)    # the operator checks; the lag passes
 
         def ended(proc: subprocess.Popen, code: int) -> str | None:
             """After an exit that was not a SIGKILL: None for a halt (recorded), else why it is a crash."""
@@ -323,7 +329,7 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
                     if code == 0 and not _progress(state)[1]:
                         break
                 kill.unlink(missing_ok=True)
-                fx.clock_skew_ms += min(cs.lag_ms() + 1000, H // 2)
+                fx.clock_skew_ms += min(lag + 1000, H // 2)
                 before = _starts(log)
                 proc, timer = start(armed=False, reset_halt=_progress(state)[1])
                 starts += 1
@@ -365,7 +371,7 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
             step = store.step_state()
             filled_sides = {o.side for o in store.orders() if o.executed_qty > 0}
         figures = {
-            "market": market, "seed": seed, "rate": cs.rate(), "lag_ms": cs.lag_ms(), "candles": N,
+            "market": market, "seed": seed, "rate": cs.rate(), "lag_ms": lag, "candles": N,
             "candles_done": None if last is None else (last - first) // H + 1, "orders": n_orders,
             "executed_orders": executed,
             "faults": dict(Counter(k for k, f in faults if f.kind != "kill" and f.fired)),

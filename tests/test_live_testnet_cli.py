@@ -121,13 +121,17 @@ def test_testnet_mode_sends_written_ahead_orders_and_fails_closed(tmp_path):
         assert len(fx.orders) == 1
 
 
+LEAD_MS = 25_000
+
+
 def test_paper_mode_stops_with_exit_code_3_when_the_feed_stalls(tmp_path):
     _pinned_repo(tmp_path)
     now = int(time.time() * 1000)
     hour = now // H * H
     rows = make_candles(30, start_ms=hour - 30 * H)          # nothing after the previous hour
-    # the exchange's clock: 40 s before the hour ends (the bot needs a few seconds to load the model)
-    with FakeExchange(candles={("BTCUSDT", "1h"): rows}, clock_skew_ms=hour + H - 40_000 - now) as fx:
+    # the exchange's clock: 25 s before the hour ends (the bot needs a few seconds to load the model, and
+    # must be waiting for the close when it comes)
+    with FakeExchange(candles={("BTCUSDT", "1h"): rows}, clock_skew_ms=hour + H - LEAD_MS - now) as fx:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MLRISK_BINANCE_BASE_URL": fx.url}
         r = subprocess.run([sys.executable, "-m", "mlrisk.live", "--state-file", str(tmp_path / "s.sqlite"),
                             "--log-file", str(tmp_path / "bot.jsonl"), "--kill-switch-file", str(tmp_path / "STOP"),

@@ -27,13 +27,12 @@ def client(fx: Any, market: str, secret: str | None = None) -> ExchangeClient:
     return ExchangeClient(s, market=market, signed=True, max_retries=1, backoff_s=0.0, sleep=lambda s: None)
 
 
-_BUFFERS: dict[int, list[Any]] = {}
 
 
 def wait_for(stream: UserStream, pred: Callable[[Any], bool], timeout: float = 1.5) -> tuple[Any, list[Any]]:
     """The first update matching ``pred`` not taken yet (and those received before it), within
     ``timeout`` s; updates drained and not taken stay for the next call."""
-    buf = _BUFFERS.setdefault(id(stream), [])
+    buf = stream.__dict__.setdefault("_test_buffer", [])   # per stream object (an id() can be reused)
     end = time.monotonic() + timeout
     while True:
         buf.extend(stream.drain())
@@ -76,6 +75,7 @@ def test_futures_triggered_stop_gives_the_algo_update_and_its_fill() -> None:
     with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, FakeUserStream(fx, "futures") as us:
         ex = client(fx, "futures")
         ex.call("futures_create_order", idempotent=False, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01")
+        assert us.caught_up()   # its events were made before anyone listened
         with UserStream(ex, "futures", us.stream_url) as s:
             assert s.wait_connected(2.0) and us.wait_live()
             ex.call(lambda **kw: ex.client._request_futures_api("post", "algoOrder", signed=True, data=kw),
@@ -98,6 +98,7 @@ def test_futures_liquidation_is_flagged_and_the_position_goes_flat() -> None:
     with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, FakeUserStream(fx, "futures") as us:
         ex = client(fx, "futures")
         ex.call("futures_create_order", idempotent=False, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.5")
+        assert us.caught_up()   # its events were made before anyone listened
         with UserStream(ex, "futures", us.stream_url) as s:
             assert s.wait_connected(2.0) and us.wait_live()
             t0 = time.monotonic()
@@ -125,12 +126,12 @@ def test_futures_reconnect_after_a_cut_reports_the_gap_and_rest_recovers_the_mis
             assert wait_until(lambda: not s.connected)
             ex.call("futures_create_order", idempotent=False, symbol="BTCUSDT", side="BUY", type="MARKET",
                     quantity="0.01", newClientOrderId="during-gap")
-            time.sleep(0.1)                       # its events are made while nobody listens: lost, as on Binance
+            assert us.caught_up()                 # its events are made while nobody listens: lost, as on Binance
             us.refuse = False
             assert wait_until(lambda: bool(reconciled)) and s.gaps == 1
             assert reconciled[0][0] == "reconnected" and reconciled[0][1]["status"] == "FILLED"
             assert not [u for u in s.drain() if isinstance(u, OrderUpdate) and u.client_order_id == "during-gap"]
-            _BUFFERS.pop(id(s), None)
+            s.__dict__.pop("_test_buffer", None)
             ex.call("futures_create_order", idempotent=False, symbol="BTCUSDT", side="BUY", type="MARKET",
                     quantity="0.01", newClientOrderId="after-gap")
             u, _ = wait_for(s, lambda u: isinstance(u, OrderUpdate) and u.fill is not None)

@@ -533,6 +533,15 @@ class StateStore:
                                "(SELECT min(created_ms) FROM orders)").fetchone()
         return r[0], r[1], r[2]
 
+    def revision(self, symbol: str) -> tuple[Any, ...]:
+        """What changes whenever this file's record of the orders, their trades or ``symbol``'s position
+        changes (any process writing the file): (last order event id, number of trades, the position's
+        quantity and update time)."""
+        return tuple(self._conn.execute(
+            "SELECT (SELECT max(id) FROM order_events), (SELECT count(*) FROM fills), "
+            "(SELECT quantity FROM positions WHERE symbol=?), (SELECT updated_ms FROM positions WHERE symbol=?)",
+            (symbol, symbol)).fetchone())
+
     def save_step_state(self, step: StepState, at_ms: int | None = None) -> None:
         with self._tx() as c:
             self._save_step(c, step, now_ms() if at_ms is None else at_ms)

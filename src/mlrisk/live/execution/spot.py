@@ -31,6 +31,8 @@ class ExchangeBroker(BrokerBase):
     VENUE = SpotVenue
 
     _balances: Balances | None = None   # the last read, valid until the next order is sent or the next close
+    _agreed: tuple[Any, ...] | None = None  # (the state file's revision, allOrders' resume point) when the trades last explained it
+    _read_from: tuple[int | None, int | None] = (None, None)
 
     def balances(self, fresh: bool = True) -> Balances:
         """``{asset: (free, locked)}``; ``fresh=False``: the last read when no order was sent since
@@ -62,7 +64,7 @@ class ExchangeBroker(BrokerBase):
         for orders that could not be made, e.g. below the exchange's minimum)."""
         if self.resettle_unknown():
             self._balances = None
-        self.check_position(fresh=False)  # at every close: an unrecorded holding halts now, not at the next restart
+        self.check_position(fresh=False, if_changed=True)  # every close: an unrecorded holding halts now, not at the next restart
         out: list[NewOrder] = []
         skipped: list[str] = []
         held = self.store.position(self.symbol).quantity
@@ -155,6 +157,7 @@ class ExchangeBroker(BrokerBase):
         first_order, first_trade, first_ms = self.store.first_exchange_ids()
         since = None if first_order or first_ms is None else first_ms - 60_000
         orders = self.venue.all_orders(from_order_id=first_order, since_ms=since)  # neither: the latest page
+        self._read_from = self._resume_point(orders, (first_order, since))
         ours = {o.exchange_order_id for o in orders if is_ours(o.client_order_id, self.prefix)}
         if first_trade is None:
             started = [o for o in orders if o.exchange_order_id in ours and (o.executed_qty or 0) > 0]
@@ -171,26 +174,61 @@ class ExchangeBroker(BrokerBase):
     def _position_gap(self) -> str | None:
         recorded = self.store.position(self.symbol).quantity
         explained = self.exchange_position()
-        free, locked = self.balances(fresh=False).get(self.filters.base_asset, (Decimal(0), Decimal(0)))
         base = self.filters.base_asset
         if explained != recorded:
             return (f"position mismatch: the state file records {fmt(recorded)} {base} but the exchange's trades of "
                     f"this bot's orders give {fmt(explained)} {base}")
+        return self._holding_gap()
+
+    def _holding_gap(self) -> str | None:
+        """The account holds less of the base asset (free + locked) than the recorded position."""
+        recorded = self.store.position(self.symbol).quantity
+        free, locked = self.balances(fresh=False).get(self.filters.base_asset, (Decimal(0), Decimal(0)))
         if free + locked < recorded:
-            return (f"position mismatch: the state file records {fmt(recorded)} {base} but the account holds only "
-                    f"{fmt(free + locked)} {base} (sold outside the bot?)")
+            return (f"position mismatch: the state file records {fmt(recorded)} {self.filters.base_asset} but the account "
+                    f"holds only {fmt(free + locked)} {self.filters.base_asset} (sold outside the bot?)")
         return None
 
-    def check_position(self, fresh: bool = True) -> None:
+    def _resume_point(self, orders: list[OrderReport], start: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
+        """Where a later read of allOrders must start to see every order this read could not: after the
+        newest order that changed more than :attr:`bound_ms` (+ a minute for the clocks) before now
+        (order ids grow with creation; every order older than the bound was visible), else at
+        ``start`` (from order id, since ms UTC) again."""
+        cutoff = now_ms() + self.exchange.offset_ms - self.bound_ms - 60_000  # the exchange's clock
+        old = [o.exchange_order_id for o in orders if o.exchange_order_id is not None and o.update_time_ms < cutoff]
+        return (max(old) + 1, None) if old else start
+
+    def _unchanged_since_agreed(self) -> bool:
+        """Nothing moved since the exchange's trades last explained the position: in the state file no
+        order written, sent, settled or filled (by any process writing the file), none open or in
+        doubt, no trades missing; at the exchange (one allOrders read from :meth:`_resume_point`) no
+        order with the bot's prefix that the state file does not know."""
+        if self._agreed is None or self._agreed[0] != self.store.revision(self.symbol):
+            return False
+        if self.store.orders_to_reconcile() or self.store.orders_missing_fills():
+            return False
+        from_id, since = self._agreed[1]
+        return not any(is_ours(o.client_order_id, self.prefix) and self.store.order(o.client_order_id) is None
+                       for o in self.venue.all_orders(from_order_id=from_id, since_ms=since))
+
+    def check_position(self, fresh: bool = True, if_changed: bool = False) -> None:
         """Halt (:class:`~mlrisk.live.execution.base.PositionMismatch`) when the exchange's records do not
         explain the recorded position. While the records may still lag (an order changed within
         :attr:`bound_ms`, or trades still missing) it reads them again until the bound first.
-        ``fresh=False``: the first look uses this close's balance read (the equity's)."""
+        ``fresh=False``: the first look uses this close's balance read (the equity's).
+        ``if_changed`` (every close): when nothing moved since the exchange's trades last explained the
+        position (:meth:`_unchanged_since_agreed`: the state file, and one allOrders read of the
+        orders since then), only the balances (this close's read) are checked besides: the trades of
+        the bot's orders change only when its orders do. Otherwise, or on a gap, the full check."""
         if fresh:
             self._balances = None
+        if if_changed and self._unchanged_since_agreed() and self._holding_gap() is None:
+            return
 
         def agrees() -> bool | None:
             ok = True if not self.complete_fills() and self._position_gap() is None else None
+            if ok:
+                self._agreed = (self.store.revision(self.symbol), self._read_from)
             self._balances = None  # a second look reads the balances again
             return ok
 
