@@ -31,10 +31,12 @@ Validation (counted under ``funding`` and ``mark`` in ``reports/data_quality.jso
 sorted; exact duplicate rows dropped and counted; two different rows for one time are an error;
 a funding time more than :data:`MAX_JITTER_MS` past the hour, a blank or non-finite rate, or a
 mark candle that breaks OHLC sanity or the interval grid is an error. A settlement on the
-symbol's schedule (step = ``interval_hours``) is expected; a missing one is counted
-(``missing_settlements``, ``gaps``), a step off the schedule is counted (``off_schedule``)
-except where the data records an interval change (``interval_changes``; Binance changes a
-symbol's interval, and the dumps say so per row).
+symbol's schedule is expected: on the UTC grid of its ``interval_hours`` (00/08/16 h for 8 h),
+one every ``interval_hours``. A missing one is counted (``missing_settlements``, ``gaps``), one
+off the grid is counted (``off_schedule``). Binance changes a symbol's interval; where the data
+records a change (the dumps say so per row: ``interval_changes``), the new interval applies from
+that row. The REST history has no per-row interval: the current one from ``fundingInfo`` is
+assumed throughout, so an older schedule shows as ``off_schedule``, not as an error.
 
 **The shipped sample** (``data.source: sample``, ``data.market: futures``; BTCUSDT 1h only):
 real Binance USDT-M BTCUSDT perpetual data for 2022-09-23T00:00Z..2024-09-22T23:00Z (the spot
@@ -164,12 +166,11 @@ def validate_funding(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise DataError(f"funding time {df.loc[i, 'funding_time_raw']} is {jitter[i] / 1000:.0f} s past the hour: not a Binance "
                         "settlement time; is this a funding-rate file?")
     ih = df["interval_hours"].to_numpy()
+    off = (slot // HOUR_MS) % ih != 0  # a settlement not on its interval's UTC grid (00/08/16 h for 8 h)
     step_h = np.diff(slot) // HOUR_MS
-    changed = ih[1:] != ih[:-1]
+    changed = ih[1:] != ih[:-1]  # the data records an interval change here: the shorter one applies between
     expect = np.where(changed, np.minimum(ih[1:], ih[:-1]), ih[1:])
-    on_grid = step_h % expect == 0
-    off = ~on_grid | ((slot[1:] // HOUR_MS) % ih[1:] != 0) & ~changed
-    missing = np.where(on_grid & ~off, step_h // expect - 1, 0)
+    missing = np.where(~off[1:] & ~off[:-1], np.maximum(step_h // expect - 1, 0), 0)
     gap_idx = np.nonzero(missing > 0)[0]
     quality = {
         "rows": int(len(df)),
@@ -182,7 +183,7 @@ def validate_funding(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         "largest_gap_settlements": int(missing.max()) if len(gap_idx) else 0,
         "largest_gap_before": df.loc[int(gap_idx[missing[gap_idx].argmax()]) + 1, "funding_time"].isoformat() if len(gap_idx) else None,
         "off_schedule": int(off.sum()),
-        "first_off_schedule": df.loc[int(off.argmax()) + 1, "funding_time_raw"].isoformat() if off.any() else None,
+        "first_off_schedule": df.loc[int(off.argmax()), "funding_time_raw"].isoformat() if off.any() else None,
         "duplicates_dropped": int(n_in - len(df)),
         "jittered": int((jitter > 0).sum()),
         "max_jitter_ms": int(jitter.max()),
