@@ -328,3 +328,26 @@ def test_fetch_stage_sample_futures_writes_beside_the_candles_and_spot_removes_t
     assert sorted(p.name for p in raw.iterdir()) == ["BTCUSDT-1h.parquet"]
     q = json.loads((tmp_path / "reports/data_quality.json").read_text())
     assert not {"market", "funding", "mark"} & set(q)  # spot's report keeps its keys only
+
+
+# --------------------------------------------------------------------------- contract
+def test_the_fake_answers_have_the_documented_shape():
+    from test_venue_contract import shape_drift
+
+    docs = Path(__file__).parent / "binance_docs" / "market_data"
+    candles = make_candles(3, start_ms=T0)
+    with FakeBinance(futures={("BTCUSDT", "1h"): candles}, funding={"BTCUSDT": make_funding(3, start_ms=T0)},
+                     mark={("BTCUSDT", "1h"): make_mark(candles)},
+                     funding_info=[{"symbol": "BTCUSDT", "fundingIntervalHours": 4}], now_ms=T0 + 3 * H) as fb:
+        c = _exchange(fb).client
+        answers = {"futures_fundingRate": c.futures_funding_rate(symbol="BTCUSDT", startTime=T0),
+                   "futures_fundingInfo": c.futures_v1_get_funding_info(),
+                   "futures_markPriceKlines": c.futures_mark_price_klines(symbol="BTCUSDT", interval="1h", limit=3)}
+    for name, got in answers.items():
+        fixture = json.loads((docs / f"{name}.json").read_text())
+        assert fixture["_source"] and f"{name}.json" in (docs / "SOURCES.md").read_text()
+        drift = shape_drift(fixture["response"], got, fixture)
+        assert not drift, f"{name}: {drift}"
+    funding = json.loads((docs / "futures_fundingRate.json").read_text())
+    retyped = [{**answers["futures_fundingRate"][0], "fundingRate": 0.0001}]  # a number where Binance sends a string
+    assert shape_drift(funding["response"], retyped, funding)[0].startswith("[].fundingRate: documented string, got number")
