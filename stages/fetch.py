@@ -14,8 +14,8 @@ from pathlib import Path
 
 from mlrisk.config.data import DataParams
 from mlrisk.stage import run_stage
-from mlrisk.data.derivatives import funding_path, mark_path
-from mlrisk.data.sources import METADATA_KEY, get_candles, get_derivatives, provenance, read_existing
+from mlrisk.data.derivatives import funding_path, mark_path, metrics_path
+from mlrisk.data.sources import METADATA_KEY, get_candles, get_derivatives, get_metrics, provenance, read_existing
 from mlrisk.errors import DataError
 from mlrisk.io import write_json, write_parquet
 
@@ -47,13 +47,17 @@ def body(params, args) -> None:
     if others:
         quality["others"] = others
     f_out, m_out = funding_path(args.out_dir, d.symbol), mark_path(args.out_dir, d.symbol, d.interval)
+    x_out = metrics_path(args.out_dir, d.symbol)
     tables = {}
     if d.market == "futures":
         binance = d.source == "binance"
         funding, mark, dq = get_derivatives(d, candles, read_existing(f_out, d) if binance else None,
                                             read_existing(m_out, d) if binance else None)
-        tables = {f_out: funding, m_out: mark}
+        metrics, xq = get_metrics(d)
+        tables = {f_out: funding, m_out: mark, x_out: metrics}
         quality.update({"market": "futures", **dq})
+        if xq is not None:
+            quality["metrics"] = xq
         for name, q in dq.items():
             if q is None:
                 print(f"fetch: no {name} data in data.files (list its Binance dumps there): the backtest falls back to "
@@ -62,7 +66,7 @@ def body(params, args) -> None:
     for path, table in tables.items():
         if table is not None:
             write_parquet(path, table, metadata={METADATA_KEY: provenance(d)})
-    for path in (f_out, m_out):  # an earlier futures run's table must not outlive a run that has none
+    for path in (f_out, m_out, x_out):  # an earlier futures run's table must not outlive a run that has none
         if tables.get(path) is None and path.exists():
             path.unlink()
     write_json(args.quality, quality)
@@ -76,6 +80,9 @@ def body(params, args) -> None:
         mq = quality["mark"]
         print(f"fetch: {mq['rows']} mark-price candles, {mq['missing_candles']} missing, "
               f"{mq['candles_without_mark']} candle(s) without one -> {m_out}")
+    if quality.get("metrics"):
+        xq = quality["metrics"]
+        print(f"fetch: {xq['rows']} metrics rows (open interest, long/short ratios), {xq['missing_rows']} missing -> {x_out}")
 
 
 def add_args(p):

@@ -351,3 +351,44 @@ def test_the_fake_answers_have_the_documented_shape():
     funding = json.loads((docs / "futures_fundingRate.json").read_text())
     retyped = [{**answers["futures_fundingRate"][0], "fundingRate": 0.0001}]  # a number where Binance sends a string
     assert shape_drift(funding["response"], retyped, funding)[0].startswith("[].fundingRate: documented string, got number")
+
+
+# --------------------------------------------------------------------------- metrics (optional dumps)
+METRICS_HEADER = ("create_time,symbol,sum_open_interest,sum_open_interest_value,count_toptrader_long_short_ratio,"
+                  "sum_toptrader_long_short_ratio,count_long_short_ratio,sum_taker_long_short_vol_ratio\n")
+
+
+def _metrics_zip(root: Path, day: str, times: list[str], symbol: str = "BTCUSDT", oi: str = "77082.018") -> str:
+    rows = "".join(f"{t},{symbol},{oi},6000000000.5,1.2,1.5,{'' if i == 1 else '0.9'},1.1\n" for i, t in enumerate(times))
+    return _zip(root / "metrics" / f"{symbol}-metrics-{day}.zip", f"{symbol}-metrics-{day}.csv", METRICS_HEADER + rows)
+
+
+def test_metrics_dumps_are_read_validated_and_counted(tmp_path: Path):
+    from mlrisk.data.sources import get_metrics
+
+    files = _dumps(tmp_path)[:1]
+    day1 = _metrics_zip(tmp_path, "2024-01-01", ["2024-01-01 00:00:00", "2024-01-01 00:05:00", "2024-01-01 00:20:00"])
+    again = _metrics_zip(tmp_path / "b", "2024-01-01", ["2024-01-01 00:20:00"], oi="77100.5")  # a second row for 00:20
+    assert dv.dump_kind(day1) == "metrics"
+    df, q = get_metrics(DataParams(source="file", market="futures", files=[*files, day1, again]))
+    assert list(df.columns) == dv.METRICS_COLUMNS and str(df["create_time"].dtype) == "datetime64[ms, UTC]"
+    assert len(df) == 3 and df["sum_open_interest"].iloc[-1] == 77100.5  # the last row for a time is kept
+    assert q["conflicting_rows_dropped"] == 1 and q["missing_rows"] == 2 and q["gaps"] == 1 and q["blank_cells"] == 1
+    assert np.isnan(df["count_long_short_ratio"].iloc[1])
+    eth = _metrics_zip(tmp_path / "c", "2024-01-01", ["2024-01-01 00:00:00"], symbol="ETHUSDT")
+    with pytest.raises(DataError, match="the file name says ETHUSDT but data.symbol is BTCUSDT"):
+        get_metrics(DataParams(source="file", market="futures", files=[*files, eth]))
+    assert get_metrics(DataParams(source="file", market="futures", files=files)) == (None, None)
+
+
+def test_fetch_stage_writes_metrics_beside_the_candles(tmp_path: Path):
+    files = _dumps(tmp_path / "data/files")
+    day = _metrics_zip(tmp_path / "data/files", "2024-01-01", ["2024-01-01 00:00:00", "2024-01-01 00:05:00"])
+    rel = [str(Path(f).relative_to(tmp_path)) for f in [*files, day]]
+    _stage_params(tmp_path, source="file", market="futures", files=rel)
+    r = run_stage("fetch", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = dv.load_metrics(dv.metrics_path(tmp_path / "data/raw", "BTCUSDT"))
+    assert len(m) == 2
+    q = json.loads((tmp_path / "reports/data_quality.json").read_text())
+    assert q["metrics"]["rows"] == 2 and q["funding"]["rows"] == 6 and q["mark"]["rows"] == 48

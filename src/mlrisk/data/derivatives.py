@@ -22,6 +22,17 @@ where the source has them, these two tables (file names from :func:`funding_path
 
 A rate is known from ``funding_time_raw`` on (no earlier: no lookahead).
 
+**Metrics** ``{SYMBOL}-metrics.parquet`` (file source only, optional: the public dumps' daily
+``metrics`` files, ``futures/um/daily/metrics/SYMBOL/SYMBOL-metrics-YYYY-MM-DD.zip``), one row per
+5 minutes: ``create_time`` ``datetime64[ms, UTC]`` (the row's timestamp; Binance publishes a
+day's file after the day ends, so a point-in-time feature must also wait for that) and Binance's
+columns as float64, blank cells NaN: ``sum_open_interest`` (open interest, base asset),
+``sum_open_interest_value`` (USDT), ``count_toptrader_long_short_ratio`` (top traders' long/short
+account ratio), ``sum_toptrader_long_short_ratio`` (top traders' long/short position ratio),
+``count_long_short_ratio`` (all accounts' long/short ratio), ``sum_taker_long_short_vol_ratio``
+(taker buy/sell volume ratio). Two rows for one time (Binance's files have some) keep the last;
+both those and missing 5-minute rows are counted.
+
 **Mark-price klines** ``{SYMBOL}-{INTERVAL}-mark.parquet``, one row per candle: ``open_time``
 ``datetime64[ms, UTC]``, ``open``/``high``/``low``/``close`` float64 (USDT; Binance's mark
 price, which liquidation uses), and ``close_time`` ``datetime64[ms, UTC]`` where the source has
@@ -75,6 +86,10 @@ DEFAULT_INTERVAL_HOURS = 8  # Binance: a symbol not listed by /fapi/v1/fundingIn
 MAX_JITTER_MS = 60_000  # a funding time this far past the hour or more is not a settlement time
 FUNDING_COLUMNS = ["funding_time", "funding_time_raw", "funding_rate", "interval_hours", "mark_price"]
 MARK_COLUMNS = ["open_time", "open", "high", "low", "close", "close_time"]
+METRIC_VALUES = ["sum_open_interest", "sum_open_interest_value", "count_toptrader_long_short_ratio",
+                 "sum_toptrader_long_short_ratio", "count_long_short_ratio", "sum_taker_long_short_vol_ratio"]
+METRICS_COLUMNS = ["create_time", *METRIC_VALUES]
+METRICS_STEP_MS = 300_000  # the dumps' metrics rows come every 5 minutes
 
 FUTURES_SAMPLES = {("BTCUSDT", "1h"): ("BTCUSDT-perp-1h.csv.gz", "BTCUSDT-markPrice-1h.csv.gz", "BTCUSDT-fundingRate.csv.gz")}
 
@@ -87,6 +102,18 @@ def funding_path(raw_dir: str | Path, symbol: str) -> Path:
 def mark_path(raw_dir: str | Path, symbol: str, interval: str) -> Path:
     """Where the fetch stage stores ``symbol``'s mark-price klines."""
     return Path(raw_dir) / f"{symbol}-{interval}-mark.parquet"
+
+
+def metrics_path(raw_dir: str | Path, symbol: str) -> Path:
+    """Where the fetch stage stores ``symbol``'s metrics (open interest, long/short ratios)."""
+    return Path(raw_dir) / f"{symbol}-metrics.parquet"
+
+
+def load_metrics(path: str | Path) -> pd.DataFrame:
+    """The metrics table the fetch stage wrote (schema in the module docstring)."""
+    df = read_parquet(path, "run `dvc repro fetch` with data.market: futures and metrics dumps in data.files")
+    _check_columns(df, METRICS_COLUMNS, path)
+    return df
 
 
 def load_funding(path: str | Path) -> pd.DataFrame:
@@ -251,17 +278,22 @@ def load_futures_sample(symbol: str, interval: str) -> tuple[pd.DataFrame, pd.Da
 # --------------------------------------------------------------------------- files
 # data.binance.vision futures/um/monthly/fundingRate/BTCUSDT/BTCUSDT-fundingRate-2024-01.zip
 FUNDING_DUMP = re.compile(r"^(?P<symbol>[A-Z0-9]{2,30})-fundingRate-\d{4}-\d{2}\.(csv|zip)$")
+# futures/um/daily/metrics/BTCUSDT/BTCUSDT-metrics-2024-01-15.zip
+METRICS_DUMP = re.compile(r"^(?P<symbol>[A-Z0-9]{2,30})-metrics-\d{4}-\d{2}-\d{2}\.(csv|zip)$")
 MARK_DIR = "markPriceKlines"  # .../markPriceKlines/BTCUSDT/1h/BTCUSDT-1h-2024-01.zip: named like the kline dumps
-UNSUPPORTED_DIRS = ("indexPriceKlines", "premiumIndexKlines", "metrics", "trades", "aggTrades", "bookTicker", "bookDepth")
+UNSUPPORTED_DIRS = ("indexPriceKlines", "premiumIndexKlines", "trades", "aggTrades", "bookTicker", "bookDepth")
 
 
 def dump_kind(path: str | Path) -> str:
     """What a ``data.files`` entry holds: "funding" (a ``SYMBOL-fundingRate-YYYY-MM`` dump),
-    "mark" (a kline dump inside a ``markPriceKlines`` folder, as data.binance.vision lays them
-    out) or "klines". Another dump kind is a :class:`DataError`."""
+    "metrics" (``SYMBOL-metrics-YYYY-MM-DD``), "mark" (a kline dump inside a ``markPriceKlines``
+    folder, as data.binance.vision lays them out) or "klines". Another dump kind is a
+    :class:`DataError`."""
     p = Path(path)
     if FUNDING_DUMP.match(p.name) or "fundingRate" in p.parts:
         return "funding"
+    if METRICS_DUMP.match(p.name) or "metrics" in p.parts:
+        return "metrics"
     if MARK_DIR in p.parts:
         return "mark"
     for d in UNSUPPORTED_DIRS:
@@ -309,6 +341,75 @@ def read_funding_file(path: str | Path, symbol: str) -> pd.DataFrame:
     if missing:
         raise DataError(f"{path}: lacks column(s) {', '.join(missing)}; a Binance fundingRate dump has {', '.join(need)}")
     return funding_from_raw(raw["calc_time"], raw["last_funding_rate"], raw["funding_interval_hours"], where=str(path))
+
+
+def read_metrics_file(path: str | Path, symbol: str) -> pd.DataFrame:
+    """Read one daily ``metrics`` dump (CSV or zip of one CSV, with its header line; see the
+    module docstring). A dump named for, or holding rows of, another symbol is a :class:`DataError`."""
+    path = Path(path)
+    text, inner = _read_text(path)
+    for name, where in ((path.name, str(path)), (inner, f"{path} (holds {inner})")):
+        m = METRICS_DUMP.match(Path(name).name) if name else None
+        if m and m["symbol"] != symbol:
+            raise DataError(f"{where}: the file name says {m['symbol']} but data.symbol is {symbol}: list the right files or change data.symbol")
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    raw = pd.read_csv(io.StringIO(text), dtype=str)
+    raw.columns = [c.strip().lower() for c in raw.columns]
+    missing = [c for c in ["create_time", "symbol", *METRIC_VALUES] if c not in raw.columns]
+    if missing:
+        raise DataError(f"{path}: lacks column(s) {', '.join(missing)}; a Binance metrics dump has create_time, symbol, "
+                        f"{', '.join(METRIC_VALUES)}")
+    other = raw["symbol"].dropna().loc[lambda v: v != symbol]
+    if len(other):
+        raise DataError(f"{path}: line {int(other.index[0]) + 2} is {other.iloc[0]}, not data.symbol {symbol}: list the right files")
+    t = pd.to_datetime(raw["create_time"], utc=True, errors="coerce", format="%Y-%m-%d %H:%M:%S")
+    if t.isna().any():
+        i = int(t.isna().to_numpy().argmax())
+        raise DataError(f"{path}: line {i + 2}: create_time {raw['create_time'].iloc[i]!r} is not a UTC time like "
+                        "2024-01-15 00:05:00; the file is corrupt: download it again")
+    out = pd.DataFrame({"create_time": t.astype("datetime64[ms, UTC]")})
+    for col in METRIC_VALUES:
+        v = pd.to_numeric(raw[col], errors="coerce")
+        bad = v.isna() & raw[col].notna() & (raw[col].str.strip() != "")
+        if bad.any() or np.isinf(v.to_numpy(dtype="float64")).any():
+            i = int((bad | np.isinf(v)).to_numpy().argmax())
+            raise DataError(f"{path}: line {i + 2}: {col} {raw[col].iloc[i]!r} is not a finite number; the file is corrupt: download it again")
+        out[col] = v.astype("float64")
+    return out
+
+
+def read_metrics_files(paths: list[str], symbol: str) -> pd.DataFrame:
+    """Read and join daily metrics dumps (:func:`read_metrics_file`); validate with :func:`validate_metrics`."""
+    return pd.concat([read_metrics_file(p, symbol) for p in paths], ignore_index=True)
+
+
+def validate_metrics(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Sort and de-duplicate metrics rows (exact repeats dropped; two rows for one time keep the
+    last, both counted); missing 5-minute rows and blank cells are counted, not filled."""
+    if df.empty:
+        raise DataError("no metrics rows between data.start and data.end in the metrics dumps listed in data.files: check the dates and the files")
+    n_in = len(df)
+    df = df.sort_values("create_time", kind="stable")
+    df = df[~df.duplicated(keep="last")]
+    exact = n_in - len(df)
+    clash = df.duplicated("create_time", keep="last")
+    df = df[~clash].reset_index(drop=True)
+    t = df["create_time"].astype("int64").to_numpy()
+    step = np.diff(t)
+    missing = np.maximum(step // METRICS_STEP_MS - 1, 0)
+    quality = {
+        "rows": int(len(df)),
+        "first_row": df["create_time"].iloc[0].isoformat(),
+        "last_row": df["create_time"].iloc[-1].isoformat(),
+        "gaps": int((missing > 0).sum()),
+        "missing_rows": int(missing.sum()),
+        "duplicates_dropped": int(exact),
+        "conflicting_rows_dropped": int(clash.sum()),
+        "off_grid": int((t % METRICS_STEP_MS != 0).sum()),
+        "blank_cells": int(df[METRIC_VALUES].isna().sum().sum()),
+    }
+    return df[METRICS_COLUMNS], quality
 
 
 def read_funding_files(paths: list[str], symbol: str) -> pd.DataFrame:

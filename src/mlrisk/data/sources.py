@@ -299,7 +299,7 @@ def files_of_kind(data: DataParams, kind: str) -> list[str]:
             raise DataError(f"data.files: {extra[0]} is a {kinds[extra[0]]} dump, which only data.market 'futures' reads: "
                             "set data.market: futures or remove it from data.files")
     if not any(k == "klines" for k in kinds.values()):
-        raise DataError("data.files lists no kline dumps (only markPriceKlines/fundingRate ones): add the perpetual's kline dumps")
+        raise DataError("data.files lists no kline dumps (only markPriceKlines/fundingRate/metrics ones): add the perpetual's kline dumps")
     return [f for f, k in kinds.items() if k == kind]
 
 
@@ -315,7 +315,8 @@ def get_derivatives(
     ``[data.start, data.end)`` and validated (see :mod:`mlrisk.data.derivatives`). Returns
     (funding or None, mark klines or None, quality: ``{"funding": ..., "mark": ...}``, None for a
     table the source lacks: file source without such dumps). ``existing_*``: the binance
-    source's earlier download (see :func:`read_existing`), extended incrementally."""
+    source's earlier download (see :func:`read_existing`), extended incrementally. The metrics
+    dumps are read by :func:`get_metrics`."""
     start_ms = to_ms(data.start) if data.start else None
     end_ms = to_ms(data.end) if data.end else None
     funding: pd.DataFrame | None
@@ -362,3 +363,20 @@ def _funding_incremental(exchange: ExchangeClient, symbol: str, start_ms: int, e
         parts.insert(0, dv.fetch_funding(exchange, symbol, start_ms, first, hours))
     parts.append(dv.fetch_funding(exchange, symbol, max(last_raw + 1, start_ms), end_ms, hours))
     return pd.concat([p for p in parts if not p.empty], ignore_index=True)
+
+
+def get_metrics(data: DataParams) -> tuple[pd.DataFrame | None, dict[str, Any] | None]:
+    """The metrics dumps in ``data.files`` (file source, ``market: futures``; open interest and
+    long/short ratios, see :mod:`mlrisk.data.derivatives`), cut to ``[data.start, data.end)`` and
+    validated; (None, None) where none are listed (Binance's REST history of these is 30 days)."""
+    paths = files_of_kind(data, "metrics") if data.source == "file" else []
+    if not paths:
+        return None, None
+    df = dv.read_metrics_files(paths, data.symbol)
+    t = df["create_time"].astype("int64")
+    keep = pd.Series(True, index=df.index)
+    if data.start:
+        keep &= t >= to_ms(data.start)
+    if data.end:
+        keep &= t < to_ms(data.end)
+    return dv.validate_metrics(df[keep].reset_index(drop=True))
