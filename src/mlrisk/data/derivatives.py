@@ -72,7 +72,7 @@ import zipfile
 import zlib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -80,6 +80,9 @@ import pandas as pd
 from mlrisk.data.klines import KLINE_COLUMNS, normalise, validate
 from mlrisk.errors import DataError
 from mlrisk.io import read_parquet
+
+if TYPE_CHECKING:
+    from mlrisk.exchange import ExchangeClient
 
 HOUR_MS = 3_600_000
 DEFAULT_INTERVAL_HOURS = 8  # Binance: a symbol not listed by /fapi/v1/fundingInfo settles every 8 h
@@ -426,7 +429,7 @@ def read_mark_files(paths: list[str], symbol: str, interval: str, read_klines: C
 FUNDING_PAGE_LIMIT = 1000  # /fapi/v1/fundingRate: limit default 100, max 1000
 
 
-def funding_interval_hours(exchange: Any, symbol: str) -> int:
+def funding_interval_hours(exchange: ExchangeClient, symbol: str) -> int:
     """The symbol's funding interval (hours) from ``/fapi/v1/fundingInfo``, which lists only the
     symbols whose interval or cap Binance adjusted; one not listed settles every 8 h."""
     info = exchange.call("futures_v1_get_funding_info")
@@ -436,7 +439,7 @@ def funding_interval_hours(exchange: Any, symbol: str) -> int:
     return DEFAULT_INTERVAL_HOURS
 
 
-def fetch_funding(exchange: Any, symbol: str, start_ms: int, end_ms: int | None, interval_hours: int) -> pd.DataFrame:
+def fetch_funding(exchange: ExchangeClient, symbol: str, start_ms: int, end_ms: int | None, interval_hours: int) -> pd.DataFrame:
     """All settlements with ``start_ms <= fundingTime < end_ms`` (None = up to now) from
     ``/fapi/v1/fundingRate``, paged by ``startTime`` (the page is the first ``limit`` rows from
     ``startTime``); each page retried by the exchange client. Unvalidated."""
