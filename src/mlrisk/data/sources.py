@@ -5,6 +5,10 @@ The Binance source pages through the 1000-candle limit itself so that each page 
 its own (by :class:`mlrisk.exchange.ExchangeClient`: backoff on network errors and 5xx,
 ``Retry-After`` on 429/418, no API key sent), and a candle still forming at download time
 (close time on the exchange's clock in the future) is never kept.
+
+With ``data.market: futures`` the candles are the perpetual's, and :func:`get_derivatives` (funding
+history, mark-price klines) and :func:`get_metrics` (the dumps' open interest and long/short
+ratios) give the tables stored beside them (schema and loaders: :mod:`mlrisk.data.derivatives`).
 """
 
 from __future__ import annotations
@@ -289,7 +293,7 @@ def get_candles(data: DataParams, existing: pd.DataFrame | None = None, fetcher:
 
 # --------------------------------------------------------------------------- futures: funding and mark price
 def files_of_kind(data: DataParams, kind: str) -> list[str]:
-    """The ``data.files`` entries holding ``kind`` ("klines", "mark" or "funding"; see
+    """The ``data.files`` entries holding ``kind`` ("klines", "mark", "funding" or "metrics"; see
     :func:`mlrisk.data.derivatives.dump_kind`). Mark or funding dumps need ``data.market: futures``,
     and kline dumps are required."""
     kinds = {f: dv.dump_kind(f) for f in data.files}
