@@ -215,15 +215,19 @@ class FakeFuturesExchange(FakeExchange):
             self.marks[symbol] = None if price is None else Decimal(str(price))
             return done + self._check_liquidation(symbol)
 
-    def set_funding(self, symbol: str, rate: Any, interval_ms: int | None = None) -> None:
+    def set_funding(self, symbol: str, rate: Any, interval_ms: int | None = None, next_ms: int | None = None) -> None:
         """The rate the next settlements charge (per funding interval, e.g. 0.0001 = 0.01 %); ``interval_ms``:
-        a new schedule (multiples of it since the epoch; Binance moves some symbols to 4 h or 1 h)."""
+        a new schedule (multiples of it since the epoch; Binance moves some symbols to 4 h or 1 h); ``next_ms``:
+        the next funding time (``server_ms()`` ms; then every interval after it), e.g. now for a settlement at
+        the next request."""
         with self._xlock:
             self._settle_funding()
             self.funding_rates[symbol] = Decimal(str(rate))
             if interval_ms is not None:
                 self.funding_interval_ms = int(interval_ms)
                 self._next_funding = self._funding_after(self.server_ms())
+            if next_ms is not None:
+                self._next_funding = int(next_ms)
 
     def settle(self) -> list[dict[str, Any]]:
         """Settle every funding time the clock has passed (what any request does first); returns the

@@ -41,7 +41,7 @@ with ``positionRisk``'s signed ``positionAmt`` (any difference halts trading, fa
 adopts open orders and algo orders with the bot's prefix. Equity = wallet balance + unrealised P&L
 at the close (USDT). Quantities are ``Decimal`` base asset (BTC), prices USDT.
 
-**Funding** (:meth:`FuturesBroker.record_funding`, at every close and reconciliation): the funding fees
+**Funding** (:meth:`FuturesBroker.record_funding`, at every close's equity and at reconciliation): the funding fees
 the exchange settled on the symbol since the last one recorded (``/fapi/v1/income`` FUNDING_FEE, by REST:
 the user data stream's ``ACCOUNT_UPDATE`` reason FUNDING_FEE is lost while the stream is down, the income
 history is kept three months and each row has a transaction id) are recorded in the state file
@@ -51,8 +51,9 @@ wallet, so it includes every fee settled; the recorded fees say which part of it
 **Liquidation**: a position the exchange closed itself (on the mark price) is recorded like the user data
 stream records it (an order of leg ``liquidation`` with the exchange's ``autoclose-`` client id, its trades
 and the position it leaves; entries halt with the reason ``liquidated``); without the stream it is found at
-the next close, when ``positionRisk`` differs from the recorded position, in ``allOrders``: the recorded
-position then follows the exchange's instead of halting as a mismatch.
+the next close (its equity, before the step, or the position check), when ``positionRisk`` differs from the
+recorded position, in ``allOrders``: the recorded position then follows the exchange's instead of halting
+as a mismatch.
 """
 
 from __future__ import annotations
@@ -169,9 +170,15 @@ class FuturesBroker(BrokerBase):
         return self.venue.balances()
 
     def equity(self, price: float) -> float:
-        """Wallet balance plus the position's unrealised P&L at ``price`` (USDT): what the loss limits measure."""
+        """Wallet balance plus the position's unrealised P&L at ``price`` (USDT): what the loss limits measure.
+        Read at each close before the step, so it first records what the exchange did on its own since the
+        last close: the funding fees settled (:meth:`record_funding`) and, when ``positionRisk`` differs from
+        the recorded position, a liquidation (see the module docstring; it halts entries before the step)."""
+        self.record_funding()
         free, used = self.balances().get(self.filters.quote_asset, (ZERO, ZERO))
         amt, entry = self._risk()
+        if amt != self.store.position(self.symbol).quantity and self._record_liquidations():
+            amt, entry = self._risk()
         return float(free + used) + (float(amt) * (price - float(entry)) if entry is not None else 0.0)
 
     def exchange_position(self) -> Decimal:
@@ -268,11 +275,7 @@ class FuturesBroker(BrokerBase):
         legs = list(orders)
         seen = len(self.alerts)
         self.refresh()
-        self.record_funding()
-        halted = self.store.risk().halted
-        self.check_position()  # e.g. liquidated or traded by hand since the last close: halt (fail closed)
-        if self.store.risk().halted and not halted:   # liquidated just now (found here): no new entry
-            legs = [o for o in legs if o["leg"] != "entry"]
+        self.check_position()  # e.g. traded by hand since the last close: halt (fail closed); a liquidation is recorded
         if state is not None:
             self._cancel_dropped_limits(state)
         if any(o["leg"] == "flat" for o in legs):
