@@ -13,7 +13,7 @@ import pytest
 from fake_futures import FakeFuturesExchange
 from fake_user_stream import FakeUserStream
 from test_fake_futures import client_for
-from test_live_futures_broker import H, T0, _bot, _exchange, _flat, _run, _scripted, _store
+from test_live_futures_broker import H, T0, _bot, _broker, _exchange, _flat, _run, _scripted, _store
 
 from mlrisk.live.state import Funding, OrderStatus, StateStore
 from mlrisk.live.venue import BalanceUpdate, FuturesVenue, PositionUpdate, parse_futures_event
@@ -184,6 +184,24 @@ def test_a_liquidation_on_the_mark_price_is_recorded_at_the_next_close_and_halts
         assert len(fx.orders) == n                                                      # the short entry was not sent
         _run(fx, bot, candles, 3, 4)
         assert store.risk().halt_reason.startswith("liquidated") and fx.position()[0] == 0
+
+
+def test_a_restart_after_funding_and_a_liquidation_records_both_in_the_reconciliation(tmp_path):
+    """While the bot was down: a funding settlement, then a liquidation on the mark price. The start's
+    reconciliation records the fee and the liquidation (the recorded position follows), no mismatch."""
+    candles = _flat([40000, 40000, 40000])
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _scripted({1: 0.9}))
+        _run(fx, bot, candles, 1, 2)
+        held = fx.position()[0]
+        fx.set_funding("BTCUSDT", "0.0001", next_ms=fx.server_ms())
+        fx.set_mark("BTCUSDT", "26000")                                                 # settles, then liquidates
+        assert fx.position()[0] == 0 and store.position("BTCUSDT").quantity == held
+        lines = _broker(fx, store).reconcile()                                          # the restart
+        assert lines[0].startswith("funding -0.3 USDT at ") and lines[0].endswith(": recorded")
+        assert [f.amount for f in store.funding("BTCUSDT")] == [D("-0.3")]
+        assert store.position("BTCUSDT").quantity == 0 and store.risk().halt_reason.startswith("liquidated")
+        assert [o.leg for o in store.orders() if o.client_order_id.startswith("autoclose-")] == ["liquidation"]
 
 
 # ----------------------------------------------------------------------------- venue and state
