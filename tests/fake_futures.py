@@ -79,7 +79,10 @@ class FakeFuturesExchange(FakeExchange):
       position pays ``positionAmt × mark × rate`` (rate > 0: longs pay, shorts receive; the rate of
       :meth:`set_funding`, default 0) from the wallet, and from the isolated wallet of an isolated position.
       Settled lazily: at the next request, :meth:`set_price`/:meth:`set_mark` or user-stream poll after the
-      clock passed the time (at the mark of that moment; the fake keeps no mark history). Each settlement adds
+      clock passed the time (at the mark of that moment; the fake keeps no mark history). One schedule for
+      every symbol; ``funding_jitter_ms`` (default 0) stamps the rows that many ms after the funding time
+      (Binance's recorded ``fundingTime`` falls 1-29 ms after the hour, see ``shared/data/futures/README.md``).
+      Each settlement adds
       a ``GET /fapi/v1/fundingRate`` row (Get Funding Rate History: ``symbol``, ``fundingRate``,
       ``fundingTime``, ``markPrice``, ``rateType``; the most recent ``limit`` (default 100, max 1000) unless
       ``startTime``) and, per position, a ``FUNDING_FEE`` row of ``GET /fapi/v1/income`` (Get Income History,
@@ -150,6 +153,7 @@ class FakeFuturesExchange(FakeExchange):
         self.index_prices: dict[str, Decimal | None] = {s["symbol"]: None for s in symbols}   # None: the mark
         self.funding_rates: dict[str, Decimal] = {s["symbol"]: Decimal(0) for s in symbols}
         self.funding_interval_ms = 8 * HOUR_MS
+        self.funding_jitter_ms = 0     # the rows' time: this many ms after the funding time
         self.maint_margin_rate: dict[str, Decimal] = {s["symbol"]: Decimal("0.004") for s in symbols}
         self.maint_amount: dict[str, Decimal] = {s["symbol"]: Decimal(0) for s in symbols}
         self.funding_history: list[dict[str, Any]] = []   # GET /fapi/v1/fundingRate rows, oldest first
@@ -291,7 +295,7 @@ class FakeFuturesExchange(FakeExchange):
         done: list[dict[str, Any]] = []
         now = self.server_ms()
         while now >= self._next_funding:
-            at = self._next_funding
+            at = self._next_funding + self.funding_jitter_ms
             self._next_funding += self.funding_interval_ms
             for sym in self.positions:
                 rate, mark = self.funding_rates[sym], self.mark(sym)
