@@ -186,6 +186,29 @@ def test_a_liquidation_on_the_mark_price_is_recorded_at_the_next_close_and_halts
         assert store.risk().halt_reason.startswith("liquidated") and fx.position()[0] == 0
 
 
+def test_with_the_user_stream_a_mark_price_liquidation_is_recorded_between_closes(tmp_path):
+    from test_live_stream_wiring import _between_closes, _feed, _wired
+
+    from mlrisk.live.journal import CandleLog
+    from mlrisk.live.loop import Stopper
+
+    candles = _flat([40000, 40000, 40000])
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _scripted({1: 0.9}))
+        _run(fx, bot, candles, 1, 2)
+        held, entry = fx.position()
+        lp = _lp(1, held, entry, held * entry / 3).quantize(D("0.1"))
+        with _wired(fx, "futures", bot.broker, CandleLog(tmp_path / "bot.jsonl", None)) as (_us, _stream, pump):
+            stop = Stopper(None)
+            _between_closes(_feed(fx, "futures", stop, pump), stop, lambda: fx.set_mark("BTCUSDT", "26000"))
+        assert store.position("BTCUSDT").quantity == 0 == fx.position()[0] and fx.prices["BTCUSDT"] == 40000
+        liq = [o for o in store.orders() if o.leg == "liquidation"]
+        assert len(liq) == 1 and [f.price for f in store.fills(liq[0].client_order_id)] == [lp]
+        assert store.risk().halt_reason.startswith("liquidated") and bot.last_processed == T0 + H
+        _run(fx, bot, candles, 2, 3)                                                    # the next close agrees
+        assert store.risk().halt_reason.startswith("liquidated") and len(fx.orders) == 2
+
+
 def test_a_restart_after_funding_and_a_liquidation_records_both_in_the_reconciliation(tmp_path):
     """While the bot was down: a funding settlement, then a liquidation on the mark price. The start's
     reconciliation records the fee and the liquidation (the recorded position follows), no mismatch."""
