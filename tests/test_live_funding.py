@@ -96,9 +96,10 @@ def test_funding_settles_when_the_fake_clock_passes_the_funding_time():
         assert fx.wallet == before - D("0.4")
 
 
-def test_the_stream_pushes_account_update_with_reason_funding_fee():
+@pytest.mark.parametrize("isolated", [True, False])
+def test_the_stream_pushes_account_update_with_reason_funding_fee(isolated):
     with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx, FakeUserStream(fx, "futures") as us:
-        _open(fx, "BUY")
+        _open(fx, "BUY", isolated=isolated)
         assert us.caught_up()
         seen = len(us.events)
         fx.set_funding("BTCUSDT", "0.0001", next_ms=fx.server_ms())
@@ -107,6 +108,9 @@ def test_the_stream_pushes_account_update_with_reason_funding_fee():
         assert [e["a"]["m"] for e in events] == ["FUNDING_FEE"]                         # no second (ORDER) event
         a = events[0]["a"]
         assert a["B"] == [{"a": "USDT", "wb": str(fx.wallet.normalize()), "cw": str(fx.wallet.normalize()), "bc": "-0.4"}]
+        if not isolated:                                        # cross: "only the balance B ... without any position P"
+            assert a["P"] == [] and [type(u) for u in parse_futures_event(events[0])] == [BalanceUpdate]
+            return
         assert [(p["s"], p["mt"], D(p["iw"]), D(p["pa"])) for p in a["P"]] == [("BTCUSDT", "isolated", D("399.6"), D("0.1"))]
         parsed = parse_futures_event(events[0])
         assert [type(u) for u in parsed] == [BalanceUpdate, PositionUpdate]
@@ -132,6 +136,18 @@ def test_the_mark_price_liquidates_and_the_last_price_does_not(side):
         assert o["clientOrderId"].startswith("autoclose-") and (o["type"], o["status"]) == ("LIQUIDATION", "FILLED")
         assert D(o["avgPrice"]) == lp.quantize(D("0.1"))                                # at the liquidation price
         assert c.futures_position_information(symbol="BTCUSDT") == []
+
+
+def test_cross_margin_liquidates_at_the_wallet_s_liquidation_price():
+    """Cross: WB is the wallet (TMM, UPNL of the other symbols: none here), so the price is far lower."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}, wallet="1000") as fx:
+        c = _open(fx, "BUY", qty="0.5", leverage=20, isolated=False)
+        lp = _lp(1, D("0.5"), D(40000), fx.wallet)                                     # the wallet after the fee: 990
+        assert D(c.futures_position_information(symbol="BTCUSDT")[0]["liquidationPrice"]) == lp   # about 38172.69
+        fx.set_mark("BTCUSDT", lp + D("0.01"))
+        assert fx.position()[0] == D("0.5")
+        fx.set_mark("BTCUSDT", lp)
+        assert fx.position()[0] == 0 and len(fx.liquidations) == 1
 
 
 # ----------------------------------------------------------------------------- the broker
