@@ -44,7 +44,9 @@ class FakeFuturesExchange(FakeExchange):
     ``positions`` carry ``isolated`` and ``leverage``),
     ``/fapi/v3/balance``, ``POST /fapi/v1/leverage``, ``POST /fapi/v1/marginType`` (-4046 "No need to
     change margin type." when unchanged), ``GET /fapi/v1/positionSide/dual`` (``dual_side``),
-    ``POST/GET/DELETE /fapi/v1/algoOrder`` and ``GET /fapi/v1/openAlgoOrders``.
+    ``POST/GET/DELETE /fapi/v1/algoOrder``, ``GET /fapi/v1/openAlgoOrders`` and ``/fapi/v1/income``;
+    public ``GET /fapi/v1/premiumIndex`` and ``/fapi/v1/fundingRate`` (see "Mark price, funding and
+    liquidation" below).
 
     Orders: MARKET fills in full at ``prices[symbol]`` paying ``taker_fee`` (USDT, on the notional);
     LIMIT (GTC) rests until :meth:`set_price` crosses it, then fills at its limit price paying
@@ -82,8 +84,7 @@ class FakeFuturesExchange(FakeExchange):
       clock passed the time (at the mark of that moment; the fake keeps no mark history). One schedule for
       every symbol; ``funding_jitter_ms`` (default 0) stamps the rows that many ms after the funding time
       (Binance's recorded ``fundingTime`` falls 1-29 ms after the hour, see ``shared/data/futures/README.md``).
-      Each settlement adds
-      a ``GET /fapi/v1/fundingRate`` row (Get Funding Rate History: ``symbol``, ``fundingRate``,
+      Each settlement adds a ``GET /fapi/v1/fundingRate`` row (Get Funding Rate History: ``symbol``, ``fundingRate``,
       ``fundingTime``, ``markPrice``, ``rateType``; the most recent ``limit`` (default 100, max 1000) unless
       ``startTime``) and, per position, a ``FUNDING_FEE`` row of ``GET /fapi/v1/income`` (Get Income History,
       https://developers.binance.com/docs/derivatives/usds-margined-futures/account/rest-api/Get-Income-History:
@@ -95,14 +96,17 @@ class FakeFuturesExchange(FakeExchange):
       WB = the isolated wallet, TMM = UPNL = 0; cross: WB = the wallet, TMM/UPNL of the other symbols),
       ``LP = (WB - TMM + UPNL + cum - side × |amt| × EP) / (|amt| × MMR - side × |amt|)`` (Binance's formula,
       :data:`LIQUIDATION_PRICE_URL`), with one maintenance tier per symbol: :attr:`maint_margin_rate` (MMR,
-      default 0.004, BTCUSDT's first bracket) and :attr:`maint_amount` (cum, default 0): maintenance margin =
+      default 0.004: BTCUSDT's first notional tier as Binance published it, not checked against a dated
+      ``leverageBracket`` snapshot) and :attr:`maint_amount` (cum, default 0): maintenance margin =
       notional × MMR - cum. The position is closed as :func:`fake_user_stream.liquidate` does (a MARKET
       order of type ``LIQUIDATION``, client id ``autoclose-<ms>``, taker fee), at the liquidation price
       rounded to the tick (Binance closes at the bankruptcy price and keeps the rest of the margin for its
       insurance fund: the fake's loss is smaller by about the maintenance margin). Checked at each
       :meth:`set_mark`, :meth:`set_price` (while the mark follows it) and after each funding settlement;
-      the last price alone never liquidates while a mark is set. Every answer has the keys and JSON types of Binance's documented
-    example (``tests/binance_docs/``, checked by ``tests/test_venue_contract.py``).
+      the last price alone never liquidates while a mark is set.
+
+    Every answer has the keys and JSON types of Binance's documented example (``tests/binance_docs/``,
+    checked by ``tests/test_venue_contract.py``).
 
     Documented behaviours (off by default; see :class:`FakeExchange` for the shared ones): ``algo_lag_ms``
     (a triggered algo order is TRIGGERING with ``actualOrderId`` "" for that long, then TRIGGERED, then
