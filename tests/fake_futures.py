@@ -98,7 +98,7 @@ class FakeFuturesExchange(FakeExchange):
       :data:`LIQUIDATION_PRICE_URL`), with one maintenance tier per symbol: :attr:`maint_margin_rate` (MMR,
       default 0.004: BTCUSDT's first notional tier as Binance published it, not checked against a dated
       ``leverageBracket`` snapshot) and :attr:`maint_amount` (cum, default 0): maintenance margin =
-      notional × MMR - cum. The position is closed as :func:`fake_user_stream.liquidate` does (a MARKET
+      notional × MMR - cum. The position is closed by :meth:`liquidate_at` (a MARKET
       order of type ``LIQUIDATION``, client id ``autoclose-<ms>``, taker fee), at the liquidation price
       rounded to the tick (Binance closes at the bankruptcy price and keeps the rest of the margin for its
       insurance fund: the fake's loss is smaller by about the maintenance margin). Checked at each
@@ -282,12 +282,17 @@ class FakeFuturesExchange(FakeExchange):
             return []
         info = self.symbols[symbol]
         tick = Decimal(next(f for f in info["filters"] if f["filterType"] == "PRICE_FILTER")["tickSize"])
-        px = (lp / tick).to_integral_value(ROUND_HALF_EVEN) * tick if tick else lp
+        return [self.liquidate_at(symbol, (lp / tick).to_integral_value(ROUND_HALF_EVEN) * tick if tick else lp)]
+
+    def liquidate_at(self, symbol: str, price: Decimal) -> dict[str, Any]:
+        """Close the whole position as Binance's liquidation does: a MARKET order of type ``LIQUIDATION`` with
+        client id ``autoclose-<ms>``, filled at ``price`` (taker fee). Returns the order (internal form)."""
+        amt = self.positions[symbol][0]
         o = self._make_order(symbol, "SELL" if amt > 0 else "BUY", "LIQUIDATION", abs(amt), None,
                              f"autoclose-{self.server_ms()}", True, "IOC")
-        self._f_fill(o, px, self.taker_fee, maker=False)
+        self._f_fill(o, price, self.taker_fee, maker=False)
         self.liquidations.append(o)
-        return [o]
+        return o
 
     def _funding_after(self, ms: int) -> int:
         """The first funding time after ``ms`` (epoch ms)."""

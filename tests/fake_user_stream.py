@@ -68,13 +68,9 @@ def liquidate(fx: Any, symbol: str, price: Any) -> dict[str, Any]:
     Returns the order (internal form)."""
     with fx._xlock:
         p = fx.prices[symbol] = Decimal(str(price))
-        amt = fx.positions[symbol][0]
-        if not amt:
+        if not fx.positions[symbol][0]:
             raise ValueError(f"no {symbol} position to liquidate")
-        o = fx._make_order(symbol, "SELL" if amt > 0 else "BUY", "LIQUIDATION", abs(amt), None,
-                           f"autoclose-{fx.server_ms()}", True, "IOC")
-        fx._f_fill(o, p, fx.taker_fee, maker=False)
-        return o
+        return fx.liquidate_at(symbol, p)
 
 
 class FakeUserStream:
