@@ -100,7 +100,7 @@ class FakeBinance:
         self.candles = candles or {}
         self.futures = futures  # None: /fapi serves the same candles as /api
         self.funding = funding or {}
-        self.mark = mark or {}
+        self.mark_klines = mark or {}  # (symbol, interval) -> mark-price kline rows
         self.funding_info = funding_info or []
         self.now_ms = now_ms
         self.faults: list[dict[str, Any]] = []
@@ -190,7 +190,7 @@ class FakeBinance:
             return self._klines(q, futures=path.startswith("/fapi"))
         if path == "/fapi/v1/markPriceKlines":
             # Mark-Price-Kline-Candlestick-Data doc: the kline layout and paging, limit default 500, max 1500
-            return self._klines(q, source=self.mark, max_limit=1500)
+            return self._klines(q, source=self.mark_klines, max_limit=1500)
         if path == "/fapi/v1/fundingRate":
             return self._funding_rate(q)
         if path == "/fapi/v1/fundingInfo":

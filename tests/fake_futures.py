@@ -85,8 +85,7 @@ class FakeFuturesExchange(FakeExchange):
       every symbol; ``funding_jitter_ms`` (default 0) stamps the rows that many ms after the funding time
       (Binance's recorded ``fundingTime`` falls 1-29 ms after the hour, see ``shared/data/futures/README.md``).
       Each settlement adds a ``GET /fapi/v1/fundingRate`` row (Get Funding Rate History: ``symbol``, ``fundingRate``,
-      ``fundingTime``, ``markPrice``, ``rateType``; the most recent ``limit`` (default 100, max 1000) unless
-      ``startTime``) and, per position, a ``FUNDING_FEE`` row of ``GET /fapi/v1/income`` (Get Income History,
+      ``fundingTime``, ``markPrice``; served with its paging by :class:`fake_binance.FakeBinance`) and, per position, a ``FUNDING_FEE`` row of ``GET /fapi/v1/income`` (Get Income History,
       https://developers.binance.com/docs/derivatives/usds-margined-futures/account/rest-api/Get-Income-History:
       ``symbol``, ``incomeType``, ``income``, ``asset``, ``info``, ``time``, ``tranId``, ``tradeId``; also
       ``REALIZED_PNL`` and ``COMMISSION`` rows of each trade; ``startTime``/``endTime`` inclusive, "If neither
@@ -132,7 +131,6 @@ class FakeFuturesExchange(FakeExchange):
               ("DELETE", "/fapi/v1/algoOrder"): ("_f_cancel_algo", True),
               ("GET", "/fapi/v1/openAlgoOrders"): ("_f_open_algos", True),
               ("GET", "/fapi/v1/premiumIndex"): ("_f_premium_index", False),
-              ("GET", "/fapi/v1/fundingRate"): ("_f_funding_rate", False),
               ("GET", "/fapi/v1/income"): ("_f_income", True)}
 
     def __init__(self, *, symbols: tuple[dict[str, Any], ...] = (BTCUSDT_FUTURES,), wallet: str = "10000",
@@ -160,7 +158,8 @@ class FakeFuturesExchange(FakeExchange):
         self.funding_jitter_ms = 0     # the rows' time: this many ms after the funding time
         self.maint_margin_rate: dict[str, Decimal] = {s["symbol"]: Decimal("0.004") for s in symbols}
         self.maint_amount: dict[str, Decimal] = {s["symbol"]: Decimal(0) for s in symbols}
-        self.funding_history: list[dict[str, Any]] = []   # GET /fapi/v1/fundingRate rows, oldest first
+        for sym in self.positions:   # GET /fapi/v1/fundingRate rows (served by FakeBinance), oldest first
+            self.funding.setdefault(sym, [])
         self.income: list[dict[str, Any]] = []            # GET /fapi/v1/income rows, oldest first
         self.liquidations: list[dict[str, Any]] = []      # the orders that liquidated a position
         self._iso_funding: dict[str, Decimal] = {s["symbol"]: Decimal(0) for s in symbols}  # funding on isolated wallets
@@ -308,8 +307,8 @@ class FakeFuturesExchange(FakeExchange):
             self._next_funding += self.funding_interval_ms
             for sym in self.positions:
                 rate, mark = self.funding_rates[sym], self.mark(sym)
-                self.funding_history.append({"symbol": sym, "fundingRate": f"{rate:.8f}", "fundingTime": at,
-                                             "markPrice": f"{mark:.8f}", "rateType": "Regular"})
+                self.funding[sym].append({"symbol": sym, "fundingRate": f"{rate:.8f}", "fundingTime": at,
+                                             "markPrice": f"{mark:.8f}"})
                 amt = self.positions[sym][0]
                 fee = (-amt * mark * rate).quantize(Decimal("0.00000001"))
                 if amt == 0 or fee == 0:
@@ -332,6 +331,12 @@ class FakeFuturesExchange(FakeExchange):
             self._settle_funding()
             self._advance_algos()
         return super()._answer(*args, **kw)
+
+    def _route(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
+        """The public market-data routes (FakeBinance's: klines, fundingRate, ...), after the settlements due."""
+        with self._xlock:
+            self._settle_funding()
+            return super()._route(path, q)
 
     # ------------------------------------------------------------------ helpers
     def _avail(self, symbol: str | None = None) -> Decimal:
@@ -755,12 +760,6 @@ class FakeFuturesExchange(FakeExchange):
                          "estimatedSettlePrice": f"{mark:.8f}", "lastFundingRate": f"{self.funding_rates[sym]:.8f}",
                          "interestRate": "0.00010000", "nextFundingTime": self._next_funding, "time": self.server_ms()})
         return rows[0] if q.get("symbol") else rows
-
-    def _f_funding_rate(self, q: dict[str, str]) -> list[dict[str, Any]]:
-        """``GET /fapi/v1/fundingRate`` (Get Funding Rate History): ``startTime``/``endTime`` inclusive, limit
-        default 100, max 1000; without ``startTime`` the most recent ``limit`` rows, ascending."""
-        rows = [r for r in self.funding_history if not q.get("symbol") or r["symbol"] == q["symbol"]]
-        return self._window(rows, {"limit": "100", **q}, "fundingTime", "-", "fundingTime")
 
     def _f_income(self, q: dict[str, str]) -> list[dict[str, Any]]:
         """``GET /fapi/v1/income`` (Get Income History): by ``symbol``/``incomeType``; ``startTime``/``endTime``
