@@ -5,7 +5,8 @@ reads the lot step and minimum notional of an exchange-info snapshot through :cl
 - ``PRICE_FILTER``: ``tickSize``, ``minPrice``, ``maxPrice``; ``LOT_SIZE`` and ``MARKET_LOT_SIZE``:
   ``stepSize``, ``minQty``, ``maxQty``; ``MIN_NOTIONAL`` / ``NOTIONAL``: the notional bounds
   (https://github.com/binance/binance-spot-api-docs/blob/master/filters.md). A 0 disables a bound.
-- Quantities are truncated (rounded down) to the step (:func:`floor_to`), prices rounded to the
+- Quantities are truncated (rounded down) to the step (:func:`floor_to`; :func:`floor_qty` for the
+  compiled backtest's floats), prices rounded to the
   tick in the trader's favour (:meth:`SymbolFilters.round_price`).
 
 Prices and quantities are in the symbol's quote and base asset units (BTCUSDT: USDT per BTC, BTC).
@@ -15,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+import math
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from math import gcd
 from typing import Any, Literal
+
+from numba import njit
 
 from mlrisk.errors import ExchangeError
 
@@ -40,6 +44,22 @@ def to_decimal(x: Decimal | str | int | float) -> Decimal:
 def floor_to(x: Decimal, step: Decimal) -> Decimal:
     """The largest multiple of ``step`` that is <= ``x`` (``x`` itself when ``step`` is 0)."""
     return x if step == 0 else (x / step).to_integral_value(ROUND_FLOOR) * step
+
+
+@njit(cache=True)
+def floor_qty(qty: float, step: float) -> float:
+    """:func:`floor_to` for floats, for the compiled backtest: the largest multiple of ``step`` that is
+    <= ``qty`` (base asset units; ``qty`` itself when ``step`` is 0). A decimal step ``10**-k`` (every
+    Binance stepSize) divides exactly: ``floor(qty * 10**k) / 10**k``, correctly rounded, so the result
+    is the float nearest :func:`floor_to`'s exact value; a quotient within 1e-12 (relative) under a whole
+    number counts as that number (the float of a decimal multiple, e.g. 0.3 / 0.1, lands just under it)."""
+    if step <= 0.0:
+        return qty
+    inv = 1.0 / step
+    whole = math.floor(inv + 0.5)
+    if whole >= 1.0 and abs(whole * step - 1.0) < 1e-12:
+        return math.floor(qty * whole * (1.0 + 1e-12)) / whole
+    return math.floor(qty / step * (1.0 + 1e-12)) * step
 
 
 def ceil_to(x: Decimal, step: Decimal) -> Decimal:

@@ -37,6 +37,7 @@ def params_vector(bp: BacktestParams, interval_ms: int) -> np.ndarray:
     v[E.P_LIQ_FEE] = bp.liquidation_fee_rate
     v[E.P_MIN_NOTIONAL] = bp.min_notional
     v[E.P_DIRECTION] = {"both": 0, "long": 1, "short": -1}[bp.direction]
+    v[E.P_LOT_STEP] = bp.lot_step
     return v
 
 
