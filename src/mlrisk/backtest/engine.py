@@ -19,7 +19,13 @@ candles t+1 .. t+limit_ttl). A limit order never fills on the candle that placed
 **Size.** Each entry's margin is ``order_size * free balance`` at its fill, where free balance is
 equity (marked at the fill price) minus the margin in use; its notional is
 ``margin * leverage`` (isolated margin). If the notional is below ``min_notional`` the entry is
-skipped. A side's entries form one position at their quantity-weighted average price.
+skipped. With ``lot_step`` > 0 (the exchange's LOT_SIZE / MARKET_LOT_SIZE stepSize, base asset units;
+see :func:`mlrisk.backtest.futures.lot_filters`) the quantity ``notional / price`` is rounded down to
+the step (:func:`mlrisk.exchange_filters.floor_qty`, the float twin of the live bot's Decimal
+``floor_to``), the notional becomes ``quantity * price`` and the margin ``notional / leverage``; an
+entry whose rounded quantity is 0 or whose rounded notional is below ``min_notional`` is skipped
+(Binance's MIN_NOTIONAL / NOTIONAL filter). ``lot_step`` 0 = no rounding. A side's entries form one
+position at their quantity-weighted average price.
 
 **Exits** close the whole position: after ``hold`` candles since its first entry (at the open of
 candle first + hold; 0 = never), on an opposite signal (at the next open), at ``take_profit`` /
@@ -28,25 +34,49 @@ candle first + hold; 0 = never), on an opposite signal (at the next open), at ``
 level when the candle's high/low touches it, or at the open if the candle opens beyond the level;
 the stop wins when both are touched in one candle. ``exit_check: close`` checks and fills them at
 the close (the original tool's rule, the one documented exception to next-open fills).
-Liquidation is always intrabar: the isolated-margin liquidation price is
-``(Q*P - M) / (Q*(1 - mmr))`` for a long and ``(Q*P + M) / (Q*(1 + mmr))`` for a short (Q quantity,
-P average price, M margin, mmr ``maintenance_margin_rate``); when the candle's adverse extreme
-reaches it the position closes there and its whole margin is lost, plus ``liquidation_fee_rate``
-on the notional at that price. Between a stop and the liquidation price, the level nearer the
-entry is reached first; an open beyond the liquidation price liquidates, and so does any exit
-whose fill price would be at or beyond it (the exchange would have got there first).
+Liquidation is always intrabar: the isolated-margin liquidation price is Binance's
+``(M + cum - side*Q*P) / (Q*mmr - side*Q)``, i.e. ``(Q*P - M - cum) / (Q*(1 - mmr))`` for a long and
+``(Q*P + M + cum) / (Q*(1 + mmr))`` for a short (Q quantity, P average price, M margin; see
+:func:`mlrisk.strategy.liquidation_price`). ``mmr`` and ``cum`` are the maintenance margin rate and
+amount of the leverage bracket holding the position's entry notional ``Q*P`` (``brackets``: the last
+tier whose ``notionalFloor`` <= ``Q*P``; :func:`mlrisk.strategy.maintenance_bracket`); without
+brackets, the flat ``maintenance_margin_rate`` and ``cum`` 0. (Binance's FAQ re-tiers when the
+notional at the liquidation price falls in another bracket; the engine keeps the entry notional's
+tier: the two differ only for positions within a liquidation distance of a bracket floor.)
+Liquidation watches the **mark price** where mark candles are given: the mark candle's adverse extreme
+(low for a long, high for a short) against the liquidation price, and the mark open for the gap at
+the open; where no mark data exists (no ``mark`` rows, or a row holding a NaN) the last-price candle
+stands in. When it is reached the position closes at the liquidation price and its whole margin is
+lost, plus ``liquidation_fee_rate`` on the notional at that price: Binance takes over a liquidated
+isolated position at its bankruptcy price, so the trader loses the position's isolated margin
+(the price: Binance FAQ "How to Calculate Liquidation Price of USDⓈ-M Futures Contracts",
+https://www.binance.com/en/support/faq/b3c689c1f50a44cabb3a84e663b81d93, isolated mode: TMM = UPNL = 0;
+the recorded exit price stays the liquidation price, the engine's convention). Between a stop
+(on the last price) and the liquidation price, the level nearer the entry is reached first; an open
+beyond the liquidation price liquidates, and so does any exit whose fill price would be at or beyond
+it (the exchange would have got there first; isolated margin cannot lose more than the margin).
 
 **Costs.** ``fee_rate`` (taker) on market entries and on every exit, ``maker_fee_rate`` on limit
 fills, each on the fill's notional. Every exit except liquidation also pays slippage.
-``funding_rate`` is per 8 hours on the open notional at each close, pro rata to the candle
-length, paid by longs (received by shorts) when positive.
+**Funding from history** (``funding``, one rate per candle: the sum of the settlements charged at its
+open; :func:`mlrisk.backtest.futures.funding_per_candle` states which settlement goes to which open):
+at the open of candle t, before anything else happens there, each entry of the position held into
+that open pays ``funding[t] * quantity * mark_open[t]`` (the open of the last-price candle where no
+mark data exists), paid by longs (received by shorts) when positive; a position opened at that open
+pays nothing for it, one closed at that open pays it. Binance charges a settlement on the positions
+open at its time, ``funding amount = mark price * position size * funding rate`` (Binance FAQ
+"Introduction to Binance Futures Funding Rates"). **Without a history** (``funding`` empty)
+the constant ``funding_rate`` applies: per 8 hours on the open notional at each close, pro rata to
+the candle length, paid by longs when positive. Funding adds to each entry's ``T_FUNDING`` and the
+summary's ``S_FUNDING`` either way.
 
-**Order of events in candle t.** (1) At the open: a position whose liquidation price the open gapped
-through is liquidated; then orders decided at the close of t-1 fill, exits first (opposite
-signal, ``hold``), then market entries. (2) Resting limit orders fill (oldest
+**Order of events in candle t.** (1) At the open: funding settled at this open (history); a position
+whose liquidation price the (mark) open gapped through is liquidated; then orders decided at the
+close of t-1 fill, exits first (opposite signal, ``hold``), then market entries. (2) Resting limit orders fill (oldest
 first). (3) Intrabar exits: liquidation, stop, take-profit. A position whose latest entry was
 filled by a limit order inside candle t is first checked on candle t+1. (4) At the close:
-close-checked exits, funding, mark to market; then the new signal is read and orders placed.
+close-checked exits, funding (the constant rate, without history), mark to market; then the new
+signal is read and orders placed.
 
 **Equity** is marked to market at every close and can never go below zero: a liquidation never
 takes more than the account holds. An account whose free balance cannot fund ``min_notional``
@@ -60,7 +90,10 @@ pending market entry or exit) plus two small float64 arrays, ``entries`` (``pyra
 given; the backtest (:func:`run_kernel`) gives it every candle, then closes at the end
 (:func:`close_out`); the sweep runs :func:`run_kernel` per parameter row in parallel;
 :class:`mlrisk.live.sim_account.AccountState` gives it one candle at a time (for the live bot's
-paper broker) and saves and restores the state. Every trading rule a real exchange broker needs too is
+paper broker) and saves and restores the state. :func:`advance_market` takes the market inputs
+(``mark`` rows of :data:`MK_OPEN` .. :data:`MK_LOW`, ``funding`` per candle, ``brackets`` rows of
+:data:`mlrisk.strategy.BR_FLOOR` ..), each empty for its fallback; :func:`advance` is it with all three
+empty (today's rules, bit for bit). Every trading rule a real exchange broker needs too is
 in :mod:`mlrisk.strategy` and used here: :func:`~mlrisk.strategy.order_intents` (close, cancel,
 entry side, kind and limit price at a close), :func:`~mlrisk.strategy.entry_size` (the margin
 rule at a fill), :func:`~mlrisk.strategy.protective_levels` (take-profit and stop prices),
