@@ -214,8 +214,12 @@ def _position(side: int, k: int, entries: np.ndarray, mmr: float, brackets: np.n
         m_tot += entries[i, E_MARGIN]
         cost += entries[i, E_QTY] * entries[i, E_PRICE]
     avg = cost / q_tot
-    rate, cum = maintenance_bracket(cost, brackets, mmr)
-    return avg, liquidation_price(side, q_tot, avg, m_tot, rate, cum)
+    if brackets is None:  # compiled away: numba prunes the branch by the argument's type
+        liq = liquidation_price(side, q_tot, avg, m_tot, mmr, 0.0)
+    else:
+        rate, cum = maintenance_bracket(cost, brackets, mmr)
+        liq = liquidation_price(side, q_tot, avg, m_tot, rate, cum)
+    return avg, liq
 
 
 @njit(cache=True)
@@ -321,8 +325,8 @@ def advance(acct: Account, entries: np.ndarray, orders: np.ndarray, t0: int, ope
             ntr: int, equity: np.ndarray) -> tuple[Account, int]:
     """:func:`advance_market` without funding history, mark prices or brackets (the constant
     ``funding_rate``, liquidation on the last price, the flat ``maintenance_margin_rate``)."""
-    return advance_market(acct, entries, orders, t0, open_, high, low, close, p_up, np.empty((0, N_MARK_FIELDS)),
-                          np.empty(0), np.empty((0, N_BRACKET_FIELDS)), cfg, final, trades, ntr, equity)
+    return advance_market(acct, entries, orders, t0, open_, high, low, close, p_up, None, None, None, cfg, final,
+                          trades, ntr, equity)
 
 
 @njit(cache=True)
@@ -342,6 +346,8 @@ def advance_market(acct: Account, entries: np.ndarray, orders: np.ndarray, t0: i
     :func:`mlrisk.backtest.futures.funding_per_candle`), or 0 elements (no history: the constant
     ``funding_rate`` at each close). ``brackets``: the maintenance tiers (rows of
     :data:`mlrisk.strategy.BR_FLOOR` ..), or 0 rows (the flat ``maintenance_margin_rate``).
+    All three None (what :func:`advance` passes): the same fallbacks, compiled without the
+    futures code (numba prunes ``is None`` branches by type), so the spot path keeps its speed.
 
     Each candle, in the order of the module docstring: fills at the open, resting limit fills,
     intrabar exits, close-checked exits, funding, mark to market, then the orders decided at the
@@ -379,8 +385,12 @@ def advance_market(acct: Account, entries: np.ndarray, orders: np.ndarray, t0: i
     min_notional = cfg.min_notional
     lot_step = cfg.lot_step
     m = close.shape[0]
-    has_mark = mark.shape[0] > 0
-    has_funding = funding.shape[0] > 0
+    has_mark = False
+    if mark is not None:
+        has_mark = mark.shape[0] > 0
+    has_funding = False
+    if funding is not None:
+        has_funding = funding.shape[0] > 0
 
     for i_c in range(m):
         t = t0 + i_c
@@ -392,23 +402,25 @@ def advance_market(acct: Account, entries: np.ndarray, orders: np.ndarray, t0: i
         mo = o
         mh = h
         ml = lo
-        if has_mark:
-            xo = mark[i_c, MK_OPEN]
-            xh = mark[i_c, MK_HIGH]
-            xl = mark[i_c, MK_LOW]
-            if not (np.isnan(xo) or np.isnan(xh) or np.isnan(xl)):
-                mo = xo
-                mh = xh
-                ml = xl
+        if mark is not None:
+            if has_mark:
+                xo = mark[i_c, MK_OPEN]
+                xh = mark[i_c, MK_HIGH]
+                xl = mark[i_c, MK_LOW]
+                if not (np.isnan(xo) or np.isnan(xh) or np.isnan(xl)):
+                    mo = xo
+                    mh = xh
+                    ml = xl
         # ---- (1) at the open: funding settled at this open on the position held into it; a gap beyond
         # the liquidation price liquidates; then exits, then market entries
-        if has_funding and side != 0:
-            rate = funding[i_c]
-            if rate != 0.0:
-                for i in range(k):
-                    f = rate * entries[i, E_QTY] * mo * side
-                    entries[i, E_FUNDING] += f
-                    balance -= f
+        if funding is not None:
+            if has_funding and side != 0:
+                rate = funding[i_c]
+                if rate != 0.0:
+                    for i in range(k):
+                        f = rate * entries[i, E_QTY] * mo * side
+                        entries[i, E_FUNDING] += f
+                        balance -= f
         if side != 0:
             _, liq = _position(side, k, entries, mmr, brackets)
             if (side == 1 and mo <= liq) or (side == -1 and mo >= liq):
@@ -538,7 +550,7 @@ def advance_market(acct: Account, entries: np.ndarray, orders: np.ndarray, t0: i
 def close_out(acct: Account, entries: np.ndarray, t: int, c: float, cfg: Config, trades: np.ndarray,
               ntr: int) -> tuple[Account, float, int]:
     """:func:`close_out_market` with the flat ``maintenance_margin_rate`` (no brackets)."""
-    return close_out_market(acct, entries, t, c, cfg, np.empty((0, N_BRACKET_FIELDS)), trades, ntr)
+    return close_out_market(acct, entries, t, c, cfg, None, trades, ntr)
 
 
 @njit(cache=True)
@@ -626,11 +638,14 @@ def _ensure_float(a: np.ndarray) -> np.ndarray:
 
 
 def market_arrays(n: int, mark: np.ndarray | None = None, funding: np.ndarray | None = None,
-                  brackets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  brackets: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """The engine's ``(mark, funding, brackets)`` inputs for ``n`` candles, checked: ``mark`` an
     ``n x 3`` array (mark open, high, low; NaN rows allowed) or None, ``funding`` ``n`` rates or None,
     ``brackets`` a ``tiers x 3`` array (:func:`mlrisk.backtest.futures.brackets_array`) or None.
-    None becomes the empty array that selects the fallback. Raises ``ValueError`` on a wrong shape."""
+    All None stay None (the compiled spot path); otherwise a None becomes the empty array that selects
+    its fallback. Raises ``ValueError`` on a wrong shape."""
+    if mark is None and funding is None and brackets is None:
+        return None, None, None
     mk = np.empty((0, N_MARK_FIELDS)) if mark is None else _ensure_float(mark)
     fd = np.empty(0) if funding is None else _ensure_float(funding)
     br = np.empty((0, N_BRACKET_FIELDS)) if brackets is None else _ensure_float(brackets)
