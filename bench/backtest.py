@@ -12,6 +12,10 @@ combinations/second for a sweep, as ratios to vectorbt measured in this same run
 Needs the bench extra:  MLRISK_EXTRAS=dev,bench bash scripts/setup.sh
 
     python bench/backtest.py [--candles 1000000] [--combos 1000] [--repeat 3]
+
+``--engine-only`` times the mlrisk engine alone (no vectorbt or backtesting.py needed): one run on
+``--candles`` candles without and with the perpetual-futures inputs (mark candles, funding at every
+eighth open, the BTCUSDT brackets, a lot step), and the sweep, in candles and combinations per second.
 """
 
 from __future__ import annotations
@@ -65,7 +69,11 @@ def main() -> None:
     ap.add_argument("--sweep-candles", type=int, default=2_628, help="candles for the sweep (the sample's test part)")
     ap.add_argument("--combos", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--engine-only", action="store_true", help="time the mlrisk engine alone (no vectorbt)")
     args = ap.parse_args()
+    if args.engine_only:
+        engine_speed(args)
+        return
 
     import vectorbt as vbt
     from backtesting import Strategy
@@ -178,6 +186,48 @@ def main() -> None:
     import numba
 
     print(f"\n(numba threads: {numba.get_num_threads()}; best of {args.repeat}; vectorbt's and mlrisk's compile time excluded)")
+
+
+def futures_inputs(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mark candles (the last-price candle widened by 0.1 %), funding 0.01 % at every eighth open and
+    the shipped BTCUSDT brackets, for timing the engine with every perpetual-futures input in use."""
+    from mlrisk.backtest.futures import load_brackets
+
+    mark = np.c_[df["open"], df["high"] * 1.001, df["low"] * 0.999]
+    funding = np.where(np.arange(len(df)) % 8 == 0, 0.0001, 0.0)
+    return mark, funding, load_brackets("BTCUSDT")
+
+
+def engine_speed(args: argparse.Namespace) -> None:
+    """The engine's own speed: candles/s for one run (plain, then with the futures inputs and a lot
+    step) and combinations/s for the sweep; best of ``args.repeat``, compile time excluded."""
+    from mlrisk.backtest import engine as E
+    from mlrisk.backtest.runner import params_vector
+    from mlrisk.config.backtest import BacktestParams
+
+    bp = BacktestParams(initial_equity=10_000, threshold=0.2, direction="long", leverage=1, order_size=0.5,
+                        pyramid_max=1, entry="market", fee_rate=0.001, slippage_bps=0, maintenance_margin_rate=0,
+                        min_notional=0)
+    prm = params_vector(bp, H)
+    prm_lot = params_vector(bp.model_copy(update={"lot_step": 0.001}), H)
+    big = market(args.candles, seed=2)
+    arrays = [big[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close", "p_up")]
+    mark, funding, brackets = futures_inputs(big)
+    E.run(*arrays, prm)
+    E.run(*arrays, prm_lot, mark, funding, brackets)
+    t_plain = best_time(lambda: E.run(*arrays, prm), args.repeat)
+    t_fut = best_time(lambda: E.run(*arrays, prm_lot, mark, funding, brackets), args.repeat)
+    print(f"one backtest, {len(big):,} candles: {t_plain * 1000:.1f} ms ({len(big) / t_plain:,.0f} candles/s); "
+          f"with mark, funding, brackets and lot step: {t_fut * 1000:.1f} ms ({len(big) / t_fut:,.0f} candles/s)")
+    test = market(args.sweep_candles, seed=3)
+    a2 = [test[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close", "p_up")]
+    n_thr = max(1, int(round(np.sqrt(args.combos * 2))))
+    prms = np.stack([params_vector(bp.model_copy(update={"threshold": float(t), "order_size": float(s)}), H)
+                     for t in np.linspace(0.01, 0.45, n_thr) for s in np.linspace(0.05, 0.95, max(1, args.combos // n_thr))])
+    E.sweep(*a2, prms)
+    t_sweep = best_time(lambda: E.sweep(*a2, prms), args.repeat)
+    print(f"sweep of {len(prms)} combinations on {len(test):,} candles: {t_sweep:.3f} s "
+          f"({len(prms) / t_sweep:,.0f} combinations/s)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """DVC stage `fetch`: candles -> data/raw/{SYMBOL}-{INTERVAL}.parquet + reports/data_quality.json.
 
+With ``data.market: futures`` the candles are the perpetual's, and the funding history and mark-price
+klines go beside them (data/raw/{SYMBOL}-funding.parquet, data/raw/{SYMBOL}-{INTERVAL}-mark.parquet;
+schema and loaders in mlrisk.data.derivatives), counted under ``funding`` and ``mark`` in the report.
+
 Files for ``data.source: file`` must lie in data/files/, the folder this stage depends on, so that
 a replaced download re-runs it. The candle file records what made it (source, symbol, interval,
 market) in its parquet metadata; the binance source extends only a file it made itself."""
@@ -10,7 +14,8 @@ from pathlib import Path
 
 from mlrisk.config.data import DataParams
 from mlrisk.stage import run_stage
-from mlrisk.data.sources import METADATA_KEY, get_candles, provenance, read_existing
+from mlrisk.data.derivatives import funding_path, mark_path, metrics_path
+from mlrisk.data.sources import METADATA_KEY, get_candles, get_derivatives, get_metrics, provenance, read_existing
 from mlrisk.errors import DataError
 from mlrisk.io import write_json, write_parquet
 
@@ -41,10 +46,43 @@ def body(params, args) -> None:
         print(f"fetch: {sym}: {o_quality['rows']} candles, {o_quality['gaps']} gap(s) -> {o_out}")
     if others:
         quality["others"] = others
+    f_out, m_out = funding_path(args.out_dir, d.symbol), mark_path(args.out_dir, d.symbol, d.interval)
+    x_out = metrics_path(args.out_dir, d.symbol)
+    tables = {}
+    if d.market == "futures":
+        binance = d.source == "binance"
+        funding, mark, dq = get_derivatives(d, candles, read_existing(f_out, d) if binance else None,
+                                            read_existing(m_out, d) if binance else None)
+        metrics, xq = get_metrics(d)
+        tables = {f_out: funding, m_out: mark, x_out: metrics}
+        quality.update({"market": "futures", **dq})
+        if xq is not None:
+            quality["metrics"] = xq
+        for name, q in dq.items():
+            if q is None:
+                print(f"fetch: no {name} data in data.files (list its Binance dumps there): the backtest falls back to "
+                      f"{'backtest.funding_rate' if name == 'funding' else 'the last price'}")
     write_parquet(out, candles, metadata={METADATA_KEY: provenance(d)})
+    for path, table in tables.items():
+        if table is not None:
+            write_parquet(path, table, metadata={METADATA_KEY: provenance(d)})
+    for path in (f_out, m_out, x_out):  # an earlier futures run's table must not outlive a run that has none
+        if tables.get(path) is None and path.exists():
+            path.unlink()
     write_json(args.quality, quality)
     print(f"fetch: {quality['rows']} candles {quality['first_candle']} .. {quality['last_candle']}, "
           f"{quality['gaps']} gap(s), {quality['filled_candles']} filled ({quality['filled_share']:.2%}) -> {out}")
+    if quality.get("funding"):
+        fq = quality["funding"]
+        print(f"fetch: {fq['rows']} funding settlements every {fq['interval_hours']} h, {fq['missing_settlements']} missing, "
+              f"{fq['off_schedule']} off schedule -> {f_out}")
+    if quality.get("mark"):
+        mq = quality["mark"]
+        print(f"fetch: {mq['rows']} mark-price candles, {mq['missing_candles']} missing, "
+              f"{mq['candles_without_mark']} candle(s) without one -> {m_out}")
+    if quality.get("metrics"):
+        xq = quality["metrics"]
+        print(f"fetch: {xq['rows']} metrics rows (open interest, long/short ratios), {xq['missing_rows']} missing -> {x_out}")
 
 
 def add_args(p):

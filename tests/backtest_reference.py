@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from mlrisk.config.backtest import BacktestParams
+from mlrisk.exchange_filters import floor_to, to_decimal
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Account:
     p: BacktestParams
     funding_per_candle: float
     cash: float
+    brackets: list[tuple[float, float, float]] = field(default_factory=list)  # (notionalFloor, mmr, cum)
     entries: list[Entry] = field(default_factory=list)
     orders: list[LimitOrder] = field(default_factory=list)
     trades: list[Trade] = field(default_factory=list)
@@ -78,11 +80,18 @@ class Account:
     def unrealised(self, price: float) -> float:
         return sum(e.side * e.qty * (price - e.price) for e in self.entries)
 
+    def maintenance(self) -> tuple[float, float]:
+        """(rate, amount) of the tier holding the position's entry notional; the flat rate without tiers."""
+        notional = sum(e.qty * e.price for e in self.entries)
+        tiers = [(mmr, cum) for floor, mmr, cum in self.brackets if floor <= notional]
+        return tiers[-1] if tiers else (self.p.maintenance_margin_rate, 0.0)
+
     def liquidation_price(self) -> float:
-        q, avg, m, mmr = self.qty(), self.avg_price(), self.margin_in_use(), self.p.maintenance_margin_rate
-        if self.side == 1:
-            return max((q * avg - m) / (q * (1 - mmr)), 0.0)
-        return (q * avg + m) / (q * (1 + mmr))
+        # Binance, isolated: LP = (WB + cum - side*Q*EP) / (Q*MMR - side*Q), WB the position's margin
+        q, avg, m = self.qty(), self.avg_price(), self.margin_in_use()
+        mmr, cum = self.maintenance()
+        lp = (m + cum - self.side * q * avg) / (q * mmr - self.side * q)
+        return max(lp, 0.0) if self.side == 1 else lp
 
     # -- actions
     def open_entry(self, t: int, side: int, price: float, kind: str) -> None:
@@ -91,9 +100,16 @@ class Account:
         notional = margin * self.p.leverage
         if margin <= 0 or notional <= 0 or notional < self.p.min_notional:
             return
+        qty = notional / price
+        if self.p.lot_step > 0:  # the live bot's rounding rule, exact decimals
+            qty = float(floor_to(to_decimal(qty), to_decimal(self.p.lot_step)))
+            notional = qty * price
+            if qty <= 0 or notional < self.p.min_notional:
+                return
+            margin = notional / self.p.leverage
         fee = (self.p.maker_fee_rate if kind == "limit" else self.p.fee_rate) * notional
         self.cash -= fee
-        self.entries.append(Entry(t, side, price, notional / price, margin, fee, kind))
+        self.entries.append(Entry(t, side, price, qty, margin, fee, kind))
         if kind == "limit":
             self.last_limit_fill = t
 
@@ -131,20 +147,34 @@ def _signal(p_up: float, threshold: float) -> int:
 
 
 def reference_backtest(open_: list[float], high: list[float], low: list[float], close: list[float],
-                       p_up: list[float], p: BacktestParams, interval_ms: int) -> tuple[list[float], list[Trade]]:
-    """Equity per close and the closed-entry trades, by the rules in the engine's docstring."""
+                       p_up: list[float], p: BacktestParams, interval_ms: int,
+                       mark: list[tuple[float, float, float]] | None = None, funding: list[float] | None = None,
+                       brackets: list[tuple[float, float, float]] | None = None) -> tuple[list[float], list[Trade]]:
+    """Equity per close and the closed-entry trades, by the rules in the engine's docstring.
+    ``mark``: (open, high, low) of the mark candle per candle (a NaN: the last price that candle);
+    ``funding``: the rate settled at each candle's open; ``brackets``: (notionalFloor, mmr, cum) rows."""
     slip = p.slippage_bps / 1e4
-    acc = Account(p, p.funding_rate * interval_ms / (8 * 3_600_000), p.initial_equity)
+    acc = Account(p, p.funding_rate * interval_ms / (8 * 3_600_000), p.initial_equity, list(brackets or []))
     tp, sl = p.take_profit or 0.0, p.stop_loss or 0.0
     intrabar = p.exit_check == "intrabar"
     equity: list[float] = []
     n = len(close)
     for t in range(n):
         o, h, lo, c = open_[t], high[t], low[t], close[t]
-        # (1) the open: a gap through the liquidation price liquidates first
+        # the prices liquidation watches: the mark candle, or the last price where it has no data
+        m_o, m_h, m_l = mark[t] if mark is not None else (o, h, lo)
+        if math.isnan(m_o) or math.isnan(m_h) or math.isnan(m_l):
+            m_o, m_h, m_l = o, h, lo
+        # (1) the open: funding settled now, on the position held into the open, at the mark open
+        if funding is not None and funding[t] != 0:
+            for e in acc.entries:
+                f = funding[t] * e.qty * m_o * e.side
+                e.funding += f
+                acc.cash -= f
+        # then a gap through the liquidation price liquidates
         if acc.entries:
             liq = acc.liquidation_price()
-            if (acc.side == 1 and o <= liq) or (acc.side == -1 and o >= liq):
+            if (acc.side == 1 and m_o <= liq) or (acc.side == -1 and m_o >= liq):
                 acc.close_all(t, liq, "liquidation")
         if acc.entries:
             held = t - min(e.candle for e in acc.entries)
@@ -173,12 +203,13 @@ def reference_backtest(open_: list[float], high: list[float], low: list[float], 
             s, avg, liq = acc.side, acc.avg_price(), acc.liquidation_price()
             adverse = lo if s == 1 else h
             favourable = h if s == 1 else lo
-            liq_hit = adverse <= liq if s == 1 else adverse >= liq
+            mark_adverse = m_l if s == 1 else m_h
+            liq_hit = mark_adverse <= liq if s == 1 else mark_adverse >= liq
             stop = avg * (1 - s * sl)
             stop_hit = intrabar and sl > 0 and (adverse <= stop if s == 1 else adverse >= stop)
             target = avg * (1 + s * tp)
             tp_hit = intrabar and tp > 0 and (favourable >= target if s == 1 else favourable <= target)
-            opens_beyond_liq = o <= liq if s == 1 else o >= liq
+            opens_beyond_liq = m_o <= liq if s == 1 else m_o >= liq
             liq_nearer = liq >= stop if s == 1 else liq <= stop
             if liq_hit and (opens_beyond_liq or not stop_hit or liq_nearer):
                 acc.close_all(t, liq, "liquidation")
@@ -195,7 +226,7 @@ def reference_backtest(open_: list[float], high: list[float], low: list[float], 
                 acc.close_all(t, c * (1 - s * slip), "stop_loss")
             elif tp > 0 and s * (c - avg) >= tp * avg:
                 acc.close_all(t, c * (1 - s * slip), "take_profit")
-        if acc.entries and acc.funding_per_candle != 0:
+        if acc.entries and acc.funding_per_candle != 0 and funding is None:
             for e in acc.entries:
                 f = acc.funding_per_candle * e.qty * c * e.side
                 e.funding += f

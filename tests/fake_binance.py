@@ -19,6 +19,12 @@ Faults: ``faults`` is a schedule, a list of dicts; each request takes the first 
 ``futures`` serves other candles on ``/fapi`` than on ``/api`` (a market switch); gaps in the
 exchange's data are simply rows left out of ``candles``.
 
+USDT-M futures market data (each route's comments cite the doc page it follows):
+``/fapi/v1/fundingRate`` from ``funding`` (symbol -> rows as Binance sends them, see
+:func:`make_funding`), ``/fapi/v1/markPriceKlines`` from ``mark`` ((symbol, interval) -> kline
+rows, see :func:`make_mark`) and ``/fapi/v1/fundingInfo`` from ``funding_info`` (the adjusted
+symbols only, as Binance lists them).
+
 Every request is logged in ``requests`` as a :class:`Request` (method, path, query, headers).
 The live-trading work extends this with order endpoints.
 """
@@ -54,6 +60,28 @@ def make_candles(n: int, start_ms: int = 1_700_000_000_000 // 3_600_000 * 3_600_
     return rows
 
 
+def make_funding(n: int, start_ms: int = 1_704_067_200_000, interval_h: int = 8, seed: int = 0,
+                 symbol: str = "BTCUSDT", jitter_ms: int = 0) -> list[dict[str, Any]]:
+    """``n`` ``/fapi/v1/fundingRate`` rows: ``fundingRate`` and ``markPrice`` as strings,
+    ``fundingTime`` an integer (ms, every ``interval_h`` hours; every other one ``jitter_ms`` late,
+    as Binance's settlement times are)."""
+    rng = np.random.default_rng(seed)
+    return [{"symbol": symbol, "fundingTime": start_ms + i * interval_h * 3_600_000 + (jitter_ms if i % 2 else 0),
+             "fundingRate": f"{rng.normal(0.0001, 0.0002):.8f}", "markPrice": f"{30_000 + rng.normal(0, 100):.8f}"}
+            for i in range(n)]
+
+
+def make_mark(candles: list[list[Any]]) -> list[list[Any]]:
+    """Mark-price kline rows from kline rows: Binance's layout, OHLC slightly off the trade
+    prices, "0" where the mark klines carry no volume (markPriceKlines doc: fields 5, 7, 9..11
+    "ignore"; field 8 the count of basic data)."""
+    out = []
+    for r in candles:
+        o, h, lo, c = (float(x) * 1.0001 for x in r[1:5])
+        out.append([r[0], f"{o:.8f}", f"{h:.8f}", f"{lo:.8f}", f"{c:.8f}", "0", r[6], "0", 60, "0", "0", "0"])
+    return out
+
+
 class Request(NamedTuple):
     method: str
     path: str
@@ -65,9 +93,15 @@ class FakeBinance:
     """Start with ``with FakeBinance(...) as fb:``; ``fb.url`` is the base URL for python-binance."""
 
     def __init__(self, candles: dict[tuple[str, str], list[list[Any]]] | None = None, now_ms: int | None = None,
-                 futures: dict[tuple[str, str], list[list[Any]]] | None = None) -> None:
+                 futures: dict[tuple[str, str], list[list[Any]]] | None = None,
+                 funding: dict[str, list[dict[str, Any]]] | None = None,
+                 mark: dict[tuple[str, str], list[list[Any]]] | None = None,
+                 funding_info: list[dict[str, Any]] | None = None) -> None:
         self.candles = candles or {}
         self.futures = futures  # None: /fapi serves the same candles as /api
+        self.funding = funding or {}
+        self.mark_klines = mark or {}  # (symbol, interval) -> mark-price kline rows
+        self.funding_info = funding_info or []
         self.now_ms = now_ms
         self.faults: list[dict[str, Any]] = []
         self.requests: list[Request] = []
@@ -100,16 +134,20 @@ class FakeBinance:
                 return self.faults.pop(i)
         return None
 
-    def _klines(self, q: dict[str, str], futures: bool = False) -> tuple[int, Any]:
+    def requests_to(self, path: str) -> list[dict[str, str]]:
+        return [r.query for r in self.requests if r.path == path]
+
+    def _klines(self, q: dict[str, str], futures: bool = False, source: dict[tuple[str, str], list[list[Any]]] | None = None,
+                max_limit: int = 1000) -> tuple[int, Any]:
         key = (q.get("symbol", ""), q.get("interval", ""))
-        candles = self.futures if futures and self.futures is not None else self.candles
+        candles = source if source is not None else self.futures if futures and self.futures is not None else self.candles
         if key[0] not in {s for s, _ in candles}:
             return 400, {"code": -1121, "msg": "Invalid symbol."}
         rows = candles.get(key)
         if rows is None:
             return 400, {"code": -1120, "msg": "Invalid interval."}
         limit = int(q.get("limit", 500))
-        if limit > 1000:
+        if limit > max_limit:
             return 400, {"code": -1130, "msg": "Invalid limit."}
         start = int(q["startTime"]) if "startTime" in q else None
         end = int(q["endTime"]) if "endTime" in q else None
@@ -120,6 +158,28 @@ class FakeBinance:
             sel = sel[-limit:]
         return 200, sel[:limit]
 
+    def _funding_rate(self, q: dict[str, str]) -> tuple[int, Any]:
+        """``GET /fapi/v1/fundingRate`` as documented (developers.binance.com/docs/derivatives/
+        usds-margined-futures/market-data/rest-api/Get-Funding-Rate-History): ``limit`` default
+        100, max 1000; neither ``startTime`` nor ``endTime``: the most recent 200 rows; more rows
+        between them than ``limit``: the first ``limit`` from ``startTime``. Rows sorted by
+        ``fundingTime`` (an integer), ``fundingRate``/``markPrice`` strings."""
+        symbol = q.get("symbol", "")
+        if symbol not in self.funding:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        limit = int(q.get("limit", 100))
+        if limit > 1000:  # the doc's maximum; the refusal has the klines route's form
+            return 400, {"code": -1130, "msg": "Invalid limit."}
+        rows = sorted(self.funding[symbol], key=lambda r: r["fundingTime"])
+        start = int(q["startTime"]) if "startTime" in q else None
+        end = int(q["endTime"]) if "endTime" in q else None
+        if self.now_ms is not None:
+            rows = [r for r in rows if r["fundingTime"] <= self.now_ms]  # a settlement not yet made is not history
+        if start is None and end is None:
+            return 200, rows[-200:]
+        sel = [r for r in rows if (start is None or r["fundingTime"] >= start) and (end is None or r["fundingTime"] <= end)]
+        return 200, sel[-limit:] if start is None else sel[:limit]
+
     def _route(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
         """The normal answer to GET ``path``: (HTTP status, JSON body)."""
         if path in ("/api/v3/ping", "/fapi/v1/ping"):
@@ -128,6 +188,16 @@ class FakeBinance:
             return 200, {"serverTime": self.now_ms or 0}
         if path in ("/api/v3/klines", "/fapi/v1/klines"):
             return self._klines(q, futures=path.startswith("/fapi"))
+        if path == "/fapi/v1/markPriceKlines":
+            # Mark-Price-Kline-Candlestick-Data doc: the kline layout and paging, limit default 500, max 1500
+            return self._klines(q, source=self.mark_klines, max_limit=1500)
+        if path == "/fapi/v1/fundingRate":
+            return self._funding_rate(q)
+        if path == "/fapi/v1/fundingInfo":
+            # Get-Funding-Rate-Info doc: only the symbols whose cap/floor/fundingIntervalHours Binance adjusted;
+            # caps as strings, fundingIntervalHours an integer
+            return 200, [{"adjustedFundingRateCap": "0.02000000", "adjustedFundingRateFloor": "-0.02000000",
+                          "disclaimer": False, **row} for row in self.funding_info]
         return 404, {"code": -1000, "msg": f"unknown path {path}"}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

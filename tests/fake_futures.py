@@ -5,8 +5,9 @@ Driven through the real python-binance client in ``tests/test_fake_futures.py``.
 
 from __future__ import annotations
 
+import itertools
 import time
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from fake_exchange import BTCUSDT_FUTURES, OPEN_STATUSES as OPEN, FakeExchange, _Reply
@@ -17,6 +18,10 @@ ALGO_OPEN = ("NEW", "TRIGGERING", "TRIGGERED")   # an algo order not final yet: 
 #: https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code
 ERROR_CODES_URL = "https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code"
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+#: "How to Calculate Liquidation Price of USDⓈ-M Futures Contracts",
+#: https://www.binance.com/en/support/faq/b3c689c1f50a44cabb3a84e663b81d93
+LIQUIDATION_PRICE_URL = "https://www.binance.com/en/support/faq/b3c689c1f50a44cabb3a84e663b81d93"
 
 
 def _s(d: Decimal) -> str:
@@ -39,7 +44,9 @@ class FakeFuturesExchange(FakeExchange):
     ``positions`` carry ``isolated`` and ``leverage``),
     ``/fapi/v3/balance``, ``POST /fapi/v1/leverage``, ``POST /fapi/v1/marginType`` (-4046 "No need to
     change margin type." when unchanged), ``GET /fapi/v1/positionSide/dual`` (``dual_side``),
-    ``POST/GET/DELETE /fapi/v1/algoOrder`` and ``GET /fapi/v1/openAlgoOrders``.
+    ``POST/GET/DELETE /fapi/v1/algoOrder``, ``GET /fapi/v1/openAlgoOrders`` and ``/fapi/v1/income``;
+    public ``GET /fapi/v1/premiumIndex`` and ``/fapi/v1/fundingRate`` (see "Mark price, funding and
+    liquidation" below).
 
     Orders: MARKET fills in full at ``prices[symbol]`` paying ``taker_fee`` (USDT, on the notional);
     LIMIT (GTC) rests until :meth:`set_price` crosses it, then fills at its limit price paying
@@ -54,10 +61,51 @@ class FakeFuturesExchange(FakeExchange):
     becomes ``FINISHED`` with ``actualOrderId``; one that triggers on a flat position expires.
 
     The position: signed ``positionAmt``, average ``entryPrice``, realised P&L (and fees) into the
-    USDT wallet; isolated margin = notional at entry / leverage. **Not modelled**: liquidation,
-    funding, mark price (the last set price stands in for it), hedge-mode positions, partial fills,
-    multi-assets mode, rate limits. Every answer has the keys and JSON types of Binance's documented
-    example (``tests/binance_docs/``, checked by ``tests/test_venue_contract.py``).
+    USDT wallet; isolated margin = notional at entry / leverage (plus the funding settled on it since the
+    position opened). **Not modelled**: hedge-mode positions, partial fills, multi-assets mode, rate
+    limits, the insurance fund (see :meth:`set_mark`).
+
+    Mark price, funding and liquidation (:meth:`set_mark`, :meth:`set_funding`, :meth:`settle`):
+
+    * **Mark price** per symbol, distinct from the last price: :meth:`set_mark` (None: it follows the
+      last price, the default). Served where Binance serves it: ``GET /fapi/v1/premiumIndex`` ("Mark Price
+      and Funding Rate", https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Mark-Price:
+      ``markPrice``, ``indexPrice`` (= :attr:`index_prices`, default the mark), ``estimatedSettlePrice``
+      (the mark), ``lastFundingRate`` (the rate the next settlement charges), ``interestRate`` (0.0001, the
+      docs' example), ``nextFundingTime``, ``time``); ``positionRisk`` computes ``markPrice``,
+      ``unRealizedProfit``, ``notional``, ``maintMargin`` and ``liquidationPrice`` on the mark (Position
+      Information V3: "markPrice", "unRealizedProfit" of the mark), and the account/balance endpoints'
+      unrealised P&L too. MARKET orders still fill at the last price.
+    * **Funding**: at each funding time (multiples of :attr:`funding_interval_ms`, 8 h: 00:00, 08:00, 16:00
+      UTC on the fake's clock ``server_ms()``, so moving ``clock_skew_ms`` past one settles it) every open
+      position pays ``positionAmt × mark × rate`` (rate > 0: longs pay, shorts receive; the rate of
+      :meth:`set_funding`, default 0) from the wallet, and from the isolated wallet of an isolated position.
+      Settled lazily: at the next request, :meth:`set_price`/:meth:`set_mark` or user-stream poll after the
+      clock passed the time (at the mark of that moment; the fake keeps no mark history). One schedule for
+      every symbol; ``funding_jitter_ms`` (default 0) stamps the rows that many ms after the funding time
+      (Binance's recorded ``fundingTime`` falls 1-29 ms after the hour, see ``shared/data/futures/README.md``).
+      Each settlement adds a ``GET /fapi/v1/fundingRate`` row (Get Funding Rate History: ``symbol``, ``fundingRate``,
+      ``fundingTime``, ``markPrice``; served with its paging by :class:`fake_binance.FakeBinance`) and, per position, a ``FUNDING_FEE`` row of ``GET /fapi/v1/income`` (Get Income History,
+      https://developers.binance.com/docs/derivatives/usds-margined-futures/account/rest-api/Get-Income-History:
+      ``symbol``, ``incomeType``, ``income``, ``asset``, ``info``, ``time``, ``tranId``, ``tradeId``; also
+      ``REALIZED_PNL`` and ``COMMISSION`` rows of each trade; ``startTime``/``endTime`` inclusive, "If neither
+      startTime nor endTime is sent, the recent 7-day data will be returned", limit default 100, max 1000).
+      A rate of 0 settles (a fundingRate row) without an income row.
+    * **Liquidation** on the mark price: when the mark reaches a position's liquidation price (isolated:
+      WB = the isolated wallet, TMM = UPNL = 0; cross: WB = the wallet, TMM/UPNL of the other symbols),
+      ``LP = (WB - TMM + UPNL + cum - side × |amt| × EP) / (|amt| × MMR - side × |amt|)`` (Binance's formula,
+      :data:`LIQUIDATION_PRICE_URL`), with one maintenance tier per symbol: :attr:`maint_margin_rate` (MMR,
+      default 0.004: BTCUSDT's first notional tier as Binance published it, not checked against a dated
+      ``leverageBracket`` snapshot) and :attr:`maint_amount` (cum, default 0): maintenance margin =
+      notional × MMR - cum. The position is closed by :meth:`liquidate_at` (a MARKET
+      order of type ``LIQUIDATION``, client id ``autoclose-<ms>``, taker fee), at the liquidation price
+      rounded to the tick (Binance closes at the bankruptcy price and keeps the rest of the margin for its
+      insurance fund: the fake's loss is smaller by about the maintenance margin). Checked at each
+      :meth:`set_mark`, :meth:`set_price` (while the mark follows it) and after each funding settlement;
+      the last price alone never liquidates while a mark is set.
+
+    Every answer has the keys and JSON types of Binance's documented example (``tests/binance_docs/``,
+    checked by ``tests/test_venue_contract.py``).
 
     Documented behaviours (off by default; see :class:`FakeExchange` for the shared ones): ``algo_lag_ms``
     (a triggered algo order is TRIGGERING with ``actualOrderId`` "" for that long, then TRIGGERED, then
@@ -81,7 +129,9 @@ class FakeFuturesExchange(FakeExchange):
               ("GET", "/fapi/v1/positionSide/dual"): ("_f_position_mode", True),
               ("POST", "/fapi/v1/algoOrder"): ("_f_new_algo", True), ("GET", "/fapi/v1/algoOrder"): ("_f_query_algo", True),
               ("DELETE", "/fapi/v1/algoOrder"): ("_f_cancel_algo", True),
-              ("GET", "/fapi/v1/openAlgoOrders"): ("_f_open_algos", True)}
+              ("GET", "/fapi/v1/openAlgoOrders"): ("_f_open_algos", True),
+              ("GET", "/fapi/v1/premiumIndex"): ("_f_premium_index", False),
+              ("GET", "/fapi/v1/income"): ("_f_income", True)}
 
     def __init__(self, *, symbols: tuple[dict[str, Any], ...] = (BTCUSDT_FUTURES,), wallet: str = "10000",
                  taker_fee: str = "0.0005", maker_fee: str = "0.0002", leverage: int = 20, margin_type: str = "cross",
@@ -100,6 +150,21 @@ class FakeFuturesExchange(FakeExchange):
         self.order_retention = False  # query/allOrders forget final unfilled orders after 3 days, every order after 90
         self.trade_window = False     # userTrades: the last 7 days by default, startTime-endTime at most 7 days
         self._pos_log: list[tuple[int, str, Decimal, Decimal]] = []   # (time, symbol, amt, entry) before each fill
+        # Mark price, funding, liquidation (see the class docstring)
+        self.marks: dict[str, Decimal | None] = {s["symbol"]: None for s in symbols}   # None: the last price
+        self.index_prices: dict[str, Decimal | None] = {s["symbol"]: None for s in symbols}   # None: the mark
+        self.funding_rates: dict[str, Decimal] = {s["symbol"]: Decimal(0) for s in symbols}
+        self.funding_interval_ms = 8 * HOUR_MS
+        self.funding_jitter_ms = 0     # the rows' time: this many ms after the funding time
+        self.maint_margin_rate: dict[str, Decimal] = {s["symbol"]: Decimal("0.004") for s in symbols}
+        self.maint_amount: dict[str, Decimal] = {s["symbol"]: Decimal(0) for s in symbols}
+        for sym in self.positions:   # GET /fapi/v1/fundingRate rows (served by FakeBinance), oldest first
+            self.funding.setdefault(sym, [])
+        self.income: list[dict[str, Any]] = []            # GET /fapi/v1/income rows, oldest first
+        self.liquidations: list[dict[str, Any]] = []      # the orders that liquidated a position
+        self._iso_funding: dict[str, Decimal] = {s["symbol"]: Decimal(0) for s in symbols}  # funding on isolated wallets
+        self._tran_ids = itertools.count(9_689_322_392)
+        self._next_funding = self._funding_after(self.server_ms())
 
     # ------------------------------------------------------------------ test controls
     ORDER_PATH = "/fapi/v1/order"
@@ -125,8 +190,8 @@ class FakeFuturesExchange(FakeExchange):
         """Move the market: resting LIMIT orders it crosses fill at their price (maker), then algo orders
         it reaches trigger (see the class docstring). Returns the orders filled."""
         with self._xlock:
+            done = self._settle_funding()
             p = self.prices[symbol] = Decimal(str(price))
-            done = []
             for o in self.orders:
                 if o["symbol"] == symbol and o["status"] in OPEN and (
                         (o["side"] == "BUY" and p <= o["price"]) or (o["side"] == "SELL" and p >= o["price"])):
@@ -139,7 +204,123 @@ class FakeFuturesExchange(FakeExchange):
                 below = (a["orderType"] == "STOP_MARKET") == (a["side"] == "SELL")  # long stop / short take-profit
                 if (below and p <= trig) or (not below and p >= trig):
                     done.extend(self._trigger(a))
+            if self.marks[symbol] is None:
+                done.extend(self._check_liquidation(symbol))
             return done
+
+    # ------------------------------------------------------------------ mark price, funding, liquidation
+    def mark(self, symbol: str = "BTCUSDT") -> Decimal:
+        """The mark price (USDT): the one set by :meth:`set_mark`, else the last price."""
+        m = self.marks[symbol]
+        return self.prices[symbol] if m is None else m
+
+    def set_mark(self, symbol: str, price: Any) -> list[dict[str, Any]]:
+        """Set the mark price (None: follow the last price again); settles due funding first, then
+        liquidates the position when the mark reached its liquidation price. Returns the orders filled."""
+        with self._xlock:
+            done = self._settle_funding()
+            self.marks[symbol] = None if price is None else Decimal(str(price))
+            return done + self._check_liquidation(symbol)
+
+    def set_funding(self, symbol: str, rate: Any, interval_ms: int | None = None, next_ms: int | None = None) -> None:
+        """The rate the next settlements charge (per funding interval, e.g. 0.0001 = 0.01 %); ``interval_ms``:
+        a new schedule (multiples of it since the epoch; Binance moves some symbols to 4 h or 1 h); ``next_ms``:
+        the next funding time (``server_ms()`` ms; then every interval after it), e.g. now for a settlement at
+        the next request."""
+        with self._xlock:
+            self._settle_funding()
+            self.funding_rates[symbol] = Decimal(str(rate))
+            if interval_ms is not None:
+                self.funding_interval_ms = int(interval_ms)
+                self._next_funding = self._funding_after(self.server_ms())
+            if next_ms is not None:
+                self._next_funding = int(next_ms)
+
+    def settle(self) -> list[dict[str, Any]]:
+        """Settle every funding time the clock has passed (what any request does first); returns the
+        orders of liquidations it caused."""
+        with self._xlock:
+            return self._settle_funding()
+
+    def liquidation_price(self, symbol: str = "BTCUSDT") -> Decimal:
+        """The position's liquidation price (USDT; 0 when flat or when the formula gives <= 0, as Binance shows
+        "--"), see the class docstring."""
+        amt, entry = self.positions[symbol]
+        if amt == 0:
+            return Decimal(0)
+        side, size = _sign(amt), abs(amt)
+        mmr, cum = self.maint_margin_rate[symbol], self.maint_amount[symbol]
+        if self.margin_type[symbol] == "isolated":
+            wb, tmm, upnl = self._iso_wallet(symbol), Decimal(0), Decimal(0)
+        else:
+            others = [s for s in self.positions if s != symbol and self.margin_type[s] != "isolated"]
+            wb = self.wallet - sum((self._iso_wallet(s) for s in self.positions if self.margin_type[s] == "isolated"),
+                                   Decimal(0))
+            tmm = sum((self._maint(s) for s in others), Decimal(0))
+            upnl = sum((self._upnl(s) for s in others), Decimal(0))
+        lp = (wb - tmm + upnl + cum - side * size * entry) / (size * mmr - side * size)
+        return max(lp, Decimal(0))
+
+    def _maint(self, symbol: str) -> Decimal:
+        """Maintenance margin = notional (at the mark) × MMR - maintenance amount (0 when flat)."""
+        amt = self.positions[symbol][0]
+        return max(abs(amt) * self.mark(symbol) * self.maint_margin_rate[symbol] - self.maint_amount[symbol], Decimal(0)) \
+            if amt else Decimal(0)
+
+    def _iso_wallet(self, symbol: str) -> Decimal:
+        """An isolated position's wallet: its initial margin at entry plus the funding settled on it."""
+        amt, entry = self.positions[symbol]
+        return abs(amt) * entry / self.leverage[symbol] + self._iso_funding[symbol] if amt else Decimal(0)
+
+    def _check_liquidation(self, symbol: str) -> list[dict[str, Any]]:
+        amt = self.positions[symbol][0]
+        if amt == 0:
+            return []
+        lp, mark = self.liquidation_price(symbol), self.mark(symbol)
+        if lp <= 0 or (mark > lp if amt > 0 else mark < lp):
+            return []
+        info = self.symbols[symbol]
+        tick = Decimal(next(f for f in info["filters"] if f["filterType"] == "PRICE_FILTER")["tickSize"])
+        return [self.liquidate_at(symbol, (lp / tick).to_integral_value(ROUND_HALF_EVEN) * tick if tick else lp)]
+
+    def liquidate_at(self, symbol: str, price: Decimal) -> dict[str, Any]:
+        """Close the whole position as Binance's liquidation does: a MARKET order of type ``LIQUIDATION`` with
+        client id ``autoclose-<ms>``, filled at ``price`` (taker fee). Returns the order (internal form)."""
+        amt = self.positions[symbol][0]
+        o = self._make_order(symbol, "SELL" if amt > 0 else "BUY", "LIQUIDATION", abs(amt), None,
+                             f"autoclose-{self.server_ms()}", True, "IOC")
+        self._f_fill(o, price, self.taker_fee, maker=False)
+        self.liquidations.append(o)
+        return o
+
+    def _funding_after(self, ms: int) -> int:
+        """The first funding time after ``ms`` (epoch ms)."""
+        return (ms // self.funding_interval_ms + 1) * self.funding_interval_ms
+
+    def _settle_funding(self) -> list[dict[str, Any]]:
+        """Every funding time the clock has passed: the history row, each position's fee (see the class
+        docstring), then the liquidations a fee caused."""
+        done: list[dict[str, Any]] = []
+        now = self.server_ms()
+        while now >= self._next_funding:
+            at = self._next_funding + self.funding_jitter_ms
+            self._next_funding += self.funding_interval_ms
+            for sym in self.positions:
+                rate, mark = self.funding_rates[sym], self.mark(sym)
+                self.funding[sym].append({"symbol": sym, "fundingRate": f"{rate:.8f}", "fundingTime": at,
+                                             "markPrice": f"{mark:.8f}"})
+                amt = self.positions[sym][0]
+                fee = (-amt * mark * rate).quantize(Decimal("0.00000001"))
+                if amt == 0 or fee == 0:
+                    continue
+                self.wallet += fee
+                if self.margin_type[sym] == "isolated":
+                    self._iso_funding[sym] += fee
+                self.income.append({"symbol": sym, "incomeType": "FUNDING_FEE", "income": f"{fee:.8f}", "asset": "USDT",
+                                    "info": "FUNDING_FEE", "time": at, "tranId": next(self._tran_ids), "tradeId": ""})
+            for sym in self.positions:
+                done.extend(self._check_liquidation(sym))
+        return done
 
     def orders_with_client_id(self, cid: str) -> list[dict[str, Any]]:
         with self._xlock:
@@ -147,23 +328,31 @@ class FakeFuturesExchange(FakeExchange):
 
     def _answer(self, *args: Any, **kw: Any) -> Any:
         with self._xlock:
+            self._settle_funding()
             self._advance_algos()
         return super()._answer(*args, **kw)
+
+    def _route(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
+        """The public market-data routes (FakeBinance's: klines, fundingRate, ...), after the settlements due."""
+        with self._xlock:
+            self._settle_funding()
+            return super()._route(path, q)
 
     # ------------------------------------------------------------------ helpers
     def _avail(self, symbol: str | None = None) -> Decimal:
         """Wallet minus the isolated margin of the positions and of open orders that add to them."""
         used = Decimal(0)
         for sym, (amt, entry) in self.positions.items():
-            used += abs(amt) * entry / self.leverage[sym]
+            used += self._iso_wallet(sym) if self.margin_type[sym] == "isolated" else abs(amt) * entry / self.leverage[sym]
         for o in self.orders:
             if o["status"] in OPEN and not o["reduceOnly"]:
                 used += o["origQty"] * o["price"] / self.leverage[o["symbol"]]
         return self.wallet - used
 
     def _upnl(self, symbol: str) -> Decimal:
+        """Unrealised P&L on the mark price (USDT)."""
         amt, entry = self.positions[symbol]
-        return amt * (self.prices[symbol] - entry)
+        return amt * (self.mark(symbol) - entry)
 
     def _check_reduce(self, symbol: str, side: str, qty: Decimal) -> None:
         amt = self.positions[symbol][0]
@@ -186,10 +375,16 @@ class FakeFuturesExchange(FakeExchange):
             realized = closing * (price - entry) * _sign(amt)
             new_amt = amt + s * qty
             entry = Decimal(0) if new_amt == 0 else (entry if _sign(new_amt) == _sign(amt) else price)
+        if new_amt == 0 or _sign(new_amt) != _sign(amt):   # closed or flipped: the funding stays in the wallet
+            self._iso_funding[sym] = Decimal(0)
         self.positions[sym] = [new_amt, entry]
         commission = (qty * price * fee_rate).quantize(Decimal("0.00000001"))
         self.wallet += realized - commission
         trade_id, now = next(self._trade_ids), self.server_ms()
+        for kind, amount in (("REALIZED_PNL", realized), ("COMMISSION", -commission)):
+            if amount:
+                self.income.append({"symbol": sym, "incomeType": kind, "income": f"{amount:.8f}", "asset": "USDT",
+                                    "info": kind, "time": now, "tranId": next(self._tran_ids), "tradeId": str(trade_id)})
         self.trades.append({"symbol": sym, "id": trade_id, "orderId": o["orderId"], "side": o["side"], "price": _s(price),
                             "qty": _s(qty), "realizedPnl": _s(realized), "quoteQty": _s(qty * price),
                             "commission": _s(commission), "commissionAsset": "USDT", "time": now, "positionSide": "BOTH",
@@ -531,17 +726,50 @@ class FakeFuturesExchange(FakeExchange):
             amt, entry = self._seen_position(sym)
             if not every and amt == 0 and not any(o["status"] in OPEN and o["symbol"] == sym for o in self.orders):
                 continue
+            iso = self.margin_type[sym] == "isolated"
             margin = abs(amt) * entry / self.leverage[sym]
-            upnl = amt * (self.prices[sym] - entry)
+            wallet = margin + self._iso_funding[sym] if iso and amt else Decimal(0)
+            mark = self.mark(sym)
+            upnl = amt * (mark - entry)
+            maint = max(abs(amt) * mark * self.maint_margin_rate[sym] - self.maint_amount[sym], Decimal(0)) if amt else Decimal(0)
+            lp = self._liq_price_seen(sym, amt, entry)
             out.append({"symbol": sym, "positionSide": "BOTH", "positionAmt": _s(amt), "entryPrice": _s(entry),
-                        "breakEvenPrice": _s(entry), "markPrice": _s(self.prices[sym]), "unRealizedProfit": _s(upnl),
-                        "liquidationPrice": "0", "isolatedMargin": _s(margin + upnl) if self.margin_type[sym] == "isolated"
-                        else "0", "notional": _s(amt * self.prices[sym]), "marginAsset": "USDT",
-                        "isolatedWallet": _s(margin) if self.margin_type[sym] == "isolated" else "0",
-                        "initialMargin": _s(margin), "maintMargin": "0", "positionInitialMargin": _s(margin),
+                        "breakEvenPrice": _s(entry), "markPrice": _s(mark), "unRealizedProfit": _s(upnl),
+                        "liquidationPrice": _s(lp), "isolatedMargin": _s(wallet + upnl) if iso else "0",
+                        "notional": _s(amt * mark), "marginAsset": "USDT", "isolatedWallet": _s(wallet) if iso else "0",
+                        "initialMargin": _s(margin), "maintMargin": _s(maint), "positionInitialMargin": _s(margin),
                         "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0",
                         "updateTime": self.server_ms()})
         return out
+
+    def _liq_price_seen(self, sym: str, amt: Decimal, entry: Decimal) -> Decimal:
+        """The liquidation price of the position as shown (``position_lag_ms``: the lagged position's)."""
+        if (amt, entry) == tuple(self.positions[sym]):
+            return self.liquidation_price(sym)
+        return Decimal(0)
+
+    def _f_premium_index(self, q: dict[str, str]) -> Any:
+        """``GET /fapi/v1/premiumIndex`` (Mark Price and Funding Rate): one object with ``symbol``, else a
+        list of every symbol."""
+        syms = [self._symbol(q)["symbol"]] if q.get("symbol") else list(self.positions)
+        rows = []
+        for sym in syms:
+            mark = self.mark(sym)
+            index = self.index_prices[sym]
+            rows.append({"symbol": sym, "markPrice": f"{mark:.8f}", "indexPrice": f"{mark if index is None else index:.8f}",
+                         "estimatedSettlePrice": f"{mark:.8f}", "lastFundingRate": f"{self.funding_rates[sym]:.8f}",
+                         "interestRate": "0.00010000", "nextFundingTime": self._next_funding, "time": self.server_ms()})
+        return rows[0] if q.get("symbol") else rows
+
+    def _f_income(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/income`` (Get Income History): by ``symbol``/``incomeType``; ``startTime``/``endTime``
+        inclusive; "If neither startTime nor endTime is sent, the recent 7-day data will be returned"; limit
+        default 100, max 1000 (from ``startTime`` when sent, else the most recent)."""
+        rows = [r for r in self.income if (not q.get("symbol") or r["symbol"] == q["symbol"])
+                and (not q.get("incomeType") or r["incomeType"] == q["incomeType"])]
+        if "startTime" not in q and "endTime" not in q:
+            rows = [r for r in rows if r["time"] >= self.server_ms() - 7 * DAY_MS]
+        return self._window(rows, {"limit": "100", **q}, "time", "-", "time")
 
     def _exchange_info(self, q: dict[str, str]) -> dict[str, Any]:
         """Spot's answer plus the futures ``assets`` (margin assets) list."""
@@ -558,12 +786,14 @@ class FakeFuturesExchange(FakeExchange):
         u = self._usdt()
         rows = self._f_position_risk({}, every=True)
         im = sum((Decimal(p["positionInitialMargin"]) for p in rows), Decimal(0))
-        oim = self.wallet - self._avail() - im
-        margins = {"initialMargin": _s(im + oim), "maintMargin": "0", "positionInitialMargin": _s(im),
+        oim = sum((o["origQty"] * o["price"] / self.leverage[o["symbol"]] for o in self.orders
+                   if o["status"] in OPEN and not o["reduceOnly"]), Decimal(0))
+        mm = sum((Decimal(p["maintMargin"]) for p in rows), Decimal(0))
+        margins = {"initialMargin": _s(im + oim), "maintMargin": _s(mm), "positionInitialMargin": _s(im),
                    "openOrderInitialMargin": _s(oim)}
         return {"feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True, "canWithdraw": True,
                 "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1,
-                "totalInitialMargin": margins["initialMargin"], "totalMaintMargin": "0",
+                "totalInitialMargin": margins["initialMargin"], "totalMaintMargin": _s(mm),
                 "totalWalletBalance": u["walletBalance"], "totalUnrealizedProfit": u["unrealizedProfit"],
                 "totalMarginBalance": u["marginBalance"], "totalPositionInitialMargin": _s(im),
                 "totalOpenOrderInitialMargin": _s(oim), "totalCrossWalletBalance": u["walletBalance"],
@@ -571,7 +801,7 @@ class FakeFuturesExchange(FakeExchange):
                 "maxWithdrawAmount": u["maxWithdrawAmount"],
                 "assets": [{**u, **margins, "crossWalletBalance": u["walletBalance"], "crossUnPnl": u["unrealizedProfit"],
                             "marginAvailable": True}],
-                "positions": [{"symbol": p["symbol"], "initialMargin": p["initialMargin"], "maintMargin": "0",
+                "positions": [{"symbol": p["symbol"], "initialMargin": p["initialMargin"], "maintMargin": p["maintMargin"],
                                "unrealizedProfit": p["unRealizedProfit"],
                                "positionInitialMargin": p["positionInitialMargin"], "openOrderInitialMargin": "0",
                                "leverage": str(self.leverage[p["symbol"]]),

@@ -21,8 +21,12 @@ last POST/PUT, then ``listenKeyExpired`` is pushed on its connections, which sta
 more events. Connections: ``/private/ws/<listenKey>`` or ``/private/ws?listenKey=<key>`` (a handshake
 with an unknown or expired key is refused HTTP 400: Binance does not document this case). Events:
 ``ORDER_TRADE_UPDATE`` (an ``autoclose-`` order's fill has execution type ``CALCULATED``),
-``ACCOUNT_UPDATE`` (reason ``ORDER``), ``ALGO_UPDATE``. :func:`liquidate` liquidates a position
-(the fake futures exchange does not model liquidation).
+``ACCOUNT_UPDATE`` (reason ``ORDER``; reason ``FUNDING_FEE`` for a funding settlement of the fake
+exchange, as "Event: Balance and Position Update" documents it: the balance ``B`` of the fee's asset
+only, and ``P`` only for an isolated position, the one charged), ``ALGO_UPDATE``. The observer also
+settles the fake exchange's due funding (and so its liquidations) at each poll. :func:`liquidate`
+liquidates a position at a given price by hand; the fake futures exchange also liquidates on its own
+when the mark price reaches the liquidation price.
 
 Both: every connection is cut after ``max_connection_s`` (Binance: 24 h); :meth:`drop` cuts them all
 (TCP shutdown, no close frame); ``refuse = True`` answers handshakes HTTP 503.
@@ -64,13 +68,9 @@ def liquidate(fx: Any, symbol: str, price: Any) -> dict[str, Any]:
     Returns the order (internal form)."""
     with fx._xlock:
         p = fx.prices[symbol] = Decimal(str(price))
-        amt = fx.positions[symbol][0]
-        if not amt:
+        if not fx.positions[symbol][0]:
             raise ValueError(f"no {symbol} position to liquidate")
-        o = fx._make_order(symbol, "SELL" if amt > 0 else "BUY", "LIQUIDATION", abs(amt), None,
-                           f"autoclose-{fx.server_ms()}", True, "IOC")
-        fx._f_fill(o, p, fx.taker_fee, maker=False)
-        return o
+        return fx.liquidate_at(symbol, p)
 
 
 class FakeUserStream:
@@ -300,6 +300,9 @@ class FakeUserStream:
             if self.market == "futures":
                 self._check_expiry()
             with self.fx._xlock:
+                settle = getattr(self.fx, "_settle_funding", None)
+                if settle is not None:     # the funding times the clock passed, as a request would
+                    settle()
                 now = self._snapshot()
                 events = self._diff(self._seen, now)
                 self._seen = now
@@ -338,6 +341,7 @@ class FakeUserStream:
             snap["algos"] = {a["algoId"]: a["algoStatus"] for a in fx.algos}  # type: ignore[attr-defined]
             snap["positions"] = {s: tuple(v) for s, v in fx.positions.items()}  # type: ignore[attr-defined]
             snap["wallet"] = fx.wallet  # type: ignore[attr-defined]
+            snap["nincome"] = len(fx.income)  # type: ignore[attr-defined]
         else:
             snap["balances"] = {a: tuple(v) for a, v in fx.balances.items()}
         return snap
@@ -362,7 +366,14 @@ class FakeUserStream:
                 out.append(self._order_event(o, status, None, at))
         if self.market == "futures":
             changed = [s for s, v in new["positions"].items() if old["positions"].get(s) != v]
-            if changed or new["wallet"] != old["wallet"]:
+            funding = [r for r in fx.income[old.get("nincome", new["nincome"]):new["nincome"]]  # type: ignore[attr-defined]
+                       if r["incomeType"] == "FUNDING_FEE"]
+            paid = sum((Decimal(r["income"]) for r in funding), Decimal(0))
+            wallet = new["wallet"] - paid        # the wallet before the fees (each event shows it after its own)
+            for r in funding:
+                wallet += Decimal(r["income"])
+                out.append(self._funding_event(r, wallet, at))
+            if changed or new["wallet"] != old["wallet"] + paid:
                 out.append(self._account_event(changed, at))
         else:
             changed = [a for a, v in new["balances"].items() if old["balances"].get(a) != v]
@@ -405,6 +416,19 @@ class FakeUserStream:
             "ap": _s(a["actualPrice"]), "aq": _s(a["executedQty"]), "act": "MARKET" if a["actualOrderId"] else "0",
             "tp": _s(a["triggerPrice"]), "p": "0", "V": "EXPIRE_MAKER", "wt": "CONTRACT_PRICE", "pm": "NONE",
             "cp": True, "pP": False, "R": True, "tt": a["triggerTime"], "gtd": 0}}
+
+    def _funding_event(self, row: dict[str, Any], wallet: Decimal, at: int) -> dict[str, Any]:
+        """``ACCOUNT_UPDATE`` with reason ``FUNDING_FEE`` for one income row: ``B`` the fee's asset only (``bc``:
+        the fee, a balance change that is neither P&L nor commission); ``P`` the position only when isolated."""
+        fx, sym = self.fx, row["symbol"]
+        w = _s(wallet)
+        pos = []
+        if fx.margin_type[sym] == "isolated":  # type: ignore[attr-defined]
+            amt, entry = fx.positions[sym]  # type: ignore[attr-defined]
+            pos = [{"s": sym, "pa": _s(amt), "ep": _s(entry), "bep": _s(entry), "cr": "0", "up": _s(fx._upnl(sym)),  # type: ignore[attr-defined]
+                    "mt": "isolated", "iw": _s(fx._iso_wallet(sym)), "ps": "BOTH"}]  # type: ignore[attr-defined]
+        return {"e": "ACCOUNT_UPDATE", "E": at, "T": row["time"], "a": {
+            "m": "FUNDING_FEE", "B": [{"a": row["asset"], "wb": w, "cw": w, "bc": _s(row["income"])}], "P": pos}}
 
     def _account_event(self, symbols: list[str], at: int) -> dict[str, Any]:
         fx = self.fx

@@ -132,3 +132,31 @@ def test_order_intents_and_levels():
     assert protective_levels(1, 100.0, 0.0, 0.0) == (0.0, 0.0)
     assert entry_size(1000.0, 0.1, 7.0, 5.0) == pytest.approx((100.0, 700.0))
     assert entry_size(1000.0, 0.1, 7.0, 701.0) == (0.0, 0.0) and entry_size(-1.0, 0.1, 7.0, 0.0) == (0.0, 0.0)
+
+
+def test_stepping_with_funding_mark_and_brackets_reproduces_the_backtest(market):
+    """advance_market one candle at a time (what the paper broker will call once it gets funding and
+    mark prices) gives exactly the backtest's trades and equity with every futures input in use."""
+    from mlrisk.backtest.futures import load_brackets
+
+    prm = _prm("pyramid_intrabar_funding")
+    prm[E.P_LOT_STEP] = 0.001
+    n = len(market[0])
+    mark = np.c_[market[0], market[1] * 1.002, market[2] * 0.998]
+    mark[::97] = np.nan
+    funding = np.where(np.arange(n) % 8 == 0, 0.0004, 0.0)
+    brackets = load_brackets("BTCUSDT")
+    want_eq, want_tr = E.run(*market, prm, mark, funding, brackets)
+    assert len(want_tr) > 20 and (want_tr[:, E.T_FUNDING] != 0).any()
+    cfg = E.config(prm)
+    acct, entries, orders = E.fresh_state(prm[E.P_INITIAL], cfg.pyramid_max)
+    equity = np.empty(n)
+    trades = np.empty((n + 1, E.N_TRADE_FIELDS))
+    ntr = 0
+    for t in range(n):
+        acct, ntr = E.advance_market(acct, entries, orders, t, *(a[t:t + 1] for a in market), mark[t:t + 1],
+                                     funding[t:t + 1], brackets, cfg, t == n - 1, trades, ntr, equity[t:t + 1])
+    if acct.side != 0:
+        acct, equity[n - 1], ntr = E.close_out_market(acct, entries, n - 1, market[3][-1], cfg, brackets, trades, ntr)
+    np.testing.assert_array_equal(equity, want_eq)
+    np.testing.assert_array_equal(trades[:ntr], want_tr)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_stage
-from fake_binance import FakeBinance, make_candles
+from fake_binance import FakeBinance, make_candles, make_funding, make_mark
 from mlrisk.errors import ExchangeError
 from mlrisk.data.sources import BinanceKlines, fetch_binance_incremental
 from mlrisk.exchange import ExchangeClient
@@ -159,7 +159,8 @@ def _stage(tmp_path: Path, fb: FakeBinance) -> tuple[int, str, pd.DataFrame | No
 def test_switching_market_starts_over_instead_of_appending(tmp_path: Path):
     spot = make_candles(600, start_ms=T0, interval_ms=H, price=40_000.0)
     futures = make_candles(800, start_ms=T0, interval_ms=H, seed=3, price=40_100.0)
-    with FakeBinance({("BTCUSDT", "1h"): spot}, now_ms=T0 + 600 * H, futures={("BTCUSDT", "1h"): futures}) as fb:
+    with FakeBinance({("BTCUSDT", "1h"): spot}, now_ms=T0 + 600 * H, futures={("BTCUSDT", "1h"): futures},
+                     funding={"BTCUSDT": make_funding(101, start_ms=T0)}, mark={("BTCUSDT", "1h"): make_mark(futures)}) as fb:
         _params(tmp_path)
         rc, out, df = _stage(tmp_path, fb)
         assert rc == 0, out

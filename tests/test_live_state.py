@@ -99,7 +99,7 @@ def test_an_older_schema_without_its_migration_is_refused_and_left_as_it_was(tmp
 def test_newer_schema_is_refused(store):
     store._conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
     store.close()
-    with pytest.raises(StateError, match="schema version 2"):
+    with pytest.raises(StateError, match=f"schema version {SCHEMA_VERSION + 1}"):
         StateStore(store.path, symbol="BTCUSDT", interval="1h")
 
 

@@ -130,7 +130,7 @@ def test_the_checker_sees_a_dropped_a_retyped_and_an_added_field():
 
 def test_every_fixture_names_its_source():
     names = sorted(p.stem for p in DOCS.glob("*.json"))
-    assert len(names) == 30
+    assert len(names) == 32
     sources = (DOCS / "SOURCES.md").read_text()
     for n in names:
         assert doc(n)["_source"] and f"{n}.json" in sources
@@ -176,6 +176,10 @@ def test_futures_endpoints_match_the_documented_examples():
         check("futures_order_get", c.futures_get_order(symbol="BTCUSDT", origClientOrderId=cid))
         check("futures_userTrades", c.futures_account_trades(symbol="BTCUSDT"))
         check("futures_positionRisk_v3", c.futures_position_information(symbol="BTCUSDT"))
+        check("futures_premiumIndex", c.futures_mark_price(symbol="BTCUSDT"))
+        fx.set_funding("BTCUSDT", "0.0001", next_ms=fx.server_ms())                # a settlement: both rows exist
+        check("futures_income", c.futures_income_history(symbol="BTCUSDT", incomeType="FUNDING_FEE"))
+        check("market_data/futures_fundingRate", c.futures_funding_rate(symbol="BTCUSDT"))   # the settlements' rows
         check("futures_account_v2", c.futures_account())
         check("futures_balance_v3", c.futures_account_balance())
         rest = make_client_order_id("mlr", "BTCUSDT", T + HOUR, "entry")

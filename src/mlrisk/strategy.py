@@ -1,7 +1,8 @@
 """The strategy's rules: P(up) at a close -> the orders to send (:func:`decide`,
 :func:`order_intents`), each entry's margin at its fill (:func:`entry_size`), a position's
-take-profit, stop and liquidation prices (:func:`protective_levels`, :func:`liquidation_price`), the
-timed exit (:func:`hold_exit_due`) and the close-checked exit (:func:`exit_at_close`). The backtest
+take-profit, stop and liquidation prices (:func:`protective_levels`, :func:`liquidation_price`, with
+the maintenance tier of :func:`maintenance_bracket`), the timed exit (:func:`hold_exit_due`) and the
+close-checked exit (:func:`exit_at_close`). The backtest
 engine and the live bot's brokers (simulated or real exchange) call these same functions, so no rule
 is written twice and live trading cannot drift from the backtest.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 
@@ -124,14 +126,41 @@ def protective_levels(side: int, avg_price: float, take_profit: float, stop_loss
 
 
 @njit(cache=True)
-def liquidation_price(side: int, qty: float, avg: float, margin: float, mmr: float) -> float:
+def liquidation_price(side: int, qty: float, avg: float, margin: float, mmr: float, cum: float = 0.0) -> float:
     """Isolated-margin liquidation price of a position of ``qty`` units at average price ``avg``
-    with ``margin`` (quote currency) and maintenance margin rate ``mmr`` (fraction):
-    ``(Q*P - M) / (Q*(1 - mmr))`` for a long (0 when it cannot be liquidated),
-    ``(Q*P + M) / (Q*(1 + mmr))`` for a short."""
+    with ``margin`` (quote currency, the isolated wallet balance), maintenance margin rate ``mmr``
+    (fraction) and maintenance amount ``cum`` (quote currency; the bracket's ``cum``, 0 with a flat
+    rate). Binance's isolated formula for one position, ``LP = (WB + cum - side*Q*EP) / (Q*MMR - side*Q)``:
+    ``(Q*P - M - cum) / (Q*(1 - mmr))`` for a long (0 when it cannot be liquidated),
+    ``(Q*P + M + cum) / (Q*(1 + mmr))`` for a short. The maintenance margin at price ``x`` is
+    ``Q*x*mmr - cum``; the position is liquidated where margin plus unrealised P&L falls to it."""
     if side == 1:
-        return max((qty * avg - margin) / (qty * (1.0 - mmr)), 0.0)
-    return (qty * avg + margin) / (qty * (1.0 + mmr))
+        return max((qty * avg - margin - cum) / (qty * (1.0 - mmr)), 0.0)
+    return (qty * avg + margin + cum) / (qty * (1.0 + mmr))
+
+
+# columns of a leverage-bracket table (one row per tier, ascending notionalFloor; see maintenance_bracket)
+(BR_FLOOR, BR_MMR, BR_CUM) = range(3)
+N_BRACKET_FIELDS = 3
+
+
+@njit(cache=True)
+def maintenance_bracket(notional: float, brackets: np.ndarray, mmr: float) -> tuple[float, float]:
+    """The maintenance margin rate and amount ``(mmr, cum)`` of a position of ``notional`` (quote
+    currency): the last row of ``brackets`` (rows of :data:`BR_FLOOR`, :data:`BR_MMR`, :data:`BR_CUM`,
+    ascending ``notionalFloor``, as Binance's ``/fapi/v1/leverageBracket``) whose floor is ``<= notional``
+    (Binance's tier holds ``notionalFloor <= notional < notionalCap``). With no rows: the flat ``mmr``
+    and ``cum`` 0 (the constant ``maintenance_margin_rate``)."""
+    nb = brackets.shape[0]
+    if nb == 0:
+        return mmr, 0.0
+    j = 0
+    for r in range(1, nb):
+        if brackets[r, BR_FLOOR] <= notional:
+            j = r
+        else:
+            break
+    return brackets[j, BR_MMR], brackets[j, BR_CUM]
 
 
 @njit(cache=True)

@@ -37,6 +37,7 @@ def params_vector(bp: BacktestParams, interval_ms: int) -> np.ndarray:
     v[E.P_LIQ_FEE] = bp.liquidation_fee_rate
     v[E.P_MIN_NOTIONAL] = bp.min_notional
     v[E.P_DIRECTION] = {"both": 0, "long": 1, "short": -1}[bp.direction]
+    v[E.P_LOT_STEP] = bp.lot_step
     return v
 
 
@@ -66,24 +67,58 @@ def trades_frame(trades: np.ndarray, times: pd.Series) -> pd.DataFrame:
     return df[TRADE_COLUMNS]
 
 
+#: optional columns of a predictions table: the funding rate charged at each candle's open
+#: (:func:`mlrisk.backtest.futures.funding_per_candle`) and the mark-price candle
+FUNDING_COLUMN = "funding_rate"
+MARK_COLUMNS = ("mark_open", "mark_high", "mark_low")
+
+
 @dataclass
 class BacktestResult:
     equity: np.ndarray          # quote currency, one value per close
     trades: pd.DataFrame        # one row per closed entry
     summary: np.ndarray         # engine summary vector (see engine.S_*)
     params: BacktestParams
+    sources: dict[str, Any] | None = None  # which funding, liquidation and maintenance inputs were used (cost_sources)
 
 
 def _arrays(pred: pd.DataFrame) -> list[np.ndarray]:
     return [pred[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close", "p_up")]
 
 
-def run_backtest(pred: pd.DataFrame, bp: BacktestParams, interval_ms: int) -> BacktestResult:
-    """Backtest ``bp`` on a predictions table (open_time, open, high, low, close, p_up)."""
-    equity, trades = E.run(*_arrays(pred), params_vector(bp, interval_ms))
+def _market(pred: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The table's mark-price rows (``MARK_COLUMNS``, all or none) and funding column, or None each."""
+    have = [c for c in MARK_COLUMNS if c in pred.columns]
+    if have and len(have) != len(MARK_COLUMNS):
+        raise ValueError(f"mark prices: the table has {have} but needs all of {list(MARK_COLUMNS)}")
+    mark = pred[list(MARK_COLUMNS)].to_numpy(dtype="float64") if have else None
+    funding = pred[FUNDING_COLUMN].to_numpy(dtype="float64") if FUNDING_COLUMN in pred.columns else None
+    return mark, funding
+
+
+def cost_sources(n: int, mark: np.ndarray | None, funding: np.ndarray | None,
+                 brackets: np.ndarray | None) -> dict[str, Any]:
+    """What the engine used, for ``backtest.json``: ``funding`` "history" (per-candle rates) or "constant"
+    (``funding_rate``); ``liquidation`` "mark", "last" or "mark+last" (mark candles where present, the
+    last price on ``last_price_candles`` candles without); ``maintenance`` "brackets" or "constant"."""
+    missing = n if mark is None else int(np.isnan(mark).any(axis=1).sum())
+    liq = "last" if missing == n else "mark" if missing == 0 else "mark+last"
+    return {"funding": "constant" if funding is None else "history", "liquidation": liq,
+            "last_price_candles": missing, "maintenance": "constant" if brackets is None or not len(brackets) else "brackets"}
+
+
+def run_backtest(pred: pd.DataFrame, bp: BacktestParams, interval_ms: int,
+                 brackets: np.ndarray | None = None) -> BacktestResult:
+    """Backtest ``bp`` on a predictions table (open_time, open, high, low, close, p_up; optionally
+    ``funding_rate`` per candle and ``mark_open``, ``mark_high``, ``mark_low``); ``brackets``: maintenance
+    tiers (:func:`mlrisk.backtest.futures.load_brackets`). Absent inputs fall back to the constant
+    ``funding_rate``, the last price and ``maintenance_margin_rate`` (``sources`` says which)."""
+    mark, funding = _market(pred)
+    equity, trades = E.run(*_arrays(pred), params_vector(bp, interval_ms), mark, funding, brackets)
     summary = np.empty(E.N_SUMMARY)
     E.summarise(trades, len(trades), summary)
-    return BacktestResult(equity, trades_frame(trades, pred["open_time"]), summary, bp)
+    return BacktestResult(equity, trades_frame(trades, pred["open_time"]), summary, bp,
+                          cost_sources(len(pred), mark, funding, brackets))
 
 
 @dataclass
@@ -106,22 +141,25 @@ class SweepResult:
                 "best": {k: (v.item() if hasattr(v, "item") else v) for k, v in best[list(self.grid[0])].items()}}
 
 
-def sweep_report(pred: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]], interval_ms: int) -> SweepResult:
+def sweep_report(pred: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]], interval_ms: int,
+                 brackets: np.ndarray | None = None) -> SweepResult:
     """Run the grid (:func:`run_sweep`) and score every combination like the main backtest."""
     from mlrisk.backtest.performance import sweep_table
 
-    equities, summaries = run_sweep(pred, bp, grid, interval_ms)
+    equities, summaries = run_sweep(pred, bp, grid, interval_ms, brackets)
     rows = sweep_table(equities, summaries, bp.initial_equity, interval_ms, pred["close"].to_numpy(dtype="float64"))
     table = pd.concat([pd.DataFrame(grid), pd.DataFrame(rows)], axis=1).sort_values("total_return", ascending=False, kind="stable")
     main = next((i for i, g in enumerate(grid) if all(getattr(bp, k) == v for k, v in g.items())), None)
     return SweepResult(grid, equities, table, main)
 
 
-def run_sweep(pred: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]], interval_ms: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every combination in ``grid`` (dicts of param overrides on ``bp``), in parallel.
+def run_sweep(pred: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]], interval_ms: int,
+              brackets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every combination in ``grid`` (dicts of param overrides on ``bp``), in parallel, with the table's
+    funding and mark columns and ``brackets`` as in :func:`run_backtest`.
     Returns (equity matrix combos x candles, summary matrix combos x N_SUMMARY)."""
     prms = np.stack([params_vector(bp.model_copy(update=combo), interval_ms) for combo in grid])
-    return E.sweep(*_arrays(pred), prms)
+    return E.sweep(*_arrays(pred), prms, *_market(pred), brackets)
 
 
 def combo_label(combo: dict[str, Any]) -> str:

@@ -62,6 +62,8 @@ class BacktestParams(_Section):
                                         "margin, a fraction of the notional.")
     min_notional: float = Field(5.0, ge=0.0, description="Smallest entry notional, in quote currency (USDT); smaller "
                                 "entries are skipped.")
+    lot_step: float = Field(0.0, ge=0.0, description="Quantity step of an entry (the exchange's LOT_SIZE stepSize, "
+                            "base asset units): quantities are rounded down to it; 0 = no rounding.")
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="Lists of values under the plural names of "
                                         "the parameters above (thresholds, leverages, order_sizes, pyramid_maxes, "
                                         "entries, stop_losses, ...); every combination is backtested in one go.")

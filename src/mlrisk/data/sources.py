@@ -5,6 +5,10 @@ The Binance source pages through the 1000-candle limit itself so that each page 
 its own (by :class:`mlrisk.exchange.ExchangeClient`: backoff on network errors and 5xx,
 ``Retry-After`` on 429/418, no API key sent), and a candle still forming at download time
 (close time on the exchange's clock in the future) is never kept.
+
+With ``data.market: futures`` the candles are the perpetual's, and :func:`get_derivatives` (funding
+history, mark-price klines) and :func:`get_metrics` (the dumps' open interest and long/short
+ratios) give the tables stored beside them (schema and loaders: :mod:`mlrisk.data.derivatives`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from tqdm.auto import tqdm
 
 from mlrisk.errors import DataError
 from mlrisk.io import parquet_metadata
+from mlrisk.data import derivatives as dv
 from mlrisk.data.klines import KLINE_COLUMNS, drop_forming, empty_klines, klines_from_rows, normalise, validate
 from mlrisk.exchange import ExchangeClient
 from mlrisk.times import from_ms, to_ms
@@ -144,6 +149,8 @@ class BinanceKlines:
     """Downloads closed klines through an :class:`~mlrisk.exchange.ExchangeClient` (which retries
     each page). ``now_ms`` is injectable for tests; by default the exchange's clock."""
 
+    method: str | None = None  # the python-binance method; None: the market's kline endpoint
+
     def __init__(self, exchange: ExchangeClient, now_ms: Callable[[], int] | None = None, progress: bool = True) -> None:
         self.exchange = exchange
         self.market = exchange.market
@@ -151,7 +158,7 @@ class BinanceKlines:
         self.progress = progress
 
     def _page(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[list[Any]]:
-        method = "futures_klines" if self.market == "futures" else "get_klines"
+        method = self.method or ("futures_klines" if self.market == "futures" else "get_klines")
         return self.exchange.call(method, symbol=symbol, interval=interval, startTime=start_ms, endTime=end_ms, limit=PAGE_LIMIT)
 
     def fetch(self, symbol: str, interval: str, interval_ms: int, start_ms: int, end_ms: int | None = None) -> pd.DataFrame:
@@ -182,6 +189,17 @@ class BinanceKlines:
         df = klines_from_rows(rows) if rows else empty_klines()
         df = df[df["open_time"].astype("int64") < end_ms]
         return drop_forming(df, now, interval_ms)
+
+
+class BinanceMarkKlines(BinanceKlines):
+    """Closed mark-price klines (``/fapi/v1/markPriceKlines``, the kline layout with "0" volume;
+    limit max 1500, paged at 1000 like the klines), in the mark schema of
+    :mod:`mlrisk.data.derivatives`."""
+
+    method = "futures_mark_price_klines"
+
+    def fetch(self, symbol: str, interval: str, interval_ms: int, start_ms: int, end_ms: int | None = None) -> pd.DataFrame:
+        return dv.to_mark(super().fetch(symbol, interval, interval_ms, start_ms, end_ms))
 
 
 def fetch_binance_incremental(
@@ -258,9 +276,9 @@ def get_candles(data: DataParams, existing: pd.DataFrame | None = None, fetcher:
     start_ms = to_ms(data.start) if data.start else None
     end_ms = to_ms(data.end) if data.end else None
     if data.source == "sample":
-        df = load_sample(data.symbol, data.interval)
+        df = dv.load_futures_sample(data.symbol, data.interval)[0] if data.market == "futures" else load_sample(data.symbol, data.interval)
     elif data.source == "file":
-        df = read_kline_files(data.files, data.symbol, data.interval)
+        df = read_kline_files(files_of_kind(data, "klines"), data.symbol, data.interval)
     else:
         fetcher = fetcher or BinanceKlines(ExchangeClient(market=data.market))
         df = fetch_binance_incremental(fetcher, data.symbol, data.interval, data.interval_ms, start_ms, end_ms, existing)
@@ -271,3 +289,98 @@ def get_candles(data: DataParams, existing: pd.DataFrame | None = None, fetcher:
     df, quality = validate(df, data.interval_ms, data.gap_policy, data.max_fill)
     quality = {"source": data.source, "symbol": data.symbol, "interval": data.interval, **quality}
     return df, quality
+
+
+# --------------------------------------------------------------------------- futures: funding and mark price
+def files_of_kind(data: DataParams, kind: str) -> list[str]:
+    """The ``data.files`` entries holding ``kind`` ("klines", "mark", "funding" or "metrics"; see
+    :func:`mlrisk.data.derivatives.dump_kind`). Mark or funding dumps need ``data.market: futures``,
+    and kline dumps are required."""
+    kinds = {f: dv.dump_kind(f) for f in data.files}
+    if data.market != "futures":
+        extra = [f for f, k in kinds.items() if k != "klines"]
+        if extra:
+            raise DataError(f"data.files: {extra[0]} is a {kinds[extra[0]]} dump, which only data.market 'futures' reads: "
+                            "set data.market: futures or remove it from data.files")
+    if not any(k == "klines" for k in kinds.values()):
+        raise DataError("data.files lists no kline dumps (only markPriceKlines/fundingRate/metrics ones): add the perpetual's kline dumps")
+    return [f for f, k in kinds.items() if k == kind]
+
+
+def get_derivatives(
+    data: DataParams,
+    candles: pd.DataFrame,
+    existing_funding: pd.DataFrame | None = None,
+    existing_mark: pd.DataFrame | None = None,
+    exchange: ExchangeClient | None = None,
+    now_ms: Callable[[], int] | None = None,
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict[str, Any]]:
+    """The funding history and mark-price klines for ``data`` (``market: futures``), cut to
+    ``[data.start, data.end)`` and validated (see :mod:`mlrisk.data.derivatives`). Returns
+    (funding or None, mark klines or None, quality: ``{"funding": ..., "mark": ...}``, None for a
+    table the source lacks: file source without such dumps). ``existing_*``: the binance
+    source's earlier download (see :func:`read_existing`), extended incrementally. The metrics
+    dumps are read by :func:`get_metrics`."""
+    start_ms = to_ms(data.start) if data.start else None
+    end_ms = to_ms(data.end) if data.end else None
+    funding: pd.DataFrame | None
+    mark: pd.DataFrame | None
+    if data.source == "sample":
+        _, mark, funding = dv.load_futures_sample(data.symbol, data.interval)
+    elif data.source == "file":
+        f_files, m_files = files_of_kind(data, "funding"), files_of_kind(data, "mark")
+        funding = dv.read_funding_files(f_files, data.symbol) if f_files else None
+        mark = dv.read_mark_files(m_files, data.symbol, data.interval, read_kline_files) if m_files else None
+    else:
+        exchange = exchange or ExchangeClient(market="futures")
+        hours = dv.funding_interval_hours(exchange, data.symbol)
+        funding = _funding_incremental(exchange, data.symbol, start_ms, end_ms, hours, existing_funding)
+        fetcher = BinanceMarkKlines(exchange, now_ms=now_ms)
+        mark = fetch_binance_incremental(fetcher, data.symbol, data.interval, data.interval_ms, start_ms, end_ms, existing_mark)
+    quality: dict[str, Any] = {"funding": None, "mark": None}
+    if funding is not None:
+        funding = dv.cut_funding(funding, start_ms, end_ms)
+        if funding.empty:
+            raise DataError(f"no {data.symbol} funding settlements from {data.source} between data.start ({data.start}) and "
+                            f"data.end ({data.end}): check the dates (and the fundingRate dumps listed)")
+        funding, quality["funding"] = dv.validate_funding(funding)
+    if mark is not None:
+        mark = cut(mark, start_ms, end_ms)
+        if mark.empty:
+            raise DataError(f"no {data.symbol} {data.interval} mark-price candles from {data.source} between data.start "
+                            f"({data.start}) and data.end ({data.end}): check the dates (and the markPriceKlines dumps listed)")
+        mark, mq = dv.validate_mark(mark, data.interval_ms)
+        quality["mark"] = {**mq, "candles_without_mark": dv.mark_coverage(candles, mark)}
+    return funding, mark, quality
+
+
+def _funding_incremental(exchange: ExchangeClient, symbol: str, start_ms: int, end_ms: int | None, hours: int,
+                         existing: pd.DataFrame | None) -> pd.DataFrame:
+    """Settlements from ``start_ms`` to ``end_ms``: only those ``existing`` lacks are downloaded
+    (after its last one; before its first if ``start_ms`` moved earlier)."""
+    if existing is None or existing.empty:
+        return dv.fetch_funding(exchange, symbol, start_ms, end_ms, hours)
+    first = int(existing["funding_time"].iloc[0].value // 1_000_000)
+    last_raw = int(existing["funding_time_raw"].iloc[-1].value // 1_000_000)
+    parts = [existing]
+    if start_ms < first:
+        parts.insert(0, dv.fetch_funding(exchange, symbol, start_ms, first, hours))
+    parts.append(dv.fetch_funding(exchange, symbol, max(last_raw + 1, start_ms), end_ms, hours))
+    return pd.concat([p for p in parts if not p.empty], ignore_index=True)
+
+
+def get_metrics(data: DataParams) -> tuple[pd.DataFrame | None, dict[str, Any] | None]:
+    """The metrics dumps in ``data.files`` (file source, ``market: futures``; open interest and
+    long/short ratios, see :mod:`mlrisk.data.derivatives`), cut to ``[data.start, data.end)`` and
+    validated; (None, None) where none are listed (Binance's REST history of these is 30 days)."""
+    paths = files_of_kind(data, "metrics") if data.source == "file" else []
+    if not paths:
+        return None, None
+    df = dv.read_metrics_files(paths, data.symbol)
+    t = df["create_time"].astype("int64")
+    keep = pd.Series(True, index=df.index)
+    if data.start:
+        keep &= t >= to_ms(data.start)
+    if data.end:
+        keep &= t < to_ms(data.end)
+    return dv.validate_metrics(df[keep].reset_index(drop=True))

@@ -9,6 +9,8 @@ What it holds, and why:
   what keeps a restarted bot from sending the same decision twice. A send that times out or gets a
   5xx is ``unknown`` and is settled from the exchange's records by its client id, never sent again
   (there is no ``unknown -> pending_submit``). An ``order_events`` row records every status change.
+- **funding** the exchange settled on the futures position (idempotent on the exchange's transaction id;
+  schema version 2), what the wallet received (> 0) or paid (< 0) at each funding time,
 - **fills** with their fees (idempotent on the exchange's trade id), **positions** (signed base
   quantity and average entry price), the engine's **per-candle step state** (an opaque blob with a
   version number: its layout belongs to :mod:`mlrisk.strategy`), the **last processed candle**
@@ -40,12 +42,14 @@ from typing import Any, Literal
 
 from mlrisk.errors import MlriskError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The schema's history: ``MIGRATIONS[v]`` are the SQL statements that turn a version ``v`` file into
 #: version ``v + 1``. Opening an older file applies every step up to :data:`SCHEMA_VERSION` in one
 #: transaction (all or nothing). A schema change bumps :data:`SCHEMA_VERSION`, changes ``_SCHEMA``
 #: (new files) and adds its step here (old files).
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+_FUNDING_TABLE = ("CREATE TABLE funding (tran_id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, asset TEXT NOT NULL, "
+                  "amount TEXT NOT NULL, time_ms INTEGER NOT NULL)")
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_FUNDING_TABLE,)}   # 1 -> 2: the futures funding settled
 
 
 class StateError(MlriskError):
@@ -130,6 +134,18 @@ class Fill:
 
 
 @dataclass(frozen=True)
+class Funding:
+    """A funding fee the exchange settled on a futures position: ``amount`` of ``asset`` the wallet received
+    (> 0) or paid (< 0) at ``time_ms``; ``tran_id``: the exchange's transaction id (unique per kind)."""
+
+    tran_id: int
+    symbol: str
+    asset: str
+    amount: Decimal
+    time_ms: int
+
+
+@dataclass(frozen=True)
 class Position:
     """Signed base-asset quantity (> 0 long, < 0 short) and average entry price (quote per base)."""
 
@@ -198,7 +214,7 @@ CREATE TABLE risk (
     id INTEGER PRIMARY KEY CHECK (id = 1), day_start_ms INTEGER, day_start_equity REAL, peak_equity REAL,
     halted INTEGER NOT NULL DEFAULT 0, halt_reason TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL
 );
-"""
+""" + _FUNDING_TABLE + ";\n"
 IDENTITY_KEYS = ("symbol", "interval", "market", "mode", "client_id_prefix")
 
 
@@ -390,6 +406,24 @@ class StateStore:
         return [Fill(r["client_order_id"], r["trade_id"], Decimal(r["price"]), Decimal(r["qty"]), Decimal(r["commission"]),
                      r["commission_asset"], r["time_ms"]) for r in self._conn.execute(sql + " ORDER BY time_ms, trade_id", args)]
 
+    def funding(self, symbol: str | None = None) -> list[Funding]:
+        """The funding fees recorded (of ``symbol``, or all), oldest first."""
+        sql, args = "SELECT * FROM funding", ()
+        if symbol is not None:
+            sql, args = sql + " WHERE symbol=?", (symbol,)
+        return [Funding(r["tran_id"], r["symbol"], r["asset"], Decimal(r["amount"]), r["time_ms"])
+                for r in self._conn.execute(sql + " ORDER BY time_ms, tran_id", args)]
+
+    def add_funding(self, rows: Iterable[Funding]) -> list[Funding]:
+        """Record funding fees (one transaction); a known ``tran_id`` is skipped. Returns those that were new."""
+        new: list[Funding] = []
+        with self._tx() as c:
+            for f in rows:
+                if c.execute("INSERT OR IGNORE INTO funding VALUES (?,?,?,?,?)",
+                             (f.tran_id, f.symbol, f.asset, _dec(f.amount), f.time_ms)).rowcount:
+                    new.append(f)
+        return new
+
     def position(self, symbol: str) -> Position:
         """The recorded position (flat when none was ever recorded)."""
         r = self._conn.execute("SELECT * FROM positions WHERE symbol=?", (symbol,)).fetchone()
@@ -576,5 +610,5 @@ class StateStore:
                   (r.day_start_ms, r.day_start_equity, r.peak_equity, int(r.halted), r.halt_reason, at))
 
 
-__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "TRANSITIONS", "OrderStatus", "NewOrder", "OrderRecord", "Fill", "Position",
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "TRANSITIONS", "OrderStatus", "NewOrder", "OrderRecord", "Fill", "Funding", "Position",
            "StepState", "RiskState", "StateStore", "StateError", "DuplicateOrder", "IllegalTransition", "now_ms"]

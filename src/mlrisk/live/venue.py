@@ -27,12 +27,15 @@ from decimal import Decimal
 from typing import Any, Literal, Union
 
 from mlrisk.live.filters import SymbolFilters, fmt, symbol_filters
-from mlrisk.live.state import OrderRecord, OrderStatus
+from mlrisk.live.state import Funding, OrderRecord, OrderStatus
 
 S = OrderStatus
 ZERO = Decimal(0)
 TRADE_WINDOW_MS = 7 * 86_400_000        # futures userTrades: startTime-endTime at most 7 days
 TRADE_PAGE = 1000                        # futures userTrades: limit max 1000
+INCOME_PAGE = 1000                       # futures income: "limit ... Default 100; max 1000"
+#: futures income type of a funding settlement (Get Income History, ``incomeType``)
+FUNDING_FEE = "FUNDING_FEE"
 #: futures order queries no longer find a CANCELED/EXPIRED order with no fill 3 days after its creation
 FORGOTTEN_AFTER_MS = 3 * 86_400_000
 ORDER_NOT_FOUND = -2013                  # "Order does not exist."
@@ -474,6 +477,35 @@ class FuturesVenue(_Venue):
         amt, entry = Decimal(rows[0]["positionAmt"]), Decimal(rows[0]["entryPrice"])
         return PositionReport(amt, entry if amt != 0 else None, _price(rows[0].get("markPrice")))
 
+    def funding_fees(self, since_ms: int) -> list[Funding]:
+        """The funding fees settled on the symbol from ``since_ms`` (the exchange's clock, inclusive), oldest
+        first: ``GET /fapi/v1/income`` with ``incomeType`` FUNDING_FEE (https://developers.binance.com/docs/
+        derivatives/usds-margined-futures/account/rest-api/Get-Income-History: ``income`` > 0 received, < 0
+        paid; "Income history only contains data for the last three months"), in pages of 1000 rows, the
+        next from the last row's time (duplicates dropped by ``tranId``, "unique in the same incomeType")."""
+        out: dict[int, Funding] = {}
+        start = since_ms
+        while True:
+            rows = self.exchange.call("futures_income_history", symbol=self.symbol, incomeType=FUNDING_FEE,
+                                      startTime=start, limit=INCOME_PAGE)
+            new = [r for r in rows if r.get("incomeType") == FUNDING_FEE and int(r["tranId"]) not in out]
+            for r in new:
+                out[int(r["tranId"])] = Funding(int(r["tranId"]), str(r.get("symbol") or self.symbol), str(r["asset"]),
+                                                Decimal(str(r["income"])), int(r["time"]))
+            if len(rows) < INCOME_PAGE or not new:
+                break
+            start = max(int(r["time"]) for r in rows)
+        return sorted(out.values(), key=lambda f: (f.time_ms, f.tran_id))
+
+    def liquidations(self, since_ms: int) -> list[OrderReport]:
+        """The orders the exchange sent itself on the symbol (liquidation, auto-deleverage: client ids
+        :data:`FUTURES_LIQUIDATION_PREFIXES`, or type LIQUIDATION) from ``since_ms`` (the exchange's clock) for
+        7 days (``allOrders``: "The query time period must be less then 7 days")."""
+        rows = self.exchange.call("futures_get_all_orders", symbol=self.symbol, startTime=since_ms,
+                                  endTime=since_ms + TRADE_WINDOW_MS - 1, limit=PAGE)
+        return [self._report(r) for r in rows
+                if str(r.get("clientOrderId", "")).startswith(FUTURES_LIQUIDATION_PREFIXES) or r.get("type") == "LIQUIDATION"]
+
     # ----------------------------------------------------------------------------- orders
     def place(self, o: OrderRecord) -> OrderReport:
         """Send an order once: an algo order (take-profit/stop) closes the whole position at its
@@ -627,7 +659,8 @@ class FuturesVenue(_Venue):
                            ZERO, trigger, True, oid)
 
 
-__all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "BINANCE_STATUS", "FORGOTTEN_AFTER_MS", "FUTURES_REFUSALS",
+__all__ = ["ALGO_REJECTED_AT_TRIGGER", "ALGO_STATUS", "ALGO_TYPES", "BINANCE_STATUS", "FORGOTTEN_AFTER_MS", "FUNDING_FEE",
+           "FUTURES_REFUSALS",
            "FillReport", "FuturesVenue", "OrderRefused", "OrderReport", "VenueCheck", "futures_refusal", "is_unknown_outcome",
            "PositionReport", "repeatable", "sent_once", "SpotVenue",
            "or_none"]

@@ -40,6 +40,20 @@ ISOLATED ("already isolated" is success, see :mod:`mlrisk.live.venue`), leverage
 with ``positionRisk``'s signed ``positionAmt`` (any difference halts trading, fail closed) and
 adopts open orders and algo orders with the bot's prefix. Equity = wallet balance + unrealised P&L
 at the close (USDT). Quantities are ``Decimal`` base asset (BTC), prices USDT.
+
+**Funding** (:meth:`FuturesBroker.record_funding`, at every close's equity and at reconciliation): the funding fees
+the exchange settled on the symbol since the last one recorded (``/fapi/v1/income`` FUNDING_FEE, by REST:
+the user data stream's ``ACCOUNT_UPDATE`` reason FUNDING_FEE is lost while the stream is down, the income
+history is kept three months and each row has a transaction id) are recorded in the state file
+(:meth:`~mlrisk.live.state.StateStore.funding`). The equity the loss limits measure reads the exchange's
+wallet, so it includes every fee settled; the recorded fees say which part of its change funding was.
+
+**Liquidation**: a position the exchange closed itself (on the mark price) is recorded like the user data
+stream records it (an order of leg ``liquidation`` with the exchange's ``autoclose-`` client id, its trades
+and the position it leaves; entries halt with the reason ``liquidated``); without the stream it is found at
+the next close (its equity, before the step, or the position check), when ``positionRisk`` differs from the
+recorded position, in ``allOrders``: the recorded position then follows the exchange's instead of halting
+as a mismatch.
 """
 
 from __future__ import annotations
@@ -54,9 +68,9 @@ from mlrisk.live.client_ids import is_ours, make_client_order_id
 from mlrisk.live.execution.base import DEFAULT_READ_LAG_MS, BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
 from mlrisk.live.risk import check_supported, position_cap_breach
-from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateStore, now_ms
-from mlrisk.live.venue import (ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, FORGOTTEN_AFTER_MS, Balances, FuturesVenue,
-                               FillReport, OrderRefused, OrderReport, PositionReport)
+from mlrisk.live.state import Fill, Funding, NewOrder, OrderRecord, OrderStatus, Position, StateStore, now_ms
+from mlrisk.live.venue import (ALGO_REJECTED_AT_TRIGGER, ALGO_TYPES, FORGOTTEN_AFTER_MS, TRADE_WINDOW_MS, Balances,
+                               FuturesVenue, FillReport, OrderRefused, OrderReport, PositionReport)
 from mlrisk.strategy import entry_size, protective_levels
 
 S = OrderStatus
@@ -71,6 +85,13 @@ def _sign(d: Decimal) -> int:
 def _family(order_type: str) -> str:
     """The protective leg an algo order type serves: ``sl`` (STOP_MARKET) or ``tp``."""
     return "sl" if order_type == "STOP_MARKET" else "tp"
+
+
+def liquidated_reason(symbol: str, qty: Decimal, cid: str, price: Decimal | None) -> str:
+    """The halt reason of a position the exchange liquidated (``qty``: the position before, signed)."""
+    at = f" at {fmt(price)}" if price is not None else ""
+    return (f"liquidated: the exchange closed the {symbol} position of {fmt(qty)} with order {cid}{at}; entries halted "
+            "(check the margin, then --reset-halt)")
 
 
 def apply_fill(qty: Decimal, entry: Decimal | None, side: int, fill_qty: Decimal, price: Decimal) -> tuple[Decimal, Decimal | None]:
@@ -149,9 +170,15 @@ class FuturesBroker(BrokerBase):
         return self.venue.balances()
 
     def equity(self, price: float) -> float:
-        """Wallet balance plus the position's unrealised P&L at ``price`` (USDT): what the loss limits measure."""
+        """Wallet balance plus the position's unrealised P&L at ``price`` (USDT): what the loss limits measure.
+        Read at each close before the step, so it first records what the exchange did on its own since the
+        last close: the funding fees settled (:meth:`record_funding`) and, when ``positionRisk`` differs from
+        the recorded position, a liquidation (see the module docstring; it halts entries before the step)."""
+        self.record_funding()
         free, used = self.balances().get(self.filters.quote_asset, (ZERO, ZERO))
         amt, entry = self._risk()
+        if amt != self.store.position(self.symbol).quantity and self._record_liquidations():
+            amt, entry = self._risk()
         return float(free + used) + (float(amt) * (price - float(entry)) if entry is not None else 0.0)
 
     def exchange_position(self) -> Decimal:
@@ -180,10 +207,64 @@ class FuturesBroker(BrokerBase):
             recorded, held = self.store.position(self.symbol).quantity, self.exchange_position()
         if held != recorded:
             held = self._settled().quantity
+        if held != recorded and self._record_liquidations():
+            recorded = self.store.position(self.symbol).quantity
         if held != recorded:
             base = self.filters.base_asset
             self._halt(f"position mismatch: the state file records {fmt(recorded)} {base} but the exchange's "
                        f"{self.symbol} futures position is {fmt(held)} {base} (traded outside the bot?)")
+
+    def _record_liquidations(self) -> bool:
+        """Record the exchange's own orders (liquidation, auto-deleverage) since the recorded position last
+        changed (1 min earlier, on the exchange's clock; at most 7 days back) like the user data stream does
+        (see the module docstring); halt entries when one closed the position. True when one was recorded."""
+        pos = self.store.position(self.symbol)
+        offset = int(getattr(self.exchange, "offset_ms", 0) or 0)
+        since = max(pos.updated_ms + offset - 60_000, now_ms() + offset - TRADE_WINDOW_MS + 60_000)
+        done = False
+        for r in sorted(self.venue.liquidations(since), key=lambda x: (x.update_time_ms, x.exchange_order_id or 0)):
+            cid = r.client_order_id
+            o = self.store.order(cid)
+            before = self.store.position(self.symbol).quantity
+            if o is None:
+                if before == 0:
+                    continue
+                o = self.store.insert_order(NewOrder(cid, self.symbol, r.side or ("SELL" if before > 0 else "BUY"),  # type: ignore[arg-type]
+                                                     "LIQUIDATION", r.quantity or abs(before),
+                                                     self.store.last_processed_candle() or 0, "liquidation", reduce_only=True))
+            if o.status.final:
+                continue
+            rec = self._record(o, r)
+            done = True
+            after = self.store.position(self.symbol).quantity
+            if after == 0 and before != 0:
+                price = rec.cumulative_quote / rec.executed_qty if rec.executed_qty else None
+                reason = liquidated_reason(self.symbol, before, cid, price)
+                self.store.halt(reason)
+                log.warning("%s", reason)
+        return done
+
+    # ------------------------------------------------------------------------- funding
+    def record_funding(self) -> list[Funding]:
+        """Record the funding fees the exchange settled on the symbol since the last one recorded (the first
+        read: from the state file's first order, 1 min earlier on the exchange's clock: no position of the bot
+        paid funding before it). Returns those new (also logged)."""
+        have = self.store.funding(self.symbol)
+        if have:
+            since = have[-1].time_ms            # inclusive: a fee already recorded is skipped by its id
+        else:
+            first = self.store.first_exchange_ids()[2]
+            if first is None:
+                return []
+            since = first + int(getattr(self.exchange, "offset_ms", 0) or 0) - 60_000
+        new = self.store.add_funding(self.venue.funding_fees(since))
+        for f in new:
+            log.info("funding %s %s on %s at %d", fmt(f.amount), f.asset, f.symbol, f.time_ms)
+        return new
+
+    def funding_total(self) -> Decimal:
+        """The funding recorded on the symbol so far (quote asset; > 0 received, < 0 paid)."""
+        return sum((f.amount for f in self.store.funding(self.symbol)), ZERO)
 
     # ------------------------------------------------------------------------------ prepare
     def prepare(self, orders: Iterable[dict[str, Any]], close: float, open_ms: int,
@@ -194,7 +275,7 @@ class FuturesBroker(BrokerBase):
         legs = list(orders)
         seen = len(self.alerts)
         self.refresh()
-        self.check_position()  # e.g. liquidated or traded by hand since the last close: halt (fail closed)
+        self.check_position()  # e.g. traded by hand since the last close: halt (fail closed); a liquidation is recorded
         if state is not None:
             self._cancel_dropped_limits(state)
         if any(o["leg"] == "flat" for o in legs):
@@ -462,7 +543,8 @@ class FuturesBroker(BrokerBase):
         """The shared reconciliation (settle, adopt, check the position against ``positionRisk``),
         then the protective orders brought in line with the position."""
         self.refresh()   # open orders first: one the exchange forgot is recorded cancelled, not re-sent
-        done = super().reconcile()
+        done = [f"funding {fmt(f.amount)} {f.asset} at {f.time_ms}: recorded" for f in self.record_funding()]
+        done += super().reconcile()
         last = self.store.last_processed_candle()
         if last is not None:
             done += [f"{o.client_order_id}: placed ({o.status.value})" for o in self.protect(last)]

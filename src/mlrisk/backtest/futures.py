@@ -1,0 +1,117 @@
+"""The perpetual-futures inputs of the engine, from data: funding per candle, maintenance brackets,
+the lot step and minimum notional of an exchange-info snapshot.
+
+- :func:`funding_per_candle`: Binance's funding settlements (``/fapi/v1/fundingRate``: ``fundingTime``
+  in epoch ms with its millisecond jitter, ``fundingRate`` a fraction) -> the rate the engine charges
+  at each candle's open (:func:`mlrisk.backtest.engine.advance_market`).
+- :func:`brackets_array` / :func:`load_brackets`: Binance's leverage brackets
+  (``/fapi/v1/leverageBracket``) -> the engine's tier rows (:data:`mlrisk.strategy.BR_FLOOR` ..).
+  A snapshot ships in ``leverage_brackets.json`` beside this module (its source and date inside).
+- :func:`lot_filters`: the lot step and minimum notional of a symbol from the exchange-info snapshot
+  ``exchange_info.json`` (spot ``/api/v3/exchangeInfo`` and futures ``/fapi/v1/exchangeInfo`` symbol
+  entries), read by :class:`mlrisk.exchange_filters.SymbolFilters`, the filter code the live bot uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mlrisk.errors import DataError
+from mlrisk.exchange_filters import symbol_filters
+from mlrisk.strategy import BR_CUM, BR_FLOOR, BR_MMR, N_BRACKET_FIELDS
+
+HERE = Path(__file__).resolve().parent
+BRACKETS_SNAPSHOT = HERE / "leverage_brackets.json"
+EXCHANGE_INFO_SNAPSHOT = HERE / "exchange_info.json"
+#: a settlement up to this many ms after a candle's open belongs to that open (Binance stamps
+#: settlements a few ms after the hour: 1663891200023 is 2022-09-23T00:00:00.023Z)
+FUNDING_JITTER_MS = 1_000
+
+
+def funding_per_candle(open_times_ms: np.ndarray, funding_times_ms: np.ndarray, rates: np.ndarray,
+                       interval_ms: int, jitter_ms: int = FUNDING_JITTER_MS) -> np.ndarray:
+    """The funding rate to charge at each candle's open (fractions of the notional; positive: longs pay).
+
+    ``open_times_ms``: the candles' open times (epoch ms, increasing, gaps allowed); ``funding_times_ms``
+    and ``rates``: the settlements. Binance charges a settlement on the positions open at its time.
+    The rule (no lookahead: a settlement is charged at or after its time):
+
+    - A settlement within ``jitter_ms`` after a candle's open (``08:00:00.023`` -> the 08:00 candle;
+      the jitter is rounded down) is charged at that open, on the position held into it, before the
+      open's fills.
+    - A settlement later inside a candle (candles longer than the funding interval, e.g. 1d candles and
+      settlements at 08:00 and 16:00) is charged at the next candle's open, on the position held into
+      it: the engine knows positions only at candle boundaries, and the position held into the next
+      open was held through the candle's end. Several settlements charged at one open add up and are
+      charged at that open's mark price.
+    - A settlement in a gap (no candle holds it) is charged at the first candle after the gap (the
+      position could not change in the gap); one before the first candle or after the last candle's
+      open (and not charged at it) is dropped.
+
+    Returns float64, one rate per candle, 0 where none is charged."""
+    opens = np.asarray(open_times_ms, dtype=np.int64)
+    ft = np.asarray(funding_times_ms, dtype=np.int64)
+    r = np.asarray(rates, dtype=np.float64)
+    if ft.shape != r.shape or ft.ndim != 1:
+        raise DataError(f"funding: {ft.shape} times but {r.shape} rates")
+    if not np.isfinite(r).all():
+        raise DataError("funding: a rate is not a finite number")
+    if len(opens) > 1 and (np.diff(opens) <= 0).any():
+        raise DataError("funding: candle open times must increase")
+    out = np.zeros(len(opens))
+    if len(opens) == 0 or len(ft) == 0:
+        return out
+    idx = np.searchsorted(opens, ft, side="right") - 1
+    inside = idx >= 0
+    late = inside & (ft - opens[np.maximum(idx, 0)] >= jitter_ms)
+    idx = np.where(late, idx + 1, idx)
+    keep = inside & (idx < len(opens))
+    np.add.at(out, idx[keep], r[keep])
+    return out
+
+
+def brackets_array(brackets: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """One symbol's ``brackets`` list of ``/fapi/v1/leverageBracket`` (``notionalFloor``,
+    ``maintMarginRatio``, ``cum``; USDT, fraction, USDT) as the engine's tier rows, ascending floor.
+    Raises :class:`DataError` when a field is missing or the floors do not start at 0 and increase."""
+    try:
+        rows = sorted((float(b["notionalFloor"]), float(b["maintMarginRatio"]), float(b["cum"])) for b in brackets)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"leverage brackets: a bracket lacks notionalFloor, maintMarginRatio or cum ({e})") from None
+    out = np.array(rows, dtype=np.float64).reshape(-1, N_BRACKET_FIELDS)
+    if len(out) == 0 or out[0, BR_FLOOR] != 0 or (np.diff(out[:, BR_FLOOR]) <= 0).any():
+        raise DataError("leverage brackets: notionalFloor must start at 0 and increase")
+    if ((out[:, BR_MMR] < 0) | (out[:, BR_MMR] >= 1) | (out[:, BR_CUM] < 0)).any():
+        raise DataError("leverage brackets: maintMarginRatio must be in [0, 1) and cum >= 0")
+    return out
+
+
+def load_brackets(symbol: str, path: Path = BRACKETS_SNAPSHOT) -> np.ndarray:
+    """``symbol``'s maintenance tiers from a brackets file (default: the shipped snapshot; format:
+    ``{"leverageBracket": <the /fapi/v1/leverageBracket answer>}``). :class:`DataError` if absent."""
+    doc = json.loads(Path(path).read_text())
+    for entry in doc.get("leverageBracket", []):
+        if entry.get("symbol") == symbol:
+            return brackets_array(entry.get("brackets", []))
+    raise DataError(f"leverage brackets: {symbol} is not in {path} (it holds "
+                    f"{', '.join(e.get('symbol', '?') for e in doc.get('leverageBracket', []))})")
+
+
+def lot_filters(symbol: str, market: Literal["spot", "futures"], market_orders: bool,
+                path: Path = EXCHANGE_INFO_SNAPSHOT) -> tuple[float, float]:
+    """``(lot_step, min_notional)`` of ``symbol`` on ``market`` from an exchange-info snapshot (default:
+    the shipped one), through :class:`mlrisk.exchange_filters.SymbolFilters`: the quantity step of
+    LIMIT orders, or of MARKET orders (``market_orders``: LOT_SIZE and MARKET_LOT_SIZE together), in
+    base asset units, and the minimum notional in quote currency (0 when the filter does not apply to
+    that order type). :class:`DataError` if the snapshot has no such market."""
+    doc = json.loads(Path(path).read_text())
+    if market not in doc:
+        raise DataError(f"exchange info: no {market!r} section in {path}")
+    f = symbol_filters(doc[market], symbol)
+    applies = not market_orders or f.min_notional_market
+    return float(f.quantity_step(market_orders)), float(f.min_notional) if applies else 0.0
