@@ -5,7 +5,6 @@ per-candle funding helper, the shipped snapshots, and the plain-Python oracle on
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,9 +25,6 @@ H = 3_600_000
 EXAMPLES = int(os.environ.get("MLRISK_HYPOTHESIS_EXAMPLES", "150"))
 BASE = dict(initial_equity=1000.0, threshold=0.1, leverage=1.0, order_size=0.5, pyramid_max=1, entry="market",
             fee_rate=0.0, maker_fee_rate=0.0, slippage_bps=0.0, maintenance_margin_rate=0.0, min_notional=0.0)
-# the real BTCUSDT perpetual data (../shared/data/futures beside the checkout; a worktree sits one deeper)
-SHARED = next((d / "shared" / "data" / "futures" for d in Path(__file__).resolve().parents[1:4]
-               if (d / "shared" / "data" / "futures").is_dir()), Path("/nonexistent"))
 
 
 def frame(o, h, lo, c, p, mark=None, funding=None) -> pd.DataFrame:
@@ -109,16 +105,19 @@ def test_funding_per_candle_on_daily_candles_and_gaps():
     np.testing.assert_allclose(got, [1e-5, (2 + 4 + 8) * 1e-5, (16 + 32) * 1e-5], rtol=1e-12)
 
 
-@pytest.mark.skipif(not (SHARED / "BTCUSDT-fundingRate.csv").exists(), reason="shared futures data absent")
 def test_funding_per_candle_on_the_real_history_puts_each_settlement_at_its_hour():
-    f = pd.read_csv(SHARED / "BTCUSDT-fundingRate.csv")
-    k = pd.read_csv(SHARED / "BTCUSDT-perp-1h.csv", usecols=["open_time"])
-    got = funding_per_candle(k.open_time.to_numpy(), f.fundingTime.to_numpy(), f.fundingRate.to_numpy(), H)
-    hours = (f.fundingTime // H) * H
-    want = pd.Series(0.0, index=k.open_time)
-    want[hours.to_numpy()] = f.fundingRate.to_numpy()
+    from mlrisk.data.derivatives import load_futures_sample   # the shipped real BTCUSDT perpetual sample
+
+    perp, _, funding = load_futures_sample("BTCUSDT", "1h")
+    opens = perp.open_time.astype("int64").to_numpy()
+    raw = funding.funding_time_raw.astype("int64").to_numpy()
+    rates = funding.funding_rate.to_numpy()
+    assert (raw % H != 0).any()                                  # the real settlement times carry their jitter
+    got = funding_per_candle(opens, raw, rates, H)
+    want = pd.Series(0.0, index=opens)
+    want[(raw // H) * H] = rates
     np.testing.assert_array_equal(got, want.to_numpy())
-    assert (got != 0).sum() == len(f) - (f.fundingRate == 0).sum()
+    assert (got != 0).sum() == len(rates) - (rates == 0).sum()
 
 
 # ---------------------------------------------------------------- liquidation on the mark price
