@@ -223,17 +223,6 @@ def validate_funding(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     return df[FUNDING_COLUMNS], quality
 
 
-def cut_funding(df: pd.DataFrame, start_ms: int | None, end_ms: int | None) -> pd.DataFrame:
-    """The settlements with ``start_ms <= funding_time < end_ms`` (epoch ms; None = open)."""
-    t = df["funding_time"].astype("int64")
-    keep = pd.Series(True, index=df.index)
-    if start_ms is not None:
-        keep &= t >= start_ms
-    if end_ms is not None:
-        keep &= t < end_ms
-    return df[keep].reset_index(drop=True)
-
-
 # --------------------------------------------------------------------------- mark klines
 def to_mark(df: pd.DataFrame) -> pd.DataFrame:
     """Keep the mark-kline columns of a kline table (Binance's mark rows carry "0" volume)."""

@@ -240,3 +240,15 @@ def drop_forming(df: pd.DataFrame, now_ms: int, interval_ms: int) -> pd.DataFram
     """Drop candles that had not closed at ``now_ms`` (their close time is in the future)."""
     close_ms = df["open_time"].astype("int64") + interval_ms - 1
     return df[close_ms.to_numpy() < now_ms].reset_index(drop=True)
+
+
+def cut(df: pd.DataFrame, start_ms: int | None, end_ms: int | None, column: str = "open_time") -> pd.DataFrame:
+    """The rows with ``start_ms <= column < end_ms`` (epoch ms, UTC; None = open): candles by ``open_time``,
+    funding settlements by ``funding_time``."""
+    t = df[column].astype("int64")
+    keep = pd.Series(True, index=df.index)
+    if start_ms is not None:
+        keep &= t >= start_ms
+    if end_ms is not None:
+        keep &= t < end_ms
+    return df[keep].reset_index(drop=True)

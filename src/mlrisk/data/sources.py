@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from mlrisk.errors import DataError
 from mlrisk.io import parquet_metadata
 from mlrisk.data import derivatives as dv
-from mlrisk.data.klines import KLINE_COLUMNS, drop_forming, empty_klines, klines_from_rows, normalise, validate
+from mlrisk.data.klines import KLINE_COLUMNS, cut, drop_forming, empty_klines, klines_from_rows, normalise, validate
 from mlrisk.exchange import ExchangeClient
 from mlrisk.times import from_ms, to_ms
 
@@ -228,17 +228,6 @@ def fetch_binance_incremental(
     return cut(out, start_ms, end_ms)
 
 
-def cut(df: pd.DataFrame, start_ms: int | None, end_ms: int | None) -> pd.DataFrame:
-    """The candles with ``start_ms <= open_time < end_ms`` (epoch ms, UTC; None = open)."""
-    t = df["open_time"].astype("int64")
-    keep = pd.Series(True, index=df.index)
-    if start_ms is not None:
-        keep &= t >= start_ms
-    if end_ms is not None:
-        keep &= t < end_ms
-    return df[keep].reset_index(drop=True)
-
-
 # --------------------------------------------------------------------------- entry point
 METADATA_KEY = "mlrisk"
 
@@ -339,7 +328,7 @@ def get_derivatives(
         mark = fetch_binance_incremental(fetcher, data.symbol, data.interval, data.interval_ms, start_ms, end_ms, existing_mark)
     quality: dict[str, Any] = {"funding": None, "mark": None}
     if funding is not None:
-        funding = dv.cut_funding(funding, start_ms, end_ms)
+        funding = cut(funding, start_ms, end_ms, column="funding_time")
         if funding.empty:
             raise DataError(f"no {data.symbol} funding settlements from {data.source} between data.start ({data.start}) and "
                             f"data.end ({data.end}): check the dates (and the fundingRate dumps listed)")
