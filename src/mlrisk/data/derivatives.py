@@ -294,7 +294,9 @@ def dump_kind(path: str | Path) -> str:
     return "klines"
 
 
-def _read_text(path: Path) -> tuple[str, str | None]:
+def read_dump_text(path: Path) -> tuple[str, str | None]:
+    """The text of one Binance dump (a CSV, or a zip holding one CSV) and the CSV's name inside a zip
+    (None for a plain CSV); a missing or unreadable file is a one-line :class:`DataError`."""
     if not path.exists():
         raise DataError(f"data.files: {path} does not exist")
     try:
@@ -306,7 +308,8 @@ def _read_text(path: Path) -> tuple[str, str | None]:
                 return zf.read(names[0]).decode(), names[0]
         return path.read_text(), None
     except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e}); the file is corrupt: download it again") from None
+        kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+        raise DataError(f"{path}: cannot read ({kind}: {e}); the file is corrupt: download it again") from None
 
 
 def read_funding_file(path: str | Path, symbol: str) -> pd.DataFrame:
@@ -314,7 +317,7 @@ def read_funding_file(path: str | Path, symbol: str) -> pd.DataFrame:
     (epoch ms, with jitter), ``funding_interval_hours``, ``last_funding_rate``; header line
     optional). A dump named for another symbol is a :class:`DataError`."""
     path = Path(path)
-    text, inner = _read_text(path)
+    text, inner = read_dump_text(path)
     for name, where in ((path.name, str(path)), (inner, f"{path} (holds {inner})")):
         m = FUNDING_DUMP.match(Path(name).name) if name else None
         if m and m["symbol"] != symbol:
@@ -339,7 +342,7 @@ def read_metrics_file(path: str | Path, symbol: str) -> pd.DataFrame:
     """Read one daily ``metrics`` dump (CSV or zip of one CSV, with its header line; see the
     module docstring). A dump named for, or holding rows of, another symbol is a :class:`DataError`."""
     path = Path(path)
-    text, inner = _read_text(path)
+    text, inner = read_dump_text(path)
     for name, where in ((path.name, str(path)), (inner, f"{path} (holds {inner})")):
         m = METRICS_DUMP.match(Path(name).name) if name else None
         if m and m["symbol"] != symbol:

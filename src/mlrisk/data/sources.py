@@ -17,8 +17,6 @@ import gzip
 import io
 import logging
 import re
-import zipfile
-import zlib
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -77,22 +75,7 @@ def read_kline_file(path: str | Path, symbol: str | None = None, interval: str |
     file line of each row) for error messages; :func:`read_kline_files` drops it.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"data.files: {path} does not exist")
-    inner = None
-    try:
-        if path.suffix == ".zip":
-            with zipfile.ZipFile(path) as zf:
-                names = [n for n in zf.namelist() if n.endswith(".csv")]
-                if len(names) != 1:
-                    raise DataError(f"{path}: expected one CSV inside the zip, found {len(names)}")
-                inner = names[0]
-                text = zf.read(inner).decode()
-        else:
-            text = path.read_text()
-    except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, OSError) as e:
-        kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
-        raise DataError(f"{path}: cannot read ({kind}: {e}); the file is corrupt: download it again") from None
+    text, inner = dv.read_dump_text(path)
     if symbol and interval:
         check_dump_name(path.name, symbol, interval, str(path))
         if inner:
