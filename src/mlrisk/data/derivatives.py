@@ -312,18 +312,25 @@ def read_dump_text(path: Path) -> tuple[str, str | None]:
         raise DataError(f"{path}: cannot read ({kind}: {e}); the file is corrupt: download it again") from None
 
 
+def _dump_text(path: Path, symbol: str, name: re.Pattern[str]) -> str:
+    """The text of a dump whose file name (and the CSV's inside a zip) matches ``name``; a name for another
+    symbol, or an empty file, is a :class:`DataError`."""
+    text, inner = read_dump_text(path)
+    for file, where in ((path.name, str(path)), (inner, f"{path} (holds {inner})")):
+        m = name.match(Path(file).name) if file else None
+        if m and m["symbol"] != symbol:
+            raise DataError(f"{where}: the file name says {m['symbol']} but data.symbol is {symbol}: list the right files or change data.symbol")
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    return text
+
+
 def read_funding_file(path: str | Path, symbol: str) -> pd.DataFrame:
     """Read one monthly ``fundingRate`` dump (CSV or zip of one CSV; columns ``calc_time``
     (epoch ms, with jitter), ``funding_interval_hours``, ``last_funding_rate``; header line
     optional). A dump named for another symbol is a :class:`DataError`."""
     path = Path(path)
-    text, inner = read_dump_text(path)
-    for name, where in ((path.name, str(path)), (inner, f"{path} (holds {inner})")):
-        m = FUNDING_DUMP.match(Path(name).name) if name else None
-        if m and m["symbol"] != symbol:
-            raise DataError(f"{where}: the file name says {m['symbol']} but data.symbol is {symbol}: list the right files or change data.symbol")
-    if not text.strip():
-        raise DataError(f"{path}: empty file")
+    text = _dump_text(path, symbol, FUNDING_DUMP)
     first = text.lstrip().split("\n", 1)[0]
     has_header = not first.split(",")[0].strip().isdigit()
     raw = pd.read_csv(io.StringIO(text.strip("\n") + "\n"), header=0 if has_header else None, dtype=str, skip_blank_lines=False)
@@ -342,13 +349,7 @@ def read_metrics_file(path: str | Path, symbol: str) -> pd.DataFrame:
     """Read one daily ``metrics`` dump (CSV or zip of one CSV, with its header line; see the
     module docstring). A dump named for, or holding rows of, another symbol is a :class:`DataError`."""
     path = Path(path)
-    text, inner = read_dump_text(path)
-    for name, where in ((path.name, str(path)), (inner, f"{path} (holds {inner})")):
-        m = METRICS_DUMP.match(Path(name).name) if name else None
-        if m and m["symbol"] != symbol:
-            raise DataError(f"{where}: the file name says {m['symbol']} but data.symbol is {symbol}: list the right files or change data.symbol")
-    if not text.strip():
-        raise DataError(f"{path}: empty file")
+    text = _dump_text(path, symbol, METRICS_DUMP)
     raw = pd.read_csv(io.StringIO(text), dtype=str)
     raw.columns = [c.strip().lower() for c in raw.columns]
     missing = [c for c in ["create_time", "symbol", *METRIC_VALUES] if c not in raw.columns]
