@@ -140,3 +140,15 @@ def write_report(name: str, figures: dict[str, Any]) -> None:
         data = json.loads(p.read_text()) if p.exists() and p.read_text().strip() else {}
         data[name] = figures
         p.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def in_flight(store: Any, fx: Any) -> list[str]:
+    """Client ids the state file still has to reconcile (pending, unknown, or open) that are not really open at
+    the exchange (a resting order, or a futures algo order not triggered yet)."""
+    from mlrisk.live.state import OrderStatus
+
+    with fx._xlock:
+        open_ids = {o["clientOrderId"] for o in fx.orders if o["status"] in ("NEW", "PARTIALLY_FILLED")}
+        open_ids |= {a["clientAlgoId"] for a in getattr(fx, "algos", []) if a["algoStatus"] == "NEW"}
+    return [o.client_order_id for o in store.orders_to_reconcile()
+            if o.status is not OrderStatus.OPEN or o.client_order_id not in open_ids]

@@ -52,7 +52,7 @@ from mlrisk.live.execution.spot import ExchangeBroker
 from mlrisk.live.journal import CandleLog
 from mlrisk.live.loop import Bot
 from mlrisk.live.risk import RiskLimits
-from mlrisk.live.state import OrderStatus, RiskState, StateStore
+from mlrisk.live.state import RiskState, StateStore
 from mlrisk.settings import BinanceSettings
 from test_live_broker import H, _candles, _predict
 
@@ -265,11 +265,7 @@ def test_chaos_under_documented_behaviours_never_executes_a_decision_twice_and_p
         recorded, traded = cs.fills_vs_trades(store, fx)
         held, truth = store.position("BTCUSDT").quantity, cs.exchange_position(fx, market)
         unexplained = cs.executed_vs_recorded(store, fx)
-        with fx._xlock:   # open at the exchange: resting orders and (futures) untriggered algo orders
-            open_ids = {o["clientOrderId"] for o in fx.orders if o["status"] in ("NEW", "PARTIALLY_FILLED")}
-            open_ids |= {a["clientAlgoId"] for a in getattr(fx, "algos", []) if a["algoStatus"] == "NEW"}
-        in_flight = [o.client_order_id for o in store.orders_to_reconcile()
-                     if o.status is not OrderStatus.OPEN or o.client_order_id not in open_ids]
+        in_flight = cs.in_flight(store, fx)
         kinds = Counter()
         for k, f in faults:
             kinds[k] += int(f.fired)

@@ -154,7 +154,7 @@ HALT_LOOP = 3                # halts in a row without a candle committed: a loop
 def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(tmp_path, market):
     from fake_futures import FakeFuturesExchange
     from mlrisk.live.step import BotState
-    from mlrisk.live.state import OrderStatus, StateStore
+    from mlrisk.live.state import StateStore
 
     changes, default_n, order_path = MARKETS[market]
     N = cs.candles(default_n)
@@ -356,12 +356,9 @@ def test_sigkill_at_random_points_never_duplicates_an_order_and_positions_agree(
             recorded, traded = cs.fills_vs_trades(store, fx)
             held, truth = store.position("BTCUSDT").quantity, cs.exchange_position(fx, market)
             unexplained = cs.executed_vs_recorded(store, fx)
-            with fx._xlock:   # open at the exchange: resting orders and (futures) untriggered algo orders
-                open_ids = {o["clientOrderId"] for o in fx.orders if o["status"] in ("NEW", "PARTIALLY_FILLED")}
-                open_ids |= {a["clientAlgoId"] for a in getattr(fx, "algos", []) if a["algoStatus"] == "NEW"}
+            with fx._xlock:
                 n_orders, executed = len(fx.orders), sum(o["executedQty"] > 0 for o in fx.orders)
-            in_flight = [o.client_order_id for o in store.orders_to_reconcile()
-                         if o.status is not OrderStatus.OPEN or o.client_order_id not in open_ids]
+            in_flight = cs.in_flight(store, fx)
             usdt = Decimal("10000")                               # the quote balance the state file explains
             for o in store.orders():
                 for f in store.fills(o.client_order_id):
