@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mlrisk.config.backtest import BacktestParams
 from mlrisk.exchange_filters import floor_to, to_decimal
 
@@ -250,3 +252,15 @@ def reference_backtest(open_: list[float], high: list[float], low: list[float], 
         acc.close_all(n - 1, close[-1] * (1 - acc.side * slip), "end")
         equity[-1] = max(acc.cash, 0.0)
     return equity, acc.trades
+
+
+def random_prices(rng, n: int, vol: float):
+    """Random candles (open, high, low, close around 100, per-candle volatility ``vol``) and P(up) with
+    10 % NaN, for comparing the engine with this oracle on random cases."""
+    c = 100 * np.exp(np.cumsum(rng.normal(0, vol, n)))
+    o = np.r_[100.0, c[:-1]] * np.exp(rng.normal(0, vol / 4, n))
+    h = np.maximum(o, c) * (1 + np.abs(rng.normal(0, vol, n)))
+    lo = np.minimum(o, c) * (1 - np.abs(rng.normal(0, vol, n)))
+    p = rng.uniform(0, 1, n)
+    p[rng.uniform(size=n) < 0.1] = np.nan
+    return o, h, lo, c, p

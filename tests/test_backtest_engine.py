@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backtest_reference import reference_backtest
+from backtest_reference import random_prices, reference_backtest
 from mlrisk.backtest.runner import run_backtest
 from mlrisk.strategy import decide, signal
 from mlrisk.config.backtest import BacktestParams
@@ -234,12 +234,7 @@ def cases(draw):
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     vol = draw(st.sampled_from([0.002, 0.01, 0.04]))
-    c = 100 * np.exp(np.cumsum(rng.normal(0, vol, n)))
-    o = np.r_[100.0, c[:-1]] * np.exp(rng.normal(0, vol / 4, n))
-    h = np.maximum(o, c) * (1 + np.abs(rng.normal(0, vol, n)))
-    lo = np.minimum(o, c) * (1 - np.abs(rng.normal(0, vol, n)))
-    p = rng.uniform(0, 1, n)
-    p[rng.uniform(size=n) < 0.1] = np.nan
+    o, h, lo, c, p = random_prices(rng, n, vol)
     params = dict(
         initial_equity=1000.0,
         threshold=draw(st.sampled_from([0.0, 0.05, 0.2])),

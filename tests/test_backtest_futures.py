@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backtest_reference import reference_backtest
+from backtest_reference import random_prices, reference_backtest
 from mlrisk.backtest import engine as E
 from mlrisk.backtest.futures import brackets_array, funding_per_candle, load_brackets, lot_filters
 from mlrisk.backtest.runner import params_vector, run_backtest
@@ -250,12 +250,7 @@ def futures_cases(draw):
     n = draw(st.integers(5, 120))
     rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
     vol = draw(st.sampled_from([0.002, 0.01, 0.04]))
-    c = 100 * np.exp(np.cumsum(rng.normal(0, vol, n)))
-    o = np.r_[100.0, c[:-1]] * np.exp(rng.normal(0, vol / 4, n))
-    h = np.maximum(o, c) * (1 + np.abs(rng.normal(0, vol, n)))
-    lo = np.minimum(o, c) * (1 - np.abs(rng.normal(0, vol, n)))
-    p = rng.uniform(0, 1, n)
-    p[rng.uniform(size=n) < 0.1] = np.nan
+    o, h, lo, c, p = random_prices(rng, n, vol)
     mark = None
     if draw(st.booleans()):
         dev = np.exp(rng.normal(0, vol / 3, (n, 3)))  # the mark wanders around the last price
