@@ -328,3 +328,17 @@ def test_the_oracle_agrees_on_a_preset_with_funding_a_tiered_mark_liquidation_an
     # and at least one of those liquidations happened where the last price alone would not have liquidated
     last_only = run_backtest(df.drop(columns=["mark_open", "mark_high", "mark_low"]), bp, H, TIERS).trades
     assert (last_only.exit_reason == "liquidation").sum() < len(liq)
+
+
+def test_market_columns_join_funding_at_its_candle_and_leave_missing_mark_candles_nan():
+    import pandas as pd
+    from mlrisk.backtest.futures import market_columns
+
+    t = pd.date_range("2024-01-01 06:00", periods=4, freq="1h", tz="UTC")
+    funding = pd.DataFrame({"funding_time_raw": [pd.Timestamp("2024-01-01 08:00:00.023", tz="UTC")],
+                            "funding_rate": [0.0003]})
+    mark = pd.DataFrame({"open_time": t[[0, 1, 3]], "open": [1.0, 2.0, 4.0], "high": [1.5, 2.5, 4.5], "low": [0.5, 1.5, 3.5]})
+    out = market_columns(pd.Series(t), funding, mark, 3_600_000)
+    assert out["funding_rate"].tolist() == [0.0, 0.0, 0.0003, 0.0]  # the 08:00:00.023 settlement at the 08:00 open
+    assert out["mark_open"].tolist()[:2] == [1.0, 2.0] and np.isnan(out["mark_high"][2]) and out["mark_low"][3] == 3.5
+    assert list(market_columns(pd.Series(t), None, None, 3_600_000).columns) == []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from mlrisk.errors import DataError
 from mlrisk.exchange_filters import symbol_filters
@@ -72,6 +73,27 @@ def funding_per_candle(open_times_ms: np.ndarray, funding_times_ms: np.ndarray, 
     idx = np.where(late, idx + 1, idx)
     keep = inside & (idx < len(opens))
     np.add.at(out, idx[keep], r[keep])
+    return out
+
+
+def market_columns(open_time: pd.Series, funding: pd.DataFrame | None, mark: pd.DataFrame | None,
+                   interval_ms: int) -> pd.DataFrame:
+    """The perpetual's per-candle inputs of the engine for candles opening at ``open_time`` (UTC), in
+    the order given: ``funding_rate`` (:func:`funding_per_candle` of the funding table's
+    ``funding_time_raw`` and ``funding_rate``; absent without a table) and ``mark_open``,
+    ``mark_high``, ``mark_low`` (the mark candle opening at the same time, NaN where there is none, so
+    the engine falls back to the last price there; absent without a table). The one join the backtest
+    stage and the live bot's replay and paper account use (tables: :mod:`mlrisk.data.derivatives`)."""
+    t = pd.DatetimeIndex(open_time)
+    out = pd.DataFrame(index=range(len(t)))
+    if funding is not None:
+        ms = t.as_unit("ms").asi8
+        raw = pd.DatetimeIndex(funding["funding_time_raw"]).as_unit("ms").asi8
+        out["funding_rate"] = funding_per_candle(ms, raw, funding["funding_rate"].to_numpy(dtype="float64"), interval_ms)
+    if mark is not None:
+        m = mark.set_index("open_time")[["open", "high", "low"]].reindex(t)
+        for c in ("open", "high", "low"):
+            out[f"mark_{c}"] = m[c].to_numpy(dtype="float64")
     return out
 
 

@@ -107,6 +107,12 @@ def mark_path(raw_dir: str | Path, symbol: str, interval: str) -> Path:
     return Path(raw_dir) / f"{symbol}-{interval}-mark.parquet"
 
 
+def spot_path(raw_dir: str | Path, symbol: str, interval: str) -> Path:
+    """Where the fetch stage stores the spot candles of a futures run's symbol (for spot-based
+    features and the basis; the kline schema of :mod:`mlrisk.data.klines`)."""
+    return Path(raw_dir) / f"{symbol}-{interval}-spot.parquet"
+
+
 def metrics_path(raw_dir: str | Path, symbol: str) -> Path:
     """Where the fetch stage stores ``symbol``'s metrics (open interest, long/short ratios)."""
     return Path(raw_dir) / f"{symbol}-metrics.parquet"
