@@ -32,6 +32,19 @@ def _sign(d: Decimal) -> int:
     return (d > 0) - (d < 0)
 
 
+
+def _default_brackets(symbol: str) -> list[dict[str, Any]]:
+    """``symbol``'s brackets from the backtest's dated snapshot, or one tier (MMR 0.004, cum 0)."""
+    import json
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "src/mlrisk/backtest/leverage_brackets.json").read_text())
+    for e in doc["leverageBracket"]:
+        if e["symbol"] == symbol:
+            return [dict(b) for b in e["brackets"]]
+    return [{"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0, "maintMarginRatio": 0.004,
+             "cum": 0}]
+
 class FakeFuturesExchange(FakeExchange):
     """One-way-mode USDT-M futures for one or more symbols (``with FakeFuturesExchange() as fx:``; a
     python-binance ``Client`` with ``client.FUTURES_URL = f"{fx.url}/fapi"``).
@@ -94,10 +107,15 @@ class FakeFuturesExchange(FakeExchange):
     * **Liquidation** on the mark price: when the mark reaches a position's liquidation price (isolated:
       WB = the isolated wallet, TMM = UPNL = 0; cross: WB = the wallet, TMM/UPNL of the other symbols),
       ``LP = (WB - TMM + UPNL + cum - side × |amt| × EP) / (|amt| × MMR - side × |amt|)`` (Binance's formula,
-      :data:`LIQUIDATION_PRICE_URL`), with one maintenance tier per symbol: :attr:`maint_margin_rate` (MMR,
-      default 0.004: BTCUSDT's first notional tier as Binance published it, not checked against a dated
-      ``leverageBracket`` snapshot) and :attr:`maint_amount` (cum, default 0): maintenance margin =
-      notional × MMR - cum. The position is closed by :meth:`liquidate_at` (a MARKET
+      :data:`LIQUIDATION_PRICE_URL`), with the maintenance tiers of :attr:`brackets` (per symbol, ``/fapi/v1/leverageBracket`` rows;
+      default BTCUSDT's from the dated snapshot the backtest ships, ``src/mlrisk/backtest/leverage_brackets.json``;
+      other symbols one tier MMR 0.004, cum 0): the tier holding the position's entry notional gives MMR and cum
+      for the liquidation price, as in the backtest (Binance's FAQ re-tiers at the liquidation price; the two differ
+      only within a liquidation distance of a tier floor); maintenance margin = notional at the mark × MMR - cum of
+      the tier holding that notional. ``GET /fapi/v1/leverageBracket`` serves them (Notional and Leverage Brackets,
+      https://developers.binance.com/docs/derivatives/usds-margined-futures/account/rest-api/Notional-and-Leverage-Brackets:
+      a list of ``{symbol, notionalCoef, brackets}``, "OR (if symbol sent)" that object alone;
+      :attr:`brackets_as_list` answers a list even then). The position is closed by :meth:`liquidate_at` (a MARKET
       order of type ``LIQUIDATION``, client id ``autoclose-<ms>``, taker fee), at the liquidation price
       rounded to the tick (Binance closes at the bankruptcy price and keeps the rest of the margin for its
       insurance fund: the fake's loss is smaller by about the maintenance margin). Checked at each
@@ -131,7 +149,8 @@ class FakeFuturesExchange(FakeExchange):
               ("DELETE", "/fapi/v1/algoOrder"): ("_f_cancel_algo", True),
               ("GET", "/fapi/v1/openAlgoOrders"): ("_f_open_algos", True),
               ("GET", "/fapi/v1/premiumIndex"): ("_f_premium_index", False),
-              ("GET", "/fapi/v1/income"): ("_f_income", True)}
+              ("GET", "/fapi/v1/income"): ("_f_income", True),
+              ("GET", "/fapi/v1/leverageBracket"): ("_f_leverage_bracket", True)}
 
     def __init__(self, *, symbols: tuple[dict[str, Any], ...] = (BTCUSDT_FUTURES,), wallet: str = "10000",
                  taker_fee: str = "0.0005", maker_fee: str = "0.0002", leverage: int = 20, margin_type: str = "cross",
@@ -156,8 +175,8 @@ class FakeFuturesExchange(FakeExchange):
         self.funding_rates: dict[str, Decimal] = {s["symbol"]: Decimal(0) for s in symbols}
         self.funding_interval_ms = 8 * HOUR_MS
         self.funding_jitter_ms = 0     # the rows' time: this many ms after the funding time
-        self.maint_margin_rate: dict[str, Decimal] = {s["symbol"]: Decimal("0.004") for s in symbols}
-        self.maint_amount: dict[str, Decimal] = {s["symbol"]: Decimal(0) for s in symbols}
+        self.brackets: dict[str, list[dict[str, Any]]] = {s["symbol"]: _default_brackets(s["symbol"]) for s in symbols}
+        self.brackets_as_list = False  # answer leverageBracket with a list even when a symbol is sent
         for sym in self.positions:   # GET /fapi/v1/fundingRate rows (served by FakeBinance), oldest first
             self.funding.setdefault(sym, [])
         self.income: list[dict[str, Any]] = []            # GET /fapi/v1/income rows, oldest first
@@ -249,7 +268,7 @@ class FakeFuturesExchange(FakeExchange):
         if amt == 0:
             return Decimal(0)
         side, size = _sign(amt), abs(amt)
-        mmr, cum = self.maint_margin_rate[symbol], self.maint_amount[symbol]
+        mmr, cum = self._tier(symbol, size * entry)
         if self.margin_type[symbol] == "isolated":
             wb, tmm, upnl = self._iso_wallet(symbol), Decimal(0), Decimal(0)
         else:
@@ -264,8 +283,17 @@ class FakeFuturesExchange(FakeExchange):
     def _maint(self, symbol: str) -> Decimal:
         """Maintenance margin = notional (at the mark) × MMR - maintenance amount (0 when flat)."""
         amt = self.positions[symbol][0]
-        return max(abs(amt) * self.mark(symbol) * self.maint_margin_rate[symbol] - self.maint_amount[symbol], Decimal(0)) \
-            if amt else Decimal(0)
+        if not amt:
+            return Decimal(0)
+        notional = abs(amt) * self.mark(symbol)
+        mmr, cum = self._tier(symbol, notional)
+        return max(notional * mmr - cum, Decimal(0))
+
+    def _tier(self, symbol: str, notional: Decimal) -> tuple[Decimal, Decimal]:
+        """(MMR, cum) of the bracket holding ``notional`` (USDT): the last one whose notionalFloor <= it."""
+        rows = sorted(self.brackets[symbol], key=lambda b: Decimal(str(b["notionalFloor"])))
+        tier = [b for b in rows if Decimal(str(b["notionalFloor"])) <= notional][-1]
+        return Decimal(str(tier["maintMarginRatio"])), Decimal(str(tier["cum"]))
 
     def _iso_wallet(self, symbol: str) -> Decimal:
         """An isolated position's wallet: its initial margin at entry plus the funding settled on it."""
@@ -731,7 +759,7 @@ class FakeFuturesExchange(FakeExchange):
             wallet = margin + self._iso_funding[sym] if iso and amt else Decimal(0)
             mark = self.mark(sym)
             upnl = amt * (mark - entry)
-            maint = max(abs(amt) * mark * self.maint_margin_rate[sym] - self.maint_amount[sym], Decimal(0)) if amt else Decimal(0)
+            maint = self._maint(sym)
             lp = self._liq_price_seen(sym, amt, entry)
             out.append({"symbol": sym, "positionSide": "BOTH", "positionAmt": _s(amt), "entryPrice": _s(entry),
                         "breakEvenPrice": _s(entry), "markPrice": _s(mark), "unRealizedProfit": _s(upnl),
@@ -826,6 +854,14 @@ class FakeFuturesExchange(FakeExchange):
             raise _Reply(400, -4028, f"Leverage {lev} is not valid")
         self.leverage[sym] = lev
         return {"leverage": lev, "maxNotionalValue": "1000000", "symbol": sym}
+
+    def _f_leverage_bracket(self, q: dict[str, str]) -> Any:
+        """Notional and Leverage Brackets (see the class docstring)."""
+        rows = [{"symbol": sym, "brackets": [dict(b) for b in br]} for sym, br in self.brackets.items()
+                if "symbol" not in q or sym == q["symbol"]]
+        if "symbol" in q and not rows:
+            raise _Reply(400, -1121, "Invalid symbol.")
+        return rows[0] if "symbol" in q and not self.brackets_as_list else rows
 
     def _f_margin_type(self, q: dict[str, str]) -> dict[str, Any]:
         sym = self._symbol(q)["symbol"]

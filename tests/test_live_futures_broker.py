@@ -95,10 +95,51 @@ def test_setup_sets_isolated_margin_and_leverage_idempotently(tmp_path):
         assert fx.margin_type["BTCUSDT"] == "cross" and fx.leverage["BTCUSDT"] == 20
         b = _broker(fx, store)
         assert fx.margin_type["BTCUSDT"] == "isolated" and fx.leverage["BTCUSDT"] == 3
-        assert b.setup() == ["margin type ISOLATED (already)", "leverage 3"]  # a restart: -4046 is success
+        assert b.setup()[:2] == ["margin type ISOLATED (already)", "leverage 3"]  # a restart: -4046 is success
         posts = [(x[1], x[3]) for x in fx.signed if x[0] == "POST"]
         assert posts == [("/fapi/v1/marginType", 200), ("/fapi/v1/leverage", 200),
                          ("/fapi/v1/marginType", 400), ("/fapi/v1/leverage", 200)]
+
+
+def test_setup_reads_the_exchanges_brackets_and_says_when_they_differ_from_the_backtests_snapshot(tmp_path):
+    from mlrisk.backtest.futures import load_brackets, snapshot_date
+
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        b = _broker(fx, store)
+        assert b.setup()[2] == f"leverage brackets: the exchange's {len(load_brackets('BTCUSDT'))} tiers equal the " \
+                               f"backtest's snapshot of {snapshot_date()}"
+        fx.brackets["BTCUSDT"][1]["maintMarginRatio"] = 0.0065   # Binance re-tiered since the snapshot
+        fx.brackets_as_list = True                               # and answers the list shape: both are read
+        line = b.setup()[2]
+        assert line.startswith("leverage brackets DIFFER") and "tier 2: mmr 0.005 vs 0.0065" in line
+
+
+def test_the_venue_reads_the_brackets_of_the_symbol_only(tmp_path):
+    from mlrisk.errors import ExchangeError
+    from mlrisk.live.venue import FuturesVenue
+
+    with FakeFuturesExchange() as fx:
+        rows = FuturesVenue(_exchange(fx), "BTCUSDT").leverage_brackets()
+        assert rows[0].tolist() == [0.0, 0.004, 0.0] and rows[1].tolist() == [50000.0, 0.005, 50.0]
+        fx.brackets_as_list = True                          # the list shape gives the same rows
+        assert (FuturesVenue(_exchange(fx), "BTCUSDT").leverage_brackets() == rows).all()
+        fx.brackets["ETHUSDT"] = fx.brackets.pop("BTCUSDT")  # an answer without our symbol: a one-line error
+        with pytest.raises(ExchangeError, match="BTCUSDT"):
+            FuturesVenue(_exchange(fx), "BTCUSDT").leverage_brackets()
+
+
+def test_the_fake_liquidates_a_position_in_tier_2_with_tier_2s_rate_and_amount(tmp_path):
+    from decimal import Decimal
+    from mlrisk.strategy import liquidation_price
+
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}, margin_type="isolated", leverage=3, wallet="40000") as fx:
+        c = _exchange(fx)
+        c.call("futures_create_order", symbol="BTCUSDT", side="SELL", type="MARKET", quantity="2")   # 80,000 USDT: tier 2
+        amt, entry = fx.position()
+        margin = fx._iso_wallet("BTCUSDT")
+        want = liquidation_price(-1, float(-amt), float(entry), float(margin), 0.005, 50.0)
+        assert float(fx.liquidation_price()) == pytest.approx(want, rel=1e-12)
+        assert float(fx.liquidation_price()) != pytest.approx(liquidation_price(-1, 2.0, float(entry), float(margin), 0.004, 0.0))
 
 
 def test_hedge_mode_and_too_much_leverage_are_refused_in_one_line(tmp_path):

@@ -130,7 +130,7 @@ def test_the_checker_sees_a_dropped_a_retyped_and_an_added_field():
 
 def test_every_fixture_names_its_source():
     names = sorted(p.stem for p in DOCS.glob("*.json"))
-    assert len(names) == 32
+    assert len(names) == 33
     sources = (DOCS / "SOURCES.md").read_text()
     for n in names:
         assert doc(n)["_source"] and f"{n}.json" in sources
@@ -170,6 +170,7 @@ def test_futures_endpoints_match_the_documented_examples():
         check("futures_positionSide_dual", c.futures_get_position_mode())
         check("futures_marginType", c.futures_change_margin_type(symbol="BTCUSDT", marginType="ISOLATED"))
         check("futures_leverage", c.futures_change_leverage(symbol="BTCUSDT", leverage=3))
+        check("futures_leverageBracket", c.futures_leverage_bracket(symbol="BTCUSDT"))
         cid = make_client_order_id("mlr", "BTCUSDT", T, "entry")
         check("futures_order_post", c.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01",
                                                            newClientOrderId=cid, newOrderRespType="RESULT"))

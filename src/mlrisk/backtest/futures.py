@@ -124,6 +124,25 @@ def load_brackets(symbol: str, path: Path = BRACKETS_SNAPSHOT) -> np.ndarray:
                     f"{', '.join(e.get('symbol', '?') for e in doc.get('leverageBracket', []))})")
 
 
+def snapshot_date(path: Path = BRACKETS_SNAPSHOT) -> str:
+    """The date of a brackets snapshot (its ``_date``, YYYY-MM-DD), "undated" when it has none."""
+    return str(json.loads(Path(path).read_text()).get("_date") or "undated")
+
+
+def brackets_diff(a: np.ndarray, b: np.ndarray) -> str:
+    """The tiers in which two tier tables (:func:`brackets_array` rows) differ, as text ("" when equal to
+    1e-12), e.g. "tier 2: floor 50000 vs 60000, mmr 0.005 vs 0.0065, cum 50 vs 350; 8 vs 9 tiers"."""
+    names = ("floor", "mmr", "cum")
+    out = []
+    for i, (x, y) in enumerate(zip(a, b)):
+        parts = [f"{n} {x[k]:g} vs {y[k]:g}" for k, n in enumerate(names) if abs(x[k] - y[k]) > 1e-12 * max(1.0, abs(x[k]))]
+        if parts:
+            out.append(f"tier {i + 1}: " + ", ".join(parts))
+    if len(a) != len(b):
+        out.append(f"{len(a)} vs {len(b)} tiers")
+    return "; ".join(out)
+
+
 def lot_filters(symbol: str, market: Literal["spot", "futures"], market_orders: bool,
                 path: Path = EXCHANGE_INFO_SNAPSHOT) -> tuple[float, float]:
     """``(lot_step, min_notional)`` of ``symbol`` on ``market`` from an exchange-info snapshot (default:

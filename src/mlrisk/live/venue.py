@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Union
 
+from mlrisk.errors import ExchangeError
 from mlrisk.live.filters import SymbolFilters, fmt, symbol_filters
 from mlrisk.live.state import Funding, OrderRecord, OrderStatus
 
@@ -459,6 +460,22 @@ class FuturesVenue(_Venue):
         r = self.exchange.call(repeatable(self.exchange.client, "futures_change_leverage"), symbol=self.symbol,
                                leverage=leverage)
         return int(r.get("leverage", leverage))
+
+    def leverage_brackets(self) -> Any:
+        """The symbol's maintenance tiers now, as the backtest's rows (:func:`mlrisk.backtest.futures.brackets_array`:
+        notionalFloor, maintMarginRatio, cum; USDT, fraction, USDT): ``GET /fapi/v1/leverageBracket`` with
+        ``symbol`` (USER_DATA; https://developers.binance.com/docs/derivatives/usds-margined-futures/account/rest-api/
+        Notional-and-Leverage-Brackets: a list of ``{symbol, notionalCoef, brackets}``, "OR (if symbol sent)" one
+        such object; both are read). :class:`~mlrisk.errors.ExchangeError` when the symbol is not in the answer."""
+        from mlrisk.backtest.futures import brackets_array
+
+        r = self.exchange.call("futures_leverage_bracket", symbol=self.symbol)
+        entries = r if isinstance(r, list) else [r]
+        for e in entries:
+            if isinstance(e, dict) and e.get("symbol") == self.symbol:
+                return brackets_array(e.get("brackets") or [])
+        raise ExchangeError(f"leverageBracket: no brackets for {self.symbol} in the answer: check the symbol and the "
+                            "API key's futures permission")
 
     # ---------------------------------------------------------------------------- account
     def balances(self) -> Balances:

@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from mlrisk.errors import ExchangeError, SettingsError
+from mlrisk.errors import DataError, ExchangeError, SettingsError
 from mlrisk.live.client_ids import is_ours, make_client_order_id
 from mlrisk.live.execution.base import DEFAULT_READ_LAG_MS, BrokerBase
 from mlrisk.live.filters import OrderFilterError, fmt, prepare_order
@@ -143,7 +143,26 @@ class FuturesBroker(BrokerBase):
                                     "orders, or set isolated margin by hand, then start again") from None
             done.append("margin type ISOLATED (already)")
         done.append(f"leverage {self.venue.set_leverage(self.leverage)}")
+        done.append(self._bracket_check())
         return done
+
+    def _bracket_check(self) -> str:
+        """The exchange's maintenance tiers now (``leverageBracket``) against the dated snapshot the backtest used
+        (:func:`mlrisk.backtest.futures.load_brackets`): one setup line saying they agree, or which tiers differ,
+        so a user knows the backtest's liquidation prices no longer match the exchange's."""
+        from mlrisk.backtest.futures import BRACKETS_SNAPSHOT, brackets_diff, load_brackets, snapshot_date
+
+        now = self.venue.leverage_brackets()
+        try:
+            then = load_brackets(self.symbol)
+        except DataError:
+            return f"leverage brackets: {len(now)} tiers on the exchange; {self.symbol} is not in the backtest's snapshot " \
+                   f"({BRACKETS_SNAPSHOT.name}), so the backtest used backtest.maintenance_margin_rate"
+        diff = brackets_diff(then, now)
+        if not diff:
+            return f"leverage brackets: the exchange's {len(now)} tiers equal the backtest's snapshot of {snapshot_date()}"
+        return (f"leverage brackets DIFFER from the backtest's snapshot of {snapshot_date()} ({diff}): the backtest's "
+                "liquidation prices are off for positions in those tiers (the exchange liquidates by its own)")
 
     # ------------------------------------------------------------------------- account
     def _risk(self) -> tuple[Decimal, Decimal | None]:
