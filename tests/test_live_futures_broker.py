@@ -101,6 +101,19 @@ def test_setup_sets_isolated_margin_and_leverage_idempotently(tmp_path):
                          ("/fapi/v1/marginType", 400), ("/fapi/v1/leverage", 200)]
 
 
+@pytest.mark.parametrize("execute", [True, False])
+def test_an_unknown_outcome_of_the_margin_type_change_at_first_start_is_sent_again(tmp_path, execute):
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        fault = fx.schedule("unknown", method="POST", path="/fapi/v1/marginType", execute=execute)
+        b = _broker(fx, store)
+        assert fault.fired and fx.margin_type["BTCUSDT"] == "isolated"
+        posts = [x[3] for x in fx.signed if x[0] == "POST" and x[1] == "/fapi/v1/marginType"]
+        # the log holds the requests the fake processed: executed, then resent to hear -4046 "no need to change";
+        # not executed, then resent and done
+        assert posts == ([200, 400] if execute else [200])
+        assert b.setup()[0] == "margin type ISOLATED (already)"
+
+
 def test_setup_reads_the_exchanges_brackets_and_says_when_they_differ_from_the_backtests_snapshot(tmp_path):
     from mlrisk.backtest.futures import load_brackets, snapshot_date
 

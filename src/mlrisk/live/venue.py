@@ -253,10 +253,11 @@ def sent_once(client: Any, method: str) -> Callable[..., Any]:
     return call
 
 
-def repeatable(client: Any, method: str, tries: int = 3) -> Callable[..., Any]:
-    """``client.method`` for a request that is safe to send again (a setting such as the leverage): an
-    answer whose execution status is unknown (:func:`is_unknown_outcome`) is sent again, up to ``tries``
-    times in all (the last answer's error then goes up)."""
+def repeatable(client: Any, method: str, tries: int = 3, none_on: tuple[int, ...] = ()) -> Callable[..., Any]:
+    """``client.method`` for a request that is safe to send again (a setting such as the leverage or the
+    margin type): an answer whose execution status is unknown (:func:`is_unknown_outcome`) is sent again, up
+    to ``tries`` times in all (the last answer's error then goes up); an answer with one of ``none_on``'s
+    codes returns None (as :func:`or_none`)."""
     from binance.exceptions import BinanceAPIException
 
     def call(**kw: Any) -> Any:
@@ -264,6 +265,8 @@ def repeatable(client: Any, method: str, tries: int = 3) -> Callable[..., Any]:
             try:
                 return getattr(client, method)(**kw)
             except BinanceAPIException as e:
+                if e.code in none_on:
+                    return None
                 if not left or not is_unknown_outcome(e):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
@@ -443,9 +446,11 @@ class FuturesVenue(_Venue):
 
     def set_isolated(self) -> bool:
         """Set the symbol's margin type ISOLATED: True when changed, False when it was already
-        (-4046); :class:`~mlrisk.errors.ExchangeError` when it cannot be changed (e.g. -4048: a position
+        (-4046, also after a resend: an unknown outcome, -1006/-1007, is sent again, the change being
+        idempotent); :class:`~mlrisk.errors.ExchangeError` when it cannot be changed (e.g. -4048: a position
         or open orders)."""
-        r = self.exchange.call(or_none(self.exchange.client, "futures_change_margin_type", (NO_NEED_TO_CHANGE_MARGIN_TYPE,)),
+        r = self.exchange.call(repeatable(self.exchange.client, "futures_change_margin_type",
+                                          none_on=(NO_NEED_TO_CHANGE_MARGIN_TYPE,)),
                                symbol=self.symbol, marginType="ISOLATED")
         return r is not None
 
