@@ -52,3 +52,18 @@ def near_multiples(draw: st.DrawFn) -> tuple[float, str]:
 def test_floor_qty_agrees_with_the_decimal_floor(case):
     q, step = case
     assert floor_qty(q, float(step)) == live(q, step), (q, step)
+
+
+def test_to_decimal_reads_numpys_floats_as_their_shortest_text():
+    import pytest
+
+    # numpy 2's repr(np.float64(0.1)) is "np.float64(0.1)", which Decimal refused
+    assert to_decimal(np.float64(0.1)) == Decimal("0.1") == to_decimal(0.1)
+    assert to_decimal(np.float64(2.675)) == Decimal("2.675")
+    assert to_decimal(np.float32(0.1)) == Decimal("0.1")       # float32's own shortest text, not 0.100000001490116
+    assert to_decimal(np.float32(1e20)) == Decimal("1e20")
+    assert to_decimal(np.int64(7)) == Decimal(7)
+    assert floor_to(to_decimal(np.float64(0.29999999999999)), Decimal("0.001")) == Decimal("0.299")
+    for bad in (np.float64("nan"), np.float64("inf"), np.float32("nan"), np.float32("-inf")):
+        with pytest.raises(ValueError, match="is not a finite number"):
+            to_decimal(bad)

@@ -30,10 +30,12 @@ ZERO = Decimal(0)
 
 
 def to_decimal(x: Decimal | str | int | float) -> Decimal:
-    """``x`` as an exact Decimal; a float goes through its shortest repr (``0.1`` -> ``Decimal('0.1')``).
+    """``x`` as an exact Decimal; a float goes through its shortest repr (``0.1`` -> ``Decimal('0.1')``),
+    numpy's floats too: ``np.float64`` as a float (numpy 2's repr is ``np.float64(0.1)``, so it is read as
+    ``float(x)``), ``np.float32`` through its own shortest text (``str``: ``np.float32(0.1)`` -> ``0.1``).
     Raises ``ValueError`` for NaN, infinity or text that is not a number."""
     try:
-        d = x if isinstance(x, Decimal) else Decimal(repr(x) if isinstance(x, float) else str(x))
+        d = x if isinstance(x, Decimal) else Decimal(repr(float(x)) if isinstance(x, float) else str(x))
     except InvalidOperation:
         raise ValueError(f"{x!r} is not a number") from None
     if not d.is_finite():
