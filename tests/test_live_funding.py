@@ -243,6 +243,68 @@ def test_a_restart_after_funding_and_a_liquidation_records_both_in_the_reconcili
         assert [o.leg for o in store.orders() if o.client_order_id.startswith("autoclose-")] == ["liquidation"]
 
 
+CRASH_AT = ["_save_position", "_set_halt"]
+
+
+def _crash_at(monkeypatch, write: str):
+    """A crash inside the liquidation's record: at the write of the position it leaves (after the order's
+    row), or at the halt (after the order, its trade and the position)."""
+    def boom(*a, **k):
+        raise RuntimeError("killed")
+    monkeypatch.setattr(StateStore, write, staticmethod(boom))
+
+
+def _nothing_half_recorded(store, held):
+    assert [o for o in store.orders() if o.leg == "liquidation"] == []
+    assert store.position("BTCUSDT").quantity == held and not store.risk().halted
+
+
+@pytest.mark.parametrize("write", CRASH_AT)
+def test_a_crash_while_recording_a_liquidation_from_all_orders_leaves_no_half_record(tmp_path, monkeypatch, write):
+    """The order, its trade, the position it leaves and the halt are one transaction: a crash inside it
+    leaves none of them (not a pending liquidation order beside an unchanged position), and the next
+    close records it whole."""
+    candles = _flat([40000, 40000, 40000])
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _scripted({1: 0.9}))
+        _run(fx, bot, candles, 1, 2)
+        held = fx.position()[0]
+        fx.set_mark("BTCUSDT", "26000")
+        assert fx.position()[0] == 0
+        with monkeypatch.context() as m:
+            _crash_at(m, write)
+            with pytest.raises(RuntimeError, match="killed"):
+                bot.broker.check_position()
+        _nothing_half_recorded(store, held)
+        bot.broker.check_position()                                                     # the restart's check
+        liq = [o for o in store.orders() if o.leg == "liquidation"]
+        assert len(liq) == 1 and liq[0].status is S.FILLED and store.position("BTCUSDT").quantity == 0
+        assert store.risk().halt_reason.startswith("liquidated")
+        assert [e[:2] for e in store.events(liq[0].client_order_id)] == [(None, "pending_submit"), ("pending_submit", "filled")]
+
+
+@pytest.mark.parametrize("write", CRASH_AT)
+def test_a_crash_while_recording_a_streamed_liquidation_leaves_no_half_record(tmp_path, monkeypatch, write):
+    from mlrisk.live.venue import FillReport, OrderUpdate
+
+    candles = _flat([40000, 40000, 40000])
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _scripted({1: 0.9}))
+        _run(fx, bot, candles, 1, 2)
+        held = fx.position()[0]
+        u = OrderUpdate("BTCUSDT", "autoclose-1", 99, S.FILLED, "FILLED", held, held * 26000,
+                        FillReport(7, D(26000), held, D(0), "USDT", fx.server_ms()), None, True, fx.server_ms())
+        with monkeypatch.context() as m:
+            _crash_at(m, write)
+            with pytest.raises(RuntimeError, match="killed"):
+                bot.broker.apply_update(u)
+        _nothing_half_recorded(store, held)
+        notes = bot.broker.apply_update(u)                                              # the update again
+        assert [n[0] for n in notes] == ["stream", "liquidated"]
+        assert store.order("autoclose-1").status is S.FILLED and store.position("BTCUSDT").quantity == 0
+        assert store.risk().halt_reason.startswith("liquidated")
+
+
 # ----------------------------------------------------------------------------- venue and state
 def test_funding_fees_are_read_page_by_page_and_only_funding(tmp_path):
     with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx:

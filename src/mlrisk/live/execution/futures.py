@@ -226,21 +226,28 @@ class FuturesBroker(BrokerBase):
             cid = r.client_order_id
             o = self.store.order(cid)
             before = self.store.position(self.symbol).quantity
+            new = None
             if o is None:
                 if before == 0:
                     continue
-                o = self.store.insert_order(NewOrder(cid, self.symbol, r.side or ("SELL" if before > 0 else "BUY"),  # type: ignore[arg-type]
-                                                     "LIQUIDATION", r.quantity or abs(before),
-                                                     self.store.last_processed_candle() or 0, "liquidation", reduce_only=True))
+                new = NewOrder(cid, self.symbol, r.side or ("SELL" if before > 0 else "BUY"),  # type: ignore[arg-type]
+                               "LIQUIDATION", r.quantity or abs(before), self.store.last_processed_candle() or 0,
+                               "liquidation", reduce_only=True)
+                o = OrderRecord(**vars(new), created_ms=now_ms())   # written with its outcome, in one transaction
             if o.status.final:
                 continue
-            rec = self._record(o, r)
-            done = True
-            after = self.store.position(self.symbol).quantity
+            change = self._change(o, r)     # the exchange's reads first; then one write: the order, its trades,
+            if change is None:              # the position it leaves and the halt
+                continue
+            pos = change["position"]
+            after = before if pos is None else pos.quantity
+            reason = None
             if after == 0 and before != 0:
-                price = rec.cumulative_quote / rec.executed_qty if rec.executed_qty else None
-                reason = liquidated_reason(self.symbol, before, cid, price)
-                self.store.halt(reason)
+                executed, quote = change["executed_qty"], change["cumulative_quote"]
+                reason = liquidated_reason(self.symbol, before, cid, quote / executed if executed else None)
+            self.store.transition(cid, **change, insert=new, halt_reason=reason)
+            done = True
+            if reason is not None:
                 log.warning("%s", reason)
         return done
 
@@ -465,6 +472,20 @@ class FuturesBroker(BrokerBase):
             return o
         if r.cancel_ack:
             return self.store.transition(o.client_order_id, S.CANCELLED, reason="cancelled")
+        change = self._change(o, r)
+        if change is None:
+            return o
+        rejected = o.type in ALGO_TYPES and r.raw_status == ALGO_REJECTED_AT_TRIGGER
+        rec = self.store.transition(o.client_order_id, **change,
+                                    **({"reason": "REJECTED by the matching engine at its trigger"} if rejected else {}))
+        if rejected:
+            self._reprotect(rec)
+        return rec
+
+    def _change(self, o: OrderRecord, r: OrderReport) -> dict[str, Any] | None:
+        """What a report ``r`` of order ``o`` changes (the arguments of
+        :meth:`~mlrisk.live.state.StateStore.transition`: status, exchange id, executed quantity and quote,
+        the new trades, the position), read from the exchange but not written; None when nothing changes."""
         status, oid, exchange_id = r.status, r.trade_order_id, r.exchange_order_id
         executed, quote = r.executed_qty or ZERO, r.cumulative_quote or ZERO
         trades = list(r.fills) if r.fills is not None else (
@@ -481,14 +502,9 @@ class FuturesBroker(BrokerBase):
             qty, entry = apply_fill(qty, entry, 1 if o.side == "BUY" else -1, delta, (quote - o.cumulative_quote) / delta)
         new_pos = Position(o.symbol, qty, entry) if (qty, entry) != (pos.quantity, pos.entry_price) else None
         if status is o.status and status is not S.OPEN and new_pos is None:
-            return o
-        rejected = o.type in ALGO_TYPES and r.raw_status == ALGO_REJECTED_AT_TRIGGER
-        rec = self.store.transition(o.client_order_id, status, exchange_order_id=exchange_id, executed_qty=executed,
-                                    cumulative_quote=quote, fills=recs, position=new_pos,
-                                    **({"reason": "REJECTED by the matching engine at its trigger"} if rejected else {}))
-        if rejected:
-            self._reprotect(rec)
-        return rec
+            return None
+        return {"status": status, "exchange_order_id": exchange_id, "executed_qty": executed, "cumulative_quote": quote,
+                "fills": recs, "position": new_pos}
 
     def _trades(self, o: OrderRecord, oid: int, executed: Decimal, update_ms: int) -> list[Any]:
         """The trades of exchange order ``oid``: asked by order id (Binance: the last 7 days); when they do
