@@ -317,6 +317,24 @@ def test_funding_fees_are_read_page_by_page_and_only_funding(tmp_path):
         assert {(f.amount, f.asset, f.symbol) for f in got} == {(D("-0.1"), "USDT", "BTCUSDT")}
 
 
+def test_liquidations_are_read_page_by_page_from_all_orders():
+    """More than a page (1000) of the symbol's orders in the window before the exchange's liquidation order:
+    it is found on the second page, which starts after the first page's largest orderId, in the same window."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx:
+        since = fx.server_ms() - 60_000
+        _open(fx, "BUY")
+        for i in range(1000):      # the bot's cancelled orders in between, straight into the fake's book
+            fx._make_order("BTCUSDT", "BUY", "LIMIT", D("0.001"), D("30000"), f"mlr-{i}", False, "GTC")["status"] = "CANCELED"
+        fx.set_mark("BTCUSDT", "26000")
+        assert len(fx.liquidations) == 1
+        n = len(fx.requests)
+        got = FuturesVenue(_exchange(fx), "BTCUSDT").liquidations(since)
+        assert [r.client_order_id for r in got] == [fx.liquidations[0]["clientOrderId"]]
+        pages = [r.query for r in fx.requests[n:] if r.path == "/fapi/v1/allOrders"]
+        assert len(pages) == 2 and all(p["startTime"] == str(since) and p["limit"] == "1000" for p in pages)
+        assert "orderId" not in pages[0] and int(pages[1]["orderId"]) == max(o["orderId"] for o in fx.orders[:1000]) + 1
+
+
 def test_a_version_1_state_file_gains_the_funding_table(tmp_path):
     path = tmp_path / "s.sqlite"
     with StateStore(path, symbol="BTCUSDT", interval="1h", market="futures", mode="testnet"):

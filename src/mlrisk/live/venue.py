@@ -500,9 +500,21 @@ class FuturesVenue(_Venue):
     def liquidations(self, since_ms: int) -> list[OrderReport]:
         """The orders the exchange sent itself on the symbol (liquidation, auto-deleverage: client ids
         :data:`FUTURES_LIQUIDATION_PREFIXES`, or type LIQUIDATION) from ``since_ms`` (the exchange's clock) for
-        7 days (``allOrders``: "The query time period must be less then 7 days")."""
-        rows = self.exchange.call("futures_get_all_orders", symbol=self.symbol, startTime=since_ms,
-                                  endTime=since_ms + TRADE_WINDOW_MS - 1, limit=PAGE)
+        7 days, every page. ``GET /fapi/v1/allOrders`` (https://developers.binance.com/docs/derivatives/
+        usds-margined-futures/trade/rest-api/All-Orders): ``limit`` "Default 500; max 1000"; ``orderId``:
+        "If orderId is set, it will get orders >= that orderId"; "The query time period must be less then 7
+        days". The first page is the window's first 1000 orders from ``startTime``; the next ones keep the
+        window and start after the largest ``orderId`` read (order ids grow with time on a symbol), until a
+        page is not full."""
+        window = {"startTime": since_ms, "endTime": since_ms + TRADE_WINDOW_MS - 1}
+        rows: list[dict[str, Any]] = []
+        kw: dict[str, Any] = window
+        while True:
+            page = self.exchange.call("futures_get_all_orders", symbol=self.symbol, limit=PAGE, **kw)
+            rows += page
+            if len(page) < PAGE:
+                break
+            kw = {**window, "orderId": max(int(r["orderId"]) for r in page) + 1}
         return [self._report(r) for r in rows
                 if str(r.get("clientOrderId", "")).startswith(FUTURES_LIQUIDATION_PREFIXES) or r.get("type") == "LIQUIDATION"]
 
