@@ -317,6 +317,24 @@ def test_funding_fees_are_read_page_by_page_and_only_funding(tmp_path):
         assert {(f.amount, f.asset, f.symbol) for f in got} == {(D("-0.1"), "USDT", "BTCUSDT")}
 
 
+def test_funding_fees_straddling_a_page_boundary_at_one_time_are_read_once_each():
+    """GET /fapi/v1/income (Get Income History): ``startTime``/``endTime`` "INCLUSIVE", ``limit`` "Default 100;
+    max 1000", "trandId is unique in the same incomeType": the next page starts AT the last row's time (not
+    after it), so a second fee stamped the same millisecond as the page's last row (e.g. hedge mode's two
+    legs) is read on the next page, and the repeated row is dropped by its tranId."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx:
+        t = fx.server_ms() - 3_000_000
+        times = [t + i for i in range(999)] + [t + 999, t + 999] + [t + 1000 + i for i in range(300)]
+        fx.income.extend({"symbol": "BTCUSDT", "incomeType": "FUNDING_FEE", "income": "-0.1", "asset": "USDT",
+                          "info": "FUNDING_FEE", "time": ms, "tranId": 10 + i, "tradeId": ""} for i, ms in enumerate(times))
+        n = len(fx.requests)
+        got = FuturesVenue(_exchange(fx), "BTCUSDT").funding_fees(t)
+        assert [f.tran_id for f in got] == list(range(10, 10 + len(times)))
+        pages = [r.query for r in fx.requests[n:] if r.path == "/fapi/v1/income"]
+        assert [(p["startTime"], p["limit"], p["incomeType"], p["symbol"]) for p in pages] == \
+            [(str(t), "1000", "FUNDING_FEE", "BTCUSDT"), (str(t + 999), "1000", "FUNDING_FEE", "BTCUSDT")]
+
+
 def test_liquidations_are_read_page_by_page_from_all_orders():
     """More than a page (1000) of the symbol's orders in the window before the exchange's liquidation order:
     it is found on the second page, which starts after the first page's largest orderId, in the same window."""

@@ -481,8 +481,10 @@ class FuturesVenue(_Venue):
         """The funding fees settled on the symbol from ``since_ms`` (the exchange's clock, inclusive), oldest
         first: ``GET /fapi/v1/income`` with ``incomeType`` FUNDING_FEE (https://developers.binance.com/docs/
         derivatives/usds-margined-futures/account/rest-api/Get-Income-History: ``income`` > 0 received, < 0
-        paid; "Income history only contains data for the last three months"), in pages of 1000 rows, the
-        next from the last row's time (duplicates dropped by ``tranId``, "unique in the same incomeType")."""
+        paid; "Income history only contains data for the last three months"), in pages of 1000 rows ("limit
+        Default 100; max 1000"), the next from the last row's time (``startTime`` "INCLUSIVE": a fee stamped
+        the same millisecond as a page's last row is on the next page; duplicates dropped by ``tranId``,
+        "unique in the same incomeType"), until a page is not full."""
         out: dict[int, Funding] = {}
         start = since_ms
         while True:
