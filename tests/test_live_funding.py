@@ -151,6 +151,19 @@ def test_cross_margin_liquidates_at_the_wallet_s_liquidation_price():
 
 
 # ----------------------------------------------------------------------------- the broker
+def _clock_to(fx: FakeFuturesExchange, bot, at_ms: int) -> None:
+    """Move the fake's clock to ``at_ms`` (settling what it passes at the next request) and let the bot's
+    clock offset follow (it is measured at each start)."""
+    fx.clock_skew_ms += at_ms - fx.server_ms()
+    bot.broker.exchange.server_time_ms()
+
+
+def _settle_at_the_next_funding_time(fx: FakeFuturesExchange, bot, rate: str) -> None:
+    """Binance settles on the UTC grid of the funding interval: the fake's clock moves to its next one."""
+    fx.set_funding("BTCUSDT", rate)
+    _clock_to(fx, bot, client_for(fx).futures_mark_price(symbol="BTCUSDT")["nextFundingTime"])
+
+
 def test_across_a_funding_settlement_the_loss_limit_equity_is_the_exchange_wallet(tmp_path):
     candles = _flat([40000, 40000, 40000, 40000, 40000])
     with FakeFuturesExchange() as fx, _store(tmp_path) as store:
@@ -161,7 +174,7 @@ def test_across_a_funding_settlement_the_loss_limit_equity_is_the_exchange_walle
         _run(fx, bot, candles, 2, 3)
         mark0, wallet0 = bot.state.last_mark, fx.wallet
         assert mark0 == float(wallet0) and store.funding() == []                       # price = entry: no open P&L
-        fx.set_funding("BTCUSDT", "0.0001", next_ms=fx.server_ms())
+        _settle_at_the_next_funding_time(fx, bot, "0.0001")
         _run(fx, bot, candles, 3, 4)
         fee = -(held * 40000 * D("0.0001"))                                             # the long pays
         assert fx.wallet == wallet0 + fee
@@ -169,11 +182,61 @@ def test_across_a_funding_settlement_the_loss_limit_equity_is_the_exchange_walle
         rec = store.funding("BTCUSDT")
         assert [(f.amount, f.asset) for f in rec] == [(fee, "USDT")] and bot.broker.funding_total() == fee
         assert rec[0].tran_id == [r["tranId"] for r in fx.income if r["incomeType"] == "FUNDING_FEE"][0]
-        fx.set_funding("BTCUSDT", "-0.0002", next_ms=fx.server_ms())                   # negative: the long receives
+        _settle_at_the_next_funding_time(fx, bot, "-0.0002")                           # negative: the long receives
         _run(fx, bot, candles, 4, 5)
         assert [f.amount for f in store.funding("BTCUSDT")] == [fee, held * 40000 * D("0.0002")]   # none twice
         assert bot.state.last_mark == float(fx.wallet)
         assert not store.risk().halted and store.position("BTCUSDT").quantity == fx.position()[0] == held
+
+
+def test_the_income_is_read_only_at_closes_where_a_settlement_may_have_become_visible(tmp_path):
+    """Off the hot path: a close between two funding times sends no income request; the first close at or
+    after a funding time reads it and records the fee, a close still within MAX_JITTER_MS + the read-lag
+    bound of it reads again (the fee may not have been readable yet), later closes do not. The interval is
+    the symbol's (fundingInfo, re-read at each income read): after Binance moves it to 4 h, the 4 h times
+    count. A restart reads at once."""
+    from mlrisk.data.derivatives import MAX_JITTER_MS
+
+    candles = _flat([40000] * 12)
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _scripted({1: 0.9}))
+        nxt = client_for(fx).futures_mark_price(symbol="BTCUSDT")["nextFundingTime"]
+        _clock_to(fx, bot, nxt - 3 * H)                                                 # mid-interval
+        _run(fx, bot, candles, 1, 2)
+        held = fx.position()[0]
+
+        def income_reads() -> int:
+            n = sum(1 for r in fx.requests if r.path == "/fapi/v1/income")
+            fx.requests.clear()
+            return n
+
+        income_reads()
+        _run(fx, bot, candles, 2, 3)
+        assert income_reads() == 1                                                      # the first read since start
+        _run(fx, bot, candles, 3, 5)
+        assert income_reads() == 0                                                      # no funding time passed
+        fx.funding_info = [{"symbol": "BTCUSDT", "fundingIntervalHours": 4}]            # Binance moves it to 4 h
+        fx.set_funding("BTCUSDT", "0.0001", interval_ms=4 * H)
+        _clock_to(fx, bot, nxt)                                                         # the 8 h (and 4 h) time
+        _run(fx, bot, candles, 5, 6)
+        assert income_reads() == 1 and [f.time_ms for f in store.funding("BTCUSDT")] == [nxt]
+        _clock_to(fx, bot, nxt + MAX_JITTER_MS // 2)
+        _run(fx, bot, candles, 6, 7)
+        assert income_reads() == 1 and len(store.funding("BTCUSDT")) == 1               # within the window: again
+        _clock_to(fx, bot, nxt + MAX_JITTER_MS + bot.broker.bound_ms + 1)
+        _run(fx, bot, candles, 7, 8)
+        assert income_reads() == 1                                                      # the last read was inside it
+        _clock_to(fx, bot, nxt + 3 * H)
+        _run(fx, bot, candles, 8, 9)
+        assert income_reads() == 0
+        _clock_to(fx, bot, nxt + 4 * H)                                                 # the next 4 h time
+        _run(fx, bot, candles, 9, 10)
+        assert income_reads() == 1 and [f.time_ms for f in store.funding("BTCUSDT")] == [nxt, nxt + 4 * H]
+        fee = -(held * 40000 * D("0.0001"))
+        assert [f.amount for f in store.funding("BTCUSDT")] == [fee, fee] and not store.risk().halted
+        restarted = _bot(fx, store, _scripted({}))
+        _run(fx, restarted, candles, 10, 11)
+        assert income_reads() >= 1                                                      # a new process reads at once
 
 
 def test_a_liquidation_on_the_mark_price_is_recorded_at_the_next_close_and_halts_entries(tmp_path):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Union
 
+from mlrisk.data.derivatives import HOUR_MS, funding_interval_hours
 from mlrisk.live.filters import SymbolFilters, fmt, symbol_filters
 from mlrisk.live.state import Funding, OrderRecord, OrderStatus
 
@@ -476,6 +477,12 @@ class FuturesVenue(_Venue):
             return PositionReport()
         amt, entry = Decimal(rows[0]["positionAmt"]), Decimal(rows[0]["entryPrice"])
         return PositionReport(amt, entry if amt != 0 else None, _price(rows[0].get("markPrice")))
+
+    def funding_interval_ms(self) -> int:
+        """The symbol's funding interval (ms) from ``GET /fapi/v1/fundingInfo``, which lists only the symbols
+        whose interval Binance adjusted; one not listed settles every 8 h
+        (:func:`mlrisk.data.derivatives.funding_interval_hours`, the data layer's read)."""
+        return funding_interval_hours(self.exchange, self.symbol) * HOUR_MS
 
     def funding_fees(self, since_ms: int) -> list[Funding]:
         """The funding fees settled on the symbol from ``since_ms`` (the exchange's clock, inclusive), oldest

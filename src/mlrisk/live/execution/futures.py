@@ -41,11 +41,17 @@ with ``positionRisk``'s signed ``positionAmt`` (any difference halts trading, fa
 adopts open orders and algo orders with the bot's prefix. Equity = wallet balance + unrealised P&L
 at the close (USDT). Quantities are ``Decimal`` base asset (BTC), prices USDT.
 
-**Funding** (:meth:`FuturesBroker.record_funding`, at every close's equity and at reconciliation): the funding fees
-the exchange settled on the symbol since the last one recorded (``/fapi/v1/income`` FUNDING_FEE, by REST:
-the user data stream's ``ACCOUNT_UPDATE`` reason FUNDING_FEE is lost while the stream is down, the income
-history is kept three months and each row has a transaction id) are recorded in the state file
-(:meth:`~mlrisk.live.state.StateStore.funding`). The equity the loss limits measure reads the exchange's
+**Funding** (:meth:`FuturesBroker.record_funding`, at a close's equity when a funding time may have become
+visible since the last read, and at reconciliation): the funding fees the exchange settled on the symbol since
+the last one recorded (``/fapi/v1/income`` FUNDING_FEE, by REST: the user data stream's ``ACCOUNT_UPDATE``
+reason FUNDING_FEE is lost while the stream is down, the income history is kept three months and each row has
+a transaction id) are recorded in the state file (:meth:`~mlrisk.live.state.StateStore.funding`). The income
+is read only at a close where a settlement may be visible that the last read could not see: the symbol
+settles on the UTC grid of its funding interval (``/fapi/v1/fundingInfo``, re-read at each income read,
+as Binance changes intervals), and a settlement at ``T`` is visible by ``T +``
+:data:`~mlrisk.data.derivatives.MAX_JITTER_MS` (Binance's one-minute deviation of the fee's transaction
+time) ``+`` the read-lag bound; so each settlement is recorded at the first close after it is visible, and
+the closes between two funding times send no request for it. The equity the loss limits measure reads the exchange's
 wallet, so it includes every fee settled; the recorded fees say which part of its change funding was.
 
 **Liquidation**: a position the exchange closed itself (on the mark price) is recorded like the user data
@@ -63,6 +69,7 @@ from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from mlrisk.data.derivatives import MAX_JITTER_MS
 from mlrisk.errors import ExchangeError, SettingsError
 from mlrisk.live.client_ids import is_ours, make_client_order_id
 from mlrisk.live.execution.base import DEFAULT_READ_LAG_MS, BrokerBase
@@ -126,6 +133,8 @@ class FuturesBroker(BrokerBase):
         self.stop_loss = float(backtest.stop_loss or 0.0)
         self.limit_ttl = int(backtest.limit_ttl)
         self.alerts: list[str] = []   # one line per alert (a protective order rejected at its trigger), in order
+        self._funding_read_ms: int | None = None    # the exchange's clock at the start of the last income read
+        self._funding_every_ms: int | None = None   # the funding interval read with it (None: unknown, read always)
 
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> list[str]:
@@ -172,8 +181,9 @@ class FuturesBroker(BrokerBase):
     def equity(self, price: float) -> float:
         """Wallet balance plus the position's unrealised P&L at ``price`` (USDT): what the loss limits measure.
         Read at each close before the step, so it first records what the exchange did on its own since the
-        last close: the funding fees settled (:meth:`record_funding`) and, when ``positionRisk`` differs from
-        the recorded position, a liquidation (see the module docstring; it halts entries before the step)."""
+        last close: the funding fees settled (:meth:`record_funding`, when a funding time may have become
+        visible since its last read) and, when ``positionRisk`` differs from the recorded position, a
+        liquidation (see the module docstring; it halts entries before the step)."""
         self.record_funding()
         free, used = self.balances().get(self.filters.quote_asset, (ZERO, ZERO))
         amt, entry = self._risk()
@@ -252,10 +262,26 @@ class FuturesBroker(BrokerBase):
         return done
 
     # ------------------------------------------------------------------------- funding
-    def record_funding(self) -> list[Funding]:
+    def _funding_due(self, now: int) -> bool:
+        """Whether a settlement may be visible now that the last income read could not see (``now``: the
+        exchange's clock, ms): no read yet, the interval unknown, or the last read started before the latest
+        funding time at or before ``now`` (on the interval's UTC grid: 00/08/16 h for 8 h) plus
+        ``MAX_JITTER_MS`` and the read-lag bound (by then its fee is readable)."""
+        if self._funding_read_ms is None or not self._funding_every_ms:
+            return True
+        latest = now // self._funding_every_ms * self._funding_every_ms
+        return self._funding_read_ms < latest + MAX_JITTER_MS + self.bound_ms
+
+    def record_funding(self, force: bool = False) -> list[Funding]:
         """Record the funding fees the exchange settled on the symbol since the last one recorded (the first
         read: from the state file's first order, 1 min earlier on the exchange's clock: no position of the bot
-        paid funding before it). Returns those new (also logged)."""
+        paid funding before it). Without ``force``, only when a funding time may have become visible since the
+        last read (:meth:`_funding_due`; see the module docstring), else no request. Returns those new (also
+        logged)."""
+        offset = int(getattr(self.exchange, "offset_ms", 0) or 0)
+        now = now_ms() + offset
+        if not force and not self._funding_due(now):
+            return []
         have = self.store.funding(self.symbol)
         if have:
             since = have[-1].time_ms            # inclusive: a fee already recorded is skipped by its id
@@ -263,8 +289,14 @@ class FuturesBroker(BrokerBase):
             first = self.store.first_exchange_ids()[2]
             if first is None:
                 return []
-            since = first + int(getattr(self.exchange, "offset_ms", 0) or 0) - 60_000
+            since = first + offset - 60_000
+        try:
+            self._funding_every_ms = self.venue.funding_interval_ms()
+        except ExchangeError as e:   # then read at every close: slower, never late
+            self._funding_every_ms = None
+            log.warning("funding interval unknown (%s): the income is read at every close", e)
         new = self.store.add_funding(self.venue.funding_fees(since))
+        self._funding_read_ms = now
         for f in new:
             log.info("funding %s %s on %s at %d", fmt(f.amount), f.asset, f.symbol, f.time_ms)
         return new
@@ -559,7 +591,7 @@ class FuturesBroker(BrokerBase):
         """The shared reconciliation (settle, adopt, check the position against ``positionRisk``),
         then the protective orders brought in line with the position."""
         self.refresh()   # open orders first: one the exchange forgot is recorded cancelled, not re-sent
-        done = [f"funding {fmt(f.amount)} {f.asset} at {f.time_ms}: recorded" for f in self.record_funding()]
+        done = [f"funding {fmt(f.amount)} {f.asset} at {f.time_ms}: recorded" for f in self.record_funding(force=True)]
         done += super().reconcile()
         last = self.store.last_processed_candle()
         if last is not None:
