@@ -85,12 +85,31 @@ def test_without_history_the_constant_rate_stays():
 
 def test_funding_per_candle_rounds_the_jitter_down_and_charges_later_settlements_at_the_next_open():
     opens = np.arange(6) * H + 1_000 * H
-    ft = np.array([opens[1] + 23, opens[3], opens[3] + 4, opens[5] + 1800_000, opens[0] - 5])
+    ft = np.array([opens[1] + 23, opens[3], opens[3] + 4, opens[5] + H + 2, opens[0] - H + 5])
     rates = np.array([1e-4, 2e-4, 3e-4, 9e-4, 7e-4])
     got = funding_per_candle(opens, ft, rates, H)
-    # opens[1]+23 ms -> candle 1; two at candle 3 add up; one half-way through the last candle: no
-    # next open, dropped; one before the data: dropped
+    # opens[1]+23 ms -> candle 1; two at candle 3 add up; one at the hour after the last candle: no
+    # open, dropped; one before the data: dropped
     np.testing.assert_allclose(got, [0, 1e-4, 0, 5e-4, 0, 0], rtol=0, atol=1e-18)
+
+
+def test_funding_per_candle_and_the_data_checks_share_one_jitter_rule():
+    """A settlement stamped up to MAX_JITTER_MS (60 s, Binance's documented deviation) past its hour is
+    that hour's: the data layer keys it there, and the backtest charges it at that hour's open, not the
+    next one; from MAX_JITTER_MS on it is no settlement time for both."""
+    from mlrisk.data import derivatives as dv
+
+    opens = np.arange(4) * H + 1_000 * H
+    late_ok = opens[1] + dv.MAX_JITTER_MS - 1
+    table, _ = dv.validate_funding(dv.funding_from_raw([opens[0] + 5_000, late_ok], ["0.0001", "0.0002"]))
+    assert (table["funding_time"].astype("int64") == opens[:2]).all()
+    got = funding_per_candle(opens, table["funding_time_raw"].astype("int64").to_numpy(), table["funding_rate"].to_numpy(), H)
+    np.testing.assert_allclose(got, [1e-4, 2e-4, 0, 0], rtol=0, atol=1e-18)
+    for bad in (opens[2] + dv.MAX_JITTER_MS, opens[2] + 1_800_000):
+        with pytest.raises(DataError, match="s past the hour: not a Binance settlement time"):
+            funding_per_candle(opens, np.array([bad]), np.array([1e-4]), H)
+        with pytest.raises(DataError, match="s past the hour: not a Binance settlement time"):
+            dv.validate_funding(dv.funding_from_raw([bad], ["0.0001"]))
 
 
 def test_funding_per_candle_on_daily_candles_and_gaps():

@@ -252,6 +252,31 @@ def test_a_quiet_close_reads_only_the_orders_since_the_last_agreeing_check(tmp_p
         assert not store.risk().halted
 
 
+def test_a_resting_order_with_the_bots_prefix_below_the_resume_point_is_not_missed_when_it_fills(tmp_path):
+    """The quiet close reads allOrders from the resume point only. Order ids grow with creation, so a new
+    order (anyone's) always lands at or after it, and every order older than the read-lag bound was visible
+    to the full read; but an order still OPEN then can change later. A resting LIMIT BUY with the bot's
+    prefix that the state file does not know (placed outside the bot) explains nothing while it rests; when
+    it fills, after the full check agreed, the next close must see it (the resume point stays at the oldest
+    order that can still change) and halt."""
+    with FakeExchange(balances={"USDT": "1000000", "BTC": "0"}) as fx, _store(tmp_path) as store:
+        broker = _broker(fx, store)
+        assert broker.send(_order(store)).status is S.FILLED
+        broker.exchange.call("create_order", symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC",
+                             quantity="0.01", price="30000",
+                             newClientOrderId=make_client_order_id("mlr", "BTCUSDT", T0 + 99 * H, "entry"))
+        assert broker.send(_order(store, side="SELL", qty="0.005", open_ms=T0 + H, leg="exit")).status is S.FILLED
+        fx.clock_skew_ms = 5 * 60_000                  # five minutes on: every order is older than the bound
+        broker.exchange.server_time_ms()
+        broker.check_position()                        # the full check agrees: the resting order has no trade
+        assert not store.risk().halted
+        assert broker._agreed[1][0] <= min(o["orderId"] for o in fx.orders if o["status"] == "NEW")
+        assert fx.set_price("BTCUSDT", "29000")        # it fills: the account holds 0.01 BTC more
+        with pytest.raises(PositionMismatch, match="position mismatch"):
+            broker.check_position(fresh=False, if_changed=True)
+        assert store.risk().halted
+
+
 # ----------------------------------------------------------------------- f. paging, -2026
 def test_the_position_is_explained_from_every_page_since_the_state_file_began(tmp_path):
     with FakeExchange(balances={"USDT": "1000000", "BTC": "0"}) as fx, _store(tmp_path) as store:

@@ -151,6 +151,19 @@ def test_cross_margin_liquidates_at_the_wallet_s_liquidation_price():
 
 
 # ----------------------------------------------------------------------------- the broker
+def _clock_to(fx: FakeFuturesExchange, bot, at_ms: int) -> None:
+    """Move the fake's clock to ``at_ms`` (settling what it passes at the next request) and let the bot's
+    clock offset follow (it is measured at each start)."""
+    fx.clock_skew_ms += at_ms - fx.server_ms()
+    bot.broker.exchange.server_time_ms()
+
+
+def _settle_at_the_next_funding_time(fx: FakeFuturesExchange, bot, rate: str) -> None:
+    """Binance settles on the UTC grid of the funding interval: the fake's clock moves to its next one."""
+    fx.set_funding("BTCUSDT", rate)
+    _clock_to(fx, bot, client_for(fx).futures_mark_price(symbol="BTCUSDT")["nextFundingTime"])
+
+
 def test_across_a_funding_settlement_the_loss_limit_equity_is_the_exchange_wallet(tmp_path):
     candles = _flat([40000, 40000, 40000, 40000, 40000])
     with FakeFuturesExchange() as fx, _store(tmp_path) as store:
@@ -161,7 +174,7 @@ def test_across_a_funding_settlement_the_loss_limit_equity_is_the_exchange_walle
         _run(fx, bot, candles, 2, 3)
         mark0, wallet0 = bot.state.last_mark, fx.wallet
         assert mark0 == float(wallet0) and store.funding() == []                       # price = entry: no open P&L
-        fx.set_funding("BTCUSDT", "0.0001", next_ms=fx.server_ms())
+        _settle_at_the_next_funding_time(fx, bot, "0.0001")
         _run(fx, bot, candles, 3, 4)
         fee = -(held * 40000 * D("0.0001"))                                             # the long pays
         assert fx.wallet == wallet0 + fee
@@ -169,11 +182,61 @@ def test_across_a_funding_settlement_the_loss_limit_equity_is_the_exchange_walle
         rec = store.funding("BTCUSDT")
         assert [(f.amount, f.asset) for f in rec] == [(fee, "USDT")] and bot.broker.funding_total() == fee
         assert rec[0].tran_id == [r["tranId"] for r in fx.income if r["incomeType"] == "FUNDING_FEE"][0]
-        fx.set_funding("BTCUSDT", "-0.0002", next_ms=fx.server_ms())                   # negative: the long receives
+        _settle_at_the_next_funding_time(fx, bot, "-0.0002")                           # negative: the long receives
         _run(fx, bot, candles, 4, 5)
         assert [f.amount for f in store.funding("BTCUSDT")] == [fee, held * 40000 * D("0.0002")]   # none twice
         assert bot.state.last_mark == float(fx.wallet)
         assert not store.risk().halted and store.position("BTCUSDT").quantity == fx.position()[0] == held
+
+
+def test_the_income_is_read_only_at_closes_where_a_settlement_may_have_become_visible(tmp_path):
+    """Off the hot path: a close between two funding times sends no income request; the first close at or
+    after a funding time reads it and records the fee, a close still within MAX_JITTER_MS + the read-lag
+    bound of it reads again (the fee may not have been readable yet), later closes do not. The interval is
+    the symbol's (fundingInfo, re-read at each income read): after Binance moves it to 4 h, the 4 h times
+    count. A restart reads at once."""
+    from mlrisk.data.derivatives import MAX_JITTER_MS
+
+    candles = _flat([40000] * 12)
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _scripted({1: 0.9}))
+        nxt = client_for(fx).futures_mark_price(symbol="BTCUSDT")["nextFundingTime"]
+        _clock_to(fx, bot, nxt - 3 * H)                                                 # mid-interval
+        _run(fx, bot, candles, 1, 2)
+        held = fx.position()[0]
+
+        def income_reads() -> int:
+            n = sum(1 for r in fx.requests if r.path == "/fapi/v1/income")
+            fx.requests.clear()
+            return n
+
+        income_reads()
+        _run(fx, bot, candles, 2, 3)
+        assert income_reads() == 1                                                      # the first read since start
+        _run(fx, bot, candles, 3, 5)
+        assert income_reads() == 0                                                      # no funding time passed
+        fx.funding_info = [{"symbol": "BTCUSDT", "fundingIntervalHours": 4}]            # Binance moves it to 4 h
+        fx.set_funding("BTCUSDT", "0.0001", interval_ms=4 * H)
+        _clock_to(fx, bot, nxt)                                                         # the 8 h (and 4 h) time
+        _run(fx, bot, candles, 5, 6)
+        assert income_reads() == 1 and [f.time_ms for f in store.funding("BTCUSDT")] == [nxt]
+        _clock_to(fx, bot, nxt + MAX_JITTER_MS // 2)
+        _run(fx, bot, candles, 6, 7)
+        assert income_reads() == 1 and len(store.funding("BTCUSDT")) == 1               # within the window: again
+        _clock_to(fx, bot, nxt + MAX_JITTER_MS + bot.broker.bound_ms + 1)
+        _run(fx, bot, candles, 7, 8)
+        assert income_reads() == 1                                                      # the last read was inside it
+        _clock_to(fx, bot, nxt + 3 * H)
+        _run(fx, bot, candles, 8, 9)
+        assert income_reads() == 0
+        _clock_to(fx, bot, nxt + 4 * H)                                                 # the next 4 h time
+        _run(fx, bot, candles, 9, 10)
+        assert income_reads() == 1 and [f.time_ms for f in store.funding("BTCUSDT")] == [nxt, nxt + 4 * H]
+        fee = -(held * 40000 * D("0.0001"))
+        assert [f.amount for f in store.funding("BTCUSDT")] == [fee, fee] and not store.risk().halted
+        restarted = _bot(fx, store, _scripted({}))
+        _run(fx, restarted, candles, 10, 11)
+        assert income_reads() >= 1                                                      # a new process reads at once
 
 
 def test_a_liquidation_on_the_mark_price_is_recorded_at_the_next_close_and_halts_entries(tmp_path):
@@ -243,6 +306,68 @@ def test_a_restart_after_funding_and_a_liquidation_records_both_in_the_reconcili
         assert [o.leg for o in store.orders() if o.client_order_id.startswith("autoclose-")] == ["liquidation"]
 
 
+CRASH_AT = ["_save_position", "_set_halt"]
+
+
+def _crash_at(monkeypatch, write: str):
+    """A crash inside the liquidation's record: at the write of the position it leaves (after the order's
+    row), or at the halt (after the order, its trade and the position)."""
+    def boom(*a, **k):
+        raise RuntimeError("killed")
+    monkeypatch.setattr(StateStore, write, staticmethod(boom))
+
+
+def _nothing_half_recorded(store, held):
+    assert [o for o in store.orders() if o.leg == "liquidation"] == []
+    assert store.position("BTCUSDT").quantity == held and not store.risk().halted
+
+
+@pytest.mark.parametrize("write", CRASH_AT)
+def test_a_crash_while_recording_a_liquidation_from_all_orders_leaves_no_half_record(tmp_path, monkeypatch, write):
+    """The order, its trade, the position it leaves and the halt are one transaction: a crash inside it
+    leaves none of them (not a pending liquidation order beside an unchanged position), and the next
+    close records it whole."""
+    candles = _flat([40000, 40000, 40000])
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _scripted({1: 0.9}))
+        _run(fx, bot, candles, 1, 2)
+        held = fx.position()[0]
+        fx.set_mark("BTCUSDT", "26000")
+        assert fx.position()[0] == 0
+        with monkeypatch.context() as m:
+            _crash_at(m, write)
+            with pytest.raises(RuntimeError, match="killed"):
+                bot.broker.check_position()
+        _nothing_half_recorded(store, held)
+        bot.broker.check_position()                                                     # the restart's check
+        liq = [o for o in store.orders() if o.leg == "liquidation"]
+        assert len(liq) == 1 and liq[0].status is S.FILLED and store.position("BTCUSDT").quantity == 0
+        assert store.risk().halt_reason.startswith("liquidated")
+        assert [e[:2] for e in store.events(liq[0].client_order_id)] == [(None, "pending_submit"), ("pending_submit", "filled")]
+
+
+@pytest.mark.parametrize("write", CRASH_AT)
+def test_a_crash_while_recording_a_streamed_liquidation_leaves_no_half_record(tmp_path, monkeypatch, write):
+    from mlrisk.live.venue import FillReport, OrderUpdate
+
+    candles = _flat([40000, 40000, 40000])
+    with FakeFuturesExchange() as fx, _store(tmp_path) as store:
+        bot = _bot(fx, store, _scripted({1: 0.9}))
+        _run(fx, bot, candles, 1, 2)
+        held = fx.position()[0]
+        u = OrderUpdate("BTCUSDT", "autoclose-1", 99, S.FILLED, "FILLED", held, held * 26000,
+                        FillReport(7, D(26000), held, D(0), "USDT", fx.server_ms()), None, True, fx.server_ms())
+        with monkeypatch.context() as m:
+            _crash_at(m, write)
+            with pytest.raises(RuntimeError, match="killed"):
+                bot.broker.apply_update(u)
+        _nothing_half_recorded(store, held)
+        notes = bot.broker.apply_update(u)                                              # the update again
+        assert [n[0] for n in notes] == ["stream", "liquidated"]
+        assert store.order("autoclose-1").status is S.FILLED and store.position("BTCUSDT").quantity == 0
+        assert store.risk().halt_reason.startswith("liquidated")
+
+
 # ----------------------------------------------------------------------------- venue and state
 def test_funding_fees_are_read_page_by_page_and_only_funding(tmp_path):
     with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx:
@@ -253,6 +378,42 @@ def test_funding_fees_are_read_page_by_page_and_only_funding(tmp_path):
         got = FuturesVenue(_exchange(fx), "BTCUSDT").funding_fees(t)
         assert [f.tran_id for f in got] == list(range(10, 1510))
         assert {(f.amount, f.asset, f.symbol) for f in got} == {(D("-0.1"), "USDT", "BTCUSDT")}
+
+
+def test_funding_fees_straddling_a_page_boundary_at_one_time_are_read_once_each():
+    """GET /fapi/v1/income (Get Income History): ``startTime``/``endTime`` "INCLUSIVE", ``limit`` "Default 100;
+    max 1000", "trandId is unique in the same incomeType": the next page starts AT the last row's time (not
+    after it), so a second fee stamped the same millisecond as the page's last row (e.g. hedge mode's two
+    legs) is read on the next page, and the repeated row is dropped by its tranId."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx:
+        t = fx.server_ms() - 3_000_000
+        times = [t + i for i in range(999)] + [t + 999, t + 999] + [t + 1000 + i for i in range(300)]
+        fx.income.extend({"symbol": "BTCUSDT", "incomeType": "FUNDING_FEE", "income": "-0.1", "asset": "USDT",
+                          "info": "FUNDING_FEE", "time": ms, "tranId": 10 + i, "tradeId": ""} for i, ms in enumerate(times))
+        n = len(fx.requests)
+        got = FuturesVenue(_exchange(fx), "BTCUSDT").funding_fees(t)
+        assert [f.tran_id for f in got] == list(range(10, 10 + len(times)))
+        pages = [r.query for r in fx.requests[n:] if r.path == "/fapi/v1/income"]
+        assert [(p["startTime"], p["limit"], p["incomeType"], p["symbol"]) for p in pages] == \
+            [(str(t), "1000", "FUNDING_FEE", "BTCUSDT"), (str(t + 999), "1000", "FUNDING_FEE", "BTCUSDT")]
+
+
+def test_liquidations_are_read_page_by_page_from_all_orders():
+    """More than a page (1000) of the symbol's orders in the window before the exchange's liquidation order:
+    it is found on the second page, which starts after the first page's largest orderId, in the same window."""
+    with FakeFuturesExchange(prices={"BTCUSDT": "40000"}) as fx:
+        since = fx.server_ms() - 60_000
+        _open(fx, "BUY")
+        for i in range(1000):      # the bot's cancelled orders in between, straight into the fake's book
+            fx._make_order("BTCUSDT", "BUY", "LIMIT", D("0.001"), D("30000"), f"mlr-{i}", False, "GTC")["status"] = "CANCELED"
+        fx.set_mark("BTCUSDT", "26000")
+        assert len(fx.liquidations) == 1
+        n = len(fx.requests)
+        got = FuturesVenue(_exchange(fx), "BTCUSDT").liquidations(since)
+        assert [r.client_order_id for r in got] == [fx.liquidations[0]["clientOrderId"]]
+        pages = [r.query for r in fx.requests[n:] if r.path == "/fapi/v1/allOrders"]
+        assert len(pages) == 2 and all(p["startTime"] == str(since) and p["limit"] == "1000" for p in pages)
+        assert "orderId" not in pages[0] and int(pages[1]["orderId"]) == max(o["orderId"] for o in fx.orders[:1000]) + 1
 
 
 def test_a_version_1_state_file_gains_the_funding_table(tmp_path):

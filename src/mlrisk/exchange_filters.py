@@ -30,10 +30,12 @@ ZERO = Decimal(0)
 
 
 def to_decimal(x: Decimal | str | int | float) -> Decimal:
-    """``x`` as an exact Decimal; a float goes through its shortest repr (``0.1`` -> ``Decimal('0.1')``).
+    """``x`` as an exact Decimal; a float goes through its shortest repr (``0.1`` -> ``Decimal('0.1')``),
+    numpy's floats too: ``np.float64`` as a float (numpy 2's repr is ``np.float64(0.1)``, so it is read as
+    ``float(x)``), ``np.float32`` through its own shortest text (``str``: ``np.float32(0.1)`` -> ``0.1``).
     Raises ``ValueError`` for NaN, infinity or text that is not a number."""
     try:
-        d = x if isinstance(x, Decimal) else Decimal(repr(x) if isinstance(x, float) else str(x))
+        d = x if isinstance(x, Decimal) else Decimal(repr(float(x)) if isinstance(x, float) else str(x))
     except InvalidOperation:
         raise ValueError(f"{x!r} is not a number") from None
     if not d.is_finite():
@@ -47,19 +49,41 @@ def floor_to(x: Decimal, step: Decimal) -> Decimal:
 
 
 @njit(cache=True)
+def _decimal_step(step: float) -> tuple[float, float]:
+    """``(n, whole)`` with ``whole = 10**k`` for the smallest ``k <= 17`` where ``n / whole == step``
+    (the step's shortest decimal, as :func:`to_decimal` reads it); ``(0, 0)`` when there is none."""
+    whole = 1.0
+    for _ in range(18):
+        n = math.floor(step * whole + 0.5)
+        if n >= 1.0 and n / whole == step:
+            return n, whole
+        whole *= 10.0
+    return 0.0, 0.0
+
+
+@njit(cache=True)
 def floor_qty(qty: float, step: float) -> float:
     """:func:`floor_to` for floats, for the compiled backtest: the largest multiple of ``step`` that is
-    <= ``qty`` (base asset units; ``qty`` itself when ``step`` is 0). A decimal step ``10**-k`` (every
-    Binance stepSize) divides exactly: ``floor(qty * 10**k) / 10**k``, correctly rounded, so the result
-    is the float nearest :func:`floor_to`'s exact value; a quotient within 1e-12 (relative) under a whole
-    number counts as that number (the float of a decimal multiple, e.g. 0.3 / 0.1, lands just under it)."""
-    if step <= 0.0:
+    <= ``qty`` (base asset units; ``qty`` itself when ``step`` is 0), the same as the live bot's
+    ``float(floor_to(to_decimal(qty), to_decimal(step)))`` for every quantity under 2**53 steps.
+
+    The step is its shortest decimal ``n / 10**k`` (every Binance stepSize: ``0.001``, ``1``, ``10``).
+    ``to_decimal`` reads ``qty`` as its shortest repr, which is >= the decimal ``m * n / 10**k`` exactly
+    when ``qty`` >= that decimal's float ``(m * n) / 10**k`` (a correctly rounded division of two
+    exact integers). So the float quotient only starts the search; the multiple ``m`` is then moved
+    to the largest whose float is <= ``qty``: no tolerance, so a quantity just below a multiple floors
+    to the multiple under it, as the live bot does."""
+    if step <= 0.0 or not math.isfinite(qty):
         return qty
-    inv = 1.0 / step
-    whole = math.floor(inv + 0.5)
-    if whole >= 1.0 and abs(whole * step - 1.0) < 1e-12:
-        return math.floor(qty * whole * (1.0 + 1e-12)) / whole
-    return math.floor(qty / step * (1.0 + 1e-12)) * step
+    n, whole = _decimal_step(step)
+    if n == 0.0:  # a step that is no short decimal: the float rule
+        return math.floor(qty / step) * step
+    m = math.floor(qty / step)
+    while m * n / whole > qty:
+        m -= 1.0
+    while (m + 1.0) * n / whole <= qty:
+        m += 1.0
+    return m * n / whole
 
 
 def ceil_to(x: Decimal, step: Decimal) -> Decimal:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from mlrisk.data.derivatives import settlement_hour
 from mlrisk.errors import DataError
 from mlrisk.exchange_filters import symbol_filters
 from mlrisk.strategy import BR_CUM, BR_FLOOR, BR_MMR, N_BRACKET_FIELDS
@@ -29,22 +30,21 @@ from mlrisk.strategy import BR_CUM, BR_FLOOR, BR_MMR, N_BRACKET_FIELDS
 HERE = Path(__file__).resolve().parent
 BRACKETS_SNAPSHOT = HERE / "leverage_brackets.json"
 EXCHANGE_INFO_SNAPSHOT = HERE / "exchange_info.json"
-#: a settlement up to this many ms after a candle's open belongs to that open (Binance stamps
-#: settlements a few ms after the hour: 1663891200023 is 2022-09-23T00:00:00.023Z)
-FUNDING_JITTER_MS = 1_000
 
 
 def funding_per_candle(open_times_ms: np.ndarray, funding_times_ms: np.ndarray, rates: np.ndarray,
-                       interval_ms: int, jitter_ms: int = FUNDING_JITTER_MS) -> np.ndarray:
+                       interval_ms: int) -> np.ndarray:
     """The funding rate to charge at each candle's open (fractions of the notional; positive: longs pay).
 
     ``open_times_ms``: the candles' open times (epoch ms, increasing, gaps allowed); ``funding_times_ms``
     and ``rates``: the settlements. Binance charges a settlement on the positions open at its time.
     The rule (no lookahead: a settlement is charged at or after its time):
 
-    - A settlement within ``jitter_ms`` after a candle's open (``08:00:00.023`` -> the 08:00 candle;
-      the jitter is rounded down) is charged at that open, on the position held into it, before the
-      open's fills.
+    - A settlement belongs to its scheduled hour (:func:`mlrisk.data.derivatives.settlement_hour`,
+      the data layer's rule: a time less than ``MAX_JITTER_MS``, 60 s, past the hour is that hour's
+      settlement, ``08:00:00.023`` -> 08:00; a later time is a :class:`DataError`). At a candle
+      opening at that hour it is charged at that open, on the position held into it, before the
+      open's fills (Binance charges the positions held at the hour).
     - A settlement later inside a candle (candles longer than the funding interval, e.g. 1d candles and
       settlements at 08:00 and 16:00) is charged at the next candle's open, on the position held into
       it: the engine knows positions only at candle boundaries, and the position held into the next
@@ -67,9 +67,10 @@ def funding_per_candle(open_times_ms: np.ndarray, funding_times_ms: np.ndarray, 
     out = np.zeros(len(opens))
     if len(opens) == 0 or len(ft) == 0:
         return out
-    idx = np.searchsorted(opens, ft, side="right") - 1
+    due = settlement_hour(ft)
+    idx = np.searchsorted(opens, due, side="right") - 1
     inside = idx >= 0
-    late = inside & (ft - opens[np.maximum(idx, 0)] >= jitter_ms)
+    late = inside & (due > opens[np.maximum(idx, 0)])
     idx = np.where(late, idx + 1, idx)
     keep = inside & (idx < len(opens))
     np.add.at(out, idx[keep], r[keep])

@@ -40,7 +40,7 @@ it. Mark klines carry no volume. A missing mark candle is counted, never filled.
 
 Validation (counted under ``funding`` and ``mark`` in ``reports/data_quality.json``): times
 sorted; exact duplicate rows dropped and counted; two different rows for one time are an error;
-a funding time more than :data:`MAX_JITTER_MS` past the hour, a blank or non-finite rate, or a
+a funding time :data:`MAX_JITTER_MS` (60 s) or more past the hour (:func:`settlement_hour`), a blank or non-finite rate, or a
 mark candle that breaks OHLC sanity or the interval grid is an error. A settlement on the
 symbol's schedule is expected: on the UTC grid of its ``interval_hours`` (00/08/16 h for 8 h),
 one every ``interval_hours``. A missing one is counted (``missing_settlements``, ``gaps``), one
@@ -86,7 +86,11 @@ if TYPE_CHECKING:
 
 HOUR_MS = 3_600_000
 DEFAULT_INTERVAL_HOURS = 8  # Binance: a symbol not listed by /fapi/v1/fundingInfo settles every 8 h
-MAX_JITTER_MS = 60_000  # a funding time this far past the hour or more is not a settlement time
+#: a funding time less than this many ms past an hour is that hour's settlement (charged on the positions held at
+#: the hour); one this far past it or more is not a settlement time. Binance's funding FAQ: "there is a 1 minute
+#: deviation in the actual funding fee transaction time" (a position opened at 08:00:59 may still pay the 08:00
+#: settlement); the stamps in its history are a few ms past the hour. The one limit of the data and the backtest.
+MAX_JITTER_MS = 60_000
 FUNDING_COLUMNS = ["funding_time", "funding_time_raw", "funding_rate", "interval_hours", "mark_price"]
 MARK_COLUMNS = ["open_time", "open", "high", "low", "close", "close_time"]
 METRIC_VALUES = ["sum_open_interest", "sum_open_interest_value", "count_toptrader_long_short_ratio",
@@ -180,6 +184,22 @@ def funding_from_raw(times: Any, rates: Any, interval_hours: Any = DEFAULT_INTER
     })
 
 
+def settlement_hour(times_ms: Any) -> np.ndarray:
+    """The scheduled hour (epoch ms, int64) of each funding time ``times_ms`` (epoch ms as Binance
+    stamps it): the hour it is less than :data:`MAX_JITTER_MS` past. The one rule of which settlement
+    a time is, for the data's checks and the backtest's charges. A time that far past its hour or
+    more is not a settlement time: a one-line :class:`DataError`."""
+    raw = np.asarray(times_ms, dtype=np.int64)
+    slot = raw // HOUR_MS * HOUR_MS
+    late = raw - slot >= MAX_JITTER_MS
+    if late.any():
+        i = int(late.argmax())
+        when = pd.Timestamp(int(raw[i]), unit="ms", tz="UTC")
+        raise DataError(f"funding time {when} is {(raw[i] - slot[i]) / 1000:.0f} s past the hour: not a Binance "
+                        "settlement time; is this a funding-rate file?")
+    return slot
+
+
 def validate_funding(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Sort, de-duplicate and check a funding table (see the module docstring). Returns the table
     and its quality summary; missing and off-schedule settlements are counted, not filled."""
@@ -194,13 +214,8 @@ def validate_funding(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise DataError(f"two different funding settlements for {t}: the data mixes two sources (another symbol?); remove the wrong data")
     df = df.reset_index(drop=True)
     raw = df["funding_time_raw"].astype("int64").to_numpy()
-    slot = df["funding_time"].astype("int64").to_numpy()
+    slot = settlement_hour(raw)
     jitter = raw - slot
-    late = jitter >= MAX_JITTER_MS
-    if late.any():
-        i = int(late.argmax())
-        raise DataError(f"funding time {df.loc[i, 'funding_time_raw']} is {jitter[i] / 1000:.0f} s past the hour: not a Binance "
-                        "settlement time; is this a funding-rate file?")
     ih = df["interval_hours"].to_numpy()
     off = (slot // HOUR_MS) % ih != 0  # a settlement not on its interval's UTC grid (00/08/16 h for 8 h)
     step_h = np.diff(slot) // HOUR_MS

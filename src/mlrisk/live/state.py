@@ -490,14 +490,22 @@ class StateStore:
     def transition(self, client_order_id: str, status: OrderStatus | str, *, exchange_order_id: int | None = None,
                    executed_qty: Decimal | str | None = None, cumulative_quote: Decimal | str | None = None,
                    reason: str | None = None, fills: Iterable[Fill] = (), position: Position | None = None,
-                   at_ms: int | None = None) -> OrderRecord:
+                   at_ms: int | None = None, insert: NewOrder | None = None, halt_reason: str | None = None) -> OrderRecord:
         """Move an order to ``status`` (an :class:`OrderStatus`; Binance's words are mapped by the venue),
         recording what the exchange said, its new ``fills`` (a known trade id is skipped) and, in the same
-        transaction, the resulting ``position``. Raises :class:`IllegalTransition` for a move the
-        state machine forbids and :class:`StateError` for an unknown order."""
+        transaction, the resulting ``position``. An order the exchange sent itself (a liquidation) is
+        recorded whole in that one transaction: ``insert`` writes it first (as :meth:`insert_order`
+        would, with ``client_order_id``), and ``halt_reason`` sets the halted flag (as :meth:`halt`);
+        after a crash either all of it is there or none of it. Raises :class:`IllegalTransition` for a
+        move the state machine forbids, :class:`StateError` for an unknown order and
+        :class:`DuplicateOrder` for an ``insert`` already recorded; then nothing is written."""
         new = OrderStatus(status)
         at = now_ms() if at_ms is None else at_ms
+        if insert is not None and insert.client_order_id != client_order_id:
+            raise ValueError(f"insert {insert.client_order_id} is not order {client_order_id}")
         with self._tx() as c:
+            if insert is not None:
+                self._insert(c, insert, at)
             row = c.execute("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,)).fetchone()
             if row is None:
                 raise StateError(f"order {client_order_id} is not recorded")
@@ -521,6 +529,8 @@ class StateStore:
                           (f.client_order_id, f.trade_id, _dec(f.price), _dec(f.qty), _dec(f.commission), f.commission_asset, f.time_ms))
             if position is not None:
                 self._save_position(c, position, at)
+            if halt_reason is not None:
+                self._set_halt(c, halt_reason, at)
         return self.order(client_order_id)  # type: ignore[return-value]
 
     def add_fills(self, client_order_id: str, fills: Iterable[Fill], position: Position | None = None,
@@ -587,8 +597,12 @@ class StateStore:
     def halt(self, reason: str, at_ms: int | None = None) -> RiskState:
         """Set the persisted halted flag (only reducing orders from now on, across restarts)."""
         with self._tx() as c:
-            c.execute("UPDATE risk SET halted=1, halt_reason=?, updated_ms=?", (reason, now_ms() if at_ms is None else at_ms))
+            self._set_halt(c, reason, now_ms() if at_ms is None else at_ms)
         return self.risk()
+
+    @staticmethod
+    def _set_halt(c: sqlite3.Connection, reason: str, at: int) -> None:
+        c.execute("UPDATE risk SET halted=1, halt_reason=?, updated_ms=?", (reason, at))
 
     @staticmethod
     def _save_position(c: sqlite3.Connection, p: Position, at: int) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Union
 
+from mlrisk.data.derivatives import HOUR_MS, funding_interval_hours
 from mlrisk.errors import ExchangeError
 from mlrisk.live.filters import SymbolFilters, fmt, symbol_filters
 from mlrisk.live.state import Funding, OrderRecord, OrderStatus
@@ -499,12 +500,20 @@ class FuturesVenue(_Venue):
         amt, entry = Decimal(rows[0]["positionAmt"]), Decimal(rows[0]["entryPrice"])
         return PositionReport(amt, entry if amt != 0 else None, _price(rows[0].get("markPrice")))
 
+    def funding_interval_ms(self) -> int:
+        """The symbol's funding interval (ms) from ``GET /fapi/v1/fundingInfo``, which lists only the symbols
+        whose interval Binance adjusted; one not listed settles every 8 h
+        (:func:`mlrisk.data.derivatives.funding_interval_hours`, the data layer's read)."""
+        return funding_interval_hours(self.exchange, self.symbol) * HOUR_MS
+
     def funding_fees(self, since_ms: int) -> list[Funding]:
         """The funding fees settled on the symbol from ``since_ms`` (the exchange's clock, inclusive), oldest
         first: ``GET /fapi/v1/income`` with ``incomeType`` FUNDING_FEE (https://developers.binance.com/docs/
         derivatives/usds-margined-futures/account/rest-api/Get-Income-History: ``income`` > 0 received, < 0
-        paid; "Income history only contains data for the last three months"), in pages of 1000 rows, the
-        next from the last row's time (duplicates dropped by ``tranId``, "unique in the same incomeType")."""
+        paid; "Income history only contains data for the last three months"), in pages of 1000 rows ("limit
+        Default 100; max 1000"), the next from the last row's time (``startTime`` "INCLUSIVE": a fee stamped
+        the same millisecond as a page's last row is on the next page; duplicates dropped by ``tranId``,
+        "unique in the same incomeType"), until a page is not full."""
         out: dict[int, Funding] = {}
         start = since_ms
         while True:
@@ -522,9 +531,21 @@ class FuturesVenue(_Venue):
     def liquidations(self, since_ms: int) -> list[OrderReport]:
         """The orders the exchange sent itself on the symbol (liquidation, auto-deleverage: client ids
         :data:`FUTURES_LIQUIDATION_PREFIXES`, or type LIQUIDATION) from ``since_ms`` (the exchange's clock) for
-        7 days (``allOrders``: "The query time period must be less then 7 days")."""
-        rows = self.exchange.call("futures_get_all_orders", symbol=self.symbol, startTime=since_ms,
-                                  endTime=since_ms + TRADE_WINDOW_MS - 1, limit=PAGE)
+        7 days, every page. ``GET /fapi/v1/allOrders`` (https://developers.binance.com/docs/derivatives/
+        usds-margined-futures/trade/rest-api/All-Orders): ``limit`` "Default 500; max 1000"; ``orderId``:
+        "If orderId is set, it will get orders >= that orderId"; "The query time period must be less then 7
+        days". The first page is the window's first 1000 orders from ``startTime``; the next ones keep the
+        window and start after the largest ``orderId`` read (order ids grow with time on a symbol), until a
+        page is not full."""
+        window = {"startTime": since_ms, "endTime": since_ms + TRADE_WINDOW_MS - 1}
+        rows: list[dict[str, Any]] = []
+        kw: dict[str, Any] = window
+        while True:
+            page = self.exchange.call("futures_get_all_orders", symbol=self.symbol, limit=PAGE, **kw)
+            rows += page
+            if len(page) < PAGE:
+                break
+            kw = {**window, "orderId": max(int(r["orderId"]) for r in page) + 1}
         return [self._report(r) for r in rows
                 if str(r.get("clientOrderId", "")).startswith(FUTURES_LIQUIDATION_PREFIXES) or r.get("type") == "LIQUIDATION"]
 

@@ -41,11 +41,17 @@ with ``positionRisk``'s signed ``positionAmt`` (any difference halts trading, fa
 adopts open orders and algo orders with the bot's prefix. Equity = wallet balance + unrealised P&L
 at the close (USDT). Quantities are ``Decimal`` base asset (BTC), prices USDT.
 
-**Funding** (:meth:`FuturesBroker.record_funding`, at every close's equity and at reconciliation): the funding fees
-the exchange settled on the symbol since the last one recorded (``/fapi/v1/income`` FUNDING_FEE, by REST:
-the user data stream's ``ACCOUNT_UPDATE`` reason FUNDING_FEE is lost while the stream is down, the income
-history is kept three months and each row has a transaction id) are recorded in the state file
-(:meth:`~mlrisk.live.state.StateStore.funding`). The equity the loss limits measure reads the exchange's
+**Funding** (:meth:`FuturesBroker.record_funding`, at a close's equity when a funding time may have become
+visible since the last read, and at reconciliation): the funding fees the exchange settled on the symbol since
+the last one recorded (``/fapi/v1/income`` FUNDING_FEE, by REST: the user data stream's ``ACCOUNT_UPDATE``
+reason FUNDING_FEE is lost while the stream is down, the income history is kept three months and each row has
+a transaction id) are recorded in the state file (:meth:`~mlrisk.live.state.StateStore.funding`). The income
+is read only at a close where a settlement may be visible that the last read could not see: the symbol
+settles on the UTC grid of its funding interval (``/fapi/v1/fundingInfo``, re-read at each income read,
+as Binance changes intervals), and a settlement at ``T`` is visible by ``T +``
+:data:`~mlrisk.data.derivatives.MAX_JITTER_MS` (Binance's one-minute deviation of the fee's transaction
+time) ``+`` the read-lag bound; so each settlement is recorded at the first close after it is visible, and
+the closes between two funding times send no request for it. The equity the loss limits measure reads the exchange's
 wallet, so it includes every fee settled; the recorded fees say which part of its change funding was.
 
 **Liquidation**: a position the exchange closed itself (on the mark price) is recorded like the user data
@@ -63,6 +69,7 @@ from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from mlrisk.data.derivatives import MAX_JITTER_MS
 from mlrisk.errors import DataError, ExchangeError, SettingsError
 from mlrisk.live.client_ids import is_ours, make_client_order_id
 from mlrisk.live.execution.base import DEFAULT_READ_LAG_MS, BrokerBase
@@ -126,6 +133,8 @@ class FuturesBroker(BrokerBase):
         self.stop_loss = float(backtest.stop_loss or 0.0)
         self.limit_ttl = int(backtest.limit_ttl)
         self.alerts: list[str] = []   # one line per alert (a protective order rejected at its trigger), in order
+        self._funding_read_ms: int | None = None    # the exchange's clock at the start of the last income read
+        self._funding_every_ms: int | None = None   # the funding interval read with it (None: unknown, read always)
 
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> list[str]:
@@ -191,8 +200,9 @@ class FuturesBroker(BrokerBase):
     def equity(self, price: float) -> float:
         """Wallet balance plus the position's unrealised P&L at ``price`` (USDT): what the loss limits measure.
         Read at each close before the step, so it first records what the exchange did on its own since the
-        last close: the funding fees settled (:meth:`record_funding`) and, when ``positionRisk`` differs from
-        the recorded position, a liquidation (see the module docstring; it halts entries before the step)."""
+        last close: the funding fees settled (:meth:`record_funding`, when a funding time may have become
+        visible since its last read) and, when ``positionRisk`` differs from the recorded position, a
+        liquidation (see the module docstring; it halts entries before the step)."""
         self.record_funding()
         free, used = self.balances().get(self.filters.quote_asset, (ZERO, ZERO))
         amt, entry = self._risk()
@@ -245,29 +255,52 @@ class FuturesBroker(BrokerBase):
             cid = r.client_order_id
             o = self.store.order(cid)
             before = self.store.position(self.symbol).quantity
+            new = None
             if o is None:
                 if before == 0:
                     continue
-                o = self.store.insert_order(NewOrder(cid, self.symbol, r.side or ("SELL" if before > 0 else "BUY"),  # type: ignore[arg-type]
-                                                     "LIQUIDATION", r.quantity or abs(before),
-                                                     self.store.last_processed_candle() or 0, "liquidation", reduce_only=True))
+                new = NewOrder(cid, self.symbol, r.side or ("SELL" if before > 0 else "BUY"),  # type: ignore[arg-type]
+                               "LIQUIDATION", r.quantity or abs(before), self.store.last_processed_candle() or 0,
+                               "liquidation", reduce_only=True)
+                o = OrderRecord(**vars(new), created_ms=now_ms())   # written with its outcome, in one transaction
             if o.status.final:
                 continue
-            rec = self._record(o, r)
-            done = True
-            after = self.store.position(self.symbol).quantity
+            change = self._change(o, r)     # the exchange's reads first; then one write: the order, its trades,
+            if change is None:              # the position it leaves and the halt
+                continue
+            pos = change["position"]
+            after = before if pos is None else pos.quantity
+            reason = None
             if after == 0 and before != 0:
-                price = rec.cumulative_quote / rec.executed_qty if rec.executed_qty else None
-                reason = liquidated_reason(self.symbol, before, cid, price)
-                self.store.halt(reason)
+                executed, quote = change["executed_qty"], change["cumulative_quote"]
+                reason = liquidated_reason(self.symbol, before, cid, quote / executed if executed else None)
+            self.store.transition(cid, **change, insert=new, halt_reason=reason)
+            done = True
+            if reason is not None:
                 log.warning("%s", reason)
         return done
 
     # ------------------------------------------------------------------------- funding
-    def record_funding(self) -> list[Funding]:
+    def _funding_due(self, now: int) -> bool:
+        """Whether a settlement may be visible now that the last income read could not see (``now``: the
+        exchange's clock, ms): no read yet, the interval unknown, or the last read started before the latest
+        funding time at or before ``now`` (on the interval's UTC grid: 00/08/16 h for 8 h) plus
+        ``MAX_JITTER_MS`` and the read-lag bound (by then its fee is readable)."""
+        if self._funding_read_ms is None or not self._funding_every_ms:
+            return True
+        latest = now // self._funding_every_ms * self._funding_every_ms
+        return self._funding_read_ms < latest + MAX_JITTER_MS + self.bound_ms
+
+    def record_funding(self, force: bool = False) -> list[Funding]:
         """Record the funding fees the exchange settled on the symbol since the last one recorded (the first
         read: from the state file's first order, 1 min earlier on the exchange's clock: no position of the bot
-        paid funding before it). Returns those new (also logged)."""
+        paid funding before it). Without ``force``, only when a funding time may have become visible since the
+        last read (:meth:`_funding_due`; see the module docstring), else no request. Returns those new (also
+        logged)."""
+        offset = int(getattr(self.exchange, "offset_ms", 0) or 0)
+        now = now_ms() + offset
+        if not force and not self._funding_due(now):
+            return []
         have = self.store.funding(self.symbol)
         if have:
             since = have[-1].time_ms            # inclusive: a fee already recorded is skipped by its id
@@ -275,8 +308,14 @@ class FuturesBroker(BrokerBase):
             first = self.store.first_exchange_ids()[2]
             if first is None:
                 return []
-            since = first + int(getattr(self.exchange, "offset_ms", 0) or 0) - 60_000
+            since = first + offset - 60_000
+        try:
+            self._funding_every_ms = self.venue.funding_interval_ms()
+        except ExchangeError as e:   # then read at every close: slower, never late
+            self._funding_every_ms = None
+            log.warning("funding interval unknown (%s): the income is read at every close", e)
         new = self.store.add_funding(self.venue.funding_fees(since))
+        self._funding_read_ms = now
         for f in new:
             log.info("funding %s %s on %s at %d", fmt(f.amount), f.asset, f.symbol, f.time_ms)
         return new
@@ -484,6 +523,20 @@ class FuturesBroker(BrokerBase):
             return o
         if r.cancel_ack:
             return self.store.transition(o.client_order_id, S.CANCELLED, reason="cancelled")
+        change = self._change(o, r)
+        if change is None:
+            return o
+        rejected = o.type in ALGO_TYPES and r.raw_status == ALGO_REJECTED_AT_TRIGGER
+        rec = self.store.transition(o.client_order_id, **change,
+                                    **({"reason": "REJECTED by the matching engine at its trigger"} if rejected else {}))
+        if rejected:
+            self._reprotect(rec)
+        return rec
+
+    def _change(self, o: OrderRecord, r: OrderReport) -> dict[str, Any] | None:
+        """What a report ``r`` of order ``o`` changes (the arguments of
+        :meth:`~mlrisk.live.state.StateStore.transition`: status, exchange id, executed quantity and quote,
+        the new trades, the position), read from the exchange but not written; None when nothing changes."""
         status, oid, exchange_id = r.status, r.trade_order_id, r.exchange_order_id
         executed, quote = r.executed_qty or ZERO, r.cumulative_quote or ZERO
         trades = list(r.fills) if r.fills is not None else (
@@ -500,14 +553,9 @@ class FuturesBroker(BrokerBase):
             qty, entry = apply_fill(qty, entry, 1 if o.side == "BUY" else -1, delta, (quote - o.cumulative_quote) / delta)
         new_pos = Position(o.symbol, qty, entry) if (qty, entry) != (pos.quantity, pos.entry_price) else None
         if status is o.status and status is not S.OPEN and new_pos is None:
-            return o
-        rejected = o.type in ALGO_TYPES and r.raw_status == ALGO_REJECTED_AT_TRIGGER
-        rec = self.store.transition(o.client_order_id, status, exchange_order_id=exchange_id, executed_qty=executed,
-                                    cumulative_quote=quote, fills=recs, position=new_pos,
-                                    **({"reason": "REJECTED by the matching engine at its trigger"} if rejected else {}))
-        if rejected:
-            self._reprotect(rec)
-        return rec
+            return None
+        return {"status": status, "exchange_order_id": exchange_id, "executed_qty": executed, "cumulative_quote": quote,
+                "fills": recs, "position": new_pos}
 
     def _trades(self, o: OrderRecord, oid: int, executed: Decimal, update_ms: int) -> list[Any]:
         """The trades of exchange order ``oid``: asked by order id (Binance: the last 7 days); when they do
@@ -562,7 +610,7 @@ class FuturesBroker(BrokerBase):
         """The shared reconciliation (settle, adopt, check the position against ``positionRisk``),
         then the protective orders brought in line with the position."""
         self.refresh()   # open orders first: one the exchange forgot is recorded cancelled, not re-sent
-        done = [f"funding {fmt(f.amount)} {f.asset} at {f.time_ms}: recorded" for f in self.record_funding()]
+        done = [f"funding {fmt(f.amount)} {f.asset} at {f.time_ms}: recorded" for f in self.record_funding(force=True)]
         done += super().reconcile()
         last = self.store.last_processed_candle()
         if last is not None:

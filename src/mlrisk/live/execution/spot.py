@@ -190,13 +190,22 @@ class ExchangeBroker(BrokerBase):
         return None
 
     def _resume_point(self, orders: list[OrderReport], start: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
-        """Where a later read of allOrders must start to see every order this read could not: after the
-        newest order that changed more than :attr:`bound_ms` (+ a minute for the clocks) before now
-        (order ids grow with creation; every order older than the bound was visible), else at
-        ``start`` (from order id, since ms UTC) again."""
+        """Where a later read of allOrders must start to see every order that can change what this read saw:
+        after the newest order that changed more than :attr:`bound_ms` (+ a minute for the clocks) before
+        now, but no later than the oldest order (by id) still open or changed since; else at ``start``
+        (from order id, since ms UTC) again. Below it no order can appear later: order ids grow with
+        creation, so an order with a smaller id than one this read saw settled more than the bound ago was
+        created before it and was visible to this read (allOrders trails the matching engine by at most the
+        bound). And none there can change: each is final (filled, cancelled, expired, rejected). An order
+        still open can fill later (e.g. a resting LIMIT with the bot's prefix placed outside the bot): the
+        resume point stays at it while it is open."""
         cutoff = now_ms() + self.exchange.offset_ms - self.bound_ms - 60_000  # the exchange's clock
-        old = [o.exchange_order_id for o in orders if o.exchange_order_id is not None and o.update_time_ms < cutoff]
-        return (max(old) + 1, None) if old else start
+        read = [o for o in orders if o.exchange_order_id is not None]
+        old = [o.exchange_order_id for o in read if o.update_time_ms < cutoff]
+        if not old:
+            return start
+        live = [o.exchange_order_id for o in read if not o.status.final or o.update_time_ms >= cutoff]
+        return (min([max(old) + 1, *live]), None)
 
     def _unchanged_since_agreed(self) -> bool:
         """Nothing moved since the exchange's trades last explained the position: in the state file no

@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from mlrisk.live.filters import fmt
-from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateError, StateStore
+from mlrisk.live.state import Fill, NewOrder, OrderRecord, OrderStatus, Position, StateError, StateStore, now_ms
 from mlrisk.live.venue import AlgoUpdate, FillReport, OrderReport, OrderUpdate, Update
 
 S = OrderStatus
@@ -174,13 +174,14 @@ class StreamUpdates:
         cid = u.client_order_id
         pos = self.store.position(self.symbol)
         o = self.store.order(cid)
+        new = None
         if o is None:
             qty = abs(pos.quantity) or u.executed_qty
             if pos.quantity == 0 or qty <= 0:
                 return []   # nothing of ours to liquidate (the close's check decides)
-            o = self.store.insert_order(NewOrder(cid, self.symbol, "SELL" if pos.quantity > 0 else "BUY", "LIQUIDATION",
-                                                 qty, self.store.last_processed_candle() or 0, "liquidation",
-                                                 reduce_only=True))
+            new = NewOrder(cid, self.symbol, "SELL" if pos.quantity > 0 else "BUY", "LIQUIDATION", qty,
+                           self.store.last_processed_candle() or 0, "liquidation", reduce_only=True)
+            o = OrderRecord(**vars(new), created_ms=now_ms())   # written with its outcome, in one transaction
         self._stream.last[cid] = u
         if o.status.final:
             return []
@@ -192,15 +193,17 @@ class StreamUpdates:
             recs.append(Fill(cid, f.trade_id, f.price, f.qty, f.commission, f.commission_asset, f.time_ms))
             qty = pos.quantity + (f.qty if o.side == "BUY" else -f.qty)
             new_pos = Position(self.symbol, qty, pos.entry_price if qty else None)
+        halt = None
+        if new_pos is not None and new_pos.quantity == 0 and pos.quantity != 0:
+            halt = (f"liquidated: the exchange closed the {self.symbol} position of {fmt(pos.quantity)} with order "
+                    f"{cid} at {fmt(recs[0].price)}; entries halted (check the margin, then --reset-halt)")
+        # one transaction: the order (when new), its trade, the position it leaves and the halt
         self.store.transition(cid, u.status, exchange_order_id=u.exchange_order_id, executed_qty=u.executed_qty,
                               cumulative_quote=u.cumulative_quote, fills=recs, position=new_pos,
-                              reason="sent by the exchange: liquidation")
+                              reason="sent by the exchange: liquidation", insert=new, halt_reason=halt)
         notes: list[Note] = []
         if recs:
             notes.append(("stream", f"{cid}: liquidation fill {fmt(recs[0].qty)} at {fmt(recs[0].price)}"))
-        if new_pos is not None and new_pos.quantity == 0 and pos.quantity != 0:
-            reason = (f"liquidated: the exchange closed the {self.symbol} position of {fmt(pos.quantity)} with order "
-                      f"{cid} at {fmt(recs[0].price)}; entries halted (check the margin, then --reset-halt)")
-            self.store.halt(reason)
-            notes.append(("liquidated", reason))
+        if halt is not None:
+            notes.append(("liquidated", halt))
         return notes
