@@ -79,9 +79,10 @@ message P (including the isolated position on which the "FUNDING FEE" occurs onl
 being the isolated wallet, https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams/Event-Balance-and-Position-Update;
 the liquidation FAQ's ``WB`` of an isolated position is that isolated wallet). So the cash balance
 pays the funding and the position's margin in use shrinks by it (grows when received): the free
-balance for new entries is unchanged, the liquidation price moves towards the mark when funding is
-paid (away when received), and a liquidated position loses its posted margin whatever funding it
-paid (its trade's P&L: ``-margin - fees``, of which ``T_FUNDING`` was paid before). The test
+balance for new entries is unchanged, the liquidation price moves closer to the market when funding
+is paid (further away when received), and a liquidated position loses its posted margin: the funding
+paid from it was paid before, the funding received into it is lost with it (the trade's P&L:
+``-margin - fees``, of which ``T_FUNDING``). The test
 exchange ``tests/fake_futures.py`` settles funding the same way.
 
 **Order of events in candle t.** (1) At the open: funding settled at this open (history); a position
