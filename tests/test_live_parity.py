@@ -133,18 +133,41 @@ def test_a_replay_of_the_futures_test_period_gives_the_backtests_trades_funding_
     """The acceptance line of issue 18: with ``data.market: futures`` the replay reads the funding and mark
     tables beside the candles (data/raw), joins them like the backtest stage (market_columns) and uses the
     same brackets, lot step and minimum notional (futures_inputs): the same trades, funding included."""
-    from mlrisk.data.derivatives import funding_path, mark_path
+    from mlrisk.backtest.futures import market_columns, market_params
+    from mlrisk.backtest.runner import run_backtest
+    from mlrisk.config.params import load_params
+    from mlrisk.data.derivatives import funding_path, load_funding, load_mark, mark_path
 
-    assert funding_path(futures_repo / "data/raw", "BTCUSDT").exists() and mark_path(futures_repo / "data/raw", "BTCUSDT", "1h").exists()
+    raw = futures_repo / "data/raw"
     r, lines, trades = _replay(futures_repo, futures_repo, "--no-risk-limits")
     assert "futures: funding history, liquidation on the mark price" in r.stdout
-    bt = json.loads((futures_repo / "reports/metrics/backtest.json").read_text())
-    ref = pd.read_csv(futures_repo / "reports/trades.csv")
-    assert len(ref) >= 10 and (ref["funding"] != 0).any(), "the tiny futures pipeline should trade and pay funding"
     cols = ["entry_time", "exit_time", "side", "exit_reason", "entry_kind"]
-    pd.testing.assert_frame_equal(trades[cols], ref[cols])
-    for c in ("entry_price", "exit_price", "qty", "margin", "funding", "pnl"):
-        np.testing.assert_allclose(trades[c], ref[c], rtol=1e-9, atol=1e-9, err_msg=c)
+
+    def key(df: pd.DataFrame) -> pd.DataFrame:
+        return df[cols].assign(entry_time=pd.to_datetime(df["entry_time"], utc=True).dt.as_unit("ms"),
+                               exit_time=pd.to_datetime(df["exit_time"], utc=True).dt.as_unit("ms")).reset_index(drop=True)
+
+    def same(ref: pd.DataFrame) -> None:
+        assert len(ref) >= 10 and (ref["funding"] != 0).any(), "the tiny futures pipeline should trade and pay funding"
+        pd.testing.assert_frame_equal(key(trades), key(ref))
+        for c in ("entry_price", "exit_price", "qty", "margin", "funding", "pnl"):
+            np.testing.assert_allclose(trades[c], ref[c], rtol=1e-9, atol=1e-9, err_msg=c)
+
+    # the contract the backtest stage follows (market_columns onto the predictions, market_params' brackets,
+    # lot step and minimum notional), computed here: the replay's trades are its trades
+    pred = pd.read_parquet(futures_repo / "reports/predictions.parquet")
+    pred = pred.drop(columns=[c for c in ("funding_rate", "mark_open", "mark_high", "mark_low") if c in pred.columns])
+    pred = pd.concat([pred, market_columns(pred["open_time"], load_funding(funding_path(raw, "BTCUSDT")),
+                                           load_mark(mark_path(raw, "BTCUSDT", "1h")), 3_600_000)], axis=1)
+    bp, brackets = market_params("BTCUSDT", "futures", load_params(futures_repo / "params.yaml").backtest)
+    contract = run_backtest(pred, bp, 3_600_000, brackets)
+    same(contract.trades)
+    equity = [x["equity"] for x in lines if "event" not in x]
+    np.testing.assert_allclose(equity[:-1], contract.equity[:-1], rtol=1e-9)
+    assert lines[-1]["equity"] == pytest.approx(contract.equity[-1], rel=1e-9)
+    # and the backtest stage's own outputs (the acceptance line)
+    bt = json.loads((futures_repo / "reports/metrics/backtest.json").read_text())
+    same(pd.read_csv(futures_repo / "reports/trades.csv"))
     records = [x for x in lines if "event" not in x]
     equity_csv = pd.read_csv(futures_repo / "reports/plots/equity.csv")["equity"].to_numpy()
     np.testing.assert_allclose([x["equity"] for x in records][:-1], equity_csv[:-1], rtol=1e-9)
