@@ -31,7 +31,8 @@ from mlrisk.errors import DataError
 
 class Holding(NamedTuple):
     """The filled entries together: ``qty`` (base asset, > 0 when held), ``entry_price`` (the
-    quantity-weighted average, quote currency; None when flat), ``margin`` (quote currency in use),
+    quantity-weighted average, quote currency; None when flat), ``margin`` (quote currency in use: the
+    isolated wallet, the entries' margin less the funding paid from it),
     ``entries`` (how many)."""
 
     qty: float
