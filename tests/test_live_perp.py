@@ -171,3 +171,40 @@ def test_one_function_chooses_brackets_lot_step_and_minimum_notional():
     assert futures_inputs("XYZUSDT", "futures", BP) == (None, 0.0, 5.0)   # not in the snapshots: the parameters
     bp, brackets = market_params("BTCUSDT", "futures", BP)
     assert (bp.lot_step, bp.min_notional) == (0.001, 100.0) and brackets is not None and bp.leverage == BP.leverage
+
+
+def test_the_paper_bot_on_futures_trades_as_the_backtest_of_its_own_decisions(tmp_path):
+    """The whole bot (Bot.process: risk limits off, state committed per candle) with the venue's funding and
+    mark candles: the backtest of the same candles, P(up), funding and mark gives its trades and equity."""
+    import json
+
+    from mlrisk.live.journal import CandleLog
+    from mlrisk.live.loop import Bot, run_replay, trades_table
+    from mlrisk.live.risk import RiskLimits
+    from mlrisk.live.state import StateStore
+
+    candles, funding, mark, _ = _market_data()
+    o = float(mark[14][1])
+    mark[14] = [mark[14][0], mark[14][1], f"{o * 1.07:.8f}", f"{o * 0.93:.8f}", *mark[14][4:]]  # either side liquidates
+    kl = klines_from_rows(candles)
+    # a flat rate unlike the first tier's 0.004: the brackets decide the liquidation price
+    bp, brackets = market_params("BTCUSDT", "futures", BP.model_copy(update={"maintenance_margin_rate": 0.02}))
+    log = tmp_path / "bot.jsonl"
+    with _fake(candles, funding, mark, now_ms=T0 + N * H + 10) as fb, \
+            StateStore(tmp_path / "s.sqlite", symbol="BTCUSDT", interval="1h", mode="replay") as store:
+        bot = Bot(lambda h: 0.7 if h["close"].iloc[-1] > h["close"].iloc[-2] else 0.3, 5, 4, params_vector(bp, H), H,
+                  RiskLimits.none(), store, CandleLog(log, None), perp=VenueInputs(FuturesVenue(_client(fb), "BTCUSDT"), "1h", H),
+                  brackets=brackets)
+        res = run_replay(bot, kl)
+    recs = [json.loads(x) for x in log.read_text().splitlines() if "event" not in json.loads(x)]
+    p = np.array([np.nan if r["p_up"] is None else r["p_up"] for r in recs])
+    f = dv.funding_from_raw([r["fundingTime"] for r in funding], [r["fundingRate"] for r in funding])
+    pred = kl[["open_time", "open", "high", "low", "close"]].assign(p_up=p)
+    pred = pd.concat([pred, market_columns(pred["open_time"], f, dv.to_mark(klines_from_rows(mark)), H)], axis=1)
+    r = run_backtest(pred, bp, H, brackets)
+    assert (r.trades.funding != 0).any() and (r.trades.exit_reason == "liquidation").any()
+    pd.testing.assert_frame_equal(trades_table(res.trades, res.origin_ms, H), r.trades, rtol=1e-9, atol=1e-9,
+                                  check_dtype=False)   # times: us (the replay's table) vs ms (the klines)
+    np.testing.assert_allclose([x["equity"] for x in recs][:-1], r.equity[:-1], rtol=1e-9, atol=1e-9)
+    assert res.equity == pytest.approx(r.equity[-1], rel=1e-9)
+    assert not any("market_notes" in x for x in recs)
