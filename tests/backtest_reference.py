@@ -77,7 +77,8 @@ class Account:
         return sum(e.qty * e.price for e in self.entries) / self.qty()
 
     def margin_in_use(self) -> float:
-        return sum(e.margin for e in self.entries)
+        # the isolated wallet: funding is paid from (received into) the position's isolated margin
+        return sum(e.margin - e.funding for e in self.entries)
 
     def unrealised(self, price: float) -> float:
         return sum(e.side * e.qty * (price - e.price) for e in self.entries)
@@ -124,7 +125,7 @@ class Account:
             loss = self.margin_in_use() + sum(fees)
             scale = 1.0 if loss <= self.cash else (max(self.cash, 0.0) / loss if loss > 0 else 0.0)
             for e, f in zip(self.entries, fees):
-                pnl = -e.margin * scale - f * scale - e.fee - e.funding
+                pnl = -(e.margin - e.funding) * scale - f * scale - e.fee - e.funding
                 self.trades.append(Trade(e.candle, t, e.side, e.price, price, e.qty, e.margin, e.fee, f * scale,
                                          e.funding, pnl, reason, e.kind))
             self.cash -= loss * scale

@@ -172,6 +172,37 @@ def test_a_mark_open_beyond_the_liquidation_price_liquidates_at_the_open():
     assert t.exit_reason == "liquidation" and t.exit_candle == 2
 
 
+@pytest.mark.parametrize("rate, low2, liquidated", [(0.01, 91.0, True), (0.0, 91.0, False),
+                                                     (-0.01, 90.0, False), (0.0, 90.0, True)])
+def test_funding_is_paid_from_the_isolated_margin_and_moves_the_liquidation_price(rate, low2, liquidated):
+    # 10x long, 50 units at 100 on 500 margin, mmr 0.005: liquidation at (5000 - 500)/49.75 = 90.45 without
+    # funding; paying 0.01 (50 USDT) from the isolated wallet leaves 450 -> 91.46; receiving it -> 89.45
+    df = frame([100.0] * 4, [101.0] * 4, [99.0, 99.0, low2, 99.0], [100.0] * 4, [0.9, 0.5, 0.5, 0.5],
+               funding=[0.0, 0.0, rate, 0.0])
+    r = bt(df, leverage=10.0, maintenance_margin_rate=0.005)
+    t = r.trades.iloc[0]
+    paid = rate * 50 * 100
+    assert t.funding == pytest.approx(paid, rel=1e-12)
+    assert (t.exit_reason == "liquidation") == liquidated
+    if liquidated:
+        assert t.exit_candle == 2 and t.exit_price == pytest.approx((5000 - (500 - paid)) / 49.75, rel=1e-12)
+        # the position loses its posted margin, the funding paid from it included: -500, not -500 - funding
+        assert t.pnl == pytest.approx(-500.0, rel=1e-12) and r.equity[2] == pytest.approx(500.0, rel=1e-12)
+    else:
+        assert r.equity[2] == pytest.approx(1000 - paid + 50 * (100 - 100), rel=1e-12)
+
+
+def test_funding_paid_from_the_isolated_margin_leaves_the_free_balance_for_the_next_entry():
+    # pyramiding: the second entry's margin is order_size x (equity - isolated wallet), which funding
+    # paid from the isolated wallet does not change (Binance's available balance excludes it)
+    o, h, lo, c = [100.0] * 5, [101.0] * 5, [99.0] * 5, [100.0] * 5
+    df = frame(o, h, lo, c, [0.9, 0.9, 0.5, 0.5, 0.5], funding=[0.0, 0.0, 0.01, 0.0, 0.0])
+    r = bt(df, pyramid_max=2)
+    first, second = r.trades.iloc[0], r.trades.iloc[1]
+    assert first.margin == pytest.approx(500.0) and first.funding == pytest.approx(0.01 * 5 * 100)
+    assert second.entry_candle == 2 and second.margin == pytest.approx(0.5 * (1000 - 500), rel=1e-12)
+
+
 # ---------------------------------------------------------------- maintenance brackets
 TIERS = brackets_array([{"notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0},
                         {"notionalFloor": 5000, "maintMarginRatio": 0.05, "cum": 230},

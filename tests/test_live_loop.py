@@ -270,7 +270,8 @@ def _cli_replay(monkeypatch, tmp_path, capsys, *flags: str, **settings) -> tuple
     csv = tmp_path / "k.csv"
     pd.DataFrame(make_candles(80, start_ms=START, seed=3)).to_csv(csv, index=False, header=False)
     args = cli.build_parser().parse_args(["--replay", str(csv), "--trades-out", str(tmp_path / "t.csv"), *flags])
-    model = SimpleNamespace(backtest=BacktestParams(threshold=0.1, leverage=2.0, sweep={}), model_path=None, spec_path=None)
+    model = SimpleNamespace(backtest=BacktestParams(threshold=0.1, leverage=2.0, sweep={}), model_path=None, spec_path=None,
+                            params=SimpleNamespace(data=SimpleNamespace(market="spot")))  # the model's candles
     s = load_live_settings(env_file=None, **settings).for_strategy(model.backtest)
     assert app.replay(args, s, model, "BTCUSDT", "1h", H, None) == 0
     out = capsys.readouterr().out.strip().splitlines()

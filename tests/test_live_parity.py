@@ -55,7 +55,16 @@ def _live(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("liverepo")
+    return _tiny_repo(tmp_path_factory.mktemp("liverepo"), {})
+
+
+@pytest.fixture(scope="module")
+def futures_repo(tmp_path_factory) -> Path:
+    """The tiny pipeline on the perpetual sample: perp candles, funding history and mark candles in data/raw."""
+    return _tiny_repo(tmp_path_factory.mktemp("liverepo_futures"), {"data": {"market": "futures"}})
+
+
+def _tiny_repo(dst: Path, more: dict) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
     for f in files:
@@ -66,6 +75,8 @@ def repo(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / ".dvc", dst / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "tmp*"), dirs_exist_ok=True)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     for section, values in SMALL.items():
+        params[section].update(values)
+    for section, values in more.items():
         params[section].update(values)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dst / "dvc.lock").unlink(missing_ok=True)
@@ -116,6 +127,51 @@ def test_replay_of_the_test_period_matches_evaluate_and_backtest(repo: Path):
     assert end["equity"] == pytest.approx(bt["final_equity"], rel=1e-9)
     assert end["equity"] == pytest.approx(equity_csv[-1], rel=1e-9)
     assert f"{len(ref)} trades" in r.stdout and "risk limits off (--no-risk-limits), like the backtest" in r.stdout
+
+
+def test_a_replay_of_the_futures_test_period_gives_the_backtests_trades_funding_included(futures_repo: Path):
+    """The acceptance line of issue 18: with ``data.market: futures`` the replay reads the funding and mark
+    tables beside the candles (data/raw), joins them like the backtest stage (market_columns) and uses the
+    same brackets, lot step and minimum notional (futures_inputs): the same trades, funding included."""
+    from mlrisk.backtest.futures import market_columns, market_params
+    from mlrisk.backtest.runner import run_backtest
+    from mlrisk.config.params import load_params
+    from mlrisk.data.derivatives import funding_path, load_funding, load_mark, mark_path
+
+    raw = futures_repo / "data/raw"
+    r, lines, trades = _replay(futures_repo, futures_repo, "--no-risk-limits")
+    assert "futures: funding history, liquidation on the mark price" in r.stdout
+    cols = ["entry_time", "exit_time", "side", "exit_reason", "entry_kind"]
+
+    def key(df: pd.DataFrame) -> pd.DataFrame:
+        return df[cols].assign(entry_time=pd.to_datetime(df["entry_time"], utc=True).dt.as_unit("ms"),
+                               exit_time=pd.to_datetime(df["exit_time"], utc=True).dt.as_unit("ms")).reset_index(drop=True)
+
+    def same(ref: pd.DataFrame) -> None:
+        assert len(ref) >= 10 and (ref["funding"] != 0).any(), "the tiny futures pipeline should trade and pay funding"
+        pd.testing.assert_frame_equal(key(trades), key(ref))
+        for c in ("entry_price", "exit_price", "qty", "margin", "funding", "pnl"):
+            np.testing.assert_allclose(trades[c], ref[c], rtol=1e-9, atol=1e-9, err_msg=c)
+
+    # the contract the backtest stage follows (market_columns onto the predictions, market_params' brackets,
+    # lot step and minimum notional), computed here: the replay's trades are its trades
+    pred = pd.read_parquet(futures_repo / "reports/predictions.parquet")
+    pred = pred.drop(columns=[c for c in ("funding_rate", "mark_open", "mark_high", "mark_low") if c in pred.columns])
+    pred = pd.concat([pred, market_columns(pred["open_time"], load_funding(funding_path(raw, "BTCUSDT")),
+                                           load_mark(mark_path(raw, "BTCUSDT", "1h")), 3_600_000)], axis=1)
+    bp, brackets = market_params("BTCUSDT", "futures", load_params(futures_repo / "params.yaml").backtest)
+    contract = run_backtest(pred, bp, 3_600_000, brackets)
+    same(contract.trades)
+    equity = [x["equity"] for x in lines if "event" not in x]
+    np.testing.assert_allclose(equity[:-1], contract.equity[:-1], rtol=1e-9)
+    assert lines[-1]["equity"] == pytest.approx(contract.equity[-1], rel=1e-9)
+    # and the backtest stage's own outputs (the acceptance line)
+    bt = json.loads((futures_repo / "reports/metrics/backtest.json").read_text())
+    same(pd.read_csv(futures_repo / "reports/trades.csv"))
+    records = [x for x in lines if "event" not in x]
+    equity_csv = pd.read_csv(futures_repo / "reports/plots/equity.csv")["equity"].to_numpy()
+    np.testing.assert_allclose([x["equity"] for x in records][:-1], equity_csv[:-1], rtol=1e-9)
+    assert lines[-1]["equity"] == pytest.approx(bt["final_equity"], rel=1e-9)
 
 
 def test_a_model_that_differs_from_dvc_lock_is_refused(repo: Path, tmp_path: Path):
@@ -203,7 +259,7 @@ def test_paper_mode_against_the_local_server_runs_until_sigterm_resumes_and_stop
     import signal
     import threading
 
-    from fake_binance import FakeBinance
+    from fake_binance import FakeBinance, make_funding, make_mark
 
     raw = pd.read_parquet(repo / RAW)
     rows = [[int(t.value // 10**6), repr(o), repr(h), repr(lo), repr(c), repr(v), int(t.value // 10**6) + 3_599_999,
@@ -213,7 +269,10 @@ def test_paper_mode_against_the_local_server_runs_until_sigterm_resumes_and_stop
     start = int(pred["open_time"].iloc[0].value // 10**6)
     key, secret = "KEYtestABCDEF0123456789", "SECRETtestZYXWV9876543210"
     state, log, kill = tmp_path / "state.sqlite", tmp_path / "bot.jsonl", tmp_path / "STOP"
-    with FakeBinance({("BTCUSDT", "1h"): rows}, now_ms=start + 5_000) as fb:
+    # paper mode on futures reads each candle's funding settlements and mark candle from the exchange
+    funding = make_funding(len(rows) // 8 + 2, start_ms=rows[0][0] // (8 * 3_600_000) * 8 * 3_600_000, jitter_ms=11)
+    with FakeBinance({("BTCUSDT", "1h"): rows}, now_ms=start + 5_000, funding={"BTCUSDT": funding},
+                     mark={("BTCUSDT", "1h"): make_mark(rows)}) as fb:
         ticking = threading.Event()
 
         def tick():

@@ -17,7 +17,8 @@ low (high) trades strictly through it; it is cancelled after ``limit_ttl`` candl
 candles t+1 .. t+limit_ttl). A limit order never fills on the candle that placed it.
 
 **Size.** Each entry's margin is ``order_size * free balance`` at its fill, where free balance is
-equity (marked at the fill price) minus the margin in use; its notional is
+equity (marked at the fill price) minus the margin in use (the position's isolated wallet: its
+entries' margin less the funding paid from it, plus the funding received; see **Costs**); its notional is
 ``margin * leverage`` (isolated margin). If the notional is below ``min_notional`` the entry is
 skipped. With ``lot_step`` > 0 (the exchange's LOT_SIZE / MARKET_LOT_SIZE stepSize, base asset units;
 see :func:`mlrisk.backtest.futures.lot_filters`) the quantity ``notional / price`` is rounded down to
@@ -46,7 +47,9 @@ tier: the two differ only for positions within a liquidation distance of a brack
 Liquidation watches the **mark price** where mark candles are given: the mark candle's adverse extreme
 (low for a long, high for a short) against the liquidation price, and the mark open for the gap at
 the open; where no mark data exists (no ``mark`` rows, or a row holding a NaN) the last-price candle
-stands in. When it is reached the position closes at the liquidation price and its whole margin is
+stands in. ``M`` is the isolated wallet: the entries' margin less the funding paid from it since
+they filled (plus the funding received), so funding moves the liquidation price (see **Costs**).
+When it is reached the position closes at the liquidation price and its whole isolated wallet is
 lost, plus ``liquidation_fee_rate`` on the notional at that price: Binance takes over a liquidated
 isolated position at its bankruptcy price, so the trader loses the position's isolated margin
 (the price: Binance FAQ "How to Calculate Liquidation Price of USDⓈ-M Futures Contracts",
@@ -68,7 +71,19 @@ open at its time, ``funding amount = mark price * position size * funding rate``
 "Introduction to Binance Futures Funding Rates"). **Without a history** (``funding`` empty)
 the constant ``funding_rate`` applies: per 8 hours on the open notional at each close, pro rata to
 the candle length, paid by longs when positive. Funding adds to each entry's ``T_FUNDING`` and the
-summary's ``S_FUNDING`` either way.
+summary's ``S_FUNDING`` either way. **Funding goes to the isolated margin**: the bot trades isolated
+margin, where Binance pays a funding fee from (or into) the position's isolated wallet, not the cross
+wallet (USDⓈ-M user data stream, "Event: Balance and Position Update": "When "FUNDING FEE" occurs in an
+isolated position, ACCOUNT_UPDATE will be pushed with only the balance B ... and the relative position
+message P (including the isolated position on which the "FUNDING FEE" occurs only ...)", its ``iw``
+being the isolated wallet, https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams/Event-Balance-and-Position-Update;
+the liquidation FAQ's ``WB`` of an isolated position is that isolated wallet). So the cash balance
+pays the funding and the position's margin in use shrinks by it (grows when received): the free
+balance for new entries is unchanged, the liquidation price moves closer to the market when funding
+is paid (further away when received), and a liquidated position loses its posted margin: the funding
+paid from it was paid before, the funding received into it is lost with it (the trade's P&L:
+``-margin - fees``, of which ``T_FUNDING``). The test
+exchange ``tests/fake_futures.py`` settles funding the same way.
 
 **Order of events in candle t.** (1) At the open: funding settled at this open (history); a position
 whose liquidation price the (mark) open gapped through is liquidated; then orders decided at the
@@ -205,13 +220,14 @@ def _drop_order(j: int, nl: int, orders: np.ndarray) -> int:
 @njit(cache=True, inline="always")
 def _position(side: int, k: int, entries: np.ndarray, mmr: float, brackets: np.ndarray) -> tuple[float, float]:
     """The open position's average entry price and isolated-margin liquidation price, with the
-    maintenance tier of its entry notional (``brackets``; none: the flat ``mmr``)."""
+    maintenance tier of its entry notional (``brackets``; none: the flat ``mmr``) and the isolated
+    wallet: the entries' margin less the funding paid from it (plus the funding received)."""
     q_tot = 0.0
     m_tot = 0.0
     cost = 0.0
     for i in range(k):
         q_tot += entries[i, E_QTY]
-        m_tot += entries[i, E_MARGIN]
+        m_tot += entries[i, E_MARGIN] - entries[i, E_FUNDING]  # the isolated wallet: funding is paid from it
         cost += entries[i, E_QTY] * entries[i, E_PRICE]
     avg = cost / q_tot
     if brackets is None:  # compiled away: numba prunes the branch by the argument's type
@@ -234,10 +250,10 @@ def _close_position(t: int, px: float, reason: int, fee_rate: float, side: int, 
             reason = R_LIQUIDATION
             px = liq
     if reason == R_LIQUIDATION:
-        m_total = 0.0
+        m_total = 0.0  # the isolated wallet: margin less the funding already paid from it
         fee_total = 0.0
         for i in range(k):
-            m_total += entries[i, E_MARGIN]
+            m_total += entries[i, E_MARGIN] - entries[i, E_FUNDING]
             fee_total += liq_fee_rate * entries[i, E_QTY] * px
         loss = m_total + fee_total
         scale = 1.0
@@ -245,7 +261,7 @@ def _close_position(t: int, px: float, reason: int, fee_rate: float, side: int, 
             scale = max(balance, 0.0) / loss if loss > 0 else 0.0
         for i in range(k):
             exit_fee = liq_fee_rate * entries[i, E_QTY] * px * scale
-            pnl = -entries[i, E_MARGIN] * scale - exit_fee - entries[i, E_FEE] - entries[i, E_FUNDING]
+            pnl = -(entries[i, E_MARGIN] - entries[i, E_FUNDING]) * scale - exit_fee - entries[i, E_FEE] - entries[i, E_FUNDING]
             _record(trades, ntr, t, side, entries, i, px, exit_fee, pnl, reason)
             ntr += 1
         return balance - loss * scale, ntr
@@ -283,14 +299,15 @@ def _open_entry(t: int, px: float, fee_rate: float, kind: int, side: int, k: int
                 balance: float, order_size: float, lev: float, min_notional: float,
                 lot_step: float) -> tuple[bool, float, int]:
     """Fill entry ``k`` of a position on ``side`` (0 when flat) at ``px`` (kind 0 market, 1 limit), sized by
-    :func:`mlrisk.strategy.entry_size` on the free balance (equity marked at ``px`` minus margin in use);
+    :func:`mlrisk.strategy.entry_size` on the free balance (equity marked at ``px`` minus margin in use,
+    the isolated wallet: margin less funding paid);
     with ``lot_step`` > 0 the quantity is rounded down to it (:func:`mlrisk.exchange_filters.floor_qty`),
     the notional and margin follow, and an entry whose rounded notional is 0 or below ``min_notional``
     is skipped. Fee ``fee_rate`` x notional. Returns (filled, new balance, new entry count)."""
     m_tot = 0.0
     upnl = 0.0
     for i in range(k):
-        m_tot += entries[i, E_MARGIN]
+        m_tot += entries[i, E_MARGIN] - entries[i, E_FUNDING]
         upnl += side * entries[i, E_QTY] * (px - entries[i, E_PRICE])
     margin, notional = entry_size(balance + upnl - m_tot, order_size, lev, min_notional)
     if not margin > 0.0:

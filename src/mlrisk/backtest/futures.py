@@ -10,6 +10,9 @@ the lot step and minimum notional of an exchange-info snapshot.
 - :func:`lot_filters`: the lot step and minimum notional of a symbol from the exchange-info snapshot
   ``exchange_info.json`` (spot ``/api/v3/exchangeInfo`` and futures ``/fapi/v1/exchangeInfo`` symbol
   entries), read by :class:`mlrisk.exchange_filters.SymbolFilters`, the filter code the live bot uses.
+- :func:`futures_inputs`: THE choice of brackets, lot step and minimum notional for a run on a market,
+  which the backtest stage and the live bot's replay and paper account all call (:func:`market_params`
+  applies it to the parameters).
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from mlrisk.data.derivatives import settlement_hour
-from mlrisk.errors import DataError
+from mlrisk.errors import DataError, ExchangeError
 from mlrisk.exchange_filters import symbol_filters
 from mlrisk.strategy import BR_CUM, BR_FLOOR, BR_MMR, N_BRACKET_FIELDS
+
+if TYPE_CHECKING:
+    from mlrisk.config.backtest import BacktestParams
 
 HERE = Path(__file__).resolve().parent
 BRACKETS_SNAPSHOT = HERE / "leverage_brackets.json"
@@ -157,3 +163,36 @@ def lot_filters(symbol: str, market: Literal["spot", "futures"], market_orders: 
     f = symbol_filters(doc[market], symbol)
     applies = not market_orders or f.min_notional_market
     return float(f.quantity_step(market_orders)), float(f.min_notional) if applies else 0.0
+
+
+def futures_inputs(symbol: str, market: Literal["spot", "futures"], bp: BacktestParams,
+                   brackets_path: Path = BRACKETS_SNAPSHOT,
+                   exchange_info_path: Path = EXCHANGE_INFO_SNAPSHOT) -> tuple[np.ndarray | None, float, float]:
+    """``(brackets, lot_step, min_notional)`` for a run of ``bp`` on ``symbol``'s ``market``: the one choice the
+    backtest stage, ``mlrisk live --replay`` and the paper account make, so they trade alike.
+
+    - ``spot``: no brackets (the flat ``maintenance_margin_rate``), ``bp.lot_step`` and ``bp.min_notional`` as set.
+    - ``futures``: the maintenance tiers of the leverage-bracket snapshot (:func:`load_brackets`; None, the flat
+      rate, where it lacks the symbol), and from the exchange-info snapshot (:func:`lot_filters`) the quantity
+      step of the entries' order type (``bp.entry``: market orders obey LOT_SIZE and MARKET_LOT_SIZE) and the
+      larger of the exchange's minimum notional and ``bp.min_notional`` (USDT); where the snapshot lacks the
+      symbol, ``bp.lot_step`` and ``bp.min_notional``. ``cost_sources`` then says "constant" maintenance.
+    Units: lot step in base asset, minimum notional in quote currency."""
+    if market != "futures":
+        return None, float(bp.lot_step), float(bp.min_notional)
+    try:
+        brackets = load_brackets(symbol, brackets_path)
+    except DataError:
+        brackets = None
+    try:
+        step, min_notional = lot_filters(symbol, "futures", bp.entry == "market", exchange_info_path)
+    except ExchangeError:
+        step, min_notional = float(bp.lot_step), 0.0
+    return brackets, step, max(min_notional, float(bp.min_notional))
+
+
+def market_params(symbol: str, market: Literal["spot", "futures"], bp: BacktestParams) -> tuple[BacktestParams, np.ndarray | None]:
+    """``bp`` with the lot step and minimum notional of :func:`futures_inputs`, and its brackets: what
+    :func:`mlrisk.backtest.runner.run_backtest` (and the live bot's parameter vector) takes."""
+    brackets, step, min_notional = futures_inputs(symbol, market, bp)
+    return bp.model_copy(update={"lot_step": step, "min_notional": min_notional}), brackets

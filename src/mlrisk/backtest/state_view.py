@@ -16,11 +16,12 @@ from mlrisk.backtest import engine as E
 
 def holding(acct: E.Account, entries: np.ndarray) -> tuple[float, float | None, float, int]:
     """The filled entries together: (quantity, quantity-weighted entry price or None when flat,
-    margin in use, number of entries)."""
+    margin in use, number of entries). The margin in use is the isolated wallet, the engine's: the
+    entries' margin less the funding paid from it (plus the funding received)."""
     k = int(acct.n_entries)
     rows = entries[:k]
     qty = float(rows[:, E.E_QTY].sum()) if k else 0.0
-    margin = float(rows[:, E.E_MARGIN].sum()) if k else 0.0
+    margin = float((rows[:, E.E_MARGIN] - rows[:, E.E_FUNDING]).sum()) if k else 0.0
     avg = float((rows[:, E.E_QTY] * rows[:, E.E_PRICE]).sum() / qty) if qty > 0 else None
     return qty, avg, margin, k
 

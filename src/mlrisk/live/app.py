@@ -106,7 +106,12 @@ def check_venue(args: argparse.Namespace, settings: Any) -> int:
     return ExitCode.USER_ERROR if failed else ExitCode.OK
 
 
-def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw: Any) -> Any:
+def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, symbol: str,
+         market: str, **kw: Any) -> Any:
+    """The :class:`~mlrisk.live.loop.Bot` of the pinned model, trading ``symbol`` on ``market``: the backtest's
+    parameters with the brackets, lot step and minimum notional the backtest stage uses for that market
+    (:func:`mlrisk.backtest.futures.market_params`, the one choice)."""
+    from mlrisk.backtest.futures import market_params
     from mlrisk.backtest.runner import params_vector
     from mlrisk.live.loop import Bot
     from mlrisk.live.risk import RiskLimits
@@ -115,8 +120,24 @@ def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: A
     predictor = Predictor(model.model_path, model.spec_path)
     spec = predictor.spec
     limits = RiskLimits.none() if args.no_risk_limits else RiskLimits.from_settings(settings)
+    bp, brackets = market_params(symbol, market, model.backtest)
     return Bot(predictor.predict_latest, spec.seq_len + spec.warmup, spec.seq_len,
-               params_vector(model.backtest, interval_ms), interval_ms, limits, store, log, **kw)
+               params_vector(bp, interval_ms), interval_ms, limits, store, log, brackets=brackets, **kw)
+
+
+def replay_inputs(replay_file: Path, symbol: str, interval: str, interval_ms: int, candles: Any) -> Any:
+    """The perpetual's funding and mark tables stored beside a replayed candle file (the fetch stage's
+    ``data/raw`` layout: :func:`mlrisk.data.derivatives.funding_path` / :func:`~mlrisk.data.derivatives.mark_path`),
+    joined onto ``candles`` (:class:`mlrisk.live.perp_inputs.TableInputs`); a table that is not there is
+    None (its fallback: the constant ``funding_rate``, the last price), which the summary line says."""
+    from mlrisk.data.derivatives import funding_path, load_funding, load_mark, mark_path
+    from mlrisk.live.feeds.replay import open_ms
+    from mlrisk.live.perp_inputs import TableInputs
+
+    raw = replay_file.parent
+    fp, mp = funding_path(raw, symbol), mark_path(raw, symbol, interval)
+    return TableInputs(open_ms(candles), load_funding(fp) if fp.exists() else None,
+                       load_mark(mp) if mp.exists() else None, interval_ms)
 
 
 def replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int,
@@ -128,12 +149,15 @@ def replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
     from mlrisk.live.state import StateStore
 
     candles = read_candle_file(args.replay, interval_ms)
+    market = model.params.data.market  # the instrument the backtest stage measured: replay it alike
+    perp = replay_inputs(args.replay, symbol, interval, interval_ms, candles) if market == "futures" else None
     with tempfile.TemporaryDirectory(prefix="mlrisk-replay-") as tmp:
         store = StateStore(Path(tmp) / "replay.sqlite", symbol=symbol, interval=interval, market=settings.market,
                            mode="replay", client_id_prefix=settings.client_id_prefix)
         log = CandleLog(settings.log_file, sys.stderr if args.verbose else None)
         try:
-            bot = _bot(args, settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms)
+            bot = _bot(args, settings, model, store, log, interval_ms, symbol, market, window_start_ms=start_ms,
+                       clock=lambda close_ms: close_ms, perp=perp)
             res = run_replay(bot, candles, start_ms)
             log.event("replay_end", candles=res.candles, equity=res.equity, seconds=round(res.seconds, 3))
         finally:
@@ -149,9 +173,11 @@ def replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
     note = res.limits_note(interval_ms)
     limits = "; risk limits off (--no-risk-limits), like the backtest" if args.no_risk_limits else (
         f"; {note}" if note else "")
+    costs = "" if perp is None else (f"; {market}: funding {perp.sources['funding']}, "
+                                     f"liquidation on the {perp.sources['liquidation']} price")
     print(f"replay: {symbol} {interval}, {res.candles} candles in {res.seconds:.2f} s "
           f"({res.candles / max(res.seconds, 1e-9):.0f} candles/s), {len(trades)} trades, final equity "
-          f"{res.equity:.2f} ({res.equity / initial - 1:+.2%}){limits}")
+          f"{res.equity:.2f} ({res.equity / initial - 1:+.2%}){costs}{limits}")
     return ExitCode.OK
 
 
@@ -220,7 +246,14 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
                                         recv_window_ms=settings.recv_window_ms, read_lag_ms=settings.read_lag_ms)
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
-        bot = _bot(args, settings, model, store, log, interval_ms, broker=broker)
+        perp = None
+        if settings.market == "futures" and not settings.sends_orders:  # paper: funding and mark from the venue
+            from mlrisk.live.perp_inputs import VenueInputs
+            from mlrisk.live.venue import FuturesVenue
+
+            public = ExchangeClient(settings.exchange_settings(), market="futures", signed=False)
+            perp = VenueInputs(FuturesVenue(public, symbol), interval, interval_ms)
+        bot = _bot(args, settings, model, store, log, interval_ms, symbol, settings.market, broker=broker, perp=perp)
         pump = None if broker is None else start_user_stream(settings, signed, broker, log)
         exchange = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=False)
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,

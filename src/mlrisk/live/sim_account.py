@@ -3,7 +3,8 @@
 :class:`AccountState` holds what the engine carries between candles: the scalars
 (:class:`mlrisk.backtest.engine.Account`), the filled entries and the resting limit orders (two small
 float64 arrays, ``pyramid_max`` rows each), and the number of the next candle. :meth:`AccountState.step`
-runs one candle through :func:`mlrisk.backtest.engine.advance`, the compiled code the backtest runs,
+runs one candle through :func:`mlrisk.backtest.engine.advance_market` (on futures with that candle's
+funding and mark candle, :class:`CandleMarket`, and the brackets), the compiled code the backtest runs,
 so a paper broker fed the backtest's candles reproduces its trades and equity exactly.
 :meth:`AccountState.to_dict` / :meth:`AccountState.from_dict` save and restore it exactly (JSON-safe:
 floats survive a JSON round trip bit for bit), so a bot can survive restarts.
@@ -30,13 +31,25 @@ from mlrisk.errors import DataError
 
 class Holding(NamedTuple):
     """The filled entries together: ``qty`` (base asset, > 0 when held), ``entry_price`` (the
-    quantity-weighted average, quote currency; None when flat), ``margin`` (quote currency in use),
+    quantity-weighted average, quote currency; None when flat), ``margin`` (quote currency in use: the
+    isolated wallet, the entries' margin less the funding paid from it),
     ``entries`` (how many)."""
 
     qty: float
     entry_price: float | None
     margin: float
     entries: int
+
+
+class CandleMarket(NamedTuple):
+    """The perpetual's inputs of one candle, as :func:`mlrisk.backtest.futures.market_columns` gives them
+    for the backtest: ``funding_rate`` (fraction) charged at its open, 0.0 where no settlement falls
+    there, None when the run has no funding history (the constant ``funding_rate`` then applies, as in a
+    backtest without a ``funding_rate`` column); ``mark`` (open, high, low of its mark candle, quote
+    currency; NaN: none for this candle, the last price stands in) or None when the run has no mark data."""
+
+    funding_rate: float | None
+    mark: tuple[float, float, float] | None
 
 
 class RestingLimit(NamedTuple):
@@ -67,17 +80,29 @@ class AccountState:
         return AccountState(self.account, self.entries.copy(), self.orders.copy(), self.next_candle)
 
     def step(self, open_: float, high: float, low: float, close: float, p_up: float, cfg: E.Config,
-             final: bool = False) -> tuple[float, np.ndarray]:
+             final: bool = False, market: CandleMarket | None = None,
+             brackets: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """Run candle ``next_candle`` (prices in quote currency; ``p_up`` known at its close; ``cfg`` from
         :func:`mlrisk.backtest.engine.config`) and advance to the next. ``final``: the data end here (no
-        orders placed at this close). Returns (equity at the close, trade rows of the entries it closed)."""
+        orders placed at this close). ``market``: the perpetual's inputs of this candle (see
+        :class:`CandleMarket`; None: none, the spot path), ``brackets``: the maintenance tiers
+        (:func:`mlrisk.backtest.futures.futures_inputs`). Returns (equity at the close, trade rows of the
+        entries it closed)."""
+        mark = funding = None
+        if market is not None:
+            funding = None if market.funding_rate is None else np.array([market.funding_rate])
+            mark = None if market.mark is None else np.array([market.mark], dtype=np.float64)
         equity, trades = self.run(np.array([open_]), np.array([high]), np.array([low]), np.array([close]),
-                                  np.array([p_up]), cfg, final)
+                                  np.array([p_up]), cfg, final, mark, funding, brackets)
         return float(equity[0]), trades
 
     def run(self, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, p_up: np.ndarray,
-            cfg: E.Config, final: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`step` through several candles at once: (equity per close, trade rows)."""
+            cfg: E.Config, final: bool = False, mark: np.ndarray | None = None, funding: np.ndarray | None = None,
+            brackets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`step` through several candles at once: (equity per close, trade rows). ``mark``,
+        ``funding``, ``brackets`` as for :func:`mlrisk.backtest.engine.run` (through
+        :func:`mlrisk.backtest.engine.market_arrays`: all None is the spot path, else
+        :func:`mlrisk.backtest.engine.advance_market` with each missing input's fallback)."""
         if cfg.pyramid_max != self.entries.shape[0]:
             raise DataError(f"account state: holds {self.entries.shape[0]} entry rows but pyramid_max is "
                             f"{cfg.pyramid_max}: keep the parameters or start from a fresh state")
@@ -85,18 +110,20 @@ class AccountState:
         n = len(arrays[0])
         equity = np.empty(n)
         trades = np.empty((2 * self.entries.shape[0] * n, E.N_TRADE_FIELDS))
-        acct, ntr = E.advance(self.account, self.entries, self.orders, self.next_candle, *arrays, cfg, final,
-                              trades, 0, equity)
+        acct, ntr = E.advance_market(self.account, self.entries, self.orders, self.next_candle, *arrays,
+                                     *E.market_arrays(n, mark, funding, brackets), cfg, final, trades, 0, equity)
         self.account = _typed(acct)
         self.next_candle += n
         return equity, trades[:ntr].copy()
 
-    def close_out(self, close: float, cfg: E.Config) -> tuple[float, np.ndarray]:
-        """Close the open position at ``close`` (reason ``end``) in the last candle run; resting orders stay.
+    def close_out(self, close: float, cfg: E.Config, brackets: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """Close the open position at ``close`` (reason ``end``) in the last candle run; resting orders stay
+        (``brackets``: as for :meth:`run`, a fill beyond the liquidation price is a liquidation).
         Returns (equity, trade rows)."""
         trades = np.empty((self.entries.shape[0], E.N_TRADE_FIELDS))
-        acct, equity, ntr = E.close_out(self.account, self.entries, self.next_candle - 1, float(close), cfg,
-                                        trades, 0)
+        br = None if brackets is None else E.market_arrays(1, None, None, brackets)[2]
+        acct, equity, ntr = E.close_out_market(self.account, self.entries, self.next_candle - 1, float(close), cfg,
+                                               br, trades, 0)
         self.account = _typed(acct)
         return equity, trades[:ntr].copy()
 

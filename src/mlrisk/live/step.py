@@ -33,7 +33,7 @@ import numpy as np
 from mlrisk.backtest import engine as E
 from mlrisk.errors import DataError
 from mlrisk.live.risk import RiskLimits, update_risk
-from mlrisk.live.sim_account import AccountState
+from mlrisk.live.sim_account import AccountState, CandleMarket
 from mlrisk.live.state import RiskState
 from mlrisk.strategy import entry_size, hold_exit_due, signal
 from mlrisk.times import INTERVAL_MS
@@ -58,6 +58,9 @@ class BotState:
     #: the part (0..1) of the market entry sent at the last close that the exchange filled, when less than
     #: all: the engine's entry filled at the next open is cut to it (the real account is the truth)
     entry_fraction: float | None = None
+    #: the funding time (ms, as Binance stamps it) of the last settlement the paper account charged
+    #: (futures paper mode, :class:`mlrisk.live.perp_inputs.VenueInputs`; None: none yet)
+    funding_through_ms: int | None = None
 
     @classmethod
     def fresh(cls, prm: np.ndarray, origin_ms: int, interval_ms: int) -> "BotState":
@@ -69,13 +72,15 @@ class BotState:
 
     def copy(self) -> "BotState":
         return BotState(self.account.copy(), self.origin_ms, self.interval_ms, self.last_equity,
-                        list(self.recent_orders_ms), self.last_close, self.last_mark, self.entry_fraction)
+                        list(self.recent_orders_ms), self.last_close, self.last_mark, self.entry_fraction,
+                        self.funding_through_ms)
 
     def to_blob(self) -> bytes:
         return json.dumps({"version": BLOB_VERSION, "account": self.account.to_dict(), "origin_ms": self.origin_ms,
                            "interval_ms": self.interval_ms, "last_equity": self.last_equity,
                            "recent_orders_ms": self.recent_orders_ms, "last_close": self.last_close,
-                           "last_mark": self.last_mark, "entry_fraction": self.entry_fraction}).encode()
+                           "last_mark": self.last_mark, "entry_fraction": self.entry_fraction,
+                           "funding_through_ms": self.funding_through_ms}).encode()
 
     @classmethod
     def from_blob(cls, data: bytes) -> "BotState":
@@ -85,7 +90,7 @@ class BotState:
                 raise ValueError(f"version {d.get('version')} is not {BLOB_VERSION}")
             return cls(AccountState.from_dict(d["account"]), int(d["origin_ms"]), int(d["interval_ms"]),
                        float(d["last_equity"]), [int(t) for t in d["recent_orders_ms"]], d.get("last_close"),
-                       d.get("last_mark"), d.get("entry_fraction"))
+                       d.get("last_mark"), d.get("entry_fraction"), d.get("funding_through_ms"))
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"state file: the saved paper account is unreadable ({e}): use a new MLRISK_STATE_FILE") from None
 
@@ -153,18 +158,21 @@ def _orders(acct: AccountState, t: int, close: float, cfg: E.Config) -> tuple[li
 
 def paper_step(state: BotState, candle: tuple[float, float, float, float], open_ms: int, p_up: float,
                cfg: E.Config, limits: RiskLimits, risk: RiskState, now_ms: int,
-               final: bool = False, mark: float | None = None) -> tuple[BotState, RiskState, CandleResult]:
+               final: bool = False, mark: float | None = None, market: CandleMarket | None = None,
+               brackets: np.ndarray | None = None) -> tuple[BotState, RiskState, CandleResult]:
     """Run one closed candle (open, high, low, close; open time ``open_ms``) with P(up) known at its
     close through the engine, then apply the risk controls to the orders it placed. ``now_ms``: the
     clock for the orders-per-minute window. ``final``: the data end here (replay), no orders.
     ``mark``: the real account's equity at this close (exchange modes; quote currency): the loss
-    limits then measure it instead of the simulated account's. Pure: ``state`` is not modified."""
+    limits then measure it instead of the simulated account's. ``market``: the perpetual's funding and
+    mark candle of this candle and ``brackets`` its maintenance tiers (futures; None: the spot path),
+    exactly as the backtest gets them. Pure: ``state`` is not modified."""
     if open_ms != state.next_open_ms():
         raise DataError(f"candle {open_ms} is not the next one the account expects ({state.next_open_ms()}): "
                         "candles must arrive in order without gaps")
     new = state.copy()
     t = new.account.next_candle
-    equity, trades = new.account.step(*candle, p_up, cfg, final)
+    equity, trades = new.account.step(*candle, p_up, cfg, final, market, brackets)
     close_ms = open_ms + state.interval_ms
     if mark is None:
         risk = update_risk(risk, equity, state.last_equity, close_ms, limits)
@@ -213,13 +221,14 @@ def paper_step(state: BotState, candle: tuple[float, float, float, float], open_
     return new, risk, result
 
 
-def flatten(state: BotState, cfg: E.Config) -> tuple[BotState, float, np.ndarray]:
+def flatten(state: BotState, cfg: E.Config, brackets: np.ndarray | None = None) -> tuple[BotState, float, np.ndarray]:
     """Close the position at the last close (reason ``end``) and cancel pending entries,
-    through the engine's own close-out. Returns (new state, equity, trade rows)."""
+    through the engine's own close-out (``brackets``: the maintenance tiers, as for :func:`paper_step`).
+    Returns (new state, equity, trade rows)."""
     new = state.copy()
     if new.last_close is None:
         return new, new.last_equity, np.empty((0, E.N_TRADE_FIELDS))
-    equity, trades = new.account.close_out(new.last_close, cfg)
+    equity, trades = new.account.close_out(new.last_close, cfg, brackets)
     new.account.cancel_entries()
     new.account.clear_exit()
     new.last_equity = equity

@@ -549,6 +549,36 @@ class FuturesVenue(_Venue):
         return [self._report(r) for r in rows
                 if str(r.get("clientOrderId", "")).startswith(FUTURES_LIQUIDATION_PREFIXES) or r.get("type") == "LIQUIDATION"]
 
+    # ------------------------------------------------------------------------ market data
+    def funding_history(self, start_ms: int, end_ms: int) -> Any:
+        """The symbol's funding settlements with ``start_ms <= fundingTime < end_ms`` (epoch ms, as Binance
+        stamps them, jitter kept) as the funding table of :mod:`mlrisk.data.derivatives` (``funding_time``,
+        ``funding_time_raw``, ``funding_rate``, ``interval_hours``, ``mark_price``): public ``GET
+        /fapi/v1/fundingRate`` (https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/
+        rest-api/Get-Funding-Rate-History: ``limit`` "Default 100; max 1000"; more rows than ``limit`` between
+        ``startTime`` and ``endTime``: "return as startTime + limit"), paged from ``startTime`` by the fetch
+        stage's own reader (:func:`mlrisk.data.derivatives.fetch_funding`, 1000 a page). ``interval_hours``:
+        ``/fapi/v1/fundingInfo``'s, read once."""
+        from mlrisk.data import derivatives as dv
+
+        if getattr(self, "_funding_hours", None) is None:
+            self._funding_hours = dv.funding_interval_hours(self.exchange, self.symbol)
+        return dv.fetch_funding(self.exchange, self.symbol, start_ms, end_ms, self._funding_hours)
+
+    def mark_klines(self, interval: str, start_ms: int, end_ms: int) -> Any:
+        """The symbol's closed mark-price candles with ``start_ms <= open time < end_ms`` (epoch ms; ``end_ms``
+        no later than the last close wanted: a candle is returned only if it closed before ``end_ms``) in the
+        mark schema of :mod:`mlrisk.data.derivatives` (``open_time``, ``open``, ``high``, ``low``, ``close``,
+        ``close_time``): public ``GET /fapi/v1/markPriceKlines`` (https://developers.binance.com/docs/derivatives/
+        usds-margined-futures/market-data/rest-api/Mark-Price-Kline-Candlestick-Data: the kline layout, ``limit``
+        "Default 500; max 1500"), paged by the fetch stage's reader (:class:`mlrisk.data.sources.BinanceMarkKlines`,
+        1000 a page, within the documented maximum)."""
+        from mlrisk.data.sources import BinanceMarkKlines
+        from mlrisk.times import INTERVAL_MS
+
+        reader = BinanceMarkKlines(self.exchange, now_ms=lambda: end_ms, progress=False)
+        return reader.fetch(self.symbol, interval, INTERVAL_MS[interval], start_ms, end_ms)
+
     # ----------------------------------------------------------------------------- orders
     def place(self, o: OrderRecord) -> OrderReport:
         """Send an order once: an algo order (take-profit/stop) closes the whole position at its
