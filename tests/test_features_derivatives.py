@@ -158,11 +158,17 @@ def test_a_missing_input_is_one_clear_line(name, what):
 
 def test_build_dataset_starts_where_the_inputs_begin():
     d = inputs(600)
-    c = join_inputs(d["perp"], HOUR, funding=d["funding"].iloc[4:], mark=d["mark"], spot=d["spot"], perp=d["perp"])
+    c = join_inputs(d["perp"], HOUR, funding=d["funding"].iloc[4:], mark=d["mark"], spot=d["spot"].iloc[:-7], perp=d["perp"])
     fp = FeatureParams(names=["close_pct", "funding_change", "basis_spot"], seq_len=8, label=LabelParams(horizon=1))
     ds, spec = build_dataset(c, fp, SplitParams(), "1h")
     first_two = d["funding"]["funding_time_raw"].iloc[5]  # funding_change needs two settlements known
     assert ds["open_time"].iloc[0] == first_two.floor("h") and spec.warmup == 1
+    assert ds["open_time"].iloc[-1] == d["spot"]["open_time"].iloc[-8]  # the spot candles end 7 candles early
+    assert not np.isnan(ds["label"].iloc[-1])  # its label reads the perp candles after it, as any label does
+    gap = c.copy()
+    gap.loc[300, "pit_spot_close"] = np.nan  # a missing input between them is an error, never a silent hole
+    with pytest.raises(DataError, match=r"features \['basis_spot'\] are undefined after the warmup"):
+        build_dataset(gap, fp, SplitParams(), "1h")
     assert ds[["funding_change", "basis_spot"]].notna().all(axis=None)
 
 
@@ -207,3 +213,36 @@ def test_the_shipped_sample_gives_finite_features():
     assert f["funding_rate"].notna().all() and f["funding_change"].notna().all() and f["basis_mark"].notna().all()
     assert -10e-4 < f["basis_spot"].median() < 0  # the perp sits a few bps under spot (-3.8 bps median)
     assert f["funding_rate"].mean() == pytest.approx(funding["funding_rate"].mean(), rel=0.05)
+
+
+def test_preprocess_stage_with_derivatives_features_on_the_futures_sample(tmp_path):
+    """fetch (futures sample from 2024-01-01) then preprocess with every derivatives feature the sample
+    supports: the spot companion is written here the way the fetch stage does (spot_path)."""
+    import json
+
+    import yaml
+
+    from conftest import ROOT, run_stage
+    from mlrisk.data.derivatives import spot_path
+    from mlrisk.data.sources import load_sample
+    from mlrisk.io import write_parquet
+
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"].update(source="sample", market="futures", start="2024-03-01")
+    p["features"].update(names=["close_pct", "funding_rate", "funding_change", "basis_spot", "basis_mark"], seq_len=16)
+    p["evaluate"].update(mode="split", holdout=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    r = run_stage("fetch", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    spot = load_sample("BTCUSDT", "1h")
+    write_parquet(spot_path(tmp_path / "data/raw", "BTCUSDT", "1h"), spot[spot["open_time"] >= pd.Timestamp("2024-03-01", tz="UTC")])
+    r = run_stage("preprocess", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    spec = json.loads((tmp_path / "models/preprocess.json").read_text())
+    assert spec["features"] == p["features"]["names"]
+    train = pd.read_parquet(tmp_path / "data/processed/train.parquet")
+    assert train[p["features"]["names"]].notna().all(axis=None)
+    p["features"]["names"] = ["close_pct", "log_open_interest_change"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    r = run_stage("preprocess", cwd=tmp_path)
+    assert r.returncode != 0 and "metrics.parquet not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1

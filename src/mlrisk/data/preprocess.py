@@ -136,8 +136,8 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     """The whole preprocess transform. The purge between parts is :func:`~mlrisk.data.split.purge_gap`
     (``horizon + seq_len + embargo`` candles).
 
-    Returns a table with one row per candle after the feature warmup (and after the first row where
-    every derivatives feature's input is known): the candle columns, the
+    Returns a table with one row per candle after the feature warmup (and from the first to the last
+    row where every derivatives feature's input is known; missing inputs between them are an error): the candle columns, the
     scaled features (named as in ``fp.names``), ``label`` (NaN = none), ``part``
     (train/val/test/purge), ``window_ok`` (a full window ending here lies inside the part) and
     ``use`` (a labelled window the stage may fit or score on; for train, after balancing).
@@ -150,11 +150,12 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     except KeyError as e:
         raise DataError(f"features.names: {e.args[0]}; pick features the data source has") from None
     w = warmup(fp.names)
-    start = w  # the first row kept: after the warmup, and after the derivatives' inputs begin
+    start, end = w, len(candles)  # the rows kept: after the warmup, and where the derivatives' inputs exist
     deriv = [n for n in fp.names if n in DERIVATIVES]
-    if deriv:  # their inputs may start later than the candles (the first funding settlement, metrics row)
+    if deriv:  # their inputs may start later or end earlier than the candles (funding, spot, mark, metrics data)
         ok = feats[deriv].notna().all(axis=1).to_numpy()
-        start = max(w, int(ok.argmax()) if ok.any() else len(ok))
+        if ok.any():
+            start, end = max(w, int(ok.argmax())), len(ok) - int(ok[::-1].argmax())
     labels = make_labels(candles, fp.label)
     # gaps (data.gap_policy keep): a label must not reach across one, nor a window or its features' lookback
     run = contiguous_run(candles["open_time"], INTERVAL_MS[interval])
@@ -163,9 +164,9 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     label_ok[: len(candles) - h] = run[h:] > h
     labels_dropped = int((labels.notna().to_numpy() & ~label_ok).sum())
     labels = labels.where(label_ok)
-    body = candles.iloc[start:].reset_index(drop=True)
-    feats = feats.iloc[start:].reset_index(drop=True)
-    labels = labels.iloc[start:].reset_index(drop=True)
+    body = candles.iloc[start:end].reset_index(drop=True)
+    feats = feats.iloc[start:end].reset_index(drop=True)
+    labels = labels.iloc[start:end].reset_index(drop=True)
     if feats.isna().any(axis=None):
         bad = feats.columns[feats.isna().any()].tolist()
         raise DataError(f"features {bad} are undefined after the warmup (zero prices, or their funding, mark, spot or "
@@ -190,7 +191,7 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     for name in PARTS:
         s, e = split.part(name)
         window_ok[s + fp.seq_len - 1 : e] = True
-    contiguous = run[start:] >= fp.seq_len + w
+    contiguous = run[start:end] >= fp.seq_len + w
     windows_dropped = int((window_ok & ~contiguous).sum())
     window_ok &= contiguous
     y = labels.to_numpy()
