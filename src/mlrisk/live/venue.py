@@ -497,6 +497,25 @@ class FuturesVenue(_Venue):
             start = max(int(r["time"]) for r in rows)
         return sorted(out.values(), key=lambda f: (f.time_ms, f.tran_id))
 
+    # ------------------------------------------------------------------ market data (public)
+    def funding_history(self, start_ms: int, end_ms: int) -> Any:
+        """The settlements with ``start_ms <= fundingTime < end_ms`` (``GET /fapi/v1/fundingRate``, paged),
+        as the funding table of :mod:`mlrisk.data.derivatives` (its ``funding_from_raw``; the symbol's
+        interval from ``/fapi/v1/fundingInfo``), validated like the fetch stage's."""
+        from mlrisk.data import derivatives as dv
+
+        hours = dv.funding_interval_hours(self.exchange, self.symbol)
+        df = dv.fetch_funding(self.exchange, self.symbol, start_ms, end_ms, hours)
+        return dv.validate_funding(df)[0] if len(df) else df
+
+    def mark_klines(self, interval: str, start_ms: int, end_ms: int) -> Any:
+        """Closed mark-price klines with ``start_ms <= open_time < end_ms`` (``GET /fapi/v1/markPriceKlines``,
+        paged), in the mark schema of :mod:`mlrisk.data.derivatives` (``to_mark``)."""
+        from mlrisk.data.sources import BinanceMarkKlines
+        from mlrisk.times import INTERVAL_MS
+
+        return BinanceMarkKlines(self.exchange, progress=False).fetch(self.symbol, interval, INTERVAL_MS[interval], start_ms, end_ms)
+
     def liquidations(self, since_ms: int) -> list[OrderReport]:
         """The orders the exchange sent itself on the symbol (liquidation, auto-deleverage: client ids
         :data:`FUTURES_LIQUIDATION_PREFIXES`, or type LIQUIDATION) from ``since_ms`` (the exchange's clock) for
