@@ -30,7 +30,9 @@ SPEC_VERSION = 1
 @dataclass
 class PreprocessSpec:
     """Feature names, window length, label definition and the train-fitted scaler: each feature is
-    clipped to ``[clip_low, clip_high]`` (its train quantiles; None = no clipping), then z-scored."""
+    clipped to ``[clip_low, clip_high]`` (its train quantiles; None = no clipping), then z-scored.
+    ``candles`` and ``metrics_lag`` tell the live bot which candles and inputs to build the window
+    from (:class:`mlrisk.live.feeds.inputs.WindowInputs`)."""
 
     features: list[str]
     seq_len: int
@@ -44,6 +46,8 @@ class PreprocessSpec:
     version: int = SPEC_VERSION
     clip_low: list[float] | None = None
     clip_high: list[float] | None = None
+    candles: str = "traded"  # features.candles: the candles the model learns on (traded | spot)
+    metrics_lag: int = 5  # features.metrics_lag: minutes before a metrics row may be used
 
     def scale_features(self, feats: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Apply the saved transform: clip to the train quantiles, then ``(x - mean) / scale``, float64
@@ -182,7 +186,7 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     spec = PreprocessSpec(
         features=list(fp.names), seq_len=fp.seq_len, warmup=w, mean=mean, scale=scale,
         label=fp.label.model_dump(), n_classes=n_classes(fp.label), interval=interval,
-        clip_low=clip_low, clip_high=clip_high,
+        clip_low=clip_low, clip_high=clip_high, candles=fp.candles, metrics_lag=fp.metrics_lag,
     )
     x = spec.scale_features(feats)
     n = len(body)

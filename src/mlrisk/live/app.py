@@ -115,8 +115,37 @@ def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: A
     predictor = Predictor(model.model_path, model.spec_path)
     spec = predictor.spec
     limits = RiskLimits.none() if args.no_risk_limits else RiskLimits.from_settings(settings)
-    return Bot(predictor.predict_latest, spec.seq_len + spec.warmup, spec.seq_len,
+    window = kw.pop("window", None)  # the derivatives features' inputs (WindowInputs), when the model needs them
+    predict = predictor.predict_latest if window is None else (lambda hist: predictor.predict_latest(window(hist)))
+    return Bot(predict, spec.seq_len + spec.warmup, spec.seq_len,
                params_vector(model.backtest, interval_ms), interval_ms, limits, store, log, **kw)
+
+
+def window_inputs(model: Any, settings: Any, symbol: str, interval: str, interval_ms: int, raw_dir: Path | None = None) -> Any:
+    """The :class:`~mlrisk.live.feeds.inputs.WindowInputs` the pinned model's features need (funding,
+    mark, spot klines, open interest read from the exchange on public clients, or, for a replay, from
+    the fetch stage's tables in ``raw_dir``), or None when its features read the traded candles only."""
+    from mlrisk.data.preprocess import PreprocessSpec
+    from mlrisk.exchange import ExchangeClient
+    from mlrisk.live.feeds.inputs import ExchangeReads, WindowInputs
+    from mlrisk.live.venue import FuturesVenue
+
+    spec = PreprocessSpec.load(model.spec_path)
+    w = WindowInputs(spec.features, spec.candles, settings.market, interval, interval_ms, spec.metrics_lag * 60_000, None)
+    if not w.needed:
+        return None
+    if settings.market != "futures":
+        raise SettingsError(f"the model's features ({', '.join(spec.features)}; candles {spec.candles}) read the "
+                            "perpetual's data: trade it on futures (MLRISK_MARKET futures)")
+    if raw_dir is not None:
+        from mlrisk.live.feeds.inputs import RawReads
+
+        w.reads = RawReads(raw_dir, symbol, interval)
+        return w
+    es = settings.exchange_settings()
+    w.reads = ExchangeReads(symbol, FuturesVenue(ExchangeClient(es, market="futures"), symbol),
+                            ExchangeClient(es, market="spot"))
+    return w
 
 
 def replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int,
@@ -133,7 +162,9 @@ def replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
                            mode="replay", client_id_prefix=settings.client_id_prefix)
         log = CandleLog(settings.log_file, sys.stderr if args.verbose else None)
         try:
-            bot = _bot(args, settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms)
+            window = window_inputs(model, settings, symbol, interval, interval_ms, raw_dir=Path(args.repo) / "data" / "raw")
+            bot = _bot(args, settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms,
+                       window=window)
             res = run_replay(bot, candles, start_ms)
             log.event("replay_end", candles=res.candles, equity=res.equity, seconds=round(res.seconds, 3))
         finally:
@@ -220,7 +251,8 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
                                         recv_window_ms=settings.recv_window_ms, read_lag_ms=settings.read_lag_ms)
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
-        bot = _bot(args, settings, model, store, log, interval_ms, broker=broker)
+        bot = _bot(args, settings, model, store, log, interval_ms, broker=broker,
+                   window=window_inputs(model, settings, symbol, interval, interval_ms))
         pump = None if broker is None else start_user_stream(settings, signed, broker, log)
         exchange = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=False)
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,
