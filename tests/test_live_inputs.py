@@ -107,3 +107,29 @@ def test_a_spot_bot_refuses_a_model_on_the_perpetuals_data():
         WindowInputs(["close_pct"], "spot", "spot", "1h", H, 300_000, ExchangeReads("BTCUSDT"))(hist)
     plain = WindowInputs(["close_pct"], "traded", "spot", "1h", H, 300_000, None)
     assert not plain.needed and plain(hist) is hist
+
+
+def test_the_app_builds_the_window_inputs_the_pinned_spec_asks_for(tmp_path):
+    from types import SimpleNamespace
+
+    from mlrisk.data.preprocess import PreprocessSpec
+    from mlrisk.errors import SettingsError
+    from mlrisk.live.app import window_inputs
+    from mlrisk.live.settings import LiveSettings
+
+    def model(features, candles="traded"):
+        spec = PreprocessSpec(features=features, seq_len=8, warmup=1, mean=[0.0] * len(features), scale=[1.0] * len(features),
+                              label={}, n_classes=2, interval="1h", candles=candles, metrics_lag=7)
+        spec.save(tmp_path / "preprocess.json")
+        return SimpleNamespace(spec_path=tmp_path / "preprocess.json")
+
+    fut = LiveSettings(_env_file=None, mode="paper", market="futures", binance=BinanceSettings(base_url="http://127.0.0.1:9"))
+    assert window_inputs(model(["close_pct"]), fut, "BTCUSDT", "1h", H) is None
+    w = window_inputs(model(["close_pct", "basis_mark"]), fut, "BTCUSDT", "1h", H)
+    assert isinstance(w.reads, ExchangeReads) and w.metrics_lag_ms == 7 * 60_000 and w.candles == "traded"
+    assert w.reads.spot.client.API_URL.startswith("http://127.0.0.1:9") and w.reads.futures.exchange.market == "futures"
+    w = window_inputs(model(["close_pct"], "spot"), fut, "BTCUSDT", "1h", H, raw_dir=tmp_path)
+    assert isinstance(w.reads, RawReads) and w.needed
+    spot = fut.model_copy(update={"market": "spot"})
+    with pytest.raises(SettingsError, match="trade it on futures"):
+        window_inputs(model(["funding_rate"]), spot, "BTCUSDT", "1h", H)

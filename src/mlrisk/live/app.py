@@ -142,9 +142,9 @@ def window_inputs(model: Any, settings: Any, symbol: str, interval: str, interva
 
         w.reads = RawReads(raw_dir, symbol, interval)
         return w
-    es = settings.exchange_settings()
-    w.reads = ExchangeReads(symbol, FuturesVenue(ExchangeClient(es, market="futures"), symbol),
-                            ExchangeClient(es, market="spot"))
+    spot_host = settings.model_copy(update={"market": "spot"}).exchange_settings()  # the mode's spot host
+    w.reads = ExchangeReads(symbol, FuturesVenue(ExchangeClient(settings.exchange_settings(), market="futures"), symbol),
+                            ExchangeClient(spot_host, market="spot"))
     return w
 
 
