@@ -246,3 +246,29 @@ def test_preprocess_stage_with_derivatives_features_on_the_futures_sample(tmp_pa
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     r = run_stage("preprocess", cwd=tmp_path)
     assert r.returncode != 0 and "metrics.parquet not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_derivatives_features_are_names_params_accept_for_the_traded_symbol_only():
+    from pydantic import ValidationError
+
+    assert FeatureParams(names=DERIV).names == DERIV
+    with pytest.raises(ValidationError, match="unknown feature 'ETHUSDT:funding_rate'"):
+        FeatureParams(names=["ETHUSDT:funding_rate"])
+
+
+@pytest.mark.parametrize("t", [420, 515])
+def test_the_dataset_and_scaler_before_t_ignore_derivatives_inputs_after_t(t):
+    d = inputs(600)
+    fp = FeatureParams(names=NAMES, seq_len=8, label=LabelParams(horizon=1), clip=0.01)
+
+    def ds(x):
+        c = join_inputs(x["perp"], HOUR, funding=x["funding"], mark=x["mark"], spot=x["spot"], metrics=x["metrics"],
+                        perp=x["perp"])
+        return build_dataset(c, fp, SplitParams(train=0.6, val=0.1), "1h")
+
+    (a, sa), (b, sb) = ds(d), ds(perturb_after(d, t))
+    assert (sa.mean, sa.scale, sa.clip_low, sa.clip_high) == (sb.mean, sb.scale, sb.clip_low, sb.clip_high)
+    keep = a["open_time"] <= d["perp"]["open_time"].iloc[t]
+    assert (a["part"][keep] != "test").any() and (a["part"][~keep] == "test").all()
+    assert np.array_equal(a.loc[keep, NAMES].to_numpy(), b.loc[keep, NAMES].to_numpy(), equal_nan=True)
+    assert not np.array_equal(a.loc[~keep, NAMES].to_numpy(), b.loc[~keep, NAMES].to_numpy(), equal_nan=True)

@@ -186,8 +186,11 @@ def others_needed(names: list[str]) -> list[str]:
 
 def is_known(name: str) -> bool:
     """Whether ``name`` is a feature this module computes (``SYMBOL:feature`` included)."""
+    sym, feat = other_symbol(name)
+    if sym is not None and feat in DERIVATIVES:  # the perpetual's inputs are joined for the traded symbol only
+        return False
     try:
-        _resolve(other_symbol(name)[1])
+        _resolve(feat)
     except KeyError:
         return False
     return True

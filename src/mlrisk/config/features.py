@@ -33,7 +33,7 @@ class FeatureParams(_Section):
         default_factory=lambda: ["upper_wick", "lower_wick", "close_pct", "volume_pct"], min_length=1,
         description="Causal per-candle features, in input order: upper_wick, lower_wick, close_pct, volume_pct, range, "
         "body, taker_buy_share, log_volume_change, hour_sin/cos, dow_sin/cos (UTC), log_return_<N>, realised_vol_<N>, "
-        "volume_z_<N> (N candles), SYMBOL:<feature> for a symbol in data.others, and with data.market futures "
+        "volume_z_<N> (N candles), SYMBOL:<feature> for a symbol in data.others (candle features), and with data.market futures "
         "(point-in-time: a value from the close at which Binance had published it): funding_rate (the last settled "
         "rate, fraction), funding_change (it minus the settled rate before it), basis_spot (perp close / spot close - 1), "
         "basis_mark (perp close / mark close - 1), log_open_interest_change (log change of the open interest value; "
