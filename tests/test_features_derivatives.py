@@ -200,6 +200,9 @@ def test_model_candles_traded_or_spot(tmp_path):
         model_candles(raw, DataParams(market="spot"), fp.model_copy(update={"candles": "spot", "names": ["close_pct"]}))
     with pytest.raises(DataError, match="metrics.parquet not found"):
         model_candles(raw, fut, FeatureParams(names=["log_open_interest_change"]))
+    (raw / "BTCUSDT-1h-mark.parquet").unlink()
+    with pytest.raises(DataError, match="mark.parquet not found: basis_mark needs the mark-price candles"):
+        model_candles(raw, fut, FeatureParams(names=["basis_mark"]))
 
 
 def test_the_shipped_sample_gives_finite_features():

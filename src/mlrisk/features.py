@@ -74,6 +74,7 @@ SPOT_CLOSE = "pit_spot_close"  # the spot candle's close (same open time), USDT
 PERP_CLOSE = "pit_perp_close"  # the perpetual's candle close (same open time), USDT
 OI_VALUE = "pit_oi_value"  # open interest value (metrics' sum_open_interest_value) known at the close, USDT
 INPUT_COLUMNS = [FUNDING_RATE, FUNDING_PREV, MARK_CLOSE, SPOT_CLOSE, PERP_CLOSE, OI_VALUE]
+METRICS_LAG_MINUTES = 5  # default features.metrics_lag: one 5-minute metrics period (mlrisk.data.point_in_time)
 _NEEDS_FUTURES = "set data.market: futures (the fetch stage then writes it beside the perpetual's candles)"
 _REMEDY = {FUNDING_RATE: f"the funding history: {_NEEDS_FUTURES}", FUNDING_PREV: f"the funding history: {_NEEDS_FUTURES}",
            MARK_CLOSE: f"the mark-price candles: {_NEEDS_FUTURES}", SPOT_CLOSE: f"the spot candles: {_NEEDS_FUTURES}",

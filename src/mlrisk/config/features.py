@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mlrisk.config.base import _Section
-from mlrisk.features import ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature
+from mlrisk.features import ALLOWED as ALLOWED_FEATURES, METRICS_LAG_MINUTES, is_known as is_known_feature
 
 
 class LabelParams(_Section):
@@ -43,7 +43,7 @@ class FeatureParams(_Section):
         "perpetual's on a futures run: the instrument the bot trades), spot = the spot candles fetched beside a futures "
         "run's (longer, cleaner history, what most research uses; but the bot trades the perpetual, whose prices differ "
         "from spot by the basis). The backtest takes its prices from the traded candles either way.")
-    metrics_lag: int = Field(5, ge=0, le=10_080, description="Publication lag of a metrics row (open interest), minutes "
+    metrics_lag: int = Field(METRICS_LAG_MINUTES, ge=0, le=10_080, description="Publication lag of a metrics row (open interest), minutes "
                              "after its create_time before a feature may use it; 5 = one 5-minute period (Binance does "
                              "not say whether create_time stamps its start or end); 1440 models a bot reading the daily "
                              "dumps.")

@@ -15,13 +15,12 @@ A value joins a candle's row only if Binance had published it by the candle's cl
 - **Metrics** (:data:`OI_VALUE`): the last row with ``create_time + lag <= close_ms``, where ``lag``
   (:data:`METRICS_LAG_MS` by default, ``features.metrics_lag`` minutes) is the publication lag.
   Binance documents neither for the dumps' ``create_time`` nor for ``/futures/data/openInterestHist``'s
-  ``timestamp`` whether it stamps the start or the end of the 5-minute period (the REST page's newest
-  row is stamped at a 5-minute boundary at or before now: hexdocs.pm/binance_futures,
-  ``open_interest_hist`` example; Binance's public-data issue #211 shows the dumps' rows), so the
-  default lag assumes the worst, the start: a row is usable one period (5 min) after its stamp.
-  The daily dump file itself appears only after its day ends; a live bot reads the same rows from
-  ``openInterestHist`` minutes after their time, so the default is the lag the traded model meets.
-  Set ``features.metrics_lag`` to 1440 (a day) to model a bot that reads the dumps.
+  ``timestamp`` (its Open-Interest-Statistics page) whether it stamps the start or the end of the
+  5-minute period, nor how soon a row is served, so the default lag assumes the start: a row is
+  usable one period (5 min) after its stamp. The daily dump file itself appears only after its day
+  ends; the live bot reads the rows from ``openInterestHist``, so the dump's delay is not what the
+  traded model meets. Set ``features.metrics_lag`` to 1440 (a day) to model a bot that reads the
+  dumps, or higher if the REST rows prove to come later than 5 minutes.
   ``sum_open_interest_value``, USDT.
 
 Units: fractions and USDT as above; times epoch ms (UTC) unless a pandas time.
@@ -36,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from mlrisk.errors import DataError
-from mlrisk.features import DERIVATIVES, FUNDING_PREV, FUNDING_RATE, MARK_CLOSE, OI_VALUE, PERP_CLOSE, SPOT_CLOSE
+from mlrisk.features import (DERIVATIVES, FUNDING_PREV, FUNDING_RATE, MARK_CLOSE, METRICS_LAG_MINUTES, OI_VALUE, PERP_CLOSE,
+                             SPOT_CLOSE)
 
 if TYPE_CHECKING:
     from mlrisk.config.data import DataParams
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 Loader = Callable[[], pd.DataFrame]  # reads one input table
 
 METRICS_STEP_MS = 300_000  # Binance's metrics rows (dumps and openInterestHist period 5m) come every 5 minutes
-METRICS_LAG_MS = METRICS_STEP_MS  # default publication lag of a metrics row after its create_time (see above)
+METRICS_LAG_MS = METRICS_LAG_MINUTES * 60_000  # default publication lag of a metrics row after its create_time (see above)
 
 def tables_needed(names: list[str]) -> set[str]:
     """The input tables (``funding``, ``mark``, ``spot``, ``perp``, ``metrics``) that the feature
@@ -159,11 +159,25 @@ def raw_loaders(raw_dir: str | Path, symbol: str, interval: str) -> dict[str, Lo
                             "SYMBOL-metrics-YYYY-MM-DD.zip files in data.files); drop it from features.names otherwise")
         return load_metrics(p)
 
+    def funding() -> pd.DataFrame:
+        p = funding_path(raw_dir, symbol)
+        if not p.exists():
+            raise DataError(f"{p} not found: funding_rate and funding_change need the funding history (data.market: "
+                            "futures; for source file list the fundingRate dumps in data.files), then `dvc repro fetch`")
+        return load_funding(p)
+
+    def mark() -> pd.DataFrame:
+        p = mark_path(raw_dir, symbol, interval)
+        if not p.exists():
+            raise DataError(f"{p} not found: basis_mark needs the mark-price candles (data.market: futures; for source "
+                            "file list markPriceKlines dumps in data.files), then `dvc repro fetch`")
+        return load_mark(p)
+
     return {
         "perp": lambda: read_parquet(Path(raw_dir) / f"{symbol}-{interval}.parquet", "run `dvc repro fetch`"),
         "spot": spot,
-        "funding": lambda: load_funding(funding_path(raw_dir, symbol)),
-        "mark": lambda: load_mark(mark_path(raw_dir, symbol, interval)),
+        "funding": funding,
+        "mark": mark,
         "metrics": metrics,
     }
 

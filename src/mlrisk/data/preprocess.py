@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from mlrisk.config.features import FeatureParams
 from mlrisk.config.split import SplitParams
 from mlrisk.errors import DataError
-from mlrisk.features import DERIVATIVES, compute_features, warmup
+from mlrisk.features import DERIVATIVES, METRICS_LAG_MINUTES, compute_features, warmup
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.data.labels import n_classes, make_labels
 from mlrisk.data.split import PARTS, purge_gap, split_rows
@@ -47,7 +47,7 @@ class PreprocessSpec:
     clip_low: list[float] | None = None
     clip_high: list[float] | None = None
     candles: str = "traded"  # features.candles: the candles the model learns on (traded | spot)
-    metrics_lag: int = 5  # features.metrics_lag: minutes before a metrics row may be used
+    metrics_lag: int = METRICS_LAG_MINUTES  # features.metrics_lag: minutes before a metrics row may be used
 
     def scale_features(self, feats: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Apply the saved transform: clip to the train quantiles, then ``(x - mean) / scale``, float64
