@@ -43,11 +43,14 @@ class ExchangeReads:
         return self._need(self.futures, "open interest").open_interest(start_ms, end_ms)
 
     def spot_klines(self, interval: str, start_ms: int, end_ms: int) -> pd.DataFrame:
+        """Closed spot candles with ``start_ms <= open_time < end_ms``, gaps filled like the traded ones."""
         from mlrisk.data.sources import BinanceKlines
+        from mlrisk.live.feeds.replay import fill_gaps
         from mlrisk.times import INTERVAL_MS
 
         spot = self._need(self.spot, "spot klines")
-        return BinanceKlines(spot, progress=False).fetch(self.symbol, interval, INTERVAL_MS[interval], start_ms, end_ms)
+        df = BinanceKlines(spot, progress=False).fetch(self.symbol, interval, INTERVAL_MS[interval], start_ms, end_ms)
+        return fill_gaps(df, INTERVAL_MS[interval]) if len(df) else df  # like the traded candles (the pipeline's ffill)
 
 
 class RawReads:
