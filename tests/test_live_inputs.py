@@ -114,8 +114,6 @@ def test_a_spot_bot_refuses_a_model_on_the_perpetuals_data():
 
 
 def test_the_app_builds_the_window_inputs_the_pinned_spec_asks_for(tmp_path):
-    from types import SimpleNamespace
-
     from mlrisk.data.preprocess import PreprocessSpec
     from mlrisk.errors import SettingsError
     from mlrisk.live.app import window_inputs
@@ -124,8 +122,7 @@ def test_the_app_builds_the_window_inputs_the_pinned_spec_asks_for(tmp_path):
     def model(features, candles="traded"):
         spec = PreprocessSpec(features=features, seq_len=8, warmup=1, mean=[0.0] * len(features), scale=[1.0] * len(features),
                               label={}, n_classes=2, interval="1h", candles=candles, metrics_lag=7)
-        spec.save(tmp_path / "preprocess.json")
-        return SimpleNamespace(spec_path=tmp_path / "preprocess.json")
+        return spec
 
     fut = LiveSettings(_env_file=None, mode="paper", market="futures", binance=BinanceSettings(base_url="http://127.0.0.1:9"))
     assert window_inputs(model(["close_pct"]), fut, "BTCUSDT", "1h", H) is None

@@ -106,7 +106,8 @@ def check_venue(args: argparse.Namespace, settings: Any) -> int:
     return ExitCode.USER_ERROR if failed else ExitCode.OK
 
 
-def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, **kw: Any) -> Any:
+def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, *, symbol: str,
+         interval: str, raw_dir: Path | None = None, **kw: Any) -> Any:
     from mlrisk.backtest.runner import params_vector
     from mlrisk.live.loop import Bot
     from mlrisk.live.risk import RiskLimits
@@ -115,22 +116,21 @@ def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: A
     predictor = Predictor(model.model_path, model.spec_path)
     spec = predictor.spec
     limits = RiskLimits.none() if args.no_risk_limits else RiskLimits.from_settings(settings)
-    window = kw.pop("window", None)  # the derivatives features' inputs (WindowInputs), when the model needs them
+    window = window_inputs(spec, settings, symbol, interval, interval_ms, raw_dir)  # None: the traded candles suffice
     predict = predictor.predict_latest if window is None else (lambda hist: predictor.predict_latest(window(hist)))
     return Bot(predict, spec.seq_len + spec.warmup, spec.seq_len,
                params_vector(model.backtest, interval_ms), interval_ms, limits, store, log, **kw)
 
 
-def window_inputs(model: Any, settings: Any, symbol: str, interval: str, interval_ms: int, raw_dir: Path | None = None) -> Any:
-    """The :class:`~mlrisk.live.feeds.inputs.WindowInputs` the pinned model's features need (funding,
+def window_inputs(spec: Any, settings: Any, symbol: str, interval: str, interval_ms: int, raw_dir: Path | None = None) -> Any:
+    """The :class:`~mlrisk.live.feeds.inputs.WindowInputs` the pinned model's features need (``spec``: its
+    :class:`~mlrisk.data.preprocess.PreprocessSpec`; funding,
     mark, spot klines, open interest read from the exchange on public clients, or, for a replay, from
     the fetch stage's tables in ``raw_dir``), or None when its features read the traded candles only."""
-    from mlrisk.data.preprocess import PreprocessSpec
     from mlrisk.exchange import ExchangeClient
     from mlrisk.live.feeds.inputs import ExchangeReads, WindowInputs
     from mlrisk.live.venue import FuturesVenue
 
-    spec = PreprocessSpec.load(model.spec_path)
     w = WindowInputs(spec.features, spec.candles, settings.market, interval, interval_ms, spec.metrics_lag * 60_000, None)
     if not w.needed:
         return None
@@ -162,9 +162,8 @@ def replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
                            mode="replay", client_id_prefix=settings.client_id_prefix)
         log = CandleLog(settings.log_file, sys.stderr if args.verbose else None)
         try:
-            window = window_inputs(model, settings, symbol, interval, interval_ms, raw_dir=Path(args.repo) / "data" / "raw")
-            bot = _bot(args, settings, model, store, log, interval_ms, window_start_ms=start_ms, clock=lambda close_ms: close_ms,
-                       window=window)
+            bot = _bot(args, settings, model, store, log, interval_ms, symbol=symbol, interval=interval,
+                       raw_dir=Path(args.repo) / "data" / "raw", window_start_ms=start_ms, clock=lambda close_ms: close_ms)
             res = run_replay(bot, candles, start_ms)
             log.event("replay_end", candles=res.candles, equity=res.equity, seconds=round(res.seconds, 3))
         finally:
@@ -251,8 +250,7 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
                                         recv_window_ms=settings.recv_window_ms, read_lag_ms=settings.read_lag_ms)
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
-        bot = _bot(args, settings, model, store, log, interval_ms, broker=broker,
-                   window=window_inputs(model, settings, symbol, interval, interval_ms))
+        bot = _bot(args, settings, model, store, log, interval_ms, symbol=symbol, interval=interval, broker=broker)
         pump = None if broker is None else start_user_stream(settings, signed, broker, log)
         exchange = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=False)
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,
