@@ -100,10 +100,11 @@ def _walk_forward(params, args):
     from mlrisk.evaluation.folds import split_periods
     from mlrisk.evaluation.walkforward import run_walk_forward
 
-    raw = Path(args.raw_dir) / f"{params.data.symbol}-{params.data.interval}.parquet"
-    candles = read_parquet(raw, "run `dvc repro fetch`")
-    wf = params.evaluate.walk_forward
+    from mlrisk.data.point_in_time import model_candles
     from mlrisk.data.preprocess import load_others
+
+    candles = model_candles(args.raw_dir, params.data, params.features)  # features.candles, inputs joined point-in-time
+    wf = params.evaluate.walk_forward
 
     res = run_walk_forward(candles, params, cache_dir=args.folds_dir, end=len(candles) - params.evaluate.holdout,
                            others=load_others(args.raw_dir, params.data.interval, params.data.others))

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from mlrisk.stage import run_stage
-from mlrisk.io import read_parquet, write_parquet
+from mlrisk.io import write_parquet
+from mlrisk.data.point_in_time import model_candles
 from mlrisk.data.preprocess import build_dataset, load_others, part_frame
 from mlrisk.config.data import DataParams
 from mlrisk.config.evaluate import EvaluateParams
@@ -18,8 +19,7 @@ from mlrisk.data.split import PARTS
 
 def body(params, args) -> None:
     d = params.data
-    raw = Path(args.raw_dir) / f"{d.symbol}-{d.interval}.parquet"
-    candles = read_parquet(raw, "run `dvc repro fetch`")
+    candles = model_candles(args.raw_dir, d, params.features)  # features.candles, inputs joined point-in-time
     if params.evaluate.holdout:
         candles = candles.iloc[: len(candles) - params.evaluate.holdout]
     split = params.split

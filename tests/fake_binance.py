@@ -96,12 +96,14 @@ class FakeBinance:
                  futures: dict[tuple[str, str], list[list[Any]]] | None = None,
                  funding: dict[str, list[dict[str, Any]]] | None = None,
                  mark: dict[tuple[str, str], list[list[Any]]] | None = None,
-                 funding_info: list[dict[str, Any]] | None = None) -> None:
+                 funding_info: list[dict[str, Any]] | None = None,
+                 open_interest: dict[str, list[dict[str, Any]]] | None = None) -> None:
         self.candles = candles or {}
         self.futures = futures  # None: /fapi serves the same candles as /api
         self.funding = funding or {}
         self.mark_klines = mark or {}  # (symbol, interval) -> mark-price kline rows
         self.funding_info = funding_info or []
+        self.open_interest = open_interest or {}  # symbol -> openInterestHist 5m rows (see _open_interest)
         self.now_ms = now_ms
         self.faults: list[dict[str, Any]] = []
         self.requests: list[Request] = []
@@ -180,6 +182,29 @@ class FakeBinance:
         sel = [r for r in rows if (start is None or r["fundingTime"] >= start) and (end is None or r["fundingTime"] <= end)]
         return 200, sel[-limit:] if start is None else sel[:limit]
 
+    def _open_interest(self, q: dict[str, str]) -> tuple[int, Any]:
+        """``GET /futures/data/openInterestHist`` as documented (developers.binance.com/docs/derivatives/
+        usds-margined-futures/market-data/rest-api/Open-Interest-Statistics): ``symbol`` and ``period``
+        mandatory (served: 5m), ``limit`` default 30, max 500; neither ``startTime`` nor ``endTime``: the
+        most recent rows; rows oldest first, ``sumOpenInterest``/``sumOpenInterestValue`` strings,
+        ``timestamp`` ms. More rows between the times than ``limit``: the first ``limit`` from
+        ``startTime`` (the doc does not say; the venue pages forward either way)."""
+        symbol = q.get("symbol", "")
+        if symbol not in self.open_interest:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        if q.get("period") != "5m":
+            return 400, {"code": -1102, "msg": "Mandatory parameter 'period' was not sent, was empty/null, or malformed."}
+        limit = int(q.get("limit", 30))
+        if limit > 500:
+            return 400, {"code": -1130, "msg": "Invalid limit."}
+        rows = sorted(self.open_interest[symbol], key=lambda r: int(r["timestamp"]))
+        if self.now_ms is not None:
+            rows = [r for r in rows if int(r["timestamp"]) <= self.now_ms]
+        start = int(q["startTime"]) if "startTime" in q else None
+        end = int(q["endTime"]) if "endTime" in q else None
+        sel = [r for r in rows if (start is None or int(r["timestamp"]) >= start) and (end is None or int(r["timestamp"]) <= end)]
+        return 200, sel[:limit] if start is not None else sel[-limit:]
+
     def _route(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
         """The normal answer to GET ``path``: (HTTP status, JSON body)."""
         if path in ("/api/v3/ping", "/fapi/v1/ping"):
@@ -193,6 +218,8 @@ class FakeBinance:
             return self._klines(q, source=self.mark_klines, max_limit=1500)
         if path == "/fapi/v1/fundingRate":
             return self._funding_rate(q)
+        if path == "/futures/data/openInterestHist":
+            return self._open_interest(q)
         if path == "/fapi/v1/fundingInfo":
             # Get-Funding-Rate-Info doc: only the symbols whose cap/floor/fundingIntervalHours Binance adjusted;
             # caps as strings, fundingIntervalHours an integer

@@ -251,7 +251,7 @@ class _StandIn:
     """The model's predictor, replaced by the stand-in (no TensorFlow): what ``cli._bot`` uses."""
 
     def __init__(self, *a) -> None:
-        self.spec = type("Spec", (), {"seq_len": 4, "warmup": 1})()
+        self.spec = type("Spec", (), {"seq_len": 4, "warmup": 1, "features": ["close_pct"], "candles": "traded", "metrics_lag": 5})()
 
     @staticmethod
     def predict_latest(hist: pd.DataFrame) -> float:

@@ -129,8 +129,6 @@ def _experiment_params(name: str):
 
 
 def cmd_holdout(args: argparse.Namespace) -> int:
-    from mlrisk.io import read_parquet
-
     try:
         workspace = load_params(args.params)
         params = _experiment_params(args.experiment) if args.experiment else workspace
@@ -138,7 +136,9 @@ def cmd_holdout(args: argparse.Namespace) -> int:
         if (d.source, d.symbol, d.interval, d.market, d.start, d.end) != (here.source, here.symbol, here.interval, here.market, here.start, here.end):
             raise MlriskError(f"experiment {args.experiment!r} reads other candles than the workspace: "
                               f"`dvc exp apply {args.experiment} && dvc repro fetch` first")
-        candles = read_parquet(Path(args.raw_dir) / f"{d.symbol}-{d.interval}.parquet", "run `dvc repro fetch`")
+        from mlrisk.data.point_in_time import model_candles
+
+        candles = model_candles(args.raw_dir, d, params.features)  # features.candles, inputs joined point-in-time
         from mlrisk.evaluation.holdout import spend_holdout
         from mlrisk.model.tfquiet import import_tensorflow
 

@@ -84,7 +84,7 @@ def check_base_url(settings: BinanceSettings) -> str | None:
 
 def make_client(settings: BinanceSettings | None = None, signed: bool = False) -> Any:
     """A python-binance ``Client`` (no network call at construction), pointed at
-    ``settings.base_url`` when set (spot ``{base}/api``, futures ``{base}/fapi``).
+    ``settings.base_url`` when set (spot ``{base}/api``, futures ``{base}/fapi`` and ``{base}/futures/data``).
 
     ``signed=False`` (market data): the client holds no key, so no ``X-MBX-APIKEY`` header is sent.
     ``signed=True`` (account and orders): needs ``MLRISK_BINANCE_API_KEY`` and ``_API_SECRET``."""
@@ -101,6 +101,7 @@ def make_client(settings: BinanceSettings | None = None, signed: bool = False) -
     if base:
         client.API_URL = f"{base}/api"
         client.FUTURES_URL = f"{base}/fapi"
+        client.FUTURES_DATA_URL = f"{base}/futures/data"  # openInterestHist
     return client
 
 

@@ -2,6 +2,10 @@
 
 This is the one feature function shared by the pipeline and the live bot. Values are unitless
 ratios or fractions (not percent). The first :func:`warmup` rows are NaN (not enough history).
+
+The derivatives features (:data:`DERIVATIVES`: funding, basis, open interest) read input columns
+that :func:`mlrisk.data.point_in_time.join_inputs` joins onto the candles point-in-time (a value
+only from the close at which Binance had published it); the pipeline and the live bot both call it.
 """
 
 from __future__ import annotations
@@ -62,6 +66,62 @@ def _taker_buy_share(c: pd.DataFrame) -> pd.Series:
     return pd.Series(share, index=c.index)
 
 
+# input columns joined onto the candles by mlrisk.data.point_in_time.join_inputs (known at the candle's close)
+FUNDING_RATE = "pit_funding_rate"  # the last settled funding rate, fraction per settlement (positive: longs pay)
+FUNDING_PREV = "pit_funding_prev"  # the settled rate before it, fraction
+MARK_CLOSE = "pit_mark_close"  # the mark-price candle's close (same open time), USDT
+SPOT_CLOSE = "pit_spot_close"  # the spot candle's close (same open time), USDT
+PERP_CLOSE = "pit_perp_close"  # the perpetual's candle close (same open time), USDT
+OI_VALUE = "pit_oi_value"  # open interest value (metrics' sum_open_interest_value) known at the close, USDT
+INPUT_COLUMNS = [FUNDING_RATE, FUNDING_PREV, MARK_CLOSE, SPOT_CLOSE, PERP_CLOSE, OI_VALUE]
+METRICS_LAG_MINUTES = 5  # default features.metrics_lag: one 5-minute metrics period (mlrisk.data.point_in_time)
+_NEEDS_FUTURES = "set data.market: futures (the fetch stage then writes it beside the perpetual's candles)"
+_REMEDY = {FUNDING_RATE: f"the funding history: {_NEEDS_FUTURES}", FUNDING_PREV: f"the funding history: {_NEEDS_FUTURES}",
+           MARK_CLOSE: f"the mark-price candles: {_NEEDS_FUTURES}", SPOT_CLOSE: f"the spot candles: {_NEEDS_FUTURES}",
+           PERP_CLOSE: f"the perpetual's candles: {_NEEDS_FUTURES}",
+           OI_VALUE: "open interest: data.market: futures with the metrics dumps in data.files (source file)"}
+
+
+def _input(c: pd.DataFrame, col: str, feature: str) -> pd.Series:
+    if col not in c.columns:
+        raise KeyError(f"{feature} needs {_REMEDY[col]}")
+    return c[col].astype("float64")
+
+
+def _funding_rate(c: pd.DataFrame) -> pd.Series:
+    return _input(c, FUNDING_RATE, "funding_rate")
+
+
+def _funding_change(c: pd.DataFrame) -> pd.Series:
+    return _input(c, FUNDING_RATE, "funding_change") - _input(c, FUNDING_PREV, "funding_change")
+
+
+def _basis_spot(c: pd.DataFrame) -> pd.Series:
+    return _input(c, PERP_CLOSE, "basis_spot") / _input(c, SPOT_CLOSE, "basis_spot") - 1.0
+
+
+def _basis_mark(c: pd.DataFrame) -> pd.Series:
+    return _input(c, PERP_CLOSE, "basis_mark") / _input(c, MARK_CLOSE, "basis_mark") - 1.0
+
+
+def _log_oi_change(c: pd.DataFrame) -> pd.Series:
+    v = _input(c, OI_VALUE, "log_open_interest_change")
+    return np.log(v / v.shift(1))
+
+
+# USDT-M perpetual features: name -> (function, rows of history needed, input tables it needs)
+DERIVATIVES: dict[str, tuple[Callable[[pd.DataFrame], pd.Series], int, tuple[str, ...]]] = {
+    # the last funding rate settled by the candle's close (fraction per settlement), and its change from the one before
+    "funding_rate": (_funding_rate, 0, ("funding",)),
+    "funding_change": (_funding_change, 0, ("funding",)),
+    # perp close / spot close - 1 and perp close / mark close - 1 (fractions; candles with the same open time)
+    "basis_spot": (_basis_spot, 0, ("perp", "spot")),
+    "basis_mark": (_basis_mark, 0, ("perp", "mark")),
+    # log change of the open interest value (USDT) known at this close vs at the previous close
+    "log_open_interest_change": (_log_oi_change, 1, ("metrics",)),
+}
+
+
 FEATURES: dict[str, tuple[Callable[[pd.DataFrame], pd.Series], int]] = {
     # name: (function, rows of history needed before the first valid value)
     "upper_wick": (_upper_wick, 0),
@@ -106,7 +166,7 @@ FAMILIES: dict[str, tuple[Callable[[pd.DataFrame, int], pd.Series], Callable[[in
 }
 _FAMILY = re.compile(r"^(" + "|".join(FAMILIES) + r")_([1-9][0-9]{0,3})$")  # N = 1..9999 candles
 
-ALLOWED = (*FEATURES, *(f"{f}_<N>" for f in FAMILIES), "<SYMBOL>:<feature>")  # for messages: every name params.yaml may use
+ALLOWED = (*FEATURES, *DERIVATIVES, *(f"{f}_<N>" for f in FAMILIES), "<SYMBOL>:<feature>")  # for messages: every name params.yaml may use
 
 
 SYMBOL = re.compile(r"[A-Z0-9]{2,30}")  # a Binance symbol such as ETHUSDT
@@ -127,8 +187,11 @@ def others_needed(names: list[str]) -> list[str]:
 
 def is_known(name: str) -> bool:
     """Whether ``name`` is a feature this module computes (``SYMBOL:feature`` included)."""
+    sym, feat = other_symbol(name)
+    if sym is not None and feat in DERIVATIVES:  # the perpetual's inputs are joined for the traded symbol only
+        return False
     try:
-        _resolve(other_symbol(name)[1])
+        _resolve(feat)
     except KeyError:
         return False
     return True
@@ -137,6 +200,8 @@ def is_known(name: str) -> bool:
 def _resolve(name: str) -> tuple[Callable[[pd.DataFrame], pd.Series], int]:
     if name in FEATURES:
         return FEATURES[name]
+    if name in DERIVATIVES:
+        return DERIVATIVES[name][:2]
     m = _FAMILY.match(name)
     if m:
         fn, need, smallest = FAMILIES[m.group(1)]
@@ -157,7 +222,8 @@ def compute_features(candles: pd.DataFrame, names: list[str], others: dict[str, 
     ``SYMBOL:feature`` names compute the feature on ``others[SYMBOL]``'s candles, matched to
     ``candles`` by open time (the other symbol's candle t closes when candle t does; a candle it
     lacks gives NaN). Causal by construction: every function uses the current row and
-    ``shift(k >= 0)`` only.
+    ``shift(k >= 0)`` only; the derivatives features read the input columns joined point-in-time
+    (:data:`INPUT_COLUMNS`; a missing one is a ``KeyError`` saying what to set).
     """
     out = {}
     aligned: dict[str, pd.DataFrame] = {}

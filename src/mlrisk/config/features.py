@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mlrisk.config.base import _Section
-from mlrisk.features import ALLOWED as ALLOWED_FEATURES, is_known as is_known_feature
+from mlrisk.features import ALLOWED as ALLOWED_FEATURES, METRICS_LAG_MINUTES, is_known as is_known_feature
 
 
 class LabelParams(_Section):
@@ -33,7 +33,20 @@ class FeatureParams(_Section):
         default_factory=lambda: ["upper_wick", "lower_wick", "close_pct", "volume_pct"], min_length=1,
         description="Causal per-candle features, in input order: upper_wick, lower_wick, close_pct, volume_pct, range, "
         "body, taker_buy_share, log_volume_change, hour_sin/cos, dow_sin/cos (UTC), log_return_<N>, realised_vol_<N>, "
-        "volume_z_<N> (N candles), and SYMBOL:<feature> for a symbol in data.others.")
+        "volume_z_<N> (N candles), SYMBOL:<feature> for a symbol in data.others (candle features), and with data.market futures "
+        "(point-in-time: a value from the close at which Binance had published it): funding_rate (the last settled "
+        "rate, fraction), funding_change (it minus the settled rate before it), basis_spot (perp close / spot close - 1), "
+        "basis_mark (perp close / mark close - 1), log_open_interest_change (log change of the open interest value; "
+        "needs the metrics dumps).")
+    candles: Literal["traded", "spot"] = Field(
+        "traded", description="The candles the model learns on (features and labels): traded = data.market's (the "
+        "perpetual's on a futures run: the instrument the bot trades), spot = the spot candles fetched beside a futures "
+        "run's (longer, cleaner history, what most research uses; but the bot trades the perpetual, whose prices differ "
+        "from spot by the basis). The backtest takes its prices from the traded candles either way.")
+    metrics_lag: int = Field(METRICS_LAG_MINUTES, ge=0, le=10_080, description="Publication lag of a metrics row (open interest), minutes "
+                             "after its create_time before a feature may use it; 5 = one 5-minute period (Binance does "
+                             "not say whether create_time stamps its start or end); 1440 models a bot reading the daily "
+                             "dumps.")
     seq_len: int = Field(48, ge=1, le=2000, description="Candles per input window (the network sees the last seq_len "
                          "candles up to and including the one whose close it predicts from).")
     label: LabelParams = Field(default_factory=LabelParams, description="What the model predicts (the label).")

@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from mlrisk.config.features import FeatureParams
 from mlrisk.config.split import SplitParams
 from mlrisk.errors import DataError
-from mlrisk.features import compute_features, warmup
+from mlrisk.features import DERIVATIVES, METRICS_LAG_MINUTES, compute_features, warmup
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.data.labels import n_classes, make_labels
 from mlrisk.data.split import PARTS, purge_gap, split_rows
@@ -30,7 +30,9 @@ SPEC_VERSION = 1
 @dataclass
 class PreprocessSpec:
     """Feature names, window length, label definition and the train-fitted scaler: each feature is
-    clipped to ``[clip_low, clip_high]`` (its train quantiles; None = no clipping), then z-scored."""
+    clipped to ``[clip_low, clip_high]`` (its train quantiles; None = no clipping), then z-scored.
+    ``candles`` and ``metrics_lag`` tell the live bot which candles and inputs to build the window
+    from (:class:`mlrisk.live.feeds.inputs.WindowInputs`)."""
 
     features: list[str]
     seq_len: int
@@ -44,6 +46,8 @@ class PreprocessSpec:
     version: int = SPEC_VERSION
     clip_low: list[float] | None = None
     clip_high: list[float] | None = None
+    candles: str = "traded"  # features.candles: the candles the model learns on (traded | spot)
+    metrics_lag: int = METRICS_LAG_MINUTES  # features.metrics_lag: minutes before a metrics row may be used
 
     def scale_features(self, feats: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Apply the saved transform: clip to the train quantiles, then ``(x - mean) / scale``, float64
@@ -136,7 +140,8 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     """The whole preprocess transform. The purge between parts is :func:`~mlrisk.data.split.purge_gap`
     (``horizon + seq_len + embargo`` candles).
 
-    Returns a table with one row per candle after the feature warmup: the candle columns, the
+    Returns a table with one row per candle after the feature warmup (and from the first to the last
+    row where every derivatives feature's input is known; missing inputs between them are an error): the candle columns, the
     scaled features (named as in ``fp.names``), ``label`` (NaN = none), ``part``
     (train/val/test/purge), ``window_ok`` (a full window ending here lies inside the part) and
     ``use`` (a labelled window the stage may fit or score on; for train, after balancing).
@@ -149,6 +154,12 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     except KeyError as e:
         raise DataError(f"features.names: {e.args[0]}; pick features the data source has") from None
     w = warmup(fp.names)
+    start, end = w, len(candles)  # the rows kept: after the warmup, and where the derivatives' inputs exist
+    deriv = [n for n in fp.names if n in DERIVATIVES]
+    if deriv:  # their inputs may start later or end earlier than the candles (funding, spot, mark, metrics data)
+        ok = feats[deriv].notna().all(axis=1).to_numpy()
+        if ok.any():
+            start, end = max(w, int(ok.argmax())), len(ok) - int(ok[::-1].argmax())
     labels = make_labels(candles, fp.label)
     # gaps (data.gap_policy keep): a label must not reach across one, nor a window or its features' lookback
     run = contiguous_run(candles["open_time"], INTERVAL_MS[interval])
@@ -157,12 +168,13 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     label_ok[: len(candles) - h] = run[h:] > h
     labels_dropped = int((labels.notna().to_numpy() & ~label_ok).sum())
     labels = labels.where(label_ok)
-    body = candles.iloc[w:].reset_index(drop=True)
-    feats = feats.iloc[w:].reset_index(drop=True)
-    labels = labels.iloc[w:].reset_index(drop=True)
+    body = candles.iloc[start:end].reset_index(drop=True)
+    feats = feats.iloc[start:end].reset_index(drop=True)
+    labels = labels.iloc[start:end].reset_index(drop=True)
     if feats.isna().any(axis=None):
         bad = feats.columns[feats.isna().any()].tolist()
-        raise DataError(f"features {bad} are undefined after the warmup (zero prices?); check the data")
+        raise DataError(f"features {bad} are undefined after the warmup (zero prices, or their funding, mark, spot or "
+                        "metrics data do not cover every candle?); check the data")
     purge = purge_gap(fp.label.horizon, fp.seq_len, embargo)
     split = split_rows(body["open_time"], sp, purge, min_rows=fp.seq_len + 10)
     tr0, tr1 = split.train
@@ -174,7 +186,7 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     spec = PreprocessSpec(
         features=list(fp.names), seq_len=fp.seq_len, warmup=w, mean=mean, scale=scale,
         label=fp.label.model_dump(), n_classes=n_classes(fp.label), interval=interval,
-        clip_low=clip_low, clip_high=clip_high,
+        clip_low=clip_low, clip_high=clip_high, candles=fp.candles, metrics_lag=fp.metrics_lag,
     )
     x = spec.scale_features(feats)
     n = len(body)
@@ -183,7 +195,7 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     for name in PARTS:
         s, e = split.part(name)
         window_ok[s + fp.seq_len - 1 : e] = True
-    contiguous = run[w:] >= fp.seq_len + w
+    contiguous = run[start:end] >= fp.seq_len + w
     windows_dropped = int((window_ok & ~contiguous).sum())
     window_ok &= contiguous
     y = labels.to_numpy()

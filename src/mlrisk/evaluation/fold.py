@@ -27,6 +27,7 @@ from mlrisk.config.train import TrainParams
 from mlrisk.data.klines import CANDLE_COLUMNS
 from mlrisk.data.preprocess import build_dataset, part_frame, window_arrays
 from mlrisk.evaluation.baselines import baseline_probabilities
+from mlrisk.features import INPUT_COLUMNS
 from mlrisk.hashing import frame_digest
 
 if TYPE_CHECKING:  # annotations only: the plan's values are hashed, not the code that made them
@@ -67,11 +68,11 @@ def code_fingerprint(src: Path = SRC) -> str:
 
 def fold_key(candles: pd.DataFrame, fold: Fold, settings: FoldSettings, code: str,
              others: dict[str, pd.DataFrame] | None = None) -> str:
-    """Content address of one fold's result: its own candles (and the other symbols' over the same
-    times), its plan, its settings and the code (:func:`code_fingerprint`)."""
+    """Content address of one fold's result: its own candles (with the derivatives inputs joined onto
+    them, :data:`mlrisk.features.INPUT_COLUMNS`; and the other symbols' over the same times), its plan, its settings and the code (:func:`code_fingerprint`)."""
     h = hashlib.sha256()
     rows = candles.iloc[fold.start:fold.test_end]
-    h.update(frame_digest(rows, CANDLE_COLUMNS))
+    h.update(frame_digest(rows, CANDLE_COLUMNS + [c for c in INPUT_COLUMNS if c in rows.columns]))
     first, last = rows["open_time"].iloc[0], rows["open_time"].iloc[-1]
     for sym, o in sorted((others or {}).items()):
         part = o[(o["open_time"] >= first) & (o["open_time"] <= last)]

@@ -106,11 +106,12 @@ def check_venue(args: argparse.Namespace, settings: Any) -> int:
     return ExitCode.USER_ERROR if failed else ExitCode.OK
 
 
-def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, symbol: str,
-         market: str, **kw: Any) -> Any:
+def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, *, symbol: str,
+         market: str, interval: str, raw_dir: Path | None = None, **kw: Any) -> Any:
     """The :class:`~mlrisk.live.loop.Bot` of the pinned model, trading ``symbol`` on ``market``: the backtest's
     parameters with the brackets, lot step and minimum notional the backtest stage uses for that market
-    (:func:`mlrisk.backtest.futures.market_params`, the one choice)."""
+    (:func:`mlrisk.backtest.futures.market_params`, the one choice), deciding on the window its features
+    need (:func:`window_inputs`; ``raw_dir``: a replay's tables)."""
     from mlrisk.backtest.futures import market_params
     from mlrisk.backtest.runner import params_vector
     from mlrisk.live.loop import Bot
@@ -121,7 +122,9 @@ def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: A
     spec = predictor.spec
     limits = RiskLimits.none() if args.no_risk_limits else RiskLimits.from_settings(settings)
     bp, brackets = market_params(symbol, market, model.backtest)
-    return Bot(predictor.predict_latest, spec.seq_len + spec.warmup, spec.seq_len,
+    window = window_inputs(spec, settings, symbol, interval, interval_ms, raw_dir)  # None: the traded candles suffice
+    predict = predictor.predict_latest if window is None else (lambda hist: predictor.predict_latest(window(hist)))
+    return Bot(predict, spec.seq_len + spec.warmup, spec.seq_len,
                params_vector(bp, interval_ms), interval_ms, limits, store, log, brackets=brackets, **kw)
 
 
@@ -140,6 +143,32 @@ def replay_inputs(replay_file: Path, symbol: str, interval: str, interval_ms: in
                        load_mark(mp) if mp.exists() else None, interval_ms)
 
 
+def window_inputs(spec: Any, settings: Any, symbol: str, interval: str, interval_ms: int, raw_dir: Path | None = None) -> Any:
+    """The :class:`~mlrisk.live.feeds.inputs.WindowInputs` the pinned model's features need (``spec``: its
+    :class:`~mlrisk.data.preprocess.PreprocessSpec`; funding,
+    mark, spot klines, open interest read from the exchange on public clients, or, for a replay, from
+    the fetch stage's tables in ``raw_dir``), or None when its features read the traded candles only."""
+    from mlrisk.exchange import ExchangeClient
+    from mlrisk.live.feeds.inputs import ExchangeReads, WindowInputs
+    from mlrisk.live.venue import FuturesVenue
+
+    w = WindowInputs(spec.features, spec.candles, settings.market, interval, interval_ms, spec.metrics_lag * 60_000, None)
+    if not w.needed:
+        return None
+    if settings.market != "futures":
+        raise SettingsError(f"the model's features ({', '.join(spec.features)}; candles {spec.candles}) read the "
+                            "perpetual's data: trade it on futures (MLRISK_MARKET futures)")
+    if raw_dir is not None:
+        from mlrisk.live.feeds.inputs import RawReads
+
+        w.reads = RawReads(raw_dir, symbol, interval)
+        return w
+    spot_host = settings.model_copy(update={"market": "spot"}).exchange_settings()  # the mode's spot host
+    w.reads = ExchangeReads(symbol, FuturesVenue(ExchangeClient(settings.exchange_settings(), market="futures"), symbol),
+                            ExchangeClient(spot_host, market="spot"))
+    return w
+
+
 def replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, interval: str, interval_ms: int,
             start_ms: int | None) -> int:
     from mlrisk.io import write_csv
@@ -156,8 +185,9 @@ def replay(args: argparse.Namespace, settings: Any, model: Any, symbol: str, int
                            mode="replay", client_id_prefix=settings.client_id_prefix)
         log = CandleLog(settings.log_file, sys.stderr if args.verbose else None)
         try:
-            bot = _bot(args, settings, model, store, log, interval_ms, symbol, market, window_start_ms=start_ms,
-                       clock=lambda close_ms: close_ms, perp=perp)
+            bot = _bot(args, settings, model, store, log, interval_ms, symbol=symbol, market=market, interval=interval,
+                       raw_dir=Path(args.replay).parent, window_start_ms=start_ms, clock=lambda close_ms: close_ms,
+                       perp=perp)
             res = run_replay(bot, candles, start_ms)
             log.event("replay_end", candles=res.candles, equity=res.equity, seconds=round(res.seconds, 3))
         finally:
@@ -253,7 +283,8 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
 
             public = ExchangeClient(settings.exchange_settings(), market="futures", signed=False)
             perp = VenueInputs(FuturesVenue(public, symbol), interval, interval_ms)
-        bot = _bot(args, settings, model, store, log, interval_ms, symbol, settings.market, broker=broker, perp=perp)
+        bot = _bot(args, settings, model, store, log, interval_ms, symbol=symbol, market=settings.market, interval=interval,
+                   broker=broker, perp=perp)
         pump = None if broker is None else start_user_stream(settings, signed, broker, log)
         exchange = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=False)
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,

@@ -36,6 +36,7 @@ ZERO = Decimal(0)
 TRADE_WINDOW_MS = 7 * 86_400_000        # futures userTrades: startTime-endTime at most 7 days
 TRADE_PAGE = 1000                        # futures userTrades: limit max 1000
 INCOME_PAGE = 1000                       # futures income: "limit ... Default 100; max 1000"
+OI_PAGE = 500                            # futures/data/openInterestHist: "limit ... default 30, max 500"
 #: futures income type of a funding settlement (Get Income History, ``incomeType``)
 FUNDING_FEE = "FUNDING_FEE"
 #: futures order queries no longer find a CANCELED/EXPIRED order with no fill 3 days after its creation
@@ -527,6 +528,39 @@ class FuturesVenue(_Venue):
                 break
             start = max(int(r["time"]) for r in rows)
         return sorted(out.values(), key=lambda f: (f.time_ms, f.tran_id))
+
+    # ------------------------------------------------------------------ market data (public)
+    def open_interest(self, start_ms: int, end_ms: int) -> Any:
+        """The open interest rows with ``start_ms <= timestamp < end_ms`` in the metrics schema of
+        :mod:`mlrisk.data.derivatives` (``create_time``, ``sum_open_interest`` in base asset,
+        ``sum_open_interest_value`` in USDT; the long/short ratios NaN): ``GET /futures/data/openInterestHist``
+        with period 5m, the dumps' step (https://developers.binance.com/docs/derivatives/usds-margined-futures/
+        market-data/rest-api/Open-Interest-Statistics: ``limit`` default 30, max 500; "Only the data of the
+        latest 30 days is available"; ``timestamp`` ms, the sums as strings), paged from ``startTime``."""
+        import pandas as pd
+
+        from mlrisk.data import derivatives as dv
+
+        rows: dict[int, dict[str, Any]] = {}
+        cursor = start_ms
+        while cursor < end_ms:
+            page = self.exchange.call("futures_open_interest_hist", symbol=self.symbol, period="5m",
+                                      startTime=cursor, endTime=end_ms - 1, limit=OI_PAGE)
+            for r in page:
+                rows[int(r["timestamp"])] = r
+            if len(page) < OI_PAGE:
+                break
+            nxt = max(int(r["timestamp"]) for r in page) + 1
+            if nxt <= cursor:
+                break
+            cursor = nxt
+        t = sorted(k for k in rows if start_ms <= k < end_ms)
+        out = pd.DataFrame({"create_time": pd.to_datetime(t, unit="ms", utc=True).astype("datetime64[ms, UTC]")})
+        for col, key in (("sum_open_interest", "sumOpenInterest"), ("sum_open_interest_value", "sumOpenInterestValue")):
+            out[col] = [float(rows[k][key]) for k in t]
+        for col in dv.METRIC_VALUES[2:]:
+            out[col] = float("nan")
+        return out[dv.METRICS_COLUMNS]
 
     def liquidations(self, since_ms: int) -> list[OrderReport]:
         """The orders the exchange sent itself on the symbol (liquidation, auto-deleverage: client ids
