@@ -46,7 +46,8 @@ def test_futures_testnet_sets_up_sends_protects_and_fails_closed(tmp_path):
         out, err = run_until_decided(args, tmp_path, env, log, kill, 3)
         recs = [json.loads(x) for x in log.read_text().splitlines()]
         setup = [r["action"] for r in recs if r.get("event") == "setup"]
-        assert setup == ["margin type ISOLATED (set)", "leverage 3"]
+        assert setup == ["margin type ISOLATED (set)", "leverage 3",
+                         "leverage brackets: the exchange's 12 tiers equal the backtest's snapshot of 2024-10-24"]
         assert fx.margin_type["BTCUSDT"] == "isolated" and fx.leverage["BTCUSDT"] == 3
         candles = [r for r in recs if "event" not in r]
         assert [r["open_ms"] for r in candles] == [last_closed - 2 * H, last_closed - H, last_closed]
