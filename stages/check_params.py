@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from mlrisk.config.base import read_params_file
-from mlrisk.config.params import missing_keys, parse_params
+from mlrisk.config.params import market_warning, missing_keys, parse_params
 from mlrisk.stage import run_stage
 from mlrisk.errors import ParamsError
 from mlrisk.io import write_text
@@ -35,7 +35,10 @@ def declared_params(dvc_yaml: Path) -> list[str]:
 
 def body(params, args) -> None:  # run_stage has read the file and checked its top-level keys
     raw = read_params_file(args.params)
-    parse_params(raw, str(args.params))  # every section, and the rules across sections
+    params = parse_params(raw, str(args.params))  # every section, and the rules across sections
+    warning = market_warning(params)
+    if warning:
+        print(f"warning: check_params: {warning}", file=sys.stderr)
     if args.dvc_yaml.exists():
         missing = missing_keys(raw, declared_params(args.dvc_yaml))
         missing = sorted(k for k in missing if not any(k.startswith(m + ".") for m in missing))  # a section, not each key

@@ -87,6 +87,15 @@ class BacktestParams(_Section):
                     raise ValueError(f"backtest.sweep.{key}: value {v!r}: {e.errors()[0]['msg']}") from None
         return self
 
+    def futures_only(self) -> list[str]:
+        """What in this strategy (its main values and its sweep) only a futures account can do: shorting
+        (``direction`` both/short) and leverage above 1, e.g. ``["direction both", "leverage 3.0"]``;
+        empty for a long-only strategy at leverage 1, which spot trades as backtested."""
+        directions = {self.direction, *self.sweep.get("directions", [])}
+        leverages = {float(self.leverage), *(float(v) for v in self.sweep.get("leverages", []))}
+        out = [f"direction {d}" for d in sorted(directions) if d != "long"]
+        return out + [f"leverage {lv:g}" for lv in sorted(leverages) if lv > 1]
+
     def sweep_grid(self) -> list[dict[str, Any]]:
         """All combinations of the sweep lists, as param-name -> value dicts (singular names)."""
         import itertools
