@@ -35,9 +35,10 @@ def body(params, args) -> None:
     from mlrisk.backtest.costs import funding_by_candle, pnl_split
 
     d, interval_ms = params.data, params.data.interval_ms
+    pred = read_parquet(Path(args.predictions), "run `dvc repro evaluate`")
+    select = read_parquet(Path(args.selection_predictions), "run `dvc repro evaluate`")
     raw = read_parquet(Path(args.raw_dir) / f"{d.symbol}-{d.interval}.parquet", "run `dvc repro fetch`")
-    pred = traded_candles(read_parquet(Path(args.predictions), "run `dvc repro evaluate`"), raw, args.raw_dir)
-    select = traded_candles(read_parquet(Path(args.selection_predictions), "run `dvc repro evaluate`"), raw, args.raw_dir)
+    pred, select = (traded_candles(t, raw, args.raw_dir) for t in (pred, select))
     bp, brackets, inputs = params.backtest, None, {}
     if d.market == "futures":
         bp, brackets, inputs = futures_inputs(bp, d.symbol)
