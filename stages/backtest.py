@@ -11,7 +11,6 @@ from the shipped exchange-info snapshot (the live bot's filter code), which repl
 and ``backtest.min_notional``; backtest.json says which inputs were used (``sources``), the funding paid
 and the P&L split into price, fees and funding, and equity.csv gets the cumulative funding paid."""
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ def body(params, args) -> None:
     from mlrisk.backtest.selection import select_and_report
 
     from mlrisk.backtest.costs import funding_by_candle, pnl_split
+    from mlrisk.backtest.futures import perp_inputs
 
     d, interval_ms = params.data, params.data.interval_ms
     pred = read_parquet(Path(args.predictions), "run `dvc repro evaluate`")
@@ -41,7 +41,10 @@ def body(params, args) -> None:
     pred, select = (traded_candles(t, raw, args.raw_dir) for t in (pred, select))
     bp, brackets, inputs = params.backtest, None, {}
     if d.market == "futures":
-        bp, brackets, inputs = futures_inputs(bp, d.symbol)
+        bp, brackets, inputs = perp_inputs(bp, d.symbol)
+        for src in (inputs["lot_step"]["from"], inputs["brackets_from"]):
+            if src.startswith(("params", "backtest.")):  # the shipped snapshots lack the symbol
+                print(f"backtest: fallback: {src}")
         pred, select = (with_market_columns(t, d, args.raw_dir) for t in (pred, select))
     t0 = time.perf_counter()
     res = run_backtest(pred, bp, interval_ms, brackets)
@@ -116,33 +119,6 @@ def traded_candles(pred: pd.DataFrame, raw: pd.DataFrame, raw_dir: str) -> pd.Da
     for c in OHLC:
         out[c] = raw[c].to_numpy(dtype="float64")[idx]
     return out
-
-
-def futures_inputs(bp: BacktestParams, symbol: str) -> tuple[BacktestParams, np.ndarray | None, dict]:
-    """The perpetual's fixed inputs: ``bp`` with the lot step and minimum notional of ``symbol``'s
-    futures filters from the shipped exchange-info snapshot (for ``bp.entry``'s order type), the
-    maintenance brackets from the shipped snapshot (None, the flat ``maintenance_margin_rate``, for a
-    symbol it lacks), and what was used, for backtest.json's ``sources``."""
-    from mlrisk.backtest.futures import BRACKETS_SNAPSHOT, EXCHANGE_INFO_SNAPSHOT, load_brackets, lot_filters
-    from mlrisk.errors import MlriskError
-
-    try:
-        step, min_notional = lot_filters(symbol, "futures", bp.entry == "market")
-        where = f"{EXCHANGE_INFO_SNAPSHOT.name} ({json.loads(EXCHANGE_INFO_SNAPSHOT.read_text()).get('_date')})"
-        bp = bp.model_copy(update={"lot_step": step, "min_notional": min_notional})
-    except MlriskError:
-        where = f"params ({symbol} is not in {EXCHANGE_INFO_SNAPSHOT.name})"
-        print(f"backtest: {symbol} is not in the exchange-info snapshot: lot step and minimum notional from backtest.lot_step "
-              f"({bp.lot_step:g}) and backtest.min_notional ({bp.min_notional:g})")
-    try:
-        brackets = load_brackets(symbol)
-        mm = f"{BRACKETS_SNAPSHOT.name} ({json.loads(BRACKETS_SNAPSHOT.read_text()).get('_date')})"
-    except DataError:
-        brackets, mm = None, f"backtest.maintenance_margin_rate ({symbol} is not in {BRACKETS_SNAPSHOT.name})"
-        print(f"backtest: {symbol} has no leverage brackets in the shipped snapshot: the flat maintenance_margin_rate "
-              f"{bp.maintenance_margin_rate:g} applies")
-    return bp, brackets, {"lot_step": {"value": bp.lot_step, "from": where},
-                          "min_notional": {"value": bp.min_notional, "from": where}, "brackets_from": mm}
 
 
 def with_market_columns(pred: pd.DataFrame, d: DataParams, raw_dir: str) -> pd.DataFrame:

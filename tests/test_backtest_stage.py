@@ -113,6 +113,21 @@ def test_the_pnl_split_adds_up_and_funding_over_time_ends_at_the_total(futures_r
     assert set(times[np.abs(steps) > 0].dt.hour) <= {0, 8, 16}  # paid only at settlements
 
 
+def test_perp_inputs_take_the_snapshots_filters_and_say_when_they_fall_back():
+    from mlrisk.backtest.futures import perp_inputs
+    from mlrisk.config.backtest import BacktestParams
+
+    bp = BacktestParams(lot_step=0.5, min_notional=7.0)
+    got, brackets, src = perp_inputs(bp, "BTCUSDT")
+    assert (got.lot_step, got.min_notional) == (0.001, 100.0) and brackets.shape == (12, 3)  # replaced, not kept
+    assert got.model_copy(update={"lot_step": 0.5, "min_notional": 7.0}) == bp  # nothing else changes
+    got, brackets, src = perp_inputs(bp, "ETHUSDT")  # brackets shipped, exchange info not
+    assert (got.lot_step, got.min_notional) == (0.5, 7.0) and brackets is not None
+    assert src["lot_step"]["from"].startswith("params") and src["brackets_from"].startswith("leverage_brackets.json")
+    got, brackets, src = perp_inputs(bp, "XYZUSDT")
+    assert brackets is None and src["brackets_from"].startswith("backtest.maintenance_margin_rate (XYZUSDT is not in")
+
+
 def test_funding_by_candle_refuses_what_does_not_add_up():
     tr = pd.DataFrame({"side": ["long"], "qty": [2.0], "entry_candle": [0], "exit_candle": [3], "funding": [2 * 0.01 * 100]})
     rate, mark = np.array([0.0, 0.0, 0.01, 0.0]), np.array([np.nan, np.nan, 100.0, np.nan])

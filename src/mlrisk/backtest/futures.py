@@ -10,6 +10,8 @@ the lot step and minimum notional of an exchange-info snapshot.
 - :func:`lot_filters`: the lot step and minimum notional of a symbol from the exchange-info snapshot
   ``exchange_info.json`` (spot ``/api/v3/exchangeInfo`` and futures ``/fapi/v1/exchangeInfo`` symbol
   entries), read by :class:`mlrisk.exchange_filters.SymbolFilters`, the filter code the live bot uses.
+- :func:`perp_inputs`: the backtest params and brackets a perpetual run trades with (the snapshots'
+  lot filters and brackets for the symbol), and where each came from.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,9 @@ import pandas as pd
 from mlrisk.errors import DataError
 from mlrisk.exchange_filters import symbol_filters
 from mlrisk.strategy import BR_CUM, BR_FLOOR, BR_MMR, N_BRACKET_FIELDS
+
+if TYPE_CHECKING:
+    from mlrisk.config.backtest import BacktestParams
 
 HERE = Path(__file__).resolve().parent
 BRACKETS_SNAPSHOT = HERE / "leverage_brackets.json"
@@ -137,3 +142,29 @@ def lot_filters(symbol: str, market: Literal["spot", "futures"], market_orders: 
     f = symbol_filters(doc[market], symbol)
     applies = not market_orders or f.min_notional_market
     return float(f.quantity_step(market_orders)), float(f.min_notional) if applies else 0.0
+
+
+def perp_inputs(bp: BacktestParams, symbol: str) -> tuple[BacktestParams, np.ndarray | None, dict[str, Any]]:
+    """What a perpetual backtest of ``symbol`` trades with: ``bp`` with ``lot_step`` and ``min_notional``
+    **replaced** by the symbol's futures filters in the shipped exchange-info snapshot (for ``bp.entry``'s
+    order type; kept as set where the snapshot lacks the symbol), the maintenance brackets of the shipped
+    snapshot (None, the flat ``maintenance_margin_rate``, where it lacks the symbol), and where each came
+    from: ``{"lot_step": {"value", "from"}, "min_notional": {...}, "brackets_from": ...}`` (for
+    ``backtest.json``'s ``sources``; a ``from`` starting with "params" or "backtest." is a fallback). The
+    backtest stage uses it, and the live replay must too, to give the backtest's trades."""
+    from mlrisk.errors import MlriskError
+
+    try:
+        step, min_notional = lot_filters(symbol, "futures", bp.entry == "market")
+        where = f"{EXCHANGE_INFO_SNAPSHOT.name} ({json.loads(EXCHANGE_INFO_SNAPSHOT.read_text()).get('_date')})"
+        bp = bp.model_copy(update={"lot_step": step, "min_notional": min_notional})
+    except MlriskError:  # the snapshot lacks the symbol (ExchangeError) or the market (DataError)
+        where = f"params backtest.lot_step/min_notional ({symbol} is not in {EXCHANGE_INFO_SNAPSHOT.name})"
+    try:
+        brackets: np.ndarray | None = load_brackets(symbol)
+        mm = f"{BRACKETS_SNAPSHOT.name} ({json.loads(BRACKETS_SNAPSHOT.read_text()).get('_date')})"
+    except DataError:
+        brackets, mm = None, f"backtest.maintenance_margin_rate ({symbol} is not in {BRACKETS_SNAPSHOT.name})"
+    return bp, brackets, {"lot_step": {"value": bp.lot_step, "from": where},
+                          "min_notional": {"value": bp.min_notional, "from": where}, "brackets_from": mm}
+
