@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from mlrisk.config.base import read_params_file
-from mlrisk.config.params import missing_keys, parse_params
+from mlrisk.config.params import market_warning, missing_keys, parse_params
 from mlrisk.stage import run_stage
 from mlrisk.errors import ParamsError
 from mlrisk.io import write_text
@@ -35,13 +35,16 @@ def declared_params(dvc_yaml: Path) -> list[str]:
 
 def body(params, args) -> None:  # run_stage has read the file and checked its top-level keys
     raw = read_params_file(args.params)
-    parse_params(raw, str(args.params))  # every section, and the rules across sections
+    params = parse_params(raw, str(args.params))  # every section, and the rules across sections
     if args.dvc_yaml.exists():
         missing = missing_keys(raw, declared_params(args.dvc_yaml))
         missing = sorted(k for k in missing if not any(k.startswith(m + ".") for m in missing))  # a section, not each key
         if missing:
             raise ParamsError(f"{args.params} lacks {', '.join(missing)}, which the stages in {args.dvc_yaml} read: "
                               f"add them (`mlrisk check-params` prints every value)")
+    warning = market_warning(params)  # a valid file that backtests a futures-only strategy on spot candles
+    if warning:
+        print(f"warning: check_params: {warning}", file=sys.stderr)
     write_text(args.out, OK)
     print(f"check_params: {args.params} is valid")
 

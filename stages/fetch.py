@@ -2,7 +2,11 @@
 
 With ``data.market: futures`` the candles are the perpetual's, and the funding history and mark-price
 klines go beside them (data/raw/{SYMBOL}-funding.parquet, data/raw/{SYMBOL}-{INTERVAL}-mark.parquet;
-schema and loaders in mlrisk.data.derivatives), counted under ``funding`` and ``mark`` in the report.
+schema and loaders in mlrisk.data.derivatives), counted under ``funding`` and ``mark`` in the report,
+and so do the spot candles of the same symbol, interval and window (data/raw/{SYMBOL}-{INTERVAL}-spot.parquet,
+the kline schema, gaps kept; counted under ``spot`` with the median perp-over-spot basis): the shipped
+spot sample, Binance's spot klines, or the spot kline dumps in a ``spot/`` folder of data.files (none
+listed: no spot candles, said in the log).
 
 Files for ``data.source: file`` must lie in data/files/, the folder this stage depends on, so that
 a replaced download re-runs it. The candle file records what made it (source, symbol, interval,
@@ -14,8 +18,9 @@ from pathlib import Path
 
 from mlrisk.config.data import DataParams
 from mlrisk.stage import run_stage
-from mlrisk.data.derivatives import funding_path, mark_path, metrics_path
-from mlrisk.data.sources import METADATA_KEY, get_candles, get_derivatives, get_metrics, provenance, read_existing
+from mlrisk.data.derivatives import funding_path, mark_path, metrics_path, spot_path
+from mlrisk.data.sources import (METADATA_KEY, get_candles, get_derivatives, get_metrics, get_spot, provenance,
+                                  read_existing)
 from mlrisk.errors import DataError
 from mlrisk.io import write_json, write_parquet
 
@@ -47,17 +52,22 @@ def body(params, args) -> None:
     if others:
         quality["others"] = others
     f_out, m_out = funding_path(args.out_dir, d.symbol), mark_path(args.out_dir, d.symbol, d.interval)
-    x_out = metrics_path(args.out_dir, d.symbol)
-    tables = {}
+    x_out, s_out = metrics_path(args.out_dir, d.symbol), spot_path(args.out_dir, d.symbol, d.interval)
+    tables, made_by = {}, {}
     if d.market == "futures":
         binance = d.source == "binance"
         funding, mark, dq = get_derivatives(d, candles, read_existing(f_out, d) if binance else None,
                                             read_existing(m_out, d) if binance else None)
         metrics, xq = get_metrics(d)
-        tables = {f_out: funding, m_out: mark, x_out: metrics}
-        quality.update({"market": "futures", **dq})
+        sd = d.model_copy(update={"market": "spot", "others": []})  # the spot file's provenance (incremental updates)
+        spot, sq = get_spot(d, candles, read_existing(s_out, sd) if binance else None)
+        tables, made_by = {f_out: funding, m_out: mark, x_out: metrics, s_out: spot}, {s_out: sd}
+        quality.update({"market": "futures", **dq, "spot": sq})
         if xq is not None:
             quality["metrics"] = xq
+        if spot is None:
+            print(f"fetch: no spot candles (no spot kline dumps in a spot/ folder of data.files): features on spot "
+                  f"candles and the basis need them")
         for name, q in dq.items():
             if q is None:
                 print(f"fetch: no {name} data in data.files (list its Binance dumps there): the backtest falls back to "
@@ -65,8 +75,8 @@ def body(params, args) -> None:
     write_parquet(out, candles, metadata={METADATA_KEY: provenance(d)})
     for path, table in tables.items():
         if table is not None:
-            write_parquet(path, table, metadata={METADATA_KEY: provenance(d)})
-    for path in (f_out, m_out, x_out):  # an earlier futures run's table must not outlive a run that has none
+            write_parquet(path, table, metadata={METADATA_KEY: provenance(made_by.get(path, d))})
+    for path in (f_out, m_out, x_out, s_out):  # an earlier futures run's table must not outlive a run that has none
         if tables.get(path) is None and path.exists():
             path.unlink()
     write_json(args.quality, quality)
@@ -80,6 +90,10 @@ def body(params, args) -> None:
         mq = quality["mark"]
         print(f"fetch: {mq['rows']} mark-price candles, {mq['missing_candles']} missing, "
               f"{mq['candles_without_mark']} candle(s) without one -> {m_out}")
+    if quality.get("spot"):
+        sq = quality["spot"]
+        print(f"fetch: {sq['rows']} spot candles, {sq['gaps']} gap(s) ({sq['missing_candles']} missing); median basis perp "
+              f"over spot {sq['median_basis_bps']} bps over {sq['basis_candles']} candles -> {s_out}")
     if quality.get("metrics"):
         xq = quality["metrics"]
         print(f"fetch: {xq['rows']} metrics rows (open interest, long/short ratios), {xq['missing_rows']} missing -> {x_out}")

@@ -30,14 +30,16 @@ DEAD = "volume_pct"   # the synthetic feature whose test values all lie within +
 
 def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = None, freq: str = "1h",
                         interval: str = "1h", seed: int = 0, walk_forward: bool = True, honest: bool = True,
-                        holdout_uses: int = 2) -> dict:
+                        holdout_uses: int = 2, futures: bool = False) -> dict:
     """Write every file the report stage reads under ``root`` (a fake repository) and return the params.
 
     ``walk_forward``: evaluate.json in walk-forward mode with ``FOLDS`` folds (a ``fold`` column in the
     predictions, one row per fold in walk_forward.csv); else split mode with an empty fold table.
     ``honest``: the issue-12 additions (overfitting and selection in backtest.json, the scaled
     feature tables, ``holdout.json`` with ``holdout_uses`` uses, the second onwards a repeated look);
-    without it the files look like an older run's."""
+    without it the files look like an older run's. ``futures``: a perpetual run as the backtest stage
+    writes it (funding every 8 h, mark prices, the shipped brackets and lot filters; ``sources`` and
+    ``pnl`` in backtest.json, ``funding_paid`` in equity.csv)."""
     root = Path(root)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["interval"] = interval
@@ -104,10 +106,18 @@ def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = Non
 
     bp, ms = params.backtest, params.data.interval_ms
     pred_bt = pred.assign(p_up=pred["p_up"].fillna(0.5))
-    res = run_backtest(pred_bt, bp, ms)
+    brackets = None
+    if futures:
+        from mlrisk.backtest.futures import load_brackets
+
+        hour = pred["open_time"].dt.hour.to_numpy()
+        pred_bt = pred_bt.assign(funding_rate=np.where(hour % 8 == 0, 0.0001, 0.0), mark_open=pred["open"] * 1.0002,
+                                 mark_high=pred["high"] * 1.0002, mark_low=pred["low"] * 1.0002)
+        bp, brackets = bp.model_copy(update={"lot_step": 0.001, "min_notional": 100.0}), load_brackets("BTCUSDT")
+    res = run_backtest(pred_bt, bp, ms, brackets)
     close = pred["close"].to_numpy()
     m = performance(res.equity, bp.initial_equity, res.summary, ms, close)
-    sweep = sweep_report(pred_bt, bp, bp.sweep_grid(), ms)
+    sweep = sweep_report(pred_bt, bp, bp.sweep_grid(), ms, brackets)
     m["sweep"] = sweep.summary()
     if honest:
         main = sweep.main if sweep.main is not None else 0
@@ -117,12 +127,20 @@ def write_report_inputs(root: Path, n_test: int = 2000, n_rows: int | None = Non
         else:
             half = n_test // 2
             sel, rep = pred_bt.iloc[:half].reset_index(drop=True), pred_bt.iloc[half:].reset_index(drop=True)
-        m["selection"] = select_and_report(sel, rep, bp, bp.sweep_grid(), ms)
+        m["selection"] = select_and_report(sel, rep, bp, bp.sweep_grid(), ms, brackets=brackets)
+    curve = pd.DataFrame({"time": pred["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "equity": res.equity,
+                          "buy_hold": bp.initial_equity * close / close[0], "drawdown": drawdown_curve(res.equity)})
+    if futures:
+        from mlrisk.backtest.costs import funding_by_candle, pnl_split
+
+        src = {"lot_step": {"value": 0.001, "from": "exchange_info.json (test)"},
+               "min_notional": {"value": 100.0, "from": "exchange_info.json (test)"}, "brackets_from": "leverage_brackets.json"}
+        m |= {"sources": {**res.sources, **src}, "pnl": pnl_split(res.trades)}
+        curve["funding_paid"] = np.cumsum(funding_by_candle(res.trades, pred_bt["funding_rate"].to_numpy(),
+                                                            pred_bt["mark_open"].to_numpy(), pred_bt["open"].to_numpy()))
     (reports / "metrics/backtest.json").write_text(json.dumps(m))
     res.trades.to_csv(reports / "trades.csv", index=False)
-    pd.DataFrame({"time": pred["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "equity": res.equity,
-                  "buy_hold": bp.initial_equity * close / close[0], "drawdown": drawdown_curve(res.equity)}
-                 ).to_csv(reports / "plots/equity.csv", index=False)
+    curve.to_csv(reports / "plots/equity.csv", index=False)
     sweep.table.to_csv(reports / "backtest/sweep.csv", index=False)
     sweep_curves(sweep, pred["open_time"], 600).to_parquet(reports / "backtest/sweep_equity.parquet", index=False)
 

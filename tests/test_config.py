@@ -13,6 +13,33 @@ def test_shipped_params_are_valid():
     assert p.data.source == "sample"
 
 
+def test_the_shipped_default_backtests_the_perpetual_it_trades():
+    p = load_params(ROOT / "params.yaml")
+    assert p.backtest.futures_only() and p.data.market == "futures"  # it shorts at leverage 3: futures
+
+
+@pytest.mark.parametrize("market, backtest, warned", [
+    ("spot", {}, ["direction both", "leverage 3"]),                                      # the default strategy on spot
+    ("spot", {"direction": "long", "leverage": 1, "sweep": {"leverages": [1, 2]}}, ["leverage 2"]),  # a sweep value
+    ("spot", {"direction": "long", "leverage": 1, "sweep": {"thresholds": [0.1]}}, None),  # spot trades it as is
+    ("futures", {}, None),
+])
+def test_check_params_warns_once_when_a_futures_strategy_runs_on_spot(tmp_path: Path, market, backtest, warned):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["market"] = market
+    params["backtest"].update(backtest)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    r = run_stage("check_params", "--out", str(tmp_path / "ok.txt"), "--dvc-yaml", str(ROOT / "dvc.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    if warned is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].startswith("warning: check_params: the backtest shorts/leverages (")
+        assert "on spot candles: set data.market: futures" in lines[0]
+        assert all(w in lines[0] for w in warned)
+
+
 @pytest.mark.parametrize("raw, key, words", [
     ({"trian": {"epochs": 3}}, "trian", ["unknown key", "did you mean 'train'"]),
     ({"split": {"train": 1.5}}, "split.train", ["1.5", "less than 1"]),

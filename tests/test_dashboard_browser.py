@@ -20,7 +20,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "reports" / "dashboard-screenshot.png"
 SECTIONS = ["summary", "data", "training", "evaluation", "strategy", "sweep", "holdout"]
 # plotly charts expected per section: data has the feature distributions, evaluation the folds
-CHARTED = {"data": 1, "training": 1, "evaluation": 3, "strategy": 4, "sweep": 3}
+CHARTED = {"data": 1, "training": 1, "evaluation": 3, "strategy": 5, "sweep": 3}
 
 
 def _chromium() -> Path:

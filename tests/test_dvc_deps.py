@@ -25,11 +25,12 @@ def _deps(stage: dict) -> list[str]:
 
 
 def _listed_sources(deps: list[str]) -> set[str]:
-    """The mlrisk source files the deps name (a folder names every .py file under it)."""
+    """The mlrisk source files the deps name (a folder names every .py file under it; a data file
+    shipped in the package, e.g. a .json snapshot a stage reads, is no source file)."""
     out: set[str] = set()
     for d in deps:
         path = ROOT / d.rstrip("/")
-        if path == PKG or PKG in path.parents:
+        if (path == PKG or PKG in path.parents) and (path.is_dir() or path.suffix == ".py"):
             out |= {f.relative_to(ROOT).as_posix() for f in path.rglob("*.py")} if path.is_dir() else {d}
     return out
 

@@ -149,7 +149,7 @@ def test_the_outputs_note_is_only_added_under_dvc(monkeypatch, capsys):
 @pytest.mark.parametrize("text, words", [
     (None, "unknown key 'trian': did you mean 'train'?"),
     ("", "params.yaml is empty: it needs the sections data, features"),
-    ("data:\n  source: sample\n", "params.yaml lacks backtest, data.interval, data.others, data.symbol, evaluate, features"),
+    ("data:\n  source: sample\n", "params.yaml lacks backtest, data.interval, data.market, data.others, data.symbol, evaluate, features"),
 ])
 def test_dvc_repro_stops_with_mlrisk_s_message_on_any_invalid_params_file(repo: Path, text, words):
     _ok(_dvc("repro", "fetch", cwd=repo))

@@ -48,7 +48,7 @@ def test_market_data_requests_carry_no_api_key_even_when_one_is_set():
 
 def test_fetch_stage_sends_no_api_key_from_the_environment(tmp_path: Path):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["data"].update({"source": "binance", "start": "2024-01-01"})
+    p["data"].update({"source": "binance", "start": "2024-01-01", "market": "spot"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     with _serve(30) as fb:
         env = {"MLRISK_BINANCE_BASE_URL": fb.url, "MLRISK_BINANCE_API_KEY": KEY, "MLRISK_BINANCE_API_SECRET": SECRET}

@@ -97,7 +97,7 @@ def test_futures_klines_use_the_futures_endpoint():
 
 def _params(tmp_path: Path, **data) -> None:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["data"].update({"source": "binance", "start": "2024-01-01", **data})
+    p["data"].update({"source": "binance", "start": "2024-01-01", "market": "spot", **data})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
 
 
@@ -170,7 +170,8 @@ def test_switching_market_starts_over_instead_of_appending(tmp_path: Path):
         _params(tmp_path, market="futures")
         rc, out, df = _stage(tmp_path, fb)
     assert rc == 0, out
-    assert [r.path for r in fb.requests if r.path.endswith("klines")] == ["/fapi/v1/klines"]
+    # the perp candles, then the spot companion (its own file, from data.start)
+    assert [r.path for r in fb.requests if r.path.endswith("klines")] == ["/fapi/v1/klines", "/api/v3/klines"]
     assert int(fb.kline_requests()[0]["startTime"]) == T0  # from data.start, not after the spot candles
     assert len(df) == 800 and df["open_time"].is_unique
     np.testing.assert_allclose(df["close"].to_numpy(), [float(r[4]) for r in futures])
@@ -178,7 +179,7 @@ def test_switching_market_starts_over_instead_of_appending(tmp_path: Path):
 
 def test_a_file_made_by_the_sample_source_is_not_extended(tmp_path: Path):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["data"].update({"source": "sample", "start": "2024-09-01"})
+    p["data"].update({"source": "sample", "start": "2024-09-01", "market": "spot"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     assert run_stage("fetch", cwd=tmp_path).returncode == 0  # the sample's last 3 weeks
     t0 = 1_725_148_800_000  # 2024-09-01

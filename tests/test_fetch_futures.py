@@ -18,6 +18,7 @@ from mlrisk.data.preprocess import build_dataset
 from mlrisk.data.sources import get_candles, get_derivatives, load_sample
 from mlrisk.errors import DataError
 from mlrisk.exchange import ExchangeClient
+from mlrisk.io import read_parquet
 from mlrisk.settings import BinanceSettings
 
 H = 3_600_000
@@ -193,7 +194,7 @@ def test_funding_interval_comes_from_funding_info_default_8h():
 def _futures_fake(n_hours: int, now_ms: int, funding_hours: int = 8, info=None) -> FakeBinance:
     candles = make_candles(n_hours, start_ms=T0)
     funding = make_funding(n_hours // funding_hours + 1, start_ms=T0, interval_h=funding_hours, jitter_ms=3)
-    return FakeBinance(futures={("BTCUSDT", "1h"): candles}, candles={}, funding={"BTCUSDT": funding},
+    return FakeBinance(futures={("BTCUSDT", "1h"): candles}, candles={("BTCUSDT", "1h"): candles}, funding={"BTCUSDT": funding},
                        mark={("BTCUSDT", "1h"): make_mark(candles)}, funding_info=info, now_ms=now_ms)
 
 
@@ -318,16 +319,78 @@ def test_fetch_stage_sample_futures_writes_beside_the_candles_and_spot_removes_t
     r = run_stage("fetch", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     raw = tmp_path / "data/raw"
-    assert sorted(p.name for p in raw.iterdir()) == ["BTCUSDT-1h-mark.parquet", "BTCUSDT-1h.parquet", "BTCUSDT-funding.parquet"]
+    assert sorted(p.name for p in raw.iterdir()) == ["BTCUSDT-1h-mark.parquet", "BTCUSDT-1h-spot.parquet", "BTCUSDT-1h.parquet",
+                                                     "BTCUSDT-funding.parquet"]
     q = json.loads((tmp_path / "reports/data_quality.json").read_text())
     assert q["market"] == "futures" and q["funding"]["rows"] == 798 and q["mark"]["rows"] == 266 * 24
     assert "funding settlements every 8 h" in r.stdout
+    # the spot companion: the shipped spot sample over the perp's window, its own candles, the basis counted
+    spot = read_parquet(dv.spot_path(raw, "BTCUSDT", "1h"), "")
+    perp = read_parquet(raw / "BTCUSDT-1h.parquet", "")
+    shipped = load_sample("BTCUSDT", "1h")
+    assert spot["open_time"].iloc[0] == perp["open_time"].iloc[0] == pd.Timestamp("2024-01-01T00:00Z")
+    assert spot["open_time"].iloc[-1] == shipped["open_time"].iloc[-1] <= perp["open_time"].iloc[-1]
+    same = shipped.set_index("open_time").loc[spot["open_time"], "close"].to_numpy()
+    assert (spot["close"].to_numpy() == same).all() and (spot["close"].to_numpy() != perp["close"].to_numpy()[:len(spot)]).mean() > 0.99
+    assert q["spot"]["rows"] == len(spot) and q["spot"]["gaps"] == 0 and q["spot"]["basis_candles"] == len(spot)
+    both = perp.merge(spot, on="open_time", suffixes=("_p", "_s"))
+    assert q["spot"]["median_basis_bps"] == pytest.approx(((both["close_p"] / both["close_s"] - 1) * 1e4).median(), abs=1e-3)
+    assert -10 < q["spot"]["median_basis_bps"] < 0 and "spot candles, 0 gap(s)" in r.stdout
     _stage_params(tmp_path, market="spot", start="2024-01-01")
     r = run_stage("fetch", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in raw.iterdir()) == ["BTCUSDT-1h.parquet"]
     q = json.loads((tmp_path / "reports/data_quality.json").read_text())
-    assert not {"market", "funding", "mark"} & set(q)  # spot's report keeps its keys only
+    assert not {"market", "funding", "mark", "spot"} & set(q)  # spot's report keeps its keys only
+
+
+def test_the_whole_futures_sample_has_the_spot_halt_as_a_gap_and_the_issue_s_basis():
+    from mlrisk.data.sources import get_spot
+
+    d = DataParams(market="futures")
+    spot, q = get_spot(d, get_candles(d)[0])
+    assert q["gaps"] == 1 and q["largest_gap_before"] == "2023-03-24T14:00:00+00:00"  # the spot halt, kept, not filled
+    assert q["median_basis_bps"] == pytest.approx(-3.8, abs=0.05)  # issue 18: closes a median -3.8 bps from spot
+
+
+def test_fetch_stage_on_binance_futures_gets_spot_klines_from_the_spot_endpoint(tmp_path: Path):
+    _stage_params(tmp_path, source="binance", market="futures", start="2024-01-01")
+    perp = make_candles(60, start_ms=T0)
+    spot = [[r[0], *(f"{float(x) * 1.001:.2f}" for x in r[1:5]), *r[5:]] for r in perp]  # spot 10 bps above the perp
+    del spot[30]
+    with FakeBinance(candles={("BTCUSDT", "1h"): spot}, futures={("BTCUSDT", "1h"): perp}, funding={"BTCUSDT": make_funding(8, start_ms=T0)},
+                     mark={("BTCUSDT", "1h"): make_mark(perp)}, now_ms=T0 + 60 * H + 10) as fb:
+        r = run_stage("fetch", cwd=tmp_path, env={"MLRISK_BINANCE_BASE_URL": fb.url})
+        assert r.returncode == 0, r.stderr
+        assert fb.requests_to("/api/v3/klines") and fb.requests_to("/fapi/v1/klines")
+    s = read_parquet(dv.spot_path(tmp_path / "data/raw", "BTCUSDT", "1h"), "")
+    assert len(s) == 59 and s["close"].iloc[0] == float(spot[0][4])
+    q = json.loads((tmp_path / "reports/data_quality.json").read_text())["spot"]
+    assert q["rows"] == 59 and q["gaps"] == 1 and q["missing_candles"] == 1 and q["basis_candles"] == 59
+    assert q["median_basis_bps"] == pytest.approx(-10, abs=0.2)
+
+
+def test_file_source_reads_spot_dumps_from_a_spot_folder_and_says_when_there_are_none(tmp_path: Path):
+    files = _dumps(tmp_path / "data/files")
+    perp = make_candles(48, start_ms=T0)
+    spot = [[r[0], *(f"{float(x) * 0.999:.2f}" for x in r[1:5]), *r[5:]] for r in perp]
+    sp = _zip(tmp_path / "data/files/spot/BTCUSDT-1h-2024-01.zip", "BTCUSDT-1h-2024-01.csv", _kline_csv(spot))
+    assert dv.dump_kind(sp) == "spot"
+    rel = [str(Path(f).relative_to(tmp_path)) for f in [*files, sp]]
+    _stage_params(tmp_path, source="file", market="futures", files=rel)
+    r = run_stage("fetch", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(read_parquet(dv.spot_path(tmp_path / "data/raw", "BTCUSDT", "1h"), "")) == 48
+    q = json.loads((tmp_path / "reports/data_quality.json").read_text())
+    assert q["spot"]["rows"] == 48 and q["spot"]["median_basis_bps"] == pytest.approx(10, abs=0.2)
+    _stage_params(tmp_path, source="file", market="futures", files=rel[:-1])
+    r = run_stage("fetch", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "no spot candles (no spot kline dumps in a spot/ folder of data.files)" in r.stdout
+    assert not dv.spot_path(tmp_path / "data/raw", "BTCUSDT", "1h").exists()
+    assert json.loads((tmp_path / "reports/data_quality.json").read_text())["spot"] is None
+    with pytest.raises(DataError, match="is a spot dump, which only data.market 'futures' reads"):
+        get_candles(DataParams(source="file", market="spot", files=[files[0], sp]))
 
 
 # --------------------------------------------------------------------------- contract

@@ -48,6 +48,8 @@ def test_futures_testnet_sets_up_sends_protects_and_fails_closed(tmp_path):
         setup = [r["action"] for r in recs if r.get("event") == "setup"]
         assert setup == ["margin type ISOLATED (set)", "leverage 3",
                          "leverage brackets: the exchange's 12 tiers equal the backtest's snapshot of 2024-10-24"]
+        # trained and backtested on the perpetual (the default for this strategy), traded on futures: no candles warning
+        assert not [r for r in recs if r.get("event") == "warning" and "trained on" in r.get("message", "")]
         assert fx.margin_type["BTCUSDT"] == "isolated" and fx.leverage["BTCUSDT"] == 3
         candles = [r for r in recs if "event" not in r]
         assert [r["open_ms"] for r in candles] == [last_closed - 2 * H, last_closed - H, last_closed]

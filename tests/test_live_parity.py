@@ -132,7 +132,7 @@ def test_replay_of_the_test_period_matches_evaluate_and_backtest(repo: Path):
 def test_a_replay_of_the_futures_test_period_gives_the_backtests_trades_funding_included(futures_repo: Path):
     """The acceptance line of issue 18: with ``data.market: futures`` the replay reads the funding and mark
     tables beside the candles (data/raw), joins them like the backtest stage (market_columns) and uses the
-    same brackets, lot step and minimum notional (futures_inputs): the same trades, funding included."""
+    same brackets, lot step and minimum notional (market_params): the same trades, funding included."""
     from mlrisk.backtest.futures import market_columns, market_params
     from mlrisk.backtest.runner import run_backtest
     from mlrisk.config.params import load_params

@@ -11,7 +11,7 @@ import pytest
 
 from fake_binance import FakeBinance, make_candles, make_funding, make_mark
 from mlrisk.backtest import engine as E
-from mlrisk.backtest.futures import futures_inputs, market_columns, market_params
+from mlrisk.backtest.futures import market_columns, market_params
 from mlrisk.backtest.runner import params_vector, run_backtest, trades_frame
 from mlrisk.config.backtest import BacktestParams
 from mlrisk.data import derivatives as dv
@@ -163,14 +163,14 @@ def test_the_venue_reads_funding_and_mark_candles_paged_as_binance_documents():
 
 
 def test_one_function_chooses_brackets_lot_step_and_minimum_notional():
-    b, step, mn = futures_inputs("BTCUSDT", "futures", BP)
+    bp, b = market_params("BTCUSDT", "futures", BP)
     assert b is not None and b[0].tolist() == [0.0, 0.004, 0.0]
-    assert (step, mn) == (0.001, 100.0)                  # the exchange-info snapshot's futures filters
-    assert futures_inputs("BTCUSDT", "futures", BP.model_copy(update={"min_notional": 500.0}))[2] == 500.0
-    assert futures_inputs("BTCUSDT", "spot", BP.model_copy(update={"lot_step": 0.01})) == (None, 0.01, 5.0)
-    assert futures_inputs("XYZUSDT", "futures", BP) == (None, 0.0, 5.0)   # not in the snapshots: the parameters
-    bp, brackets = market_params("BTCUSDT", "futures", BP)
-    assert (bp.lot_step, bp.min_notional) == (0.001, 100.0) and brackets is not None and bp.leverage == BP.leverage
+    assert (bp.lot_step, bp.min_notional) == (0.001, 100.0)   # the exchange-info snapshot's futures filters, replacing
+    assert market_params("BTCUSDT", "futures", BP.model_copy(update={"min_notional": 500.0}))[0].min_notional == 100.0
+    spot = BP.model_copy(update={"lot_step": 0.01})
+    assert market_params("BTCUSDT", "spot", spot) == (spot, None)   # spot: the parameters as set
+    bp, b = market_params("XYZUSDT", "futures", BP)                  # not in the snapshots: the parameters
+    assert b is None and (bp.lot_step, bp.min_notional) == (BP.lot_step, BP.min_notional) and bp.leverage == BP.leverage
 
 
 def test_the_paper_bot_on_futures_trades_as_the_backtest_of_its_own_decisions(tmp_path):

@@ -28,7 +28,8 @@ H = 3_600_000
 
 
 def _pinned_repo(root: Path, backtest: dict | None = None) -> None:
-    """models/, params.yaml (spot, long only, leverage 1; ``backtest`` changes it) and a dvc.lock pinning them."""
+    """models/, params.yaml (spot, long only, leverage 1; ``backtest`` changes it, and a strategy that shorts or
+    levers is fetched on futures, as the shipped default) and a dvc.lock pinning them."""
     from mlrisk.config.params import load_params
     from mlrisk.data.preprocess import PreprocessSpec
     from mlrisk.features import warmup
@@ -36,6 +37,8 @@ def _pinned_repo(root: Path, backtest: dict | None = None) -> None:
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["backtest"].update({"direction": "long", "leverage": 1.0, "threshold": 0.0, "order_size": 0.2, **(backtest or {})})
+    futures = params["backtest"]["direction"] != "long" or params["backtest"]["leverage"] > 1
+    params["data"]["market"] = "futures" if futures else "spot"
     params["features"]["seq_len"] = 4
     params["train"].update({"layers": [{"type": "lstm", "units": 4}], "dense": [4]})
     (root / "models").mkdir(parents=True)

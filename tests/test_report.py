@@ -118,7 +118,7 @@ def test_page_inlines_plotly_once_and_fetches_nothing(small):
     assert not re.search(r"""(href|src)=["']https?://""", page.replace(get_plotlyjs(), ""))
     for section in ("summary", "data", "training", "evaluation", "strategy", "sweep", "holdout"):
         assert f'<section id="{section}">' in page and f'href="#{section}"' in page
-    assert page.count("Plotly.newPlot(") == 12          # 10, plus the folds and the features
+    assert page.count("Plotly.newPlot(") == 13          # 11, plus the folds and the features
     assert "abc1234567 (dirty)" in page and html.escape(made["evaluate"]["verdict"]) in page
     assert "threshold=0.05, leverage=3 (main)" in page  # the main parameters' curve, drawn thick
     assert page == build(_read(root), made["params"], PROV, get_plotlyjs())  # deterministic
@@ -157,6 +157,49 @@ def test_strategy_shows_psr_dsr_pbo_and_the_honest_selection(small):
     assert "Honest selection" in text
     assert f"{sel['rank_on_report_period']} of {sel['combinations']}" in text
     assert ", ".join(f"{k}={v}" for k, v in sel["chosen"].items()) in text
+
+
+@pytest.fixture(scope="module")
+def perp(tmp_path_factory):
+    """A perpetual run: funding history, mark prices and brackets, as the backtest stage writes it."""
+    root = tmp_path_factory.mktemp("perp")
+    made = write_report_inputs(root, n_test=800, futures=True)
+    return root, made
+
+
+def test_strategy_splits_the_pnl_and_shows_funding_at_each_settlement(perp):
+    from mlrisk.backtest.costs import pnl_split
+
+    root, made = perp
+    bt, trades = made["backtest"], made["trades"]
+    split = pnl_split(trades)
+    assert split["funding"] != 0 and split["funding"] == pytest.approx(bt["funding_paid"], rel=1e-9)
+    page = build(_read(root), made["params"], PROV, "")
+    text = _text(page)
+    assert 'id="fig-costs"' in page and "Where the P&L came from" in text
+    for part, v in (("price P&L", split["price"]), ("fees", -split["fees"]), ("funding", -split["funding"]),
+                    ("net P&L", split["net"])):
+        assert re.search(rf"{re.escape(part)}\s+{re.escape(f'{v:,.2f}')}\s", text), part
+    assert "at each settlement" in page and "realised at each trade" not in page
+    assert "Funding from the funding history" in text and "liquidation on the mark price" in text
+    assert "Binance's maintenance margin by notional tier" in text and "Lot step 0.001 and minimum notional 100" in text
+    # per trade: price P&L = P&L + fees + funding, in the trades table
+    import json
+
+    rows = json.loads(re.search(r'id="trades-data">(.*?)</script>', page).group(1))["rows"]
+    cols = re.search(r'<div class="datatable" id="trades">.*?<thead><tr>(.*?)</tr>', page).group(1)
+    cols = [html.unescape(c) for c in re.findall(r"<th>(.*?)</th>", cols)]
+    shown = np.array([r[cols.index("price P&L")] for r in rows])
+    want = (trades["pnl"] + trades["entry_fee"] + trades["exit_fee"] + trades["funding"]).to_numpy()[-len(rows):]
+    np.testing.assert_allclose(shown, want, rtol=1e-12)
+
+
+def test_a_spot_run_shows_the_split_funding_realised_at_exit_and_its_fallbacks(small):
+    root, made = small
+    page = build(_read(root), made["params"], PROV, "")
+    text = _text(page)
+    assert 'id="fig-costs"' in page and "realised at each trade's exit" in page
+    assert "without perpetual inputs: funding at the constant backtest.funding_rate, liquidation on the last price" in text
 
 
 def test_overfitting_sentences_say_what_the_numbers_mean():
@@ -221,7 +264,7 @@ def test_an_older_run_without_the_new_fields_still_builds(old):
     root, made = old
     assert not (root / "holdout.json").exists() and not (root / "data/processed").exists()
     page = build(_read(root), made["params"], PROV, get_plotlyjs())
-    assert page.count("Plotly.newPlot(") == 10
+    assert page.count("Plotly.newPlot(") == 11
     for absent in ('id="fig-folds"', 'id="fig-features"', '<section id="holdout">', "PSR", "Honest selection"):
         assert absent not in page
     text = _text(page)

@@ -10,9 +10,9 @@ the lot step and minimum notional of an exchange-info snapshot.
 - :func:`lot_filters`: the lot step and minimum notional of a symbol from the exchange-info snapshot
   ``exchange_info.json`` (spot ``/api/v3/exchangeInfo`` and futures ``/fapi/v1/exchangeInfo`` symbol
   entries), read by :class:`mlrisk.exchange_filters.SymbolFilters`, the filter code the live bot uses.
-- :func:`futures_inputs`: THE choice of brackets, lot step and minimum notional for a run on a market,
-  which the backtest stage and the live bot's replay and paper account all call (:func:`market_params`
-  applies it to the parameters).
+- :func:`perp_inputs`: the backtest params and brackets a perpetual run trades with (the snapshots'
+  lot filters and brackets for the symbol), and where each came from; :func:`market_params` is it for
+  either market: THE choice the backtest stage and the live bot's replay and paper account all make.
 """
 
 from __future__ import annotations
@@ -165,34 +165,38 @@ def lot_filters(symbol: str, market: Literal["spot", "futures"], market_orders: 
     return float(f.quantity_step(market_orders)), float(f.min_notional) if applies else 0.0
 
 
-def futures_inputs(symbol: str, market: Literal["spot", "futures"], bp: BacktestParams,
-                   brackets_path: Path = BRACKETS_SNAPSHOT,
-                   exchange_info_path: Path = EXCHANGE_INFO_SNAPSHOT) -> tuple[np.ndarray | None, float, float]:
-    """``(brackets, lot_step, min_notional)`` for a run of ``bp`` on ``symbol``'s ``market``: the one choice the
-    backtest stage, ``mlrisk live --replay`` and the paper account make, so they trade alike.
+def perp_inputs(bp: BacktestParams, symbol: str) -> tuple[BacktestParams, np.ndarray | None, dict[str, Any]]:
+    """What a perpetual backtest of ``symbol`` trades with: ``bp`` with ``lot_step`` and ``min_notional``
+    **replaced** by the symbol's futures filters in the shipped exchange-info snapshot (for ``bp.entry``'s
+    order type; kept as set where the snapshot lacks the symbol), the maintenance brackets of the shipped
+    snapshot (None, the flat ``maintenance_margin_rate``, where it lacks the symbol), and where each came
+    from: ``{"lot_step": {"value", "from"}, "min_notional": {...}, "brackets_from": ...}`` (for
+    ``backtest.json``'s ``sources``; a ``from`` starting with "params" or "backtest." is a fallback). The
+    backtest stage uses it, and the live replay must too, to give the backtest's trades."""
+    from mlrisk.errors import MlriskError
 
-    - ``spot``: no brackets (the flat ``maintenance_margin_rate``), ``bp.lot_step`` and ``bp.min_notional`` as set.
-    - ``futures``: the maintenance tiers of the leverage-bracket snapshot (:func:`load_brackets`; None, the flat
-      rate, where it lacks the symbol), and from the exchange-info snapshot (:func:`lot_filters`) the quantity
-      step of the entries' order type (``bp.entry``: market orders obey LOT_SIZE and MARKET_LOT_SIZE) and the
-      larger of the exchange's minimum notional and ``bp.min_notional`` (USDT); where the snapshot lacks the
-      symbol, ``bp.lot_step`` and ``bp.min_notional``. ``cost_sources`` then says "constant" maintenance.
-    Units: lot step in base asset, minimum notional in quote currency."""
-    if market != "futures":
-        return None, float(bp.lot_step), float(bp.min_notional)
     try:
-        brackets = load_brackets(symbol, brackets_path)
+        step, min_notional = lot_filters(symbol, "futures", bp.entry == "market")
+        where = f"{EXCHANGE_INFO_SNAPSHOT.name} ({json.loads(EXCHANGE_INFO_SNAPSHOT.read_text()).get('_date')})"
+        bp = bp.model_copy(update={"lot_step": step, "min_notional": min_notional})
+    except MlriskError:  # the snapshot lacks the symbol (ExchangeError) or the market (DataError)
+        where = f"params backtest.lot_step/min_notional ({symbol} is not in {EXCHANGE_INFO_SNAPSHOT.name})"
+    try:
+        brackets: np.ndarray | None = load_brackets(symbol)
+        mm = f"{BRACKETS_SNAPSHOT.name} ({json.loads(BRACKETS_SNAPSHOT.read_text()).get('_date')})"
     except DataError:
-        brackets = None
-    try:
-        step, min_notional = lot_filters(symbol, "futures", bp.entry == "market", exchange_info_path)
-    except ExchangeError:
-        step, min_notional = float(bp.lot_step), 0.0
-    return brackets, step, max(min_notional, float(bp.min_notional))
+        brackets, mm = None, f"backtest.maintenance_margin_rate ({symbol} is not in {BRACKETS_SNAPSHOT.name})"
+    return bp, brackets, {"lot_step": {"value": bp.lot_step, "from": where},
+                          "min_notional": {"value": bp.min_notional, "from": where}, "brackets_from": mm}
+
 
 
 def market_params(symbol: str, market: Literal["spot", "futures"], bp: BacktestParams) -> tuple[BacktestParams, np.ndarray | None]:
-    """``bp`` with the lot step and minimum notional of :func:`futures_inputs`, and its brackets: what
-    :func:`mlrisk.backtest.runner.run_backtest` (and the live bot's parameter vector) takes."""
-    brackets, step, min_notional = futures_inputs(symbol, market, bp)
-    return bp.model_copy(update={"lot_step": step, "min_notional": min_notional}), brackets
+    """``bp`` and the brackets a run of ``bp`` on ``symbol``'s ``market`` trades with: on futures
+    :func:`perp_inputs`' (the snapshots' lot filters replacing ``lot_step``/``min_notional``, the brackets), on
+    spot ``bp`` as set and no brackets. What :func:`mlrisk.backtest.runner.run_backtest` and the live bot's
+    parameter vector take."""
+    if market != "futures":
+        return bp, None
+    out, brackets, _ = perp_inputs(bp, symbol)
+    return out, brackets

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlrisk.backtest.performance import performance
@@ -18,17 +19,18 @@ from mlrisk.config.backtest import BacktestParams
 
 
 def select_and_report(select: pd.DataFrame, report: pd.DataFrame, bp: BacktestParams, grid: list[dict[str, Any]],
-                      interval_ms: int, metric: str = "sharpe") -> dict[str, Any]:
-    """Rank ``grid`` on ``select`` by ``metric``, run the winner on ``report``. Returns the chosen
+                      interval_ms: int, metric: str = "sharpe", brackets: np.ndarray | None = None) -> dict[str, Any]:
+    """Rank ``grid`` on ``select`` by ``metric``, run the winner on ``report`` (both tables with their
+    own funding and mark columns, if any; ``brackets`` as for :func:`run_backtest`). Returns the chosen
     combination, its selection and report metrics, and where the winner ranks among all
     combinations on the report period (1 = best; the in-sample choice would always be 1)."""
-    ranked = sweep_report(select, bp, grid, interval_ms).table.sort_values(metric, ascending=False, kind="stable")
+    ranked = sweep_report(select, bp, grid, interval_ms, brackets).table.sort_values(metric, ascending=False, kind="stable")
     keys = list(grid[0])
     chosen = {k: (v.item() if hasattr(v, "item") else v) for k, v in ranked.iloc[0][keys].items()}
     chosen_bp = bp.model_copy(update=chosen)
-    res = run_backtest(report, chosen_bp, interval_ms)
+    res = run_backtest(report, chosen_bp, interval_ms, brackets)
     perf = performance(res.equity, bp.initial_equity, res.summary, interval_ms, report["close"].to_numpy(dtype="float64"))
-    on_report = sweep_report(report, bp, grid, interval_ms).table
+    on_report = sweep_report(report, bp, grid, interval_ms, brackets).table
     rank = int((on_report[metric].to_numpy() > perf[metric] + 1e-12).sum()) + 1
     return {"chosen": chosen, "selected_by": metric, "selection_period": _span(select), "report_period": _span(report),
             "selection": {metric: float(ranked.iloc[0][metric]), "total_return": float(ranked.iloc[0]["total_return"])},

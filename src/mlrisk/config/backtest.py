@@ -61,9 +61,12 @@ class BacktestParams(_Section):
     liquidation_fee_rate: float = Field(0.0, ge=0.0, lt=0.1, description="Fee on a liquidation, on top of the lost "
                                         "margin, a fraction of the notional.")
     min_notional: float = Field(5.0, ge=0.0, description="Smallest entry notional, in quote currency (USDT); smaller "
-                                "entries are skipped.")
+                                "entries are skipped. With data.market futures the backtest stage uses the symbol's "
+                                "futures minimum notional from the shipped exchange-info snapshot instead.")
     lot_step: float = Field(0.0, ge=0.0, description="Quantity step of an entry (the exchange's LOT_SIZE stepSize, "
-                            "base asset units): quantities are rounded down to it; 0 = no rounding.")
+                            "base asset units): quantities are rounded down to it; 0 = no rounding. With data.market "
+                            "futures the backtest stage uses the symbol's futures step from the shipped exchange-info "
+                            "snapshot instead.")
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="Lists of values under the plural names of "
                                         "the parameters above (thresholds, leverages, order_sizes, pyramid_maxes, "
                                         "entries, stop_losses, ...); every combination is backtested in one go.")
@@ -86,6 +89,15 @@ class BacktestParams(_Section):
                 except ValidationError as e:
                     raise ValueError(f"backtest.sweep.{key}: value {v!r}: {e.errors()[0]['msg']}") from None
         return self
+
+    def futures_only(self) -> list[str]:
+        """What in this strategy (its main values and its sweep) only a futures account can do: shorting
+        (``direction`` both/short) and leverage above 1, e.g. ``["direction both", "leverage 3.0"]``;
+        empty for a long-only strategy at leverage 1, which spot trades as backtested."""
+        directions = {self.direction, *self.sweep.get("directions", [])}
+        leverages = {float(self.leverage), *(float(v) for v in self.sweep.get("leverages", []))}
+        out = [f"direction {d}" for d in sorted(directions) if d != "long"]
+        return out + [f"leverage {lv:g}" for lv in sorted(leverages) if lv > 1]
 
     def sweep_grid(self) -> list[dict[str, Any]]:
         """All combinations of the sweep lists, as param-name -> value dicts (singular names)."""

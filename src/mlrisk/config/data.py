@@ -23,16 +23,19 @@ class DataParams(_Section):
     interval: Literal[INTERVALS] = Field(  # type: ignore[valid-type]
         "1h", description="Candle interval, Binance spelling (1m .. 1d); the sample ships 1h and 15m.")
     market: Literal["spot", "futures"] = Field(
-        "spot", description="Binance market the candles come from: spot or futures (USDT-M perpetual: its candles, and "
-        "beside them its funding history and mark-price candles; the sample ships BTCUSDT 1h of each).")
+        "spot", description="Binance market the candles come from, the instrument the backtest trades: spot or futures "
+        "(USDT-M perpetual: its candles, and beside them its funding history, mark-price candles and the spot candles "
+        "of the same symbol; the sample ships BTCUSDT 1h of each). A strategy that shorts or uses leverage trades on "
+        "futures (the shipped params.yaml sets futures; check_params warns when such a strategy runs on spot).")
     start: str | None = Field(None, description="First candle's UTC date or ISO timestamp (inclusive); required for "
                               "source binance, e.g. 2023-01-01; null = from the first available candle.")
     end: str | None = Field(None, description="UTC date or ISO timestamp the candles end before (exclusive); "
                             "null = up to the last closed candle.")
     files: list[str] = Field(default_factory=list, description="Source file: paths of Binance public-data kline "
                              "CSV/zip files, inside data/files/ (the folder the fetch stage depends on); with market "
-                             "futures also fundingRate dumps (SYMBOL-fundingRate-YYYY-MM.zip) and mark-price kline dumps "
-                             "(inside a markPriceKlines/ folder).")
+                             "futures also fundingRate dumps (SYMBOL-fundingRate-YYYY-MM.zip), mark-price kline dumps "
+                             "(inside a markPriceKlines/ folder) and, optionally, the symbol's spot kline dumps (inside "
+                             "a spot/ folder).")
     others: list[str] = Field(default_factory=list, description="Other symbols fetched alongside (source binance, same "
                               "interval, market and dates), for feature names like ETHUSDT:close_pct.")
     gap_policy: Literal["error", "keep", "ffill"] = Field(

@@ -43,6 +43,17 @@ class Params(_Section):
         return self
 
 
+def market_warning(params: Params) -> str | None:
+    """One line when the backtest would short or lever on spot candles (``data.market: spot`` and a
+    strategy only futures can trade, :meth:`BacktestParams.futures_only`): spot has no funding, no
+    mark price and no liquidation, so its figures are another instrument's. None otherwise."""
+    needs = params.backtest.futures_only()
+    if params.data.market != "spot" or not needs:
+        return None
+    return (f"the backtest shorts/leverages ({', '.join(needs)}) on spot candles: set data.market: futures to backtest "
+            "the perpetual the live bot trades it on (its candles, funding history and mark-price liquidation)")
+
+
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a parsed params mapping; raise :class:`ParamsError` with one line per problem."""
     return validate(Params, raw, source)

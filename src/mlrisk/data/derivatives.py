@@ -294,13 +294,15 @@ FUNDING_DUMP = re.compile(r"^(?P<symbol>[A-Z0-9]{2,30})-fundingRate-\d{4}-\d{2}\
 # futures/um/daily/metrics/BTCUSDT/BTCUSDT-metrics-2024-01-15.zip
 METRICS_DUMP = re.compile(r"^(?P<symbol>[A-Z0-9]{2,30})-metrics-\d{4}-\d{2}-\d{2}\.(csv|zip)$")
 MARK_DIR = "markPriceKlines"  # .../markPriceKlines/BTCUSDT/1h/BTCUSDT-1h-2024-01.zip: named like the kline dumps
+SPOT_DIR = "spot"  # data/files/spot/BTCUSDT-1h-2024-01.zip: the spot kline dumps of a futures run (the spot companion)
 UNSUPPORTED_DIRS = ("indexPriceKlines", "premiumIndexKlines", "trades", "aggTrades", "bookTicker", "bookDepth")
 
 
 def dump_kind(path: str | Path) -> str:
     """What a ``data.files`` entry holds: "funding" (a ``SYMBOL-fundingRate-YYYY-MM`` dump),
     "metrics" (``SYMBOL-metrics-YYYY-MM-DD``), "mark" (a kline dump inside a ``markPriceKlines``
-    folder, as data.binance.vision lays them out) or "klines". Another dump kind is a
+    folder, as data.binance.vision lays them out), "spot" (a spot kline dump inside a ``spot``
+    folder: the spot candles beside a futures run's) or "klines". Another dump kind is a
     :class:`DataError`."""
     p = Path(path)
     if FUNDING_DUMP.match(p.name) or "fundingRate" in p.parts:
@@ -309,6 +311,8 @@ def dump_kind(path: str | Path) -> str:
         return "metrics"
     if MARK_DIR in p.parts:
         return "mark"
+    if SPOT_DIR in p.parts:
+        return "spot"
     for d in UNSUPPORTED_DIRS:
         if d in p.parts or f"-{d}-" in p.name:
             raise DataError(f"data.files: {path} is a '{d}' dump, which fetch does not read: list kline, markPriceKlines or fundingRate dumps")

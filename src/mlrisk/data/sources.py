@@ -265,8 +265,8 @@ def get_candles(data: DataParams, existing: pd.DataFrame | None = None, fetcher:
 
 # --------------------------------------------------------------------------- futures: funding and mark price
 def files_of_kind(data: DataParams, kind: str) -> list[str]:
-    """The ``data.files`` entries holding ``kind`` ("klines", "mark", "funding" or "metrics"; see
-    :func:`mlrisk.data.derivatives.dump_kind`). Mark or funding dumps need ``data.market: futures``,
+    """The ``data.files`` entries holding ``kind`` ("klines", "mark", "funding", "metrics" or "spot"; see
+    :func:`mlrisk.data.derivatives.dump_kind`). Mark, funding, metrics or spot dumps need ``data.market: futures``,
     and kline dumps are required."""
     kinds = {f: dv.dump_kind(f) for f in data.files}
     if data.market != "futures":
@@ -324,6 +324,48 @@ def get_derivatives(
         mark, mq = dv.validate_mark(mark, data.interval_ms)
         quality["mark"] = {**mq, "candles_without_mark": dv.mark_coverage(candles, mark)}
     return funding, mark, quality
+
+
+def get_spot(data: DataParams, perp: pd.DataFrame, existing: pd.DataFrame | None = None,
+             fetcher: BinanceKlines | None = None) -> tuple[pd.DataFrame | None, dict[str, Any] | None]:
+    """The spot candles of a futures run's symbol and interval over the perpetual candles' window
+    (``data.start``/``data.end``, else the first to the last perp candle), validated with gaps kept
+    (counted, never filled: spot has halts the perp traded through): the shipped spot sample (source
+    sample), spot klines from Binance (source binance; ``existing`` extended incrementally) or the
+    spot kline dumps inside a ``spot/`` folder in ``data.files`` (source file; (None, None) when
+    none are listed). Quality: the validation's counts and the perp-over-spot basis of the closes
+    (:func:`basis_bps`)."""
+    start_ms = to_ms(data.start) if data.start else int(perp["open_time"].iloc[0].value // 1_000_000)
+    end_ms = to_ms(data.end) if data.end else int(perp["open_time"].iloc[-1].value // 1_000_000) + data.interval_ms
+    if data.source == "sample":
+        df = load_sample(data.symbol, data.interval)
+    elif data.source == "file":
+        paths = files_of_kind(data, "spot")
+        if not paths:
+            return None, None
+        df = read_kline_files(paths, data.symbol, data.interval)
+    else:
+        fetcher = fetcher or BinanceKlines(ExchangeClient(market="spot"))
+        df = fetch_binance_incremental(fetcher, data.symbol, data.interval, data.interval_ms, start_ms, end_ms, existing)
+    df = cut(df, start_ms, end_ms)
+    if df.empty:
+        raise DataError(f"no {data.symbol} {data.interval} spot candles from {data.source} between {from_ms(start_ms)} and "
+                        f"{from_ms(end_ms)} (the perpetual candles' window): check the dates (and the spot/ dumps listed)")
+    df, q = validate(df, data.interval_ms, gap_policy="keep")
+    keys = ("rows", "first_candle", "last_candle", "gaps", "missing_candles", "largest_gap_candles", "largest_gap_before",
+            "duplicates_dropped")
+    return df, {**{k: q[k] for k in keys}, **basis_bps(perp, df)}
+
+
+def basis_bps(perp: pd.DataFrame, spot: pd.DataFrame) -> dict[str, Any]:
+    """The perpetual's close over the spot close at the same open time, ``(perp / spot - 1) * 1e4``
+    (basis points; negative: the perp below spot): its median and the count of candles compared (both
+    traded: a filled, zero-volume candle on either side is left out)."""
+    both = perp[["open_time", "close", "volume"]].merge(spot[["open_time", "close", "volume"]], on="open_time",
+                                                        suffixes=("_perp", "_spot"))
+    both = both[(both["volume_perp"] > 0) & (both["volume_spot"] > 0)]
+    b = (both["close_perp"] / both["close_spot"] - 1.0) * 1e4
+    return {"basis_candles": int(len(b)), "median_basis_bps": round(float(b.median()), 3) if len(b) else None}
 
 
 def _funding_incremental(exchange: ExchangeClient, symbol: str, start_ms: int, end_ms: int | None, hours: int,

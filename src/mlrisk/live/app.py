@@ -297,10 +297,9 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
         log.event("start", mode=settings.mode, symbol=symbol, interval=interval, model_md5=model.md5["models/model.keras"],
                   rev=model.rev, resume_after=bot.last_processed, market=settings.market,
                   feed="websocket" if settings.websocket else "polling")
-        if model.params.data.market != settings.market:
-            log.event("warning", message=f"the model was trained on {model.params.data.market} candles; it now decides "
-                      f"on {settings.market} candles, whose prices differ by the basis (train on data.market "
-                      f"{settings.market} to remove the difference)")
+        mismatch = candles_warning(model.params.data.market, settings.market)
+        if mismatch:
+            log.event("warning", message=mismatch)
         try:
             reason = run_paper(bot, feed, stop)
         finally:
@@ -320,3 +319,14 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
             signal.signal(s, h)
         store.close()
         log.close()
+
+
+def candles_warning(trained_market: str, live_market: str) -> str | None:
+    """The warning when the pinned run learned and backtested on another market's candles
+    (``data.market``) than the one the bot decides and trades on (``settings.market``); None when
+    they agree (the default: a strategy that shorts or levers is fetched, trained and backtested on
+    the perpetual, and traded on futures)."""
+    if trained_market == live_market:
+        return None
+    return (f"the model was trained on {trained_market} candles; it now decides on {live_market} candles, whose prices "
+            f"differ by the basis (train on data.market {live_market} to remove the difference)")

@@ -58,7 +58,7 @@ class Bot:
     broker: Any = None  # an ExchangeBroker (testnet/live): the step's orders are written ahead, then sent
     #: the perpetual's per-candle funding and mark candle (:mod:`mlrisk.live.perp_inputs`; None: the spot path)
     perp: Any = None
-    brackets: np.ndarray | None = None  # maintenance tiers (:func:`mlrisk.backtest.futures.futures_inputs`)
+    brackets: np.ndarray | None = None  # maintenance tiers (:func:`mlrisk.backtest.futures.market_params`)
 
     def __post_init__(self) -> None:
         self.cfg = E.config(np.ascontiguousarray(self.prm, dtype=np.float64))

@@ -86,7 +86,7 @@ class AccountState:
         :func:`mlrisk.backtest.engine.config`) and advance to the next. ``final``: the data end here (no
         orders placed at this close). ``market``: the perpetual's inputs of this candle (see
         :class:`CandleMarket`; None: none, the spot path), ``brackets``: the maintenance tiers
-        (:func:`mlrisk.backtest.futures.futures_inputs`). Returns (equity at the close, trade rows of the
+        (:func:`mlrisk.backtest.futures.market_params`). Returns (equity at the close, trade rows of the
         entries it closed)."""
         mark = funding = None
         if market is not None:

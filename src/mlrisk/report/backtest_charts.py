@@ -114,3 +114,29 @@ def heatmap_figure(table: pd.DataFrame, x: str, y: str, metric: str = "total_ret
     fig.update_layout(title=f"{metric} by {x} and {y} (in-sample)", xaxis_title=x, yaxis_title=y, height=380,
                       xaxis={"type": "category"}, yaxis={"type": "category"})
     return fig
+
+
+def costs_figure(split: dict[str, float], times: pd.Series, funding_paid: np.ndarray, per_candle: bool,
+                 max_points: int = MAX_LINE_POINTS) -> go.Figure:
+    """Where the P&L came from (quote currency): a waterfall of the price P&L, minus fees, minus
+    funding paid, to the net (``split``: :func:`mlrisk.backtest.costs.pnl_split`), beside the funding paid
+    over time (cumulative, positive: paid), at each settlement (``per_candle``) or realised at each
+    trade's exit (``times`` then the exit times)."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.38, 0.62], horizontal_spacing=0.1,
+                        subplot_titles=("P&L: price, fees, funding (quote)",
+                                        "Funding paid, cumulative (" + ("at each settlement" if per_candle
+                                                                        else "realised at each trade's exit") + ")"))
+    fig.add_trace(go.Waterfall(x=["price", "fees", "funding", "net"], measure=["relative", "relative", "relative", "total"],
+                               y=[split["price"], -split["fees"], -split["funding"], split["net"]],
+                               texttemplate="%{y:+,.2f}", textposition="outside", showlegend=False,
+                               increasing={"marker": {"color": COLORS["up"]}}, decreasing={"marker": {"color": COLORS["down"]}},
+                               totals={"marker": {"color": COLORS["equity"]}}), row=1, col=1)
+    y = np.asarray(funding_paid, dtype="float64")
+    i = minmax_indices(y, max_points) if len(y) else np.arange(0)
+    fig.add_trace(go.Scatter(x=pd.DatetimeIndex(times)[i], y=y[i], mode="lines", name="funding paid",
+                             line={"color": COLORS["down"], "width": 1.5, "shape": "hv"}, showlegend=False), row=1, col=2)
+    fig.add_hline(y=0, line_color="#999", row=1, col=2)
+    fig.update_yaxes(title_text="quote", row=1, col=1)
+    fig.update_yaxes(title_text="paid (negative: received)", row=1, col=2)
+    fig.update_layout(height=380, hovermode="closest")
+    return fig

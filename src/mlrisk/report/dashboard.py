@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 from pyarrow.parquet import read_schema
 
+from mlrisk.backtest.costs import funding_sources_text, pnl_split, trade_costs
 from mlrisk.backtest.performance import monthly_returns, portfolio_stats, rolling_sharpe
 from mlrisk.config.params import Params
 from mlrisk.errors import DataError
 from mlrisk.evaluation.holdout_log import read_log
 from mlrisk.evaluation.significance import ALPHA, beats, bound_label, ci_label, margin_text_of
 from mlrisk.report import html as H
-from mlrisk.report.backtest_charts import (equity_curves_figure, equity_figure, heatmap_figure,
+from mlrisk.report.backtest_charts import (costs_figure, equity_curves_figure, equity_figure, heatmap_figure,
                                            monthly_returns_figure, price_trades_figure, rolling_sharpe_figure)
 from mlrisk.report.evaluation_charts import confidence_figure, folds_figure, predictions_figure, training_figure
 from mlrisk.report.feature_charts import DEAD_STD, WILD_STD, feature_figure, feature_summary
@@ -412,6 +413,7 @@ def _strategy(inp: Inputs, params: Params) -> H.Section:
     s.add(H.note(f"Threshold {bp.threshold}, direction {bp.direction}, leverage {bp.leverage}, order size {bp.order_size}, "
                  f"pyramid {bp.pyramid_max}, {bp.entry} entries, hold {bp.hold}, take profit {bp.take_profit}, "
                  f"stop loss {bp.stop_loss}, fee {bp.fee_rate}, slippage {bp.slippage_bps} bps, funding {bp.funding_rate}/8 h."))
+    s.add(H.note(inputs_sentence(inp.backtest, params)))
     stats = portfolio_stats(t, equity, inp.trades, inp.backtest)
     w, wlabel = _window(params.data.interval_ms, len(eq))
     over = inp.backtest.get("overfitting")
@@ -426,20 +428,48 @@ def _strategy(inp: Inputs, params: Params) -> H.Section:
     s.add(figure_div(price_trades_figure(inp.predictions["open_time"], inp.predictions["close"].to_numpy(), inp.trades),
                      "fig-trades-price"))
     tr = inp.trades
+    split = pnl_split(tr)
+    if "funding_paid" in eq.columns:  # the backtest stage's per-settlement funding (perpetual with funding history)
+        ft, fpaid, per_candle = t, eq["funding_paid"].to_numpy(dtype="float64"), True
+    else:
+        order = tr.sort_values("exit_time", kind="stable")
+        ft, fpaid, per_candle = order["exit_time"], order["funding"].cumsum().to_numpy(dtype="float64"), False
+    s.add("<h3>Where the P&amp;L came from</h3>",
+          H.static_table(pd.DataFrame([("price P&L", _num(split["price"])), ("fees", _num(-split["fees"])),
+                                       ("funding", _num(-split["funding"])), ("net P&L", _num(split["net"]))],
+                                      columns=["part", "quote"])),
+          H.note("Quote currency. Price P&L is what the price moves made (a liquidation: the margin lost); fees and "
+                 "funding are what the strategy paid (funding received shows as a gain). Per trade: price P&L = "
+                 "P&L + fees + funding (the trades table below and reports/trades.csv)."),
+          figure_div(costs_figure(split, ft, fpaid, per_candle), "fig-costs"))
     shown = tr.iloc[-MAX_TRADE_ROWS:]
+    costs = trade_costs(shown)
     table = pd.DataFrame({
         "entry": shown["entry_time"], "exit": shown["exit_time"], "side": shown["side"], "kind": shown["entry_kind"],
         "entry price": shown["entry_price"], "exit price": shown["exit_price"], "margin": shown["margin"],
-        "fees": shown["entry_fee"] + shown["exit_fee"], "funding": shown["funding"],
+        "price P&L": costs["price_pnl"], "fees": costs["fees"], "funding": shown["funding"],
         "P&L": shown["pnl"], "return on margin": shown["return_on_margin"], "exit reason": shown["exit_reason"],
         "hours": (shown["exit_time"] - shown["entry_time"]).dt.total_seconds() / 3600})
     s.add("<h3>Trades (click a header to sort, type to filter)</h3>",
-          H.data_table("trades", table, digits={"margin": 2, "fees": 2, "funding": 2, "P&L": 2,
+          H.data_table("trades", table, digits={"margin": 2, "price P&L": 2, "fees": 2, "funding": 2, "P&L": 2,
                                                 "return on margin": 2, "entry price": 2, "exit price": 2, "hours": 1},
-                       percent=("return on margin",), signed=("P&L", "return on margin")))
+                       percent=("return on margin",), signed=("price P&L", "P&L", "return on margin")))
     if len(tr) > len(shown):
         s.add(H.note(f"The latest {len(shown):,} of {len(tr):,} trades; all of them are in reports/trades.csv."))
     return s
+
+
+def inputs_sentence(bt: dict[str, Any], params: Params) -> str:
+    """Which market inputs the backtest used (``backtest.json``'s ``sources``, written for a perpetual
+    run), or the spot run's fallbacks."""
+    src = bt.get("sources")
+    if not src:
+        return (f"Backtested on {params.data.market} candles without perpetual inputs: funding at the constant "
+                "backtest.funding_rate, liquidation on the last price with the flat maintenance_margin_rate, lot step "
+                "and minimum notional from backtest.lot_step and backtest.min_notional.")
+    return (f"Backtested on the perpetual's candles. {funding_sources_text(src)} Lot step {src['lot_step']['value']:g} "
+            f"and minimum notional {src['min_notional']['value']:g} from {src['lot_step']['from']}; maintenance brackets "
+            f"from {src['brackets_from']}.")
 
 
 SWEEP_METRICS = ["total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "win_rate", "profit_factor",
