@@ -17,7 +17,7 @@ from mlrisk.config.backtest import BacktestParams
 from mlrisk.data import derivatives as dv
 from mlrisk.data.klines import klines_from_rows
 from mlrisk.exchange import ExchangeClient
-from mlrisk.live.perp_inputs import TableInputs, VenueInputs
+from mlrisk.live.feeds.market import TableInputs, VenueInputs
 from mlrisk.live.sim_account import AccountState
 from mlrisk.live.venue import FuturesVenue
 from mlrisk.settings import BinanceSettings

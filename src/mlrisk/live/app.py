@@ -131,11 +131,11 @@ def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: A
 def replay_inputs(replay_file: Path, symbol: str, interval: str, interval_ms: int, candles: Any) -> Any:
     """The perpetual's funding and mark tables stored beside a replayed candle file (the fetch stage's
     ``data/raw`` layout: :func:`mlrisk.data.derivatives.funding_path` / :func:`~mlrisk.data.derivatives.mark_path`),
-    joined onto ``candles`` (:class:`mlrisk.live.perp_inputs.TableInputs`); a table that is not there is
+    joined onto ``candles`` (:class:`mlrisk.live.feeds.market.TableInputs`); a table that is not there is
     None (its fallback: the constant ``funding_rate``, the last price), which the summary line says."""
     from mlrisk.data.derivatives import funding_path, load_funding, load_mark, mark_path
     from mlrisk.live.feeds.replay import open_ms
-    from mlrisk.live.perp_inputs import TableInputs
+    from mlrisk.live.feeds.market import TableInputs
 
     raw = replay_file.parent
     fp, mp = funding_path(raw, symbol), mark_path(raw, symbol, interval)
@@ -278,7 +278,7 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
                 log.event("reconcile", order=line)
         perp = None
         if settings.market == "futures" and not settings.sends_orders:  # paper: funding and mark from the venue
-            from mlrisk.live.perp_inputs import VenueInputs
+            from mlrisk.live.feeds.market import VenueInputs
             from mlrisk.live.venue import FuturesVenue
 
             public = ExchangeClient(settings.exchange_settings(), market="futures", signed=False)

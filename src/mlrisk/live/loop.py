@@ -56,7 +56,7 @@ class Bot:
     window_start_ms: int | None = None
     clock: Callable[[int], int] | None = None
     broker: Any = None  # an ExchangeBroker (testnet/live): the step's orders are written ahead, then sent
-    #: the perpetual's per-candle funding and mark candle (:mod:`mlrisk.live.perp_inputs`; None: the spot path)
+    #: the perpetual's per-candle funding and mark candle (:mod:`mlrisk.live.feeds.market`; None: the spot path)
     perp: Any = None
     brackets: np.ndarray | None = None  # maintenance tiers (:func:`mlrisk.backtest.futures.market_params`)
 
@@ -119,7 +119,7 @@ class Bot:
         self.store.commit_candle(t_open, orders, step_state=StepState(1, new.to_blob(), t_open), risk=risk)
         self.state = new
         rec = res.record()
-        if notes:  # a settlement charged late, a mark candle missing (see mlrisk.live.perp_inputs)
+        if notes:  # a settlement charged late, a mark candle missing (see mlrisk.live.feeds.market)
             rec["market_notes"] = notes
         if self.broker is not None:
             sent = self.broker.send_all(orders)  # also with none: a futures broker keeps its protective orders

@@ -59,7 +59,7 @@ class BotState:
     #: all: the engine's entry filled at the next open is cut to it (the real account is the truth)
     entry_fraction: float | None = None
     #: the funding time (ms, as Binance stamps it) of the last settlement the paper account charged
-    #: (futures paper mode, :class:`mlrisk.live.perp_inputs.VenueInputs`; None: none yet)
+    #: (futures paper mode, :class:`mlrisk.live.feeds.market.VenueInputs`; None: none yet)
     funding_through_ms: int | None = None
 
     @classmethod
