@@ -66,8 +66,9 @@ def body(params, args) -> None:
         if xq is not None:
             quality["metrics"] = xq
         if spot is None:
-            print(f"fetch: no spot candles (no spot kline dumps in a spot/ folder of data.files): features on spot "
-                  f"candles and the basis need them")
+            why = (f"Binance has no spot market {d.symbol}" if binance
+                   else "no spot kline dumps in a spot/ folder of data.files")
+            print(f"fetch: no spot candles ({why}): features on spot candles and the basis need them")
         for name, q in dq.items():
             if q is None:
                 print(f"fetch: no {name} data in data.files (list its Binance dumps there): the backtest falls back to "

@@ -370,6 +370,20 @@ def test_fetch_stage_on_binance_futures_gets_spot_klines_from_the_spot_endpoint(
     assert q["median_basis_bps"] == pytest.approx(-10, abs=0.2)
 
 
+def test_a_perpetual_only_symbol_fetches_without_a_spot_companion_and_says_so(tmp_path: Path):
+    _stage_params(tmp_path, source="binance", market="futures", start="2024-01-01")
+    perp = make_candles(30, start_ms=T0)
+    with FakeBinance(futures={("BTCUSDT", "1h"): perp}, funding={"BTCUSDT": make_funding(3, start_ms=T0)},
+                     mark={("BTCUSDT", "1h"): make_mark(perp)}, now_ms=T0 + 30 * H + 10) as fb:  # spot: -1121
+        r = run_stage("fetch", cwd=tmp_path, env={"MLRISK_BINANCE_BASE_URL": fb.url})
+        assert fb.requests_to("/api/v3/klines")
+    assert r.returncode == 0, r.stderr
+    assert "no spot candles (Binance has no spot market BTCUSDT)" in r.stdout
+    assert not dv.spot_path(tmp_path / "data/raw", "BTCUSDT", "1h").exists()
+    assert json.loads((tmp_path / "reports/data_quality.json").read_text())["spot"] is None
+    assert len(read_parquet(tmp_path / "data/raw/BTCUSDT-1h.parquet", "")) == 30
+
+
 def test_file_source_reads_spot_dumps_from_a_spot_folder_and_says_when_there_are_none(tmp_path: Path):
     files = _dumps(tmp_path / "data/files")
     perp = make_candles(48, start_ms=T0)

@@ -43,6 +43,11 @@ UNKNOWN_SYMBOL = -1121
 TIMESTAMP_OUTSIDE_RECV_WINDOW = -1021
 
 
+class UnknownSymbol(ExchangeError):
+    """Binance answered -1121 "Invalid symbol": the market has no such symbol (e.g. a perpetual-only
+    symbol such as 1000PEPEUSDT on spot)."""
+
+
 class ExchangeOutcomeUnknown(ExchangeError):
     """A non-idempotent request (an order) may or may not have been executed: query it, never resend."""
 
@@ -241,7 +246,7 @@ class ExchangeClient:
         if status >= 500:
             return _Failure("server", f"HTTP {status}", status=status)
         if e.code == UNKNOWN_SYMBOL:
-            raise ExchangeError(f"Binance does not know symbol {kwargs.get('symbol')!r} ({self.market}): check data.symbol (e.g. BTCUSDT)") from None
+            raise UnknownSymbol(f"Binance does not know symbol {kwargs.get('symbol')!r} ({self.market}): check data.symbol (e.g. BTCUSDT)") from None
         raise ExchangeError(f"Binance refused {name}: HTTP {status}, code {e.code}: {_one_line(e.message)}") from None
 
     def _give_up_message(self, failure: _Failure, attempts: int) -> str:

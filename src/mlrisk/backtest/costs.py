@@ -6,7 +6,8 @@ table of :func:`mlrisk.backtest.runner.trades_frame`): ``entry_fee`` and ``exit_
 (>= 0); ``funding`` is funding **paid** by the entry (positive: it paid, negative: it received, e.g.
 a short while the rate is positive); ``pnl`` is the entry's net result,
 ``pnl = price - entry_fee - exit_fee - funding``, where ``price`` is ``side * qty * (exit - entry)``
-(or, for a liquidation, minus the margin lost). So ``price = pnl + fees + funding``.
+(for a liquidation, minus the isolated wallet lost: the margin less the funding paid from it, since
+funding is paid from the position's isolated margin). So ``price = pnl + fees + funding``.
 """
 
 from __future__ import annotations

@@ -333,7 +333,8 @@ def get_spot(data: DataParams, perp: pd.DataFrame, existing: pd.DataFrame | None
     (counted, never filled: spot has halts the perp traded through): the shipped spot sample (source
     sample), spot klines from Binance (source binance; ``existing`` extended incrementally) or the
     spot kline dumps inside a ``spot/`` folder in ``data.files`` (source file; (None, None) when
-    none are listed). Quality: the validation's counts and the perp-over-spot basis of the closes
+    none are listed, and, source binance, when Binance has no spot market of that name: a
+    perpetual-only symbol). Quality: the validation's counts and the perp-over-spot basis of the closes
     (:func:`basis_bps`)."""
     start_ms = to_ms(data.start) if data.start else int(perp["open_time"].iloc[0].value // 1_000_000)
     end_ms = to_ms(data.end) if data.end else int(perp["open_time"].iloc[-1].value // 1_000_000) + data.interval_ms
@@ -345,8 +346,13 @@ def get_spot(data: DataParams, perp: pd.DataFrame, existing: pd.DataFrame | None
             return None, None
         df = read_kline_files(paths, data.symbol, data.interval)
     else:
+        from mlrisk.exchange import UnknownSymbol
+
         fetcher = fetcher or BinanceKlines(ExchangeClient(market="spot"))
-        df = fetch_binance_incremental(fetcher, data.symbol, data.interval, data.interval_ms, start_ms, end_ms, existing)
+        try:
+            df = fetch_binance_incremental(fetcher, data.symbol, data.interval, data.interval_ms, start_ms, end_ms, existing)
+        except UnknownSymbol:  # a perpetual-only symbol: no spot companion, as a file run without spot dumps
+            return None, None
     df = cut(df, start_ms, end_ms)
     if df.empty:
         raise DataError(f"no {data.symbol} {data.interval} spot candles from {data.source} between {from_ms(start_ms)} and "

@@ -412,7 +412,9 @@ def _strategy(inp: Inputs, params: Params) -> H.Section:
     s = H.Section("strategy", "Strategy")
     s.add(H.note(f"Threshold {bp.threshold}, direction {bp.direction}, leverage {bp.leverage}, order size {bp.order_size}, "
                  f"pyramid {bp.pyramid_max}, {bp.entry} entries, hold {bp.hold}, take profit {bp.take_profit}, "
-                 f"stop loss {bp.stop_loss}, fee {bp.fee_rate}, slippage {bp.slippage_bps} bps, funding {bp.funding_rate}/8 h."))
+                 f"stop loss {bp.stop_loss}, fee {bp.fee_rate}, slippage {bp.slippage_bps} bps, funding "
+                 + ("from history." if (inp.backtest.get("sources") or {}).get("funding") == "history"
+                    else f"{bp.funding_rate}/8 h.")))
     s.add(H.note(inputs_sentence(inp.backtest, params)))
     stats = portfolio_stats(t, equity, inp.trades, inp.backtest)
     w, wlabel = _window(params.data.interval_ms, len(eq))
@@ -438,7 +440,7 @@ def _strategy(inp: Inputs, params: Params) -> H.Section:
           H.static_table(pd.DataFrame([("price P&L", _num(split["price"])), ("fees", _num(-split["fees"])),
                                        ("funding", _num(-split["funding"])), ("net P&L", _num(split["net"]))],
                                       columns=["part", "quote"])),
-          H.note("Quote currency. Price P&L is what the price moves made (a liquidation: the margin lost); fees and "
+          H.note("Quote currency. Price P&L is what the price moves made (a liquidation: the isolated wallet lost, the margin less the funding paid from it); fees and "
                  "funding are what the strategy paid (funding received shows as a gain). Per trade: price P&L = "
                  "P&L + fees + funding (the trades table below and reports/trades.csv)."),
           figure_div(costs_figure(split, ft, fpaid, per_candle), "fig-costs"))
