@@ -13,7 +13,8 @@ one message per cooldown). A ``stop`` sends the pending summaries first; 0 turns
 **Never in the way of trading**: the loop only puts the message in a bounded queue
 (:data:`QUEUE_SIZE`; when it is full the message is dropped and counted); a background thread
 sends it. A failed send is logged once (the first failure after a success), never with the URL;
-apprise's own logging is silenced, since its debug lines can name a target's URL and token. On
+apprise's own logging is silenced, and the HTTP libraries' lines that name a piece of an alert URL are
+dropped, since they can show a target's token. On
 stop the thread is given :data:`CLOSE_S` to send what is queued.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -92,11 +94,56 @@ class RateLimit:
         return min(held) if held else None
 
 
-def _quiet_apprise() -> None:
-    """apprise's logger says nothing: its debug and failure lines can name a target's URL."""
+THREAD = "mlrisk-alerts"   #: the sending thread's name
+
+
+class _Redact(logging.Filter):
+    """Drops the HTTP libraries' records that contain a piece of an alert URL (urllib3's debug lines and
+    retry warnings name the request's URL, and a target's token is often in its path), from any
+    thread (apprise sends from a pool of its own)."""
+
+    pieces: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:
+            return False
+        return not any(p in text for p in self.pieces)
+
+
+def _pieces(url: str) -> set[str]:
+    """The parts of an apprise URL that may be secret: every run of 6 or more characters between
+    separators after the scheme (an IP address, shared with other hosts, is not one)."""
+    import ipaddress
+
+    out = set()
+    for p in re.split(r"[/:@?&=#,;\s]+", url.split("://", 1)[-1]):
+        if len(p) < 6 or p == "localhost":
+            continue
+        try:
+            ipaddress.ip_address(p)
+            continue
+        except ValueError:
+            out.add(p)
+    return out
+
+
+def _quiet(urls: Sequence[str]) -> None:
+    """apprise's logger says nothing (its debug and failure lines can name a target's URL); the HTTP
+    libraries drop their lines that name a piece of an alert URL (the exchange client's are kept)."""
+    import requests  # noqa: F401  (apprise's HTTP client: its loggers exist from here on)
+
     a = logging.getLogger("apprise")
     a.setLevel(logging.CRITICAL + 1)
     a.propagate = False
+    for u in urls:
+        _Redact.pieces |= _pieces(u)
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("urllib3", "requests")]
+    for name in {"urllib3", "requests", *names}:
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _Redact) for f in lg.filters):
+            lg.addFilter(_Redact())
 
 
 def _scheme(url: str) -> str:
@@ -113,7 +160,7 @@ class Alerter:
                  clock: Callable[[], float] = time.monotonic, title: str = "mlrisk") -> None:
         import apprise
 
-        _quiet_apprise()
+        _quiet([u.get_secret_value() for u in urls])
         self._apprise = apprise.Apprise()
         for i, u in enumerate(urls, 1):
             if not self._apprise.add(u.get_secret_value()):
@@ -129,7 +176,7 @@ class Alerter:
         self._error_times: deque[float] = deque()
         self._failing = False
         self._queue: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
-        self._thread = threading.Thread(target=self._run, name="mlrisk-alerts", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=THREAD, daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ the observer's side (any thread)
