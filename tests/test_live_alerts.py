@@ -150,3 +150,62 @@ def test_an_error_that_ends_the_bot_is_the_last_message(tmp_path):
             pass
     assert rec.messages()[-1] == ("ETHUSDT live: stopped with an error: SettingsError: position mismatch: the state "
                                   "file records 1 but the exchange's position is 0")
+
+
+def test_the_app_starts_both_from_the_settings_and_closes_them(tmp_path, monkeypatch):
+    """``mlrisk live`` paper mode as wired by the app (the model's predictor stood in, the fake exchange
+    as Binance, its clock an hour further every 50 ms): the metrics endpoint named in the journal
+    answers while the bot runs and is closed after it stops; the alerts start with its start and end
+    with its stop (the kill switch)."""
+    import argparse
+    import threading
+    import urllib.request
+    from types import SimpleNamespace
+
+    from observe_support import FIRST, MD5, START
+    from test_live_loop import _StandIn
+
+    from mlrisk.config.backtest import BacktestParams
+    from mlrisk.live import app
+
+    monkeypatch.setattr("mlrisk.model.inference.Predictor", _StandIn)
+    model = SimpleNamespace(backtest=BacktestParams(threshold=0.1, leverage=2.0, sweep={}), model_path=None,
+                            spec_path=None, md5={"models/model.keras": MD5}, rev=None,
+                            params=SimpleNamespace(data=SimpleNamespace(market="futures")))
+    kill, journal = tmp_path / "STOP", tmp_path / "bot.jsonl"
+    scraped: list[str] = []
+    with Recorder() as rec, FakeBinance({("BTCUSDT", "1h"): make_candles(400, start_ms=START)},
+                                        now_ms=FIRST + 5_000) as fb:
+        s = settings(binance=BinanceSettings(base_url=fb.url), state_file=tmp_path / "s.sqlite", log_file=journal,
+                     kill_switch_file=kill, poll_delay_s=0.0, poll_retry_s=0.05, metrics_port=0,
+                     alert_urls=[rec.url(TOKEN)]).for_strategy(model.backtest)
+        done = threading.Event()
+
+        def clock() -> None:   # the exchange's hours pass; after a few candles, scrape, then the kill switch
+            while not done.wait(0.05):
+                fb.now_ms += H
+                lines = journal_lines(journal) if journal.exists() else []
+                if sum("open_ms" in r for r in lines) >= 4 and not kill.exists():
+                    try:
+                        url = next(r["url"] for r in lines if r.get("event") == "metrics")
+                        with urllib.request.urlopen(url, timeout=5) as resp:
+                            scraped.append(resp.read().decode())
+                    except (StopIteration, OSError):
+                        pass                                   # the test fails below, the bot still stops
+                    finally:
+                        kill.touch()
+
+        t = threading.Thread(target=clock, daemon=True)
+        t.start()
+        try:
+            assert app.paper(argparse.Namespace(reset_halt=False, no_risk_limits=True), s, model, "BTCUSDT", "1h", H) == 0
+        finally:
+            done.set()
+            t.join(5)
+    assert scraped and "mlrisk_candles_total" in scraped[0]
+    url = next(r["url"] for r in journal_lines(journal) if r.get("event") == "metrics")
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)                    # closed with the bot
+    msgs = rec.messages()
+    assert msgs[0] == "BTCUSDT paper: started: paper futures BTCUSDT 1h, model 01234567, polling feed"
+    assert msgs[-1].startswith(f"BTCUSDT paper: stopped: kill switch file {kill} exists; equity ")
