@@ -98,6 +98,8 @@ def test_a_slow_target_never_holds_up_the_loop_and_a_full_queue_drops(monkeypatc
         assert a.dropped >= 40 and len([r for r in caplog.records if "queue is full" in r.message]) == 1
         a.close()                                               # waits CLOSE_S at most
         assert time.perf_counter() - t < 5
+        a._thread.join(5)                                       # the rest is dropped: the thread ends after
+        assert not a._thread.is_alive() and a.sent < 5          # the send in progress
 
 
 def test_a_failing_target_is_logged_once_without_its_url_and_nothing_stores_a_token(tmp_path, caplog, capsys):

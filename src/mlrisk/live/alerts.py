@@ -175,6 +175,7 @@ class Alerter:
         self.sent = self.failed = self.dropped = 0
         self._error_times: deque[float] = deque()
         self._failing = False
+        self._abandoned = False
         self._queue: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
         self._thread = threading.Thread(target=self._run, name=THREAD, daemon=True)
         self._thread.start()
@@ -200,12 +201,15 @@ class Alerter:
                 log.warning("alerts: the queue is full (%d messages not sent yet): dropping new ones", QUEUE_SIZE)
 
     def close(self) -> None:
-        """Send what is queued (and the pending summaries), waiting :data:`CLOSE_S` at most."""
+        """Send what is queued (and the pending summaries), waiting :data:`CLOSE_S` at most; what is
+        still queued then is dropped (the send in progress, if any, ends by its own timeout)."""
+        t = time.monotonic()
         try:
             self._queue.put(_CLOSE, timeout=CLOSE_S)
+            self._thread.join(max(0.0, CLOSE_S - (time.monotonic() - t)))
         except queue.Full:
-            return
-        self._thread.join(CLOSE_S)
+            pass
+        self._abandoned = True
 
     # ------------------------------------------------------------------ the sending thread
     def _run(self) -> None:
@@ -215,6 +219,8 @@ class Alerter:
                 item = self._queue.get(timeout=None if due is None else max(0.0, due - self.clock()) + 0.01)
             except queue.Empty:
                 item = None
+            if self._abandoned:
+                return
             if item is _CLOSE:
                 for _, text in self.limit.due(flush=True):
                     self._send("summary", text)
@@ -243,6 +249,8 @@ class Alerter:
         return f"{n} exchange errors within {ERROR_WINDOW_S:g} s; the last: {text.removeprefix('exchange: ')}"
 
     def _send(self, kind: str, text: str) -> None:
+        if self._abandoned:
+            return
         try:
             ok = bool(self._apprise.notify(body=self.context + text, title=self.title,
                                            notify_type=self._types.get(kind, self._info)))
