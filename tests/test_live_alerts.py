@@ -117,8 +117,13 @@ def test_a_failing_target_is_logged_once_without_its_url_and_nothing_stores_a_to
     assert not any("127.0.0.1:9/" in t or f":{rec.port}/" in t for t in texts)
 
 
-def test_alert_urls_are_secret_from_the_environment_only(monkeypatch, capsys):
+def test_alert_urls_are_secret_from_the_environment_only(monkeypatch, capsys, tmp_path):
     from mlrisk.live import cli
+    from mlrisk.live.settings import load_live_settings
+
+    env = tmp_path / ".env"
+    env.write_text(f"MLRISK_ALERT_URLS=json://127.0.0.1:9/a/{TOKEN} discord://1234/{TOKEN}\n")
+    assert len(load_live_settings(env_file=env).alert_urls) == 2          # .env: the same form
 
     monkeypatch.setenv("MLRISK_ALERT_URLS", f"json://127.0.0.1:9/a/{TOKEN}  tgram://123456789:{TOKEN}/42")
     s = settings()
@@ -211,3 +216,37 @@ def test_the_app_starts_both_from_the_settings_and_closes_them(tmp_path, monkeyp
     msgs = rec.messages()
     assert msgs[0] == "BTCUSDT paper: started: paper futures BTCUSDT 1h, model 01234567, polling feed"
     assert msgs[-1].startswith(f"BTCUSDT paper: stopped: kill switch file {kill} exists; equity ")
+
+
+def test_exchange_mode_fills_are_the_executed_quantity_growing_and_a_halt_is_one_message():
+    """Testnet/live facts: the user data stream's notes (as execution writes them) are a fill only when
+    the order's executed quantity grew (a cancel with nothing executed is not; a partial fill then the
+    rest are two); the simulated account's closed trades are not fills there; a halt persisted at
+    start (the app's ``halted`` line) and the candle lines that follow are one halt, its lifting one more."""
+    from decimal import Decimal as D
+
+    from mlrisk.live.execution.stream import StreamUpdates
+    from mlrisk.live.observe import Facts
+    from mlrisk.live.state import OrderRecord, OrderStatus as S
+
+    def note(cid: str, before: tuple, after: tuple) -> dict:
+        o = OrderRecord(cid, "BTCUSDT", "BUY", "LIMIT", D("0.02"), 0, "entry", D("100"))
+        b = OrderRecord(**{**o.__dict__, "status": before[0], "executed_qty": D(before[1])})
+        a = OrderRecord(**{**o.__dict__, "status": after[0], "executed_qty": D(after[1])})
+        [(kind, message)] = StreamUpdates._note(b, a, "stream")
+        return {"event": kind, "message": message}
+
+    f = Facts()
+    assert f.read(note("mlr-1", (S.OPEN, "0"), (S.CANCELLED, "0"))) == []
+    part = f.read(note("mlr-2", (S.OPEN, "0"), (S.OPEN, "0.005")))
+    rest = f.read(note("mlr-2", (S.OPEN, "0.005"), (S.FILLED, "0.02")))
+    assert [x.kind for x in part + rest] == ["fill", "fill"] and "executed 0.02" in rest[0].text
+    line = {"time": "2026-01-01T00:00:00+00:00", "open_ms": 0, "position": {"side": "flat", "qty": 0.0,
+            "entry_price": 0.0, "entries": 0}, "equity": 1.0, "halted": True, "halt_reason": "drawdown: x",
+            "trades": [{"side": "long", "reason": "signal", "qty": 1.0, "exit_price": 1.0, "pnl": 1.0}],
+            "exchange_orders": [{"client_order_id": "mlr-2", "side": "BUY", "quantity": "0.02", "status": "filled",
+                                 "executed_qty": "0.02"}]}
+    assert [x.kind for x in f.read({"event": "halted", "reason": "drawdown: equity 1 is 50% below"})] == ["halt"]
+    assert f.read({"event": "start", "mode": "live"})[0].kind == "start"
+    assert f.read(line) == [] and f.read(line) == []     # already halted; mlr-2's fill already told; no sim fills
+    assert [x.kind for x in f.read({**line, "halted": False})] == ["resume"]

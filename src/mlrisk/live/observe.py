@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 #: a candle this many seconds late (the feed's "is late (N s)" warning) counts as a stalled feed
 STALL_S = 60.0
 _LATE = re.compile(r"^candle closing at (\S+) is late(?: \(([\d.]+) s\))?")
+_STREAM = re.compile(r"^(\S+): \S+ -> \S+, executed ([\d.]+)")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Facts:
         self.exchange_position: str | None = None
         self.halted: str | None = None                 # the halt's kind while halted
         self.stalled: set[str] = set()                 # the closes already counted as a stall
+        self.executed: dict[str, float] = {}           # exchange orders: the executed quantity last seen
         self.health: dict[str, bool] = {}
 
     def read(self, r: dict[str, Any]) -> list[Fact]:
@@ -82,7 +84,6 @@ class Facts:
         if kind is None:
             return self._candle(r) if "open_ms" in r else []
         if kind == "start":
-            self.position, self.exchange_position, self.halted = None, None, None
             return [Fact("start", f"started: {r.get('mode')} {r.get('market')} {r.get('symbol')} {r.get('interval')}, "
                                   f"model {str(r.get('model_md5'))[:8]}, {r.get('feed')} feed",
                          {"mode": str(r.get("mode")), "symbol": str(r.get("symbol"))})]
@@ -94,12 +95,21 @@ class Facts:
             return self._halt(reason)
         if kind == "stream":  # an order's status changed between closes (the user data stream)
             message = str(r.get("message", ""))
-            return [Fact("fill", f"exchange order {message}", {"account": "exchange"})] if "executed" in message else []
+            m = _STREAM.match(message)
+            if m and self._executed_more(m.group(1), float(m.group(2))) or "liquidation fill" in message:
+                return [Fact("fill", f"exchange order {message}", {"account": "exchange"})]
+            return []
         if kind == "warning":
             return self._warning(str(r.get("message", "")))
         if kind == "health":
             return self._health(r)
         return []
+
+    def _executed_more(self, client_order_id: str, executed: float) -> bool:
+        """True when an exchange order's executed quantity grew (a fill), remembered per order."""
+        before = self.executed.get(client_order_id, 0.0)
+        self.executed[client_order_id] = max(before, executed)
+        return executed > before
 
     def _halt(self, reason: str) -> list[Fact]:
         label = reason_label(reason)
@@ -120,15 +130,15 @@ class Facts:
                                         f"position {pos['qty']:.6g} @ {pos['entry_price']:.2f} (simulated)",
                                 {"account": "simulated"}))
         self.position = pos
-        for t in r.get("trades", []):
+        for t in [] if exchange else r.get("trades", []):   # testnet/live: the exchange's fills say it
             out.append(Fact("fill", f"closed {t['side']} ({t['reason']}): {t['qty']:.6g} at {t['exit_price']:.2f}, "
-                                    f"pnl {t['pnl']:+.2f}" + ("" if exchange else " (simulated)"),
+                                    f"pnl {t['pnl']:+.2f} (simulated)",
                             {"account": "simulated"}))
         for o in r.get("exchange_orders", []):
             if o.get("status") == "rejected":
                 out.append(Fact("exchange_error", f"order {o['client_order_id']} rejected: {o.get('reason', '')}",
                                 {"kind": "rejected"}))
-            elif float(o.get("executed_qty") or 0) > 0:
+            elif self._executed_more(o["client_order_id"], float(o.get("executed_qty") or 0)):
                 out.append(Fact("fill", f"exchange order {o['client_order_id']}: {o['side']} {o['executed_qty']} of "
                                         f"{o['quantity']} executed ({o['status']})", {"account": "exchange"}))
         if r.get("halted"):
