@@ -148,8 +148,8 @@ class BotMetrics:
         pos = r["position"]
         self.side.labels("simulated").set(_SIDE[pos["side"]])
         self.position.labels("simulated").set(_SIDE[pos["side"]] * pos["qty"])
-        for o in r.get("orders", []):
-            self.orders.labels("simulated", "placed").inc()
+        if r.get("orders"):
+            self.orders.labels("simulated", "placed").inc(len(r["orders"]))
         if r.get("blocked"):
             self.blocks.inc(len(r["blocked"]))
         for t in r.get("trades", []):
