@@ -52,6 +52,14 @@ def test_the_live_page_lists_every_setting_with_its_variable(site):
     assert not missing, f"not on the live page: {missing}"
 
 
+def test_the_operations_page_lists_every_metric(site):
+    from mlrisk.live.metrics import METRICS
+
+    page = (site / "operations.html").read_text()
+    missing = [m[0] for m in METRICS if f"<code>{m[0]}</code>" not in page]
+    assert len(METRICS) > 15 and not missing, f"not on the operations page: {missing}"
+
+
 def test_the_built_site_loads_no_external_script_style_or_font(site):
     pages = list(site.rglob("*.html"))
     assert len(pages) >= 14

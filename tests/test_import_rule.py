@@ -66,7 +66,13 @@ LIVE_FORBIDDEN = {
     "risk": {"app", "cli", "loop", "step", "journal", "feeds", "execution", "venue"},
     "step": {"app", "cli", "loop", "journal", "feeds", "execution", "venue"},
     "feeds": {"app", "cli", "loop", "step", "execution", "venue"},
-    "journal": {"app", "cli", "loop", "step", "execution", "venue", "feeds"},
+    "journal": {"app", "cli", "loop", "step", "execution", "venue", "feeds", "observe", "metrics", "alerts"},
+    # the journal's observer and its sinks see only journal lines (never the bot, the exchange or the state)
+    "observe": {"app", "cli", "loop", "step", "risk", "execution", "venue", "feeds", "journal", "state", "user_stream"},
+    "metrics": {"app", "cli", "loop", "step", "risk", "execution", "venue", "feeds", "journal", "state", "user_stream",
+                "alerts"},
+    "alerts": {"app", "cli", "loop", "step", "risk", "execution", "venue", "feeds", "journal", "state", "user_stream",
+               "metrics"},
     "loop": {"app", "cli", "execution", "venue"},
     "app": {"cli"},
 }

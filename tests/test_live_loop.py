@@ -235,14 +235,15 @@ def test_cli_without_a_pinned_model_says_run_dvc_repro(monkeypatch, tmp_path, ca
 
 def test_help_documents_every_setting(capsys):
     from mlrisk.live import cli
-    from mlrisk.live.settings import LiveSettings
+    from mlrisk.live.settings import ENV_ONLY, LiveSettings
 
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
     for name in LiveSettings.model_fields:
-        if name != "binance":
+        if name not in ENV_ONLY:
             assert "--" + name.replace("_", "-") in out and f"MLRISK_{name.upper()}" in out
+    assert "--alert-urls" not in out and "MLRISK_ALERT_URLS" in out  # a secret: never a flag
     for flag in ("--replay", "--start", "--rev", "--trades-out", "--reset-halt", "--no-risk-limits"):
         assert flag in out
 

@@ -171,6 +171,16 @@ def params_reference(model: type[BaseModel]) -> str:
     return "\n".join(parts)
 
 
+def metrics_reference() -> str:
+    """Markdown: one table of the live bot's Prometheus metrics (:data:`mlrisk.live.metrics.METRICS`)."""
+    from mlrisk.live.metrics import METRICS
+
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for name, kind, labels, meaning in METRICS:
+        lines.append(f"| `{name}` | {kind} | {_cell(labels)} | {_cell(meaning)} |")
+    return "\n".join(lines)
+
+
 def settings_reference(model: type[BaseModel], env_prefix: str | None = None) -> str:
     """Markdown: one table of a pydantic-settings model's fields with their environment variables
     (``env_prefix`` + the upper-cased name; nested settings models under their own prefix)."""

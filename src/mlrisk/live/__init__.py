@@ -21,6 +21,8 @@ Built and tested, one concern per module (imports run one way: venue <- executio
 - :mod:`mlrisk.live.settings`, :mod:`mlrisk.live.client_ids`, :mod:`mlrisk.live.filters`,
   :mod:`mlrisk.live.state`: settings, deterministic client order ids, exchange filters, the SQLite
   state store with write-ahead orders.
+- :mod:`mlrisk.live.observe`: the journal's observer, feeding :mod:`mlrisk.live.metrics` (a
+  Prometheus endpoint) and :mod:`mlrisk.live.alerts` (apprise messages), both off by default.
 
 Not built yet: a user-data stream (fills are learnt by polling at each close), hedge mode.
 """

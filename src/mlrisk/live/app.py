@@ -28,9 +28,9 @@ def flag(name: str) -> str:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from mlrisk.live.settings import LiveSettings, load_live_settings
+    from mlrisk.live.settings import ENV_ONLY, LiveSettings, load_live_settings
 
-    overrides = {n: getattr(args, n) for n in LiveSettings.model_fields if n != "binance"}
+    overrides = {n: getattr(args, n) for n in LiveSettings.model_fields if n not in ENV_ONLY}
     return load_live_settings(env_file=args.env_file, **overrides)
 
 
@@ -246,6 +246,14 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
         store.close()
         log.close()
         raise SettingsError(f"the kill switch file {settings.kill_switch_file} exists: remove it to start")
+    from mlrisk.live.observe import watch
+
+    try:
+        watching = watch(settings, log)  # the metrics endpoint and the alerts, when the settings ask for them
+    except BaseException:
+        store.close()
+        log.close()
+        raise
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     for s in old:
         signal.signal(s, lambda signum, _f: stop.request(signal.Signals(signum).name))
@@ -317,6 +325,7 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        watching.close()  # after the stop line (or says why there was none)
         store.close()
         log.close()
 

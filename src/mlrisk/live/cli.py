@@ -34,12 +34,13 @@ MLRISK_BINANCE_API_KEY/_SECRET."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mlrisk.live.settings import LiveSettings, Market, Mode
+    from mlrisk.live.settings import ENV_ONLY, LiveSettings, Market, Mode
 
     p = argparse.ArgumentParser(prog="mlrisk live", description=DESCRIPTION)
-    g = p.add_argument_group("settings (flag = environment variable MLRISK_<NAME>)")
+    g = p.add_argument_group("settings (flag = environment variable MLRISK_<NAME>; MLRISK_ALERT_URLS and the "
+                             "MLRISK_BINANCE_* keys are secrets: environment or .env only)")
     for name, f in LiveSettings.model_fields.items():
-        if name == "binance":
+        if name in ENV_ONLY:
             continue
         env = f"MLRISK_{name.upper()}"
         default = f.default

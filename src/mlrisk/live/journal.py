@@ -1,10 +1,12 @@
 """The journal: one JSON line per candle and per event in the log file, a readable line on stderr
-(:class:`CandleLog`). It never receives settings, so never a secret."""
+(:class:`CandleLog`), and each line to its observers (the metrics and alerts,
+:mod:`mlrisk.live.observe`). It never receives settings, so never a secret."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,6 +24,12 @@ class CandleLog:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.fh = open(path, "a", encoding="utf-8")
         self.stream = stream
+        #: called with every line after it is written (a dict, the JSON line's fields); must not raise
+        self.observers: list[Callable[[dict[str, Any]], None]] = []
+
+    def _tell(self, record: dict[str, Any]) -> None:
+        for observe in self.observers:
+            observe(record)
 
     def write(self, record: dict[str, Any]) -> None:
         if self.fh is not None:
@@ -30,6 +38,7 @@ class CandleLog:
         if self.stream is not None:
             self.stream.write(readable(record) + "\n")
             self.stream.flush()
+        self._tell(record)
 
     def event(self, kind: str, **fields: Any) -> None:
         """A non-candle line (start, stop, warning)."""
@@ -40,6 +49,7 @@ class CandleLog:
         if self.stream is not None:
             self.stream.write(f"live: {kind}: " + ", ".join(f"{k} {v}" for k, v in fields.items()) + "\n")
             self.stream.flush()
+        self._tell(record)
 
     def close(self) -> None:
         if self.fh is not None:

@@ -42,16 +42,21 @@ Variables (all optional; ``paper`` mode needs no key):
   ``MLRISK_USER_STREAM_URL`` (default Binance's for the mode and market, see
   :data:`DEFAULT_USER_STREAM_URLS`; with ``MLRISK_BINANCE_BASE_URL`` set and this not, the stream is
   off), ``MLRISK_USER_STREAM_KEY_FORM`` (futures: how the listen key goes into the URL).
+- Metrics and alerts (docs/operations.md): ``MLRISK_METRICS_PORT`` (a Prometheus endpoint, off by
+  default), ``MLRISK_METRICS_HOST`` (loopback only unless ``MLRISK_METRICS_PUBLIC=true``),
+  ``MLRISK_ALERT_URLS`` (apprise URLs, secret: environment or ``.env`` only, never a flag),
+  ``MLRISK_ALERT_COOLDOWN_S``, ``MLRISK_ALERT_ERRORS``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlrisk.errors import SettingsError
 from mlrisk.settings import BinanceSettings
@@ -94,6 +99,9 @@ DEFAULT_USER_STREAM_URLS: dict[tuple[str, str], str] = {
 ACK_FLAG = "--i-understand-real-money"
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9]{1,8}$")
+#: settings read only from the environment or ``.env``, never a command-line flag: ``binance`` (its own
+#: variables) and the alert URLs, whose tokens a flag would show in ``ps`` and the shell's history
+ENV_ONLY = frozenset({"binance", "alert_urls"})
 
 
 class LiveSettings(BaseSettings):
@@ -162,6 +170,45 @@ class LiveSettings(BaseSettings):
     user_stream_key_form: Literal["query", "path"] = Field(
         "query", description="futures: the listen key as /ws?listenKey=KEY (query, Binance's 2026 notice) or /ws/KEY "
         "(path); check on first use")
+    metrics_port: int | None = Field(None, ge=0, le=65535,
+                                     description="serve Prometheus metrics at http://HOST:PORT/metrics (0: a free port, "
+                                     "named in the journal's 'metrics' event); default: off")
+    metrics_host: str = Field("127.0.0.1", description="the address the metrics endpoint listens on: a loopback "
+                              "address unless metrics_public is true (the endpoint has no authentication and no TLS, "
+                              "and tells whoever reaches it the account's equity, position and orders)")
+    metrics_public: bool = Field(False, description="allow a metrics_host that is not loopback (e.g. 0.0.0.0 in a "
+                                 "container, behind a firewall or a reverse proxy that adds authentication)")
+    alert_urls: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="apprise URLs, one per target (tgram://, discord://, slack://, mailto://, "
+        "json://, ...), separated by spaces (or a JSON list); secret (they hold tokens): environment or .env only, "
+        "never a flag, never logged; default: no alerts")
+    alert_cooldown_s: float = Field(300.0, ge=0, le=86400, allow_inf_nan=False,
+                                    description="per alert kind: after a message, the next ones of that kind within "
+                                    "this many seconds are held back and counted, then sent as one summary "
+                                    "('N more ... suppressed'); 0: every message is sent")
+    alert_errors: int = Field(3, ge=1, le=1000, description="exchange errors within alert_cooldown_s that make an "
+                              "alert (a single failed request that the client retried is not worth a message)")
+
+    @field_validator("alert_urls", mode="before")
+    @classmethod
+    def _alert_urls(cls, v: Any) -> Any:
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    raise ValueError("is not a JSON list: give the URLs separated by spaces or as a JSON list") from None
+            else:
+                v = v.split()
+        if isinstance(v, list):
+            for i, u in enumerate(v, 1):
+                text = u.get_secret_value() if isinstance(u, SecretStr) else u
+                if not isinstance(text, str) or "://" not in text:
+                    raise ValueError(f"URL {i} is not an apprise URL such as tgram://TOKEN/CHAT (the value is not shown)")
+        return v
 
     @field_validator("symbol")
     @classmethod
@@ -212,6 +259,8 @@ class LiveSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> "LiveSettings":
+        from mlrisk.exchange import _is_loopback
+
         if self.websocket and self.binance.base_url and not self.websocket_url:
             raise ValueError("MLRISK_BINANCE_BASE_URL is set but MLRISK_WEBSOCKET_URL is not: set the stream host "
                              "too (--websocket-url), so REST and stream candles come from one exchange")
@@ -229,6 +278,9 @@ class LiveSettings(BaseSettings):
         if self.mode == "live" and self.max_leverage is None:
             raise ValueError("mode live needs a leverage cap: set MLRISK_MAX_LEVERAGE (1 on spot; the pinned "
                              "strategy's backtest.leverage must not exceed it)")
+        if not self.metrics_public and not _is_loopback(self.metrics_host):
+            raise ValueError(f"metrics_host {self.metrics_host} is not a loopback address: the endpoint has no "
+                             "authentication; set MLRISK_METRICS_PUBLIC=true to serve it there anyway")
         if self.state_file.resolve() == self.kill_switch_file.resolve():
             raise ValueError("state_file and kill_switch_file must be different files")
         return self
