@@ -176,9 +176,11 @@ def test_the_app_starts_both_from_the_settings_and_closes_them(tmp_path, monkeyp
     from mlrisk.live import app
 
     monkeypatch.setattr("mlrisk.model.inference.Predictor", _StandIn)
-    model = SimpleNamespace(backtest=BacktestParams(threshold=0.1, leverage=2.0, sweep={}), model_path=None,
-                            spec_path=None, md5={"models/model.keras": MD5}, rev=None,
-                            params=SimpleNamespace(data=SimpleNamespace(market="futures")))
+    # a spot strategy (long only, leverage 1): the fake serves spot candles only (paper mode on futures
+    # would also read the perpetual's funding and mark candles)
+    model = SimpleNamespace(backtest=BacktestParams(threshold=0.1, leverage=1.0, direction="long", sweep={}),
+                            model_path=None, spec_path=None, md5={"models/model.keras": MD5}, rev=None,
+                            params=SimpleNamespace(data=SimpleNamespace(market="spot")))
     kill, journal = tmp_path / "STOP", tmp_path / "bot.jsonl"
     scraped: list[str] = []
     with Recorder() as rec, FakeBinance({("BTCUSDT", "1h"): make_candles(400, start_ms=START)},
@@ -214,7 +216,7 @@ def test_the_app_starts_both_from_the_settings_and_closes_them(tmp_path, monkeyp
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)                    # closed with the bot
     msgs = rec.messages()
-    assert msgs[0] == "BTCUSDT paper: started: paper futures BTCUSDT 1h, model 01234567, polling feed"
+    assert msgs[0] == "BTCUSDT paper: started: paper spot BTCUSDT 1h, model 01234567, polling feed"
     assert msgs[-1].startswith(f"BTCUSDT paper: stopped: kill switch file {kill} exists; equity ")
 
 
