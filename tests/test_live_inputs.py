@@ -134,15 +134,15 @@ def test_the_app_builds_the_window_inputs_the_pinned_spec_asks_for(tmp_path):
         return spec
 
     fut = LiveSettings(_env_file=None, mode="paper", market="futures", binance=BinanceSettings(base_url="http://127.0.0.1:9"))
-    assert window_inputs(model(["close_pct"]), fut, "BTCUSDT", "1h", H) is None
-    w = window_inputs(model(["close_pct", "basis_mark"]), fut, "BTCUSDT", "1h", H)
+    assert window_inputs(model(["close_pct"]), fut, "futures", "BTCUSDT", "1h", H) is None
+    w = window_inputs(model(["close_pct", "basis_mark"]), fut, "futures", "BTCUSDT", "1h", H)
     assert isinstance(w.reads, ExchangeReads) and w.metrics_lag_ms == 7 * 60_000 and w.candles == "traded"
     assert w.reads.spot.client.API_URL.startswith("http://127.0.0.1:9") and w.reads.futures.exchange.market == "futures"
-    w = window_inputs(model(["close_pct"], "spot"), fut, "BTCUSDT", "1h", H, raw_dir=tmp_path)
+    w = window_inputs(model(["close_pct"], "spot"), fut, "futures", "BTCUSDT", "1h", H, raw_dir=tmp_path)
     assert isinstance(w.reads, RawReads) and w.needed
     spot = fut.model_copy(update={"market": "spot"})
     with pytest.raises(SettingsError, match="trade it on futures"):
-        window_inputs(model(["funding_rate"]), spot, "BTCUSDT", "1h", H)
+        window_inputs(model(["funding_rate"]), spot, "spot", "BTCUSDT", "1h", H)
 
 
 def test_a_window_missing_a_derivatives_input_is_no_decision_and_the_candle_says_which(tmp_path):
@@ -199,3 +199,27 @@ def test_a_window_missing_a_derivatives_input_is_no_decision_and_the_candle_says
                                                     "candles": [T0 + 119 * H]}]
         elif i >= need - 1:
             assert r["p_up"] == 0.6 and not notes
+
+
+def test_a_replay_prices_and_reads_the_inputs_on_the_models_market(tmp_path, monkeypatch):
+    """--replay trades the model's data.market (futures here), whatever MLRISK_MARKET says (spot): the window
+    inputs are read for that market, so a long-only leverage-1 model with derivatives features replays."""
+    from types import SimpleNamespace
+
+    import mlrisk.model.inference as inference
+    from mlrisk.config.backtest import BacktestParams
+    from mlrisk.data.preprocess import PreprocessSpec
+    from mlrisk.live.app import _bot
+    from mlrisk.live.settings import LiveSettings
+
+    spec = PreprocessSpec(features=["close_pct", "basis_mark"], seq_len=8, warmup=1, mean=[0.0] * 2, scale=[1.0] * 2,
+                          label={}, n_classes=2, interval="1h", metrics_lag=7)
+    monkeypatch.setattr(inference, "Predictor", lambda *a: SimpleNamespace(spec=spec, predict_latest=lambda x: 0.5))
+    settings = LiveSettings(_env_file=None, mode="paper", market="spot", binance=BinanceSettings(base_url="http://127.0.0.1:9"))
+    model = SimpleNamespace(model_path="m", spec_path="s", backtest=BacktestParams(leverage=1.0))
+    store = SimpleNamespace(step_state=lambda: None)
+    bot = _bot(SimpleNamespace(no_risk_limits=True), settings, model, store, None, H, symbol="BTCUSDT", market="futures",
+               interval="1h", raw_dir=tmp_path)
+    assert bot.need == 9
+    with pytest.raises(DataError, match="mark.parquet not found"):  # the window reads the replay's futures tables
+        bot.predict(klines_from_rows(make_candles(9, start_ms=T0)))

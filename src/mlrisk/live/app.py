@@ -122,7 +122,7 @@ def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: A
     spec = predictor.spec
     limits = RiskLimits.none() if args.no_risk_limits else RiskLimits.from_settings(settings)
     bp, brackets = market_params(symbol, market, model.backtest)
-    window = window_inputs(spec, settings, symbol, interval, interval_ms, raw_dir)  # None: the traded candles suffice
+    window = window_inputs(spec, settings, market, symbol, interval, interval_ms, raw_dir)  # None: the traded candles suffice
     predict = predictor.predict_latest if window is None else (lambda hist: predictor.predict_latest(window(hist)))
     return Bot(predict, spec.seq_len + spec.warmup, spec.seq_len,
                params_vector(bp, interval_ms), interval_ms, limits, store, log, brackets=brackets, **kw)
@@ -143,19 +143,21 @@ def replay_inputs(replay_file: Path, symbol: str, interval: str, interval_ms: in
                        load_mark(mp) if mp.exists() else None, interval_ms)
 
 
-def window_inputs(spec: Any, settings: Any, symbol: str, interval: str, interval_ms: int, raw_dir: Path | None = None) -> Any:
+def window_inputs(spec: Any, settings: Any, market: str, symbol: str, interval: str, interval_ms: int,
+                  raw_dir: Path | None = None) -> Any:
     """The :class:`~mlrisk.live.feeds.inputs.WindowInputs` the pinned model's features need (``spec``: its
-    :class:`~mlrisk.data.preprocess.PreprocessSpec`; funding,
+    :class:`~mlrisk.data.preprocess.PreprocessSpec`; ``market``: the market the bot trades, the one
+    :func:`_bot` prices it on: a replay's is the model's ``data.market``; funding,
     mark, spot klines, open interest read from the exchange on public clients, or, for a replay, from
     the fetch stage's tables in ``raw_dir``), or None when its features read the traded candles only."""
     from mlrisk.exchange import ExchangeClient
     from mlrisk.live.feeds.inputs import ExchangeReads, WindowInputs
     from mlrisk.live.venue import FuturesVenue
 
-    w = WindowInputs(spec.features, spec.candles, settings.market, interval, interval_ms, spec.metrics_lag * 60_000, None)
+    w = WindowInputs(spec.features, spec.candles, market, interval, interval_ms, spec.metrics_lag * 60_000, None)
     if not w.needed:
         return None
-    if settings.market != "futures":
+    if market != "futures":
         raise SettingsError(f"the model's features ({', '.join(spec.features)}; candles {spec.candles}) read the "
                             "perpetual's data: trade it on futures (MLRISK_MARKET futures)")
     if raw_dir is not None:
