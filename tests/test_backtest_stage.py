@@ -104,7 +104,15 @@ def test_funding_paid_is_the_history_charged_on_each_trade(futures_run):
 def test_the_pnl_split_adds_up_and_funding_over_time_ends_at_the_total(futures_run):
     root, raw, bt, trades, equity, out = futures_run
     p = bt["pnl"]
-    assert p["price"] - p["fees"] - p["funding"] == pytest.approx(p["net"], abs=1e-6)
+    # the price P&L from the fills themselves: side x qty x (exit - entry) on every trade not liquidated (a
+    # liquidation loses the isolated margin instead), and each such trade's net is that minus its fees and funding
+    side = np.where(trades["side"] == "long", 1.0, -1.0)
+    gross = side * trades["qty"] * (trades["exit_price"] - trades["entry_price"])
+    costs = trades["entry_fee"] + trades["exit_fee"] + trades["funding"]
+    ok = (trades["exit_reason"] != "liquidation").to_numpy()
+    assert ok.sum() > 10
+    np.testing.assert_allclose(gross[ok], (trades["pnl"] + costs)[ok], rtol=1e-9, atol=1e-6)
+    assert gross[ok].sum() + (trades["pnl"] + costs)[~ok].sum() == pytest.approx(p["price"], abs=1e-6)
     assert p["net"] == pytest.approx(bt["final_equity"] - 10_000.0, abs=1e-6)
     assert p["fees"] == pytest.approx(bt["fees_paid"], rel=1e-9) and p["funding"] == pytest.approx(bt["funding_paid"], rel=1e-9)
     assert equity["funding_paid"].iloc[-1] == pytest.approx(bt["funding_paid"], rel=1e-9)
