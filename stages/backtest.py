@@ -132,15 +132,15 @@ def traded_candles(pred: pd.DataFrame, raw: pd.DataFrame, raw_dir: str) -> pd.Da
 
 def with_market_columns(pred: pd.DataFrame, d: DataParams, raw_dir: str) -> pd.DataFrame:
     """``pred`` with the perpetual's per-candle inputs (``funding_rate``, ``mark_open/high/low``;
-    :func:`mlrisk.backtest.futures.market_columns`) from the funding and mark tables in ``raw_dir``;
+    :func:`mlrisk.backtest.futures.market_columns`) from the funding and mark tables in ``raw_dir``
+    (:func:`mlrisk.data.derivatives.raw_tables`);
     a table the fetch stage did not write (file source without such dumps) is left out, and the engine
     falls back (the constant funding_rate, the last price)."""
     from mlrisk.backtest.futures import market_columns
-    from mlrisk.data.derivatives import funding_path, load_funding, load_mark, mark_path
+    from mlrisk.data.derivatives import raw_tables
 
-    f, m = funding_path(raw_dir, d.symbol), mark_path(raw_dir, d.symbol, d.interval)
-    cols = market_columns(pred["open_time"], load_funding(f) if f.exists() else None,
-                          load_mark(m) if m.exists() else None, d.interval_ms)
+    t = raw_tables(raw_dir, d.symbol, d.interval)
+    cols = market_columns(pred["open_time"], t["funding"](), t["mark"](), d.interval_ms)
     return pd.concat([pred.reset_index(drop=True), cols], axis=1)
 
 

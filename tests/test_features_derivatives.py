@@ -296,3 +296,40 @@ def test_the_dataset_and_scaler_before_t_ignore_derivatives_inputs_after_t(t):
     assert (a["part"][keep] != "test").any() and (a["part"][~keep] == "test").all()
     assert np.array_equal(a.loc[keep, NAMES].to_numpy(), b.loc[keep, NAMES].to_numpy(), equal_nan=True)
     assert not np.array_equal(a.loc[~keep, NAMES].to_numpy(), b.loc[~keep, NAMES].to_numpy(), equal_nan=True)
+
+
+def test_one_reader_of_the_raw_tables_and_each_caller_says_what_missing_means(tmp_path, monkeypatch):
+    """raw_tables reads data/raw (None: not written); raw_loaders (the features) makes a missing table a
+    one-line error; the backtest stage and a replay read the funding and mark tables through it too and
+    fall back on None."""
+    import importlib.util
+
+    import mlrisk.data.derivatives as dv
+    from conftest import ROOT
+    from mlrisk.data.point_in_time import raw_loaders
+    from mlrisk.live.app import replay_inputs
+
+    d = inputs(120)
+    raw = _raw_dir(tmp_path, d)
+    t = dv.raw_tables(raw, "BTCUSDT", "1h")
+    assert t["metrics"]() is None and len(t["funding"]()) == len(d["funding"]) and len(t["mark"]()) == 120
+    assert len(t["perp"]()) == len(t["spot"]()) == 120
+    with pytest.raises(DataError, match="metrics.parquet not found: log_open_interest_change needs the metrics dumps"):
+        raw_loaders(raw, "BTCUSDT", "1h")["metrics"]()
+    assert raw_loaders(raw, "BTCUSDT", "1h")["funding"]().equals(t["funding"]())
+    read = []
+
+    def spy(*a):
+        read.append(a)
+        return {k: (lambda: None) for k in ("perp", "spot", "funding", "mark", "metrics")}
+
+    monkeypatch.setattr(dv, "raw_tables", spy)
+    with pytest.raises(DataError, match="mark.parquet not found"):
+        raw_loaders(raw, "BTCUSDT", "1h")["mark"]()  # the files are there: only the reader says None
+    replay_inputs(raw / "BTCUSDT-1h.parquet", "BTCUSDT", "1h", HOUR, d["perp"])
+    spec = importlib.util.spec_from_file_location("backtest_stage", ROOT / "stages" / "backtest.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    cols = stage.with_market_columns(d["perp"][["open_time"]], DataParams(market="futures"), str(raw))
+    assert cols.drop(columns="open_time").isna().all(axis=None)  # no table read: the engine's fallbacks
+    assert [a[0] for a in read] == [raw, raw, str(raw)] and all(a[1:] == ("BTCUSDT", "1h") for a in read)

@@ -139,47 +139,35 @@ def with_inputs(candles: pd.DataFrame, names: list[str], interval_ms: int, *, ki
 
 
 def raw_loaders(raw_dir: str | Path, symbol: str, interval: str) -> dict[str, Loader]:
-    """Readers of the tables the fetch stage wrote in ``raw_dir`` for a futures run, each a
-    one-line :class:`DataError` naming what to do when its file is absent."""
-    from mlrisk.data.derivatives import funding_path, load_funding, load_mark, load_metrics, mark_path, metrics_path, spot_path
-    from mlrisk.io import read_parquet
+    """Readers of the tables the fetch stage wrote in ``raw_dir`` for a futures run
+    (:func:`mlrisk.data.derivatives.raw_tables`), each a one-line :class:`DataError` naming what to do
+    when its file is absent: the features need it."""
+    from mlrisk.data.derivatives import funding_path, mark_path, metrics_path, raw_tables, spot_path
 
-    def spot() -> pd.DataFrame:
-        p = spot_path(raw_dir, symbol, interval)
-        if not p.exists():
-            raise DataError(f"{p} not found: spot candles are fetched beside a futures run's (data.source sample or "
-                            "binance; for source file add spot kline dumps under a spot/ folder in data.files), then "
-                            "`dvc repro fetch`")
-        return read_parquet(p, "run `dvc repro fetch`")
-
-    def metrics() -> pd.DataFrame:
-        p = metrics_path(raw_dir, symbol)
-        if not p.exists():
-            raise DataError(f"{p} not found: log_open_interest_change needs the metrics dumps (data.source file with "
-                            "SYMBOL-metrics-YYYY-MM-DD.zip files in data.files); drop it from features.names otherwise")
-        return load_metrics(p)
-
-    def funding() -> pd.DataFrame:
-        p = funding_path(raw_dir, symbol)
-        if not p.exists():
-            raise DataError(f"{p} not found: funding_rate and funding_change need the funding history (data.market: "
-                            "futures; for source file list the fundingRate dumps in data.files), then `dvc repro fetch`")
-        return load_funding(p)
-
-    def mark() -> pd.DataFrame:
-        p = mark_path(raw_dir, symbol, interval)
-        if not p.exists():
-            raise DataError(f"{p} not found: basis_mark needs the mark-price candles (data.market: futures; for source "
-                            "file list markPriceKlines dumps in data.files), then `dvc repro fetch`")
-        return load_mark(p)
-
-    return {
-        "perp": lambda: read_parquet(Path(raw_dir) / f"{symbol}-{interval}.parquet", "run `dvc repro fetch`"),
-        "spot": spot,
-        "funding": funding,
-        "mark": mark,
-        "metrics": metrics,
+    tables = raw_tables(raw_dir, symbol, interval)
+    missing = {
+        "perp": (Path(raw_dir) / f"{symbol}-{interval}.parquet", "run `dvc repro fetch`"),
+        "spot": (spot_path(raw_dir, symbol, interval), "spot candles are fetched beside a futures run's (data.source "
+                 "sample or binance; for source file add spot kline dumps under a spot/ folder in data.files), then "
+                 "`dvc repro fetch`"),
+        "metrics": (metrics_path(raw_dir, symbol), "log_open_interest_change needs the metrics dumps (data.source file "
+                    "with SYMBOL-metrics-YYYY-MM-DD.zip files in data.files); drop it from features.names otherwise"),
+        "funding": (funding_path(raw_dir, symbol), "funding_rate and funding_change need the funding history "
+                    "(data.market: futures; for source file list the fundingRate dumps in data.files), then `dvc repro fetch`"),
+        "mark": (mark_path(raw_dir, symbol, interval), "basis_mark needs the mark-price candles (data.market: futures; "
+                 "for source file list markPriceKlines dumps in data.files), then `dvc repro fetch`"),
     }
+
+    def loader(name: str) -> Loader:
+        def load() -> pd.DataFrame:
+            df = tables[name]()
+            if df is None:
+                path, what = missing[name]
+                raise DataError(f"{path} not found: {what}")
+            return df
+        return load
+
+    return {name: loader(name) for name in missing}
 
 
 def model_candles(raw_dir: str | Path, d: DataParams, fp: FeatureParams) -> pd.DataFrame:

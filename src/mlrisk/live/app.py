@@ -130,17 +130,15 @@ def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: A
 
 def replay_inputs(replay_file: Path, symbol: str, interval: str, interval_ms: int, candles: Any) -> Any:
     """The perpetual's funding and mark tables stored beside a replayed candle file (the fetch stage's
-    ``data/raw`` layout: :func:`mlrisk.data.derivatives.funding_path` / :func:`~mlrisk.data.derivatives.mark_path`),
+    ``data/raw`` layout, read by :func:`mlrisk.data.derivatives.raw_tables`),
     joined onto ``candles`` (:class:`mlrisk.live.feeds.market.TableInputs`); a table that is not there is
     None (its fallback: the constant ``funding_rate``, the last price), which the summary line says."""
-    from mlrisk.data.derivatives import funding_path, load_funding, load_mark, mark_path
+    from mlrisk.data.derivatives import raw_tables
     from mlrisk.live.feeds.replay import open_ms
     from mlrisk.live.feeds.market import TableInputs
 
-    raw = replay_file.parent
-    fp, mp = funding_path(raw, symbol), mark_path(raw, symbol, interval)
-    return TableInputs(open_ms(candles), load_funding(fp) if fp.exists() else None,
-                       load_mark(mp) if mp.exists() else None, interval_ms)
+    t = raw_tables(replay_file.parent, symbol, interval)
+    return TableInputs(open_ms(candles), t["funding"](), t["mark"](), interval_ms)
 
 
 def window_inputs(spec: Any, settings: Any, market: str, symbol: str, interval: str, interval_ms: int,
