@@ -223,3 +223,40 @@ def test_a_replay_prices_and_reads_the_inputs_on_the_models_market(tmp_path, mon
     assert bot.need == 9
     with pytest.raises(DataError, match="mark.parquet not found"):  # the window reads the replay's futures tables
         bot.predict(klines_from_rows(make_candles(9, start_ms=T0)))
+
+    class Venue:  # the paper bot's venue (paper() builds one, shared with its funding and mark reader)
+        def mark_klines(self, *a):
+            raise LookupError("read through the venue given")
+
+    bot = _bot(SimpleNamespace(no_risk_limits=True), settings, model, store, None, H, symbol="BTCUSDT", market="futures",
+               interval="1h", futures=Venue())
+    with pytest.raises(LookupError, match="read through the venue given"):
+        bot.predict(klines_from_rows(make_candles(9, start_ms=T0)))
+
+
+def test_futures_paper_mode_reads_the_exchange_through_one_venue(tmp_path, monkeypatch):
+    """The paper bot's window inputs (ExchangeReads) and its per-candle funding and mark (VenueInputs) read
+    the same endpoints each close: one FuturesVenue, built in paper(), serves both."""
+    from types import SimpleNamespace
+
+    import mlrisk.live.app as app
+    from mlrisk.live.feeds.market import VenueInputs
+    from mlrisk.live.settings import LiveSettings
+
+    class Built(Exception):
+        pass
+
+    got = {}
+
+    def bot(*a, **kw):
+        got.update(kw)
+        raise Built
+
+    monkeypatch.setattr(app, "_bot", bot)
+    settings = LiveSettings(_env_file=None, mode="paper", market="futures", state_file=tmp_path / "s.sqlite",
+                            kill_switch_file=tmp_path / "STOP", log_file=tmp_path / "bot.jsonl",
+                            binance=BinanceSettings(base_url="http://127.0.0.1:9"))
+    with pytest.raises(Built):
+        app.paper(SimpleNamespace(reset_halt=False), settings, SimpleNamespace(), "BTCUSDT", "1h", H)
+    assert isinstance(got["perp"], VenueInputs) and isinstance(got["futures"], FuturesVenue)
+    assert got["perp"].venue is got["futures"]
