@@ -333,3 +333,26 @@ def test_one_reader_of_the_raw_tables_and_each_caller_says_what_missing_means(tm
     cols = stage.with_market_columns(d["perp"][["open_time"]], DataParams(market="futures"), str(raw))
     assert cols.drop(columns="open_time").isna().all(axis=None)  # no table read: the engine's fallbacks
     assert [a[0] for a in read] == [raw, raw, str(raw)] and all(a[1:] == ("BTCUSDT", "1h") for a in read)
+
+
+def test_one_same_open_time_join_and_a_duplicate_open_time_is_bad_data():
+    """join_inputs (the features' mark, spot, perp closes) and market_columns (the engine's mark candles)
+    join by open time with one helper: the same rows, and a duplicate open time raises in both."""
+    from mlrisk.backtest.futures import market_columns
+    from mlrisk.data.point_in_time import same_open
+
+    d = inputs(50)
+    mark = d["mark"].iloc[5:45]  # the candles before and after it have no mark candle: NaN
+    j = join_inputs(d["perp"], HOUR, mark=mark)
+    m = market_columns(d["perp"]["open_time"], None, mark, HOUR)
+    want = same_open(d["perp"]["open_time"], mark, ["open", "high", "low", "close"], "mark")
+    np.testing.assert_array_equal(j["pit_mark_close"].to_numpy(), want["close"].to_numpy())
+    np.testing.assert_array_equal(m[["mark_open", "mark_high", "mark_low"]].to_numpy(), want[["open", "high", "low"]].to_numpy())
+    assert want["close"].isna().sum() == 10 and want["close"].iloc[5:45].notna().all()
+    dup = pd.concat([mark, mark.iloc[[7]]])
+    with pytest.raises(DataError, match=r"the mark candles have 1 duplicate open time\(s\) \(first "):
+        join_inputs(d["perp"], HOUR, mark=dup)
+    with pytest.raises(DataError, match=r"the mark candles have 1 duplicate open time\(s\)"):
+        market_columns(d["perp"]["open_time"], None, dup, HOUR)
+    with pytest.raises(DataError, match="the spot candles have 1 duplicate"):
+        join_inputs(d["perp"], HOUR, spot=pd.concat([d["spot"], d["spot"].iloc[[3]]]))

@@ -76,9 +76,22 @@ def _take(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _same_open(open_time: pd.Series, table: pd.DataFrame, col: str = "close") -> np.ndarray:
-    t = table.drop_duplicates("open_time", keep="last").set_index("open_time")[col]
-    return t.reindex(pd.DatetimeIndex(open_time)).to_numpy(dtype="float64")
+def same_open(open_time: pd.Series | pd.DatetimeIndex, table: pd.DataFrame, cols: list[str], what: str) -> pd.DataFrame:
+    """The one "same open time" join: ``table``'s ``cols`` (float64) at the candles opening at
+    ``open_time`` (UTC), one row each in that order, NaN where ``table`` has no candle opening then.
+    Two rows of ``table`` with one open time are bad data: a one-line :class:`DataError` naming
+    ``what`` (e.g. ``mark``)."""
+    t = pd.DatetimeIndex(table["open_time"])
+    dup = t.duplicated()
+    if dup.any():
+        raise DataError(f"the {what} candles have {int(dup.sum())} duplicate open time(s) (first {t[dup][0]}): bad data; "
+                        "re-run `dvc repro fetch`")
+    out = table[cols].set_axis(t).reindex(pd.DatetimeIndex(open_time)).astype("float64")
+    return out.reset_index(drop=True)
+
+
+def _same_open(open_time: pd.Series, table: pd.DataFrame, what: str) -> np.ndarray:
+    return same_open(open_time, table, ["close"], what)["close"].to_numpy()
 
 
 def join_inputs(candles: pd.DataFrame, interval_ms: int, *, funding: pd.DataFrame | None = None,
@@ -99,11 +112,11 @@ def join_inputs(candles: pd.DataFrame, interval_ms: int, *, funding: pd.DataFram
         out[FUNDING_RATE] = _take(rates, _asof(known, at))
         out[FUNDING_PREV] = _take(rates, _asof(known, at, 1))
     if mark is not None:
-        out[MARK_CLOSE] = _same_open(ot, mark)
+        out[MARK_CLOSE] = _same_open(ot, mark, "mark")
     if spot is not None:
-        out[SPOT_CLOSE] = _same_open(ot, spot)
+        out[SPOT_CLOSE] = _same_open(ot, spot, "spot")
     if perp is not None:
-        out[PERP_CLOSE] = _same_open(ot, perp)
+        out[PERP_CLOSE] = _same_open(ot, perp, "perp")
     if metrics is not None:
         m = metrics.sort_values("create_time", kind="stable")
         known = _ms(m["create_time"]) + metrics_lag_ms
