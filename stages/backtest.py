@@ -3,8 +3,9 @@ reports/plots/equity.csv, and the sweep in reports/backtest/ (sweep.csv: every c
 sweep_equity.parquet: every equity curve at up to 600 shared times). The report stage draws them.
 
 Prices always come from the traded instrument's candles, data/raw/{SYMBOL}-{INTERVAL}.parquet, joined
-by open time onto the predictions (whatever candles the model learned on); a prediction without its
-candle there is an error. With ``data.market: futures`` the backtest also gets, from data/raw, the
+by open time onto the predictions (whatever candles the model learned on), every traded candle in the
+predictions' span stepped (one without a prediction: no signal); a prediction without its candle there
+is an error. With ``data.market: futures`` the backtest also gets, from data/raw, the
 funding history (the rate charged at each candle's open) and the mark-price candles (liquidation),
 Binance's maintenance brackets from the shipped snapshot, and the symbol's lot step and minimum notional
 from the shipped exchange-info snapshot (the live bot's filter code), which replace ``backtest.lot_step``
@@ -107,31 +108,39 @@ OHLC = ["open", "high", "low", "close"]
 
 
 def traded_candles(pred: pd.DataFrame, raw: pd.DataFrame, raw_dir: str) -> pd.DataFrame:
-    """``pred`` with its open/high/low/close taken from the traded instrument's candles ``raw`` (the
-    fetch stage's table, in ``raw_dir``) at the same open time. A prediction whose candle ``raw`` lacks
-    is a :class:`DataError` (the predictions and the candles come from different runs)."""
-    idx = pd.DatetimeIndex(raw["open_time"]).get_indexer(pd.DatetimeIndex(pred["open_time"]))
+    """``pred`` on the traded instrument's candles ``raw`` (the fetch stage's table, in ``raw_dir``):
+    one row per candle of ``raw`` from the first prediction's open time to the last one's, with that
+    candle's open/high/low/close, so the engine steps every traded candle (its stops, liquidation and
+    fills) as the live bot does; a candle without a prediction (the model's candles have a gap there,
+    e.g. a spot halt with ``features.candles: spot``) gets ``p_up`` NaN (no signal) and the other
+    columns NaN. A prediction whose candle ``raw`` lacks is a :class:`DataError` (the predictions and
+    the candles come from different runs)."""
+    t = pd.DatetimeIndex(raw["open_time"])
+    idx = t.get_indexer(pd.DatetimeIndex(pred["open_time"]))
     if (idx < 0).any():
         first = pred["open_time"].iloc[int((idx < 0).argmax())]
         raise DataError(f"{int((idx < 0).sum())} prediction(s) from {first} have no candle in {raw_dir}: the predictions "
                         "and the candles come from different runs; run `dvc repro`")
-    out = pred.copy()
-    for c in OHLC:
-        out[c] = raw[c].to_numpy(dtype="float64")[idx]
-    return out
+    if len(pred) == 0:
+        return pred.copy()
+    span = raw.iloc[int(idx.min()) : int(idx.max()) + 1][["open_time", *OHLC]].reset_index(drop=True)
+    span[OHLC] = span[OHLC].astype("float64")
+    rest = pred.drop(columns=[c for c in ["open_time", *OHLC] if c in pred.columns]).set_index(pd.DatetimeIndex(pred["open_time"]))
+    rest = rest.reindex(pd.DatetimeIndex(span["open_time"])).reset_index(drop=True)  # p_up NaN on the added rows
+    return pd.concat([span, rest], axis=1)
 
 
 def with_market_columns(pred: pd.DataFrame, d: DataParams, raw_dir: str) -> pd.DataFrame:
     """``pred`` with the perpetual's per-candle inputs (``funding_rate``, ``mark_open/high/low``;
-    :func:`mlrisk.backtest.futures.market_columns`) from the funding and mark tables in ``raw_dir``;
+    :func:`mlrisk.backtest.futures.market_columns`) from the funding and mark tables in ``raw_dir``
+    (:func:`mlrisk.data.derivatives.raw_tables`);
     a table the fetch stage did not write (file source without such dumps) is left out, and the engine
     falls back (the constant funding_rate, the last price)."""
     from mlrisk.backtest.futures import market_columns
-    from mlrisk.data.derivatives import funding_path, load_funding, load_mark, mark_path
+    from mlrisk.data.derivatives import raw_tables
 
-    f, m = funding_path(raw_dir, d.symbol), mark_path(raw_dir, d.symbol, d.interval)
-    cols = market_columns(pred["open_time"], load_funding(f) if f.exists() else None,
-                          load_mark(m) if m.exists() else None, d.interval_ms)
+    t = raw_tables(raw_dir, d.symbol, d.interval)
+    cols = market_columns(pred["open_time"], t["funding"](), t["mark"](), d.interval_ms)
     return pd.concat([pred.reset_index(drop=True), cols], axis=1)
 
 

@@ -104,7 +104,15 @@ def test_funding_paid_is_the_history_charged_on_each_trade(futures_run):
 def test_the_pnl_split_adds_up_and_funding_over_time_ends_at_the_total(futures_run):
     root, raw, bt, trades, equity, out = futures_run
     p = bt["pnl"]
-    assert p["price"] - p["fees"] - p["funding"] == pytest.approx(p["net"], abs=1e-6)
+    # the price P&L from the fills themselves: side x qty x (exit - entry) on every trade not liquidated (a
+    # liquidation loses the isolated margin instead), and each such trade's net is that minus its fees and funding
+    side = np.where(trades["side"] == "long", 1.0, -1.0)
+    gross = side * trades["qty"] * (trades["exit_price"] - trades["entry_price"])
+    costs = trades["entry_fee"] + trades["exit_fee"] + trades["funding"]
+    ok = (trades["exit_reason"] != "liquidation").to_numpy()
+    assert ok.sum() > 10
+    np.testing.assert_allclose(gross[ok], (trades["pnl"] + costs)[ok], rtol=1e-9, atol=1e-6)
+    assert gross[ok].sum() + (trades["pnl"] + costs)[~ok].sum() == pytest.approx(p["price"], abs=1e-6)
     assert p["net"] == pytest.approx(bt["final_equity"] - 10_000.0, abs=1e-6)
     assert p["fees"] == pytest.approx(bt["fees_paid"], rel=1e-9) and p["funding"] == pytest.approx(bt["funding_paid"], rel=1e-9)
     assert equity["funding_paid"].iloc[-1] == pytest.approx(bt["funding_paid"], rel=1e-9)
@@ -153,3 +161,28 @@ def test_spot_backtest_has_no_futures_inputs_and_a_missing_candle_is_an_error(tm
     r = run_stage("backtest", cwd=tmp_path)
     assert r.returncode == 2 and "1 prediction(s) from 2024-07-04 13:30:00" in r.stderr and "have no candle in data/raw" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_every_perp_candle_in_the_predictions_span_is_stepped(tmp_path):
+    """Predictions missing some candles (a model on spot candles across a spot halt): the backtest still
+    steps every perp candle between the first and the last prediction, with no signal on the missing
+    ones, as the live bot's replay does; a market entry fills at the open right after its decision."""
+    _params(tmp_path, "futures")
+    r = run_stage("fetch", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    raw = _predictions(tmp_path)
+    pred = pd.read_parquet(tmp_path / "reports/predictions.parquet")
+    hole = [300, 301, 302, 601]
+    pred.loc[[298, 299, 599, 600], "p_up"] = [0.01, 0.99, 0.99, 0.01]  # reversals decided right before the holes
+    pred.drop(index=hole).reset_index(drop=True).to_parquet(tmp_path / "reports/predictions.parquet", index=False)
+    r = run_stage("backtest", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    equity = pd.read_csv(tmp_path / "reports/plots/equity.csv")
+    span = raw["open_time"][(raw["open_time"] >= pred["open_time"].iloc[0]) & (raw["open_time"] <= pred["open_time"].iloc[-1])]
+    assert equity["time"].tolist() == span.dt.strftime("%Y-%m-%dT%H:%M:%SZ").tolist()  # the holes' candles included
+    trades = pd.read_csv(tmp_path / "reports/trades.csv", parse_dates=["entry_time"])
+    decided = set(pred.drop(index=hole)["open_time"])
+    market = trades[trades["entry_kind"] == "market"]
+    assert len(market) > 10 and all(t - pd.Timedelta(hours=1) in decided for t in market["entry_time"])
+    for i, side in ((300, "long"), (601, "short")):  # filled at the hole's first candle, not after it
+        assert ((market["entry_time"] == pred["open_time"].iloc[i]) & (market["side"] == side)).any()

@@ -19,6 +19,7 @@ HOUR = 3_600_000
 DERIV = list(DERIVATIVES)
 NAMES = DERIV + ["close_pct"]
 LAG = METRICS_LAG_MS
+HALT = pd.Timestamp("2023-03-24 13:00", tz="UTC")  # Binance spot halted: the spot sample has no candle at this open time
 
 
 def _ms(t):
@@ -165,11 +166,21 @@ def test_build_dataset_starts_where_the_inputs_begin():
     assert ds["open_time"].iloc[0] == first_two.floor("h") and spec.warmup == 1
     assert ds["open_time"].iloc[-1] == d["spot"]["open_time"].iloc[-8]  # the spot candles end 7 candles early
     assert not np.isnan(ds["label"].iloc[-1])  # its label reads the perp candles after it, as any label does
-    gap = c.copy()
-    gap.loc[300, "pit_spot_close"] = np.nan  # a missing input between them is an error, never a silent hole
-    with pytest.raises(DataError, match=r"features \['basis_spot'\] are undefined after the warmup"):
-        build_dataset(gap, fp, SplitParams(), "1h")
     assert ds[["funding_change", "basis_spot"]].notna().all(axis=None)
+    gap = c.copy()
+    gap.loc[300, "pit_spot_close"] = np.nan  # a missing input between them (a spot halt) is a gap for the windows
+    g, gspec = build_dataset(gap, fp, SplitParams(), "1h")
+    i = int(np.flatnonzero(g["open_time"] == c["open_time"].iloc[300])[0])
+    span = fp.seq_len + spec.warmup  # the windows (with their lookback) that hold row i
+    assert np.isnan(g["basis_spot"].iloc[i]) and g["basis_spot"].drop(index=i).notna().all()
+    assert not g["window_ok"].iloc[i : i + span].any() and g["window_ok"].iloc[i + span]
+    assert (g["window_ok"] == ds["window_ok"]).drop(index=range(i, i + span)).all()
+    assert gspec.split["gaps"]["windows_dropped"] == ds["window_ok"].iloc[i : i + span].sum()
+    assert (gspec.mean, gspec.scale) != (None, None) and np.isfinite(gspec.mean + gspec.scale).all()
+    np.testing.assert_array_equal(g["label"], ds["label"])  # the labels read the traded candles only
+    gap.loc[300, "close"] = 0.0  # a non-derivatives feature undefined inside the data stays an error
+    with pytest.raises(DataError, match=r"features \['close_pct'\] are undefined after the warmup"):
+        build_dataset(gap, fp, SplitParams(), "1h")
 
 
 def _raw_dir(tmp_path, d):
@@ -214,13 +225,18 @@ def test_the_shipped_sample_gives_finite_features():
     j = join_inputs(perp, HOUR, funding=funding, mark=mark, spot=spot, perp=perp)
     f = compute_features(j, ["funding_rate", "funding_change", "basis_spot", "basis_mark"]).iloc[8:]
     assert f["funding_rate"].notna().all() and f["funding_change"].notna().all() and f["basis_mark"].notna().all()
+    # basis_spot: the spot sample starts 7 h after and ends 18 h before the perp, and keeps the spot halt's gap
+    t = j["open_time"].iloc[8:]
+    spot_edges = (t < pd.Timestamp("2022-09-23 07:00", tz="UTC")) | (t > pd.Timestamp("2024-09-22 05:00", tz="UTC"))
+    assert f["basis_spot"].isna().to_numpy().nonzero()[0].tolist() == (spot_edges | (t == HALT)).to_numpy().nonzero()[0].tolist()
     assert -10e-4 < f["basis_spot"].median() < 0  # the perp sits a few bps under spot (-3.8 bps median)
     assert f["funding_rate"].mean() == pytest.approx(funding["funding_rate"].mean(), rel=0.05)
 
 
 def test_preprocess_stage_with_derivatives_features_on_the_futures_sample(tmp_path):
-    """fetch (futures sample from 2024-01-01) then preprocess with every derivatives feature the sample
-    supports: the spot companion is written here the way the fetch stage does (spot_path)."""
+    """fetch (the whole futures sample, spot companion included) then preprocess with every derivatives
+    feature the sample supports: the spot halt (2023-03-24 13:00, a gap the spot data keeps) drops the
+    windows holding that candle instead of failing."""
     import json
 
     import yaml
@@ -231,20 +247,25 @@ def test_preprocess_stage_with_derivatives_features_on_the_futures_sample(tmp_pa
     from mlrisk.io import write_parquet
 
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["data"].update(source="sample", market="futures", start="2024-03-01")
+    p["data"].update(source="sample", market="futures", start=None)
     p["features"].update(names=["close_pct", "funding_rate", "funding_change", "basis_spot", "basis_mark"], seq_len=16)
     p["evaluate"].update(mode="split", holdout=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     r = run_stage("fetch", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    spot = load_sample("BTCUSDT", "1h")
-    write_parquet(spot_path(tmp_path / "data/raw", "BTCUSDT", "1h"), spot[spot["open_time"] >= pd.Timestamp("2024-03-01", tz="UTC")])
+    assert not (pd.read_parquet(spot_path(tmp_path / "data/raw", "BTCUSDT", "1h"))["open_time"] == HALT).any()
     r = run_stage("preprocess", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     spec = json.loads((tmp_path / "models/preprocess.json").read_text())
     assert spec["features"] == p["features"]["names"]
-    train = pd.read_parquet(tmp_path / "data/processed/train.parquet")
-    assert train[p["features"]["names"]].notna().all(axis=None)
+    assert spec["split"]["gaps"] == {"windows_dropped": 16 + spec["warmup"], "labels_dropped": 0}
+    ds = pd.concat([pd.read_parquet(tmp_path / f"data/processed/{q}.parquet") for q in ("train", "val", "test")])
+    names = p["features"]["names"]
+    at_halt = (ds["open_time"] == HALT).to_numpy()
+    assert at_halt.sum() == 1 and ds.loc[at_halt, "basis_spot"].isna().all()
+    assert ds.loc[~at_halt, names].notna().all(axis=None)
+    i = int(np.flatnonzero(at_halt)[0])  # no window (of 16 rows, plus the lookback) holds the halt's row
+    assert not ds["window_ok"].iloc[i : i + 16 + spec["warmup"]].any() and ds["window_ok"].iloc[i + 16 + spec["warmup"]]
     p["features"]["names"] = ["close_pct", "log_open_interest_change"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     r = run_stage("preprocess", cwd=tmp_path)
@@ -275,3 +296,63 @@ def test_the_dataset_and_scaler_before_t_ignore_derivatives_inputs_after_t(t):
     assert (a["part"][keep] != "test").any() and (a["part"][~keep] == "test").all()
     assert np.array_equal(a.loc[keep, NAMES].to_numpy(), b.loc[keep, NAMES].to_numpy(), equal_nan=True)
     assert not np.array_equal(a.loc[~keep, NAMES].to_numpy(), b.loc[~keep, NAMES].to_numpy(), equal_nan=True)
+
+
+def test_one_reader_of_the_raw_tables_and_each_caller_says_what_missing_means(tmp_path, monkeypatch):
+    """raw_tables reads data/raw (None: not written); raw_loaders (the features) makes a missing table a
+    one-line error; the backtest stage and a replay read the funding and mark tables through it too and
+    fall back on None."""
+    import importlib.util
+
+    import mlrisk.data.derivatives as dv
+    from conftest import ROOT
+    from mlrisk.data.point_in_time import raw_loaders
+    from mlrisk.live.app import replay_inputs
+
+    d = inputs(120)
+    raw = _raw_dir(tmp_path, d)
+    t = dv.raw_tables(raw, "BTCUSDT", "1h")
+    assert t["metrics"]() is None and len(t["funding"]()) == len(d["funding"]) and len(t["mark"]()) == 120
+    assert len(t["perp"]()) == len(t["spot"]()) == 120
+    with pytest.raises(DataError, match="metrics.parquet not found: log_open_interest_change needs the metrics dumps"):
+        raw_loaders(raw, "BTCUSDT", "1h")["metrics"]()
+    assert raw_loaders(raw, "BTCUSDT", "1h")["funding"]().equals(t["funding"]())
+    read = []
+
+    def spy(*a):
+        read.append(a)
+        return {k: (lambda: None) for k in ("perp", "spot", "funding", "mark", "metrics")}
+
+    monkeypatch.setattr(dv, "raw_tables", spy)
+    with pytest.raises(DataError, match="mark.parquet not found"):
+        raw_loaders(raw, "BTCUSDT", "1h")["mark"]()  # the files are there: only the reader says None
+    replay_inputs(raw / "BTCUSDT-1h.parquet", "BTCUSDT", "1h", HOUR, d["perp"])
+    spec = importlib.util.spec_from_file_location("backtest_stage", ROOT / "stages" / "backtest.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    cols = stage.with_market_columns(d["perp"][["open_time"]], DataParams(market="futures"), str(raw))
+    assert cols.drop(columns="open_time").isna().all(axis=None)  # no table read: the engine's fallbacks
+    assert [a[0] for a in read] == [raw, raw, str(raw)] and all(a[1:] == ("BTCUSDT", "1h") for a in read)
+
+
+def test_one_same_open_time_join_and_a_duplicate_open_time_is_bad_data():
+    """join_inputs (the features' mark, spot, perp closes) and market_columns (the engine's mark candles)
+    join by open time with one helper: the same rows, and a duplicate open time raises in both."""
+    from mlrisk.backtest.futures import market_columns
+    from mlrisk.data.point_in_time import same_open
+
+    d = inputs(50)
+    mark = d["mark"].iloc[5:45]  # the candles before and after it have no mark candle: NaN
+    j = join_inputs(d["perp"], HOUR, mark=mark)
+    m = market_columns(d["perp"]["open_time"], None, mark, HOUR)
+    want = same_open(d["perp"]["open_time"], mark, ["open", "high", "low", "close"], "mark")
+    np.testing.assert_array_equal(j["pit_mark_close"].to_numpy(), want["close"].to_numpy())
+    np.testing.assert_array_equal(m[["mark_open", "mark_high", "mark_low"]].to_numpy(), want[["open", "high", "low"]].to_numpy())
+    assert want["close"].isna().sum() == 10 and want["close"].iloc[5:45].notna().all()
+    dup = pd.concat([mark, mark.iloc[[7]]])
+    with pytest.raises(DataError, match=r"the mark candles have 1 duplicate open time\(s\) \(first "):
+        join_inputs(d["perp"], HOUR, mark=dup)
+    with pytest.raises(DataError, match=r"the mark candles have 1 duplicate open time\(s\)"):
+        market_columns(d["perp"]["open_time"], None, dup, HOUR)
+    with pytest.raises(DataError, match="the spot candles have 1 duplicate"):
+        join_inputs(d["perp"], HOUR, spot=pd.concat([d["spot"], d["spot"].iloc[[3]]]))

@@ -15,7 +15,7 @@ from mlrisk.data.point_in_time import with_inputs
 from mlrisk.errors import DataError
 from mlrisk.exchange import ExchangeClient
 from mlrisk.features import DERIVATIVES, compute_features, warmup
-from mlrisk.live.feeds.inputs import ExchangeReads, RawReads, WindowInputs
+from mlrisk.live.feeds.inputs import ExchangeReads, InputMissing, RawReads, WindowInputs
 from mlrisk.live.venue import FuturesVenue
 from mlrisk.settings import BinanceSettings
 
@@ -42,7 +42,9 @@ def _pipeline(perp, spot, mark, funding, oi, candles: str) -> pd.DataFrame:
     """What the preprocess stage computes: whole tables joined by with_inputs (model_candles' call)."""
     from mlrisk.data.klines import validate
 
-    p, s = klines_from_rows(perp), validate(klines_from_rows(spot), H, "ffill")[0]  # fetch fills gaps (data.gap_policy ffill)
+    # the fetch stage keeps the spot gaps (mlrisk.data.sources validates the spot companion with gap_policy keep;
+    # asserted on the sample in test_features_derivatives.py)
+    p, s = klines_from_rows(perp), validate(klines_from_rows(spot), H, "keep")[0]
     tables = {
         "perp": p, "spot": s, "mark": to_mark(klines_from_rows(mark)),
         "funding": funding_from_raw([r["fundingTime"] for r in funding], [r["fundingRate"] for r in funding]),
@@ -51,14 +53,14 @@ def _pipeline(perp, spot, mark, funding, oi, candles: str) -> pd.DataFrame:
     }
     base, kind = (s, "spot") if candles == "spot" else (p, "perp")
     j = with_inputs(base, NAMES, H, kind=kind, market="futures", load={k: (lambda v=v: v) for k, v in tables.items()})
-    return compute_features(j, NAMES)
+    return compute_features(j, NAMES).set_index(pd.DatetimeIndex(base["open_time"]))  # by open time: spot may have gaps
 
 
 @pytest.mark.parametrize("candles,spot_gap", [("traded", False), ("spot", False), ("traded", True), ("spot", True)])
 def test_live_window_features_equal_the_pipelines(candles, spot_gap):
     perp, spot, mark, funding, oi = _market()
-    if spot_gap:  # the spot market missed two candles (a halt): both sides fill them the same way
-        spot = spot[:150] + spot[152:]
+    if spot_gap:  # the spot market missed two candles (a halt): the pipeline drops the windows holding them, the bot
+        spot = spot[:150] + spot[152:]  # makes no decision on them (InputMissing), decides the others alike
     assert set(DERIVATIVES) <= set(NAMES)
     pipe = _pipeline(perp, spot, mark, funding, oi, candles)
     with FakeBinance(candles={("BTCUSDT", "1h"): spot}, futures={("BTCUSDT", "1h"): perp}, now_ms=T0 + N * H + 5_000,
@@ -69,10 +71,17 @@ def test_live_window_features_equal_the_pipelines(candles, spot_gap):
         w = WindowInputs(NAMES, candles, "futures", "1h", H, 300_000, reads)
         hist = klines_from_rows(perp)
         w_ = warmup(NAMES)
-        for end in (100, 181, N):  # windows ending at three candles, the last one the newest
+        for end in (100, 181, 211, N):  # windows ending at four candles, the last one the newest
             window = hist.iloc[end - NEED:end].reset_index(drop=True)
+            if spot_gap and end - NEED <= 151 and end > 150:  # the window holds the halt
+                with pytest.raises(InputMissing) as e:
+                    w(window)
+                assert e.value.note["inputs"] == (["spot_candle"] if candles == "spot" else ["spot_close"])
+                assert e.value.note["candles"] == [T0 + i * H for i in (150, 151) if end - NEED <= i]  # the halt's rows in it
+                assert e.value.note["open_ms"] == T0 + (end - 1) * H
+                continue
             live = compute_features(w(window), NAMES)
-            want = pipe.iloc[end - NEED + w_:end].to_numpy()
+            want = pipe.loc[window["open_time"].iloc[w_:]].to_numpy()
             assert np.isfinite(live.iloc[w_:].to_numpy()).all()
             np.testing.assert_array_equal(live.iloc[w_:].to_numpy(), want)
         assert any(r.path == "/futures/data/openInterestHist" for r in fb.requests)
@@ -125,12 +134,129 @@ def test_the_app_builds_the_window_inputs_the_pinned_spec_asks_for(tmp_path):
         return spec
 
     fut = LiveSettings(_env_file=None, mode="paper", market="futures", binance=BinanceSettings(base_url="http://127.0.0.1:9"))
-    assert window_inputs(model(["close_pct"]), fut, "BTCUSDT", "1h", H) is None
-    w = window_inputs(model(["close_pct", "basis_mark"]), fut, "BTCUSDT", "1h", H)
+    assert window_inputs(model(["close_pct"]), fut, "futures", "BTCUSDT", "1h", H) is None
+    w = window_inputs(model(["close_pct", "basis_mark"]), fut, "futures", "BTCUSDT", "1h", H)
     assert isinstance(w.reads, ExchangeReads) and w.metrics_lag_ms == 7 * 60_000 and w.candles == "traded"
     assert w.reads.spot.client.API_URL.startswith("http://127.0.0.1:9") and w.reads.futures.exchange.market == "futures"
-    w = window_inputs(model(["close_pct"], "spot"), fut, "BTCUSDT", "1h", H, raw_dir=tmp_path)
+    w = window_inputs(model(["close_pct"], "spot"), fut, "futures", "BTCUSDT", "1h", H, raw_dir=tmp_path)
     assert isinstance(w.reads, RawReads) and w.needed
     spot = fut.model_copy(update={"market": "spot"})
     with pytest.raises(SettingsError, match="trade it on futures"):
-        window_inputs(model(["funding_rate"]), spot, "BTCUSDT", "1h", H)
+        window_inputs(model(["funding_rate"]), spot, "spot", "BTCUSDT", "1h", H)
+
+
+def test_a_window_missing_a_derivatives_input_is_no_decision_and_the_candle_says_which(tmp_path):
+    """A spot halt (two spot candles absent) and a mark candle not served yet at the newest close: the bot
+    makes no decision on the windows that lack them (P(up) none) and the candle's journal line names the
+    input and the candles (``market_notes``: ``input_missing``); every other candle decides."""
+    import json
+
+    from mlrisk.backtest.futures import market_params
+    from mlrisk.backtest.runner import params_vector
+    from mlrisk.config.backtest import BacktestParams
+    from mlrisk.live.journal import CandleLog
+    from mlrisk.live.loop import Bot, run_replay
+    from mlrisk.live.risk import RiskLimits
+    from mlrisk.live.state import StateStore
+
+    perp, spot, mark, funding, oi = _market(7)
+    hist = klines_from_rows(perp).iloc[:120].reset_index(drop=True)
+    tables = {"spot": klines_from_rows(spot[:80] + spot[82:]), "mark": to_mark(klines_from_rows(mark[:119])),
+              "funding": funding_from_raw([r["fundingTime"] for r in funding], [r["fundingRate"] for r in funding])}
+
+    class Reads:  # the tables as served: the halt, and the newest mark candle not yet
+        def _cut(self, df, col, a, b):
+            t = pd.DatetimeIndex(df[col]).as_unit("ms").asi8
+            return df[(t >= a) & (t < b)].reset_index(drop=True)
+
+        def funding_history(self, a, b):
+            return self._cut(tables["funding"], "funding_time_raw", a, b)
+
+        def mark_klines(self, interval, a, b):
+            return self._cut(tables["mark"], "open_time", a, b)
+
+        def spot_klines(self, interval, a, b):
+            return self._cut(tables["spot"], "open_time", a, b)
+
+    names = ["close_pct", "basis_spot", "basis_mark", "funding_rate"]
+    w = WindowInputs(names, "traded", "futures", "1h", H, 300_000, Reads())
+    need = 8
+    bp, brackets = market_params("BTCUSDT", "futures", BacktestParams(leverage=2.0))
+    log = tmp_path / "bot.jsonl"
+    with StateStore(tmp_path / "s.sqlite", symbol="BTCUSDT", interval="1h", mode="replay") as store:
+        bot = Bot(lambda h: 0.6 if np.isfinite(compute_features(w(h), names).to_numpy()[1:]).all() else np.nan, need, need,
+                  params_vector(bp, H), H, RiskLimits.none(), store, CandleLog(log, None), brackets=brackets)
+        run_replay(bot, hist)
+    recs = [json.loads(x) for x in log.read_text().splitlines() if "event" not in json.loads(x)]
+    halted = {i for i in range(len(recs)) if i >= need - 1 and i - need + 1 <= 81 and i >= 80}
+    for i, r in enumerate(recs):
+        notes = [n for n in r.get("market_notes", []) if n["kind"] == "input_missing"]
+        if i in halted:
+            assert r["p_up"] is None and notes == [{"kind": "input_missing", "open_ms": T0 + i * H, "inputs": ["spot_close"],
+                                                    "candles": [T0 + k * H for k in (80, 81) if i - need < k <= i]}]
+        elif i == 119:
+            assert r["p_up"] is None and notes == [{"kind": "input_missing", "open_ms": T0 + i * H, "inputs": ["mark_close"],
+                                                    "candles": [T0 + 119 * H]}]
+        elif i >= need - 1:
+            assert r["p_up"] == 0.6 and not notes
+
+
+def test_a_replay_prices_and_reads_the_inputs_on_the_models_market(tmp_path, monkeypatch):
+    """--replay trades the model's data.market (futures here), whatever MLRISK_MARKET says (spot): the window
+    inputs are read for that market, so a long-only leverage-1 model with derivatives features replays."""
+    from types import SimpleNamespace
+
+    import mlrisk.model.inference as inference
+    from mlrisk.config.backtest import BacktestParams
+    from mlrisk.data.preprocess import PreprocessSpec
+    from mlrisk.live.app import _bot
+    from mlrisk.live.settings import LiveSettings
+
+    spec = PreprocessSpec(features=["close_pct", "basis_mark"], seq_len=8, warmup=1, mean=[0.0] * 2, scale=[1.0] * 2,
+                          label={}, n_classes=2, interval="1h", metrics_lag=7)
+    monkeypatch.setattr(inference, "Predictor", lambda *a: SimpleNamespace(spec=spec, predict_latest=lambda x: 0.5))
+    settings = LiveSettings(_env_file=None, mode="paper", market="spot", binance=BinanceSettings(base_url="http://127.0.0.1:9"))
+    model = SimpleNamespace(model_path="m", spec_path="s", backtest=BacktestParams(leverage=1.0))
+    store = SimpleNamespace(step_state=lambda: None)
+    bot = _bot(SimpleNamespace(no_risk_limits=True), settings, model, store, None, H, symbol="BTCUSDT", market="futures",
+               interval="1h", raw_dir=tmp_path)
+    assert bot.need == 9
+    with pytest.raises(DataError, match="mark.parquet not found"):  # the window reads the replay's futures tables
+        bot.predict(klines_from_rows(make_candles(9, start_ms=T0)))
+
+    class Venue:  # the paper bot's venue (paper() builds one, shared with its funding and mark reader)
+        def mark_klines(self, *a):
+            raise LookupError("read through the venue given")
+
+    bot = _bot(SimpleNamespace(no_risk_limits=True), settings, model, store, None, H, symbol="BTCUSDT", market="futures",
+               interval="1h", futures=Venue())
+    with pytest.raises(LookupError, match="read through the venue given"):
+        bot.predict(klines_from_rows(make_candles(9, start_ms=T0)))
+
+
+def test_futures_paper_mode_reads_the_exchange_through_one_venue(tmp_path, monkeypatch):
+    """The paper bot's window inputs (ExchangeReads) and its per-candle funding and mark (VenueInputs) read
+    the same endpoints each close: one FuturesVenue, built in paper(), serves both."""
+    from types import SimpleNamespace
+
+    import mlrisk.live.app as app
+    from mlrisk.live.feeds.market import VenueInputs
+    from mlrisk.live.settings import LiveSettings
+
+    class Built(Exception):
+        pass
+
+    got = {}
+
+    def bot(*a, **kw):
+        got.update(kw)
+        raise Built
+
+    monkeypatch.setattr(app, "_bot", bot)
+    settings = LiveSettings(_env_file=None, mode="paper", market="futures", state_file=tmp_path / "s.sqlite",
+                            kill_switch_file=tmp_path / "STOP", log_file=tmp_path / "bot.jsonl",
+                            binance=BinanceSettings(base_url="http://127.0.0.1:9"))
+    with pytest.raises(Built):
+        app.paper(SimpleNamespace(reset_halt=False), settings, SimpleNamespace(), "BTCUSDT", "1h", H)
+    assert isinstance(got["perp"], VenueInputs) and isinstance(got["futures"], FuturesVenue)
+    assert got["perp"].venue is got["futures"]

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlrisk.data.derivatives import settlement_hour
+from mlrisk.data.point_in_time import same_open
 from mlrisk.errors import DataError, ExchangeError
 from mlrisk.exchange_filters import symbol_filters
 from mlrisk.strategy import BR_CUM, BR_FLOOR, BR_MMR, N_BRACKET_FIELDS
@@ -98,7 +99,7 @@ def market_columns(open_time: pd.Series, funding: pd.DataFrame | None, mark: pd.
         raw = pd.DatetimeIndex(funding["funding_time_raw"]).as_unit("ms").asi8
         out["funding_rate"] = funding_per_candle(ms, raw, funding["funding_rate"].to_numpy(dtype="float64"), interval_ms)
     if mark is not None:
-        m = mark.set_index("open_time")[["open", "high", "low"]].reindex(t)
+        m = same_open(t, mark, ["open", "high", "low"], "mark")  # a duplicate open time: DataError
         for c in ("open", "high", "low"):
             out[f"mark_{c}"] = m[c].to_numpy(dtype="float64")
     return out

@@ -144,6 +144,26 @@ def load_mark(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def raw_tables(raw_dir: str | Path, symbol: str, interval: str) -> dict[str, Callable[[], pd.DataFrame | None]]:
+    """The one reader of the tables the fetch stage writes in ``raw_dir`` (``data/raw``): ``perp`` (the
+    traded candles, ``{SYMBOL}-{INTERVAL}.parquet``), ``spot``, ``funding``, ``mark``, ``metrics`` (paths:
+    :func:`spot_path`, :func:`funding_path`, :func:`mark_path`, :func:`metrics_path`), each a loader
+    called when needed that returns None when the fetch stage did not write that table (a file source
+    without such dumps, a spot run); a damaged file is a one-line :class:`DataError`. Callers decide
+    what a missing table means (the backtest and a replay fall back; the features need it:
+    :func:`mlrisk.data.point_in_time.raw_loaders`)."""
+    def opt(path: Path, load: Callable[[Path], pd.DataFrame]) -> Callable[[], pd.DataFrame | None]:
+        return lambda: load(path) if path.exists() else None
+
+    return {
+        "perp": opt(Path(raw_dir) / f"{symbol}-{interval}.parquet", lambda p: read_parquet(p, "run `dvc repro fetch`")),
+        "spot": opt(spot_path(raw_dir, symbol, interval), lambda p: read_parquet(p, "run `dvc repro fetch`")),
+        "funding": opt(funding_path(raw_dir, symbol), load_funding),
+        "mark": opt(mark_path(raw_dir, symbol, interval), load_mark),
+        "metrics": opt(metrics_path(raw_dir, symbol), load_metrics),
+    }
+
+
 def _check_columns(df: pd.DataFrame, cols: list[str], path: str | Path) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:

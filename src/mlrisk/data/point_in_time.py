@@ -76,9 +76,22 @@ def _take(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _same_open(open_time: pd.Series, table: pd.DataFrame, col: str = "close") -> np.ndarray:
-    t = table.drop_duplicates("open_time", keep="last").set_index("open_time")[col]
-    return t.reindex(pd.DatetimeIndex(open_time)).to_numpy(dtype="float64")
+def same_open(open_time: pd.Series | pd.DatetimeIndex, table: pd.DataFrame, cols: list[str], what: str) -> pd.DataFrame:
+    """The one "same open time" join: ``table``'s ``cols`` (float64) at the candles opening at
+    ``open_time`` (UTC), one row each in that order, NaN where ``table`` has no candle opening then.
+    Two rows of ``table`` with one open time are bad data: a one-line :class:`DataError` naming
+    ``what`` (e.g. ``mark``)."""
+    t = pd.DatetimeIndex(table["open_time"])
+    dup = t.duplicated()
+    if dup.any():
+        raise DataError(f"the {what} candles have {int(dup.sum())} duplicate open time(s) (first {t[dup][0]}): bad data; "
+                        "re-run `dvc repro fetch`")
+    out = table[cols].set_axis(t).reindex(pd.DatetimeIndex(open_time)).astype("float64")
+    return out.reset_index(drop=True)
+
+
+def _same_open(open_time: pd.Series, table: pd.DataFrame, what: str) -> np.ndarray:
+    return same_open(open_time, table, ["close"], what)["close"].to_numpy()
 
 
 def join_inputs(candles: pd.DataFrame, interval_ms: int, *, funding: pd.DataFrame | None = None,
@@ -99,11 +112,11 @@ def join_inputs(candles: pd.DataFrame, interval_ms: int, *, funding: pd.DataFram
         out[FUNDING_RATE] = _take(rates, _asof(known, at))
         out[FUNDING_PREV] = _take(rates, _asof(known, at, 1))
     if mark is not None:
-        out[MARK_CLOSE] = _same_open(ot, mark)
+        out[MARK_CLOSE] = _same_open(ot, mark, "mark")
     if spot is not None:
-        out[SPOT_CLOSE] = _same_open(ot, spot)
+        out[SPOT_CLOSE] = _same_open(ot, spot, "spot")
     if perp is not None:
-        out[PERP_CLOSE] = _same_open(ot, perp)
+        out[PERP_CLOSE] = _same_open(ot, perp, "perp")
     if metrics is not None:
         m = metrics.sort_values("create_time", kind="stable")
         known = _ms(m["create_time"]) + metrics_lag_ms
@@ -139,47 +152,35 @@ def with_inputs(candles: pd.DataFrame, names: list[str], interval_ms: int, *, ki
 
 
 def raw_loaders(raw_dir: str | Path, symbol: str, interval: str) -> dict[str, Loader]:
-    """Readers of the tables the fetch stage wrote in ``raw_dir`` for a futures run, each a
-    one-line :class:`DataError` naming what to do when its file is absent."""
-    from mlrisk.data.derivatives import funding_path, load_funding, load_mark, load_metrics, mark_path, metrics_path, spot_path
-    from mlrisk.io import read_parquet
+    """Readers of the tables the fetch stage wrote in ``raw_dir`` for a futures run
+    (:func:`mlrisk.data.derivatives.raw_tables`), each a one-line :class:`DataError` naming what to do
+    when its file is absent: the features need it."""
+    from mlrisk.data.derivatives import funding_path, mark_path, metrics_path, raw_tables, spot_path
 
-    def spot() -> pd.DataFrame:
-        p = spot_path(raw_dir, symbol, interval)
-        if not p.exists():
-            raise DataError(f"{p} not found: spot candles are fetched beside a futures run's (data.source sample or "
-                            "binance; for source file add spot kline dumps under a spot/ folder in data.files), then "
-                            "`dvc repro fetch`")
-        return read_parquet(p, "run `dvc repro fetch`")
-
-    def metrics() -> pd.DataFrame:
-        p = metrics_path(raw_dir, symbol)
-        if not p.exists():
-            raise DataError(f"{p} not found: log_open_interest_change needs the metrics dumps (data.source file with "
-                            "SYMBOL-metrics-YYYY-MM-DD.zip files in data.files); drop it from features.names otherwise")
-        return load_metrics(p)
-
-    def funding() -> pd.DataFrame:
-        p = funding_path(raw_dir, symbol)
-        if not p.exists():
-            raise DataError(f"{p} not found: funding_rate and funding_change need the funding history (data.market: "
-                            "futures; for source file list the fundingRate dumps in data.files), then `dvc repro fetch`")
-        return load_funding(p)
-
-    def mark() -> pd.DataFrame:
-        p = mark_path(raw_dir, symbol, interval)
-        if not p.exists():
-            raise DataError(f"{p} not found: basis_mark needs the mark-price candles (data.market: futures; for source "
-                            "file list markPriceKlines dumps in data.files), then `dvc repro fetch`")
-        return load_mark(p)
-
-    return {
-        "perp": lambda: read_parquet(Path(raw_dir) / f"{symbol}-{interval}.parquet", "run `dvc repro fetch`"),
-        "spot": spot,
-        "funding": funding,
-        "mark": mark,
-        "metrics": metrics,
+    tables = raw_tables(raw_dir, symbol, interval)
+    missing = {
+        "perp": (Path(raw_dir) / f"{symbol}-{interval}.parquet", "run `dvc repro fetch`"),
+        "spot": (spot_path(raw_dir, symbol, interval), "spot candles are fetched beside a futures run's (data.source "
+                 "sample or binance; for source file add spot kline dumps under a spot/ folder in data.files), then "
+                 "`dvc repro fetch`"),
+        "metrics": (metrics_path(raw_dir, symbol), "log_open_interest_change needs the metrics dumps (data.source file "
+                    "with SYMBOL-metrics-YYYY-MM-DD.zip files in data.files); drop it from features.names otherwise"),
+        "funding": (funding_path(raw_dir, symbol), "funding_rate and funding_change need the funding history "
+                    "(data.market: futures; for source file list the fundingRate dumps in data.files), then `dvc repro fetch`"),
+        "mark": (mark_path(raw_dir, symbol, interval), "basis_mark needs the mark-price candles (data.market: futures; "
+                 "for source file list markPriceKlines dumps in data.files), then `dvc repro fetch`"),
     }
+
+    def loader(name: str) -> Loader:
+        def load() -> pd.DataFrame:
+            df = tables[name]()
+            if df is None:
+                path, what = missing[name]
+                raise DataError(f"{path} not found: {what}")
+            return df
+        return load
+
+    return {name: loader(name) for name in missing}
 
 
 def model_candles(raw_dir: str | Path, d: DataParams, fp: FeatureParams) -> pd.DataFrame:

@@ -141,13 +141,16 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     (``horizon + seq_len + embargo`` candles).
 
     Returns a table with one row per candle after the feature warmup (and from the first to the last
-    row where every derivatives feature's input is known; missing inputs between them are an error): the candle columns, the
+    row where every derivatives feature's input is known): the candle columns, the
     scaled features (named as in ``fp.names``), ``label`` (NaN = none), ``part``
     (train/val/test/purge), ``window_ok`` (a full window ending here lies inside the part) and
     ``use`` (a labelled window the stage may fit or score on; for train, after balancing).
     Where the candles have gaps (``data.gap_policy: keep``), a window (with its features'
     lookback) and a label must not span one: such windows are not ``window_ok`` and such labels
-    are NaN; ``spec.split["gaps"]`` counts them.
+    are NaN; ``spec.split["gaps"]`` counts them. A derivatives input missing between those rows (the
+    spot companion keeps its gaps: an exchange halt) is such a gap for the windows: a window (with
+    its lookback) holding a row whose derivatives feature is NaN is not ``window_ok`` (its features
+    stay NaN there); labels, made from the traded candles alone, are kept.
     """
     try:
         feats = compute_features(candles, fp.names, others)
@@ -163,6 +166,14 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     labels = make_labels(candles, fp.label)
     # gaps (data.gap_policy keep): a label must not reach across one, nor a window or its features' lookback
     run = contiguous_run(candles["open_time"], INTERVAL_MS[interval])
+    # a derivatives input missing inside the data (a spot halt: spot keeps its gaps) is a gap for the windows
+    hole = feats[deriv].isna().any(axis=1).to_numpy().copy() if deriv else np.zeros(len(candles), dtype=bool)
+    hole[:start] = False
+    hole[end:] = False
+    win_run = run.copy()
+    if hole.any():
+        since = np.maximum.accumulate(np.where(hole, np.arange(len(hole)), -1))  # last hole row at or before
+        win_run = np.where(since >= 0, np.minimum(run, np.arange(len(hole)) - since), run)
     h = fp.label.horizon
     label_ok = np.zeros(len(candles), dtype=bool)
     label_ok[: len(candles) - h] = run[h:] > h
@@ -171,14 +182,16 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     body = candles.iloc[start:end].reset_index(drop=True)
     feats = feats.iloc[start:end].reset_index(drop=True)
     labels = labels.iloc[start:end].reset_index(drop=True)
-    if feats.isna().any(axis=None):
-        bad = feats.columns[feats.isna().any()].tolist()
+    hole = hole[start:end]
+    undefined = feats.isna() & ~(hole[:, None] & feats.columns.isin(deriv)[None, :])  # all but the derivatives' holes
+    if undefined.any(axis=None):
+        bad = feats.columns[undefined.any()].tolist()
         raise DataError(f"features {bad} are undefined after the warmup (zero prices, or their funding, mark, spot or "
                         "metrics data do not cover every candle?); check the data")
     purge = purge_gap(fp.label.horizon, fp.seq_len, embargo)
     split = split_rows(body["open_time"], sp, purge, min_rows=fp.seq_len + 10)
     tr0, tr1 = split.train
-    train_feats = feats.iloc[tr0:tr1].to_numpy()
+    train_feats = feats.iloc[tr0:tr1].to_numpy()[~hole[tr0:tr1]]  # fitted on known inputs only
     clip_low, clip_high = fit_clip(train_feats, fp.clip)
     if clip_low is not None:
         train_feats = np.clip(train_feats, clip_low, clip_high)
@@ -195,7 +208,7 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     for name in PARTS:
         s, e = split.part(name)
         window_ok[s + fp.seq_len - 1 : e] = True
-    contiguous = run[start:end] >= fp.seq_len + w
+    contiguous = win_run[start:end] >= fp.seq_len + w
     windows_dropped = int((window_ok & ~contiguous).sum())
     window_ok &= contiguous
     y = labels.to_numpy()

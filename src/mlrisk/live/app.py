@@ -107,11 +107,12 @@ def check_venue(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: Any, interval_ms: int, *, symbol: str,
-         market: str, interval: str, raw_dir: Path | None = None, **kw: Any) -> Any:
+         market: str, interval: str, raw_dir: Path | None = None, futures: Any = None, **kw: Any) -> Any:
     """The :class:`~mlrisk.live.loop.Bot` of the pinned model, trading ``symbol`` on ``market``: the backtest's
     parameters with the brackets, lot step and minimum notional the backtest stage uses for that market
     (:func:`mlrisk.backtest.futures.market_params`, the one choice), deciding on the window its features
-    need (:func:`window_inputs`; ``raw_dir``: a replay's tables)."""
+    need (:func:`window_inputs`; ``raw_dir``: a replay's tables; ``futures``: the bot's public
+    :class:`~mlrisk.live.venue.FuturesVenue`, shared with its per-candle market inputs)."""
     from mlrisk.backtest.futures import market_params
     from mlrisk.backtest.runner import params_vector
     from mlrisk.live.loop import Bot
@@ -122,7 +123,7 @@ def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: A
     spec = predictor.spec
     limits = RiskLimits.none() if args.no_risk_limits else RiskLimits.from_settings(settings)
     bp, brackets = market_params(symbol, market, model.backtest)
-    window = window_inputs(spec, settings, symbol, interval, interval_ms, raw_dir)  # None: the traded candles suffice
+    window = window_inputs(spec, settings, market, symbol, interval, interval_ms, raw_dir, futures)  # None: the candles suffice
     predict = predictor.predict_latest if window is None else (lambda hist: predictor.predict_latest(window(hist)))
     return Bot(predict, spec.seq_len + spec.warmup, spec.seq_len,
                params_vector(bp, interval_ms), interval_ms, limits, store, log, brackets=brackets, **kw)
@@ -130,32 +131,34 @@ def _bot(args: argparse.Namespace, settings: Any, model: Any, store: Any, log: A
 
 def replay_inputs(replay_file: Path, symbol: str, interval: str, interval_ms: int, candles: Any) -> Any:
     """The perpetual's funding and mark tables stored beside a replayed candle file (the fetch stage's
-    ``data/raw`` layout: :func:`mlrisk.data.derivatives.funding_path` / :func:`~mlrisk.data.derivatives.mark_path`),
+    ``data/raw`` layout, read by :func:`mlrisk.data.derivatives.raw_tables`),
     joined onto ``candles`` (:class:`mlrisk.live.feeds.market.TableInputs`); a table that is not there is
     None (its fallback: the constant ``funding_rate``, the last price), which the summary line says."""
-    from mlrisk.data.derivatives import funding_path, load_funding, load_mark, mark_path
+    from mlrisk.data.derivatives import raw_tables
     from mlrisk.live.feeds.replay import open_ms
     from mlrisk.live.feeds.market import TableInputs
 
-    raw = replay_file.parent
-    fp, mp = funding_path(raw, symbol), mark_path(raw, symbol, interval)
-    return TableInputs(open_ms(candles), load_funding(fp) if fp.exists() else None,
-                       load_mark(mp) if mp.exists() else None, interval_ms)
+    t = raw_tables(replay_file.parent, symbol, interval)
+    return TableInputs(open_ms(candles), t["funding"](), t["mark"](), interval_ms)
 
 
-def window_inputs(spec: Any, settings: Any, symbol: str, interval: str, interval_ms: int, raw_dir: Path | None = None) -> Any:
+def window_inputs(spec: Any, settings: Any, market: str, symbol: str, interval: str, interval_ms: int,
+                  raw_dir: Path | None = None, futures: Any = None) -> Any:
     """The :class:`~mlrisk.live.feeds.inputs.WindowInputs` the pinned model's features need (``spec``: its
-    :class:`~mlrisk.data.preprocess.PreprocessSpec`; funding,
+    :class:`~mlrisk.data.preprocess.PreprocessSpec`; ``market``: the market the bot trades, the one
+    :func:`_bot` prices it on: a replay's is the model's ``data.market``; funding,
     mark, spot klines, open interest read from the exchange on public clients, or, for a replay, from
-    the fetch stage's tables in ``raw_dir``), or None when its features read the traded candles only."""
+    the fetch stage's tables in ``raw_dir``), or None when its features read the traded candles only.
+    ``futures``: the public :class:`~mlrisk.live.venue.FuturesVenue` to read through (the paper bot's one,
+    also its per-candle funding and mark reader); None builds one on the mode's futures host."""
     from mlrisk.exchange import ExchangeClient
     from mlrisk.live.feeds.inputs import ExchangeReads, WindowInputs
     from mlrisk.live.venue import FuturesVenue
 
-    w = WindowInputs(spec.features, spec.candles, settings.market, interval, interval_ms, spec.metrics_lag * 60_000, None)
+    w = WindowInputs(spec.features, spec.candles, market, interval, interval_ms, spec.metrics_lag * 60_000, None)
     if not w.needed:
         return None
-    if settings.market != "futures":
+    if market != "futures":
         raise SettingsError(f"the model's features ({', '.join(spec.features)}; candles {spec.candles}) read the "
                             "perpetual's data: trade it on futures (MLRISK_MARKET futures)")
     if raw_dir is not None:
@@ -164,8 +167,9 @@ def window_inputs(spec: Any, settings: Any, symbol: str, interval: str, interval
         w.reads = RawReads(raw_dir, symbol, interval)
         return w
     spot_host = settings.model_copy(update={"market": "spot"}).exchange_settings()  # the mode's spot host
-    w.reads = ExchangeReads(symbol, FuturesVenue(ExchangeClient(settings.exchange_settings(), market="futures"), symbol),
-                            ExchangeClient(spot_host, market="spot"))
+    if futures is None:
+        futures = FuturesVenue(ExchangeClient(settings.exchange_settings(), market="futures"), symbol)
+    w.reads = ExchangeReads(symbol, futures, ExchangeClient(spot_host, market="spot"))
     return w
 
 
@@ -284,15 +288,16 @@ def paper(args: argparse.Namespace, settings: Any, model: Any, symbol: str, inte
                                         recv_window_ms=settings.recv_window_ms, read_lag_ms=settings.read_lag_ms)
             for line in broker.reconcile():  # raises PositionMismatch (halted, exit 2) when unexplained
                 log.event("reconcile", order=line)
-        perp = None
-        if settings.market == "futures" and not settings.sends_orders:  # paper: funding and mark from the venue
+        perp = futures = None
+        if settings.market == "futures":  # one public venue: the window's inputs and (paper) funding and mark
             from mlrisk.live.feeds.market import VenueInputs
             from mlrisk.live.venue import FuturesVenue
 
-            public = ExchangeClient(settings.exchange_settings(), market="futures", signed=False)
-            perp = VenueInputs(FuturesVenue(public, symbol), interval, interval_ms)
+            futures = FuturesVenue(ExchangeClient(settings.exchange_settings(), market="futures", signed=False), symbol)
+            if not settings.sends_orders:  # paper: funding and mark from the venue
+                perp = VenueInputs(futures, interval, interval_ms)
         bot = _bot(args, settings, model, store, log, interval_ms, symbol=symbol, market=settings.market, interval=interval,
-                   broker=broker, perp=perp)
+                   broker=broker, perp=perp, futures=futures)
         pump = None if broker is None else start_user_stream(settings, signed, broker, log)
         exchange = ExchangeClient(settings.exchange_settings(), market=settings.market, signed=False)
         feed = PollingFeed(exchange, symbol, interval, interval_ms, poll_delay_s=settings.poll_delay_s,

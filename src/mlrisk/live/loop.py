@@ -26,6 +26,7 @@ import pandas as pd
 
 from mlrisk.backtest import engine as E
 from mlrisk.errors import DataError
+from mlrisk.live.feeds.inputs import InputMissing
 from mlrisk.live.feeds.polling import PollingFeed
 from mlrisk.live.feeds.replay import fill_gaps, open_ms
 from mlrisk.live.journal import CandleLog
@@ -61,6 +62,7 @@ class Bot:
     brackets: np.ndarray | None = None  # maintenance tiers (:func:`mlrisk.backtest.futures.market_params`)
 
     def __post_init__(self) -> None:
+        self.input_notes: list[dict[str, Any]] = []  # the current candle's InputMissing notes
         self.cfg = E.config(np.ascontiguousarray(self.prm, dtype=np.float64))
         st = self.store.step_state()
         self.state: BotState | None = None if st is None else BotState.from_blob(st.data)
@@ -77,7 +79,11 @@ class Bot:
             since = int((open_ms(hist.iloc[-self.seq_len:]) >= self.window_start_ms).sum())
             if since < self.seq_len:
                 return math.nan
-        return float(self.predict(hist.iloc[-self.need:]))
+        try:
+            return float(self.predict(hist.iloc[-self.need:]))
+        except InputMissing as e:  # a derivatives input not there (not served yet, a spot halt): no decision, journalled
+            self.input_notes.append(e.note)
+            return math.nan
 
     def process(self, hist: pd.DataFrame, final: bool = False, available_ms: float | None = None,
                 send: bool = True) -> CandleResult | None:
@@ -94,6 +100,7 @@ class Bot:
         if self.state is None:
             self.state = BotState.fresh(self.prm, t_open, self.interval_ms)
         catch_up = self.broker is not None and not send
+        self.input_notes = []
         p = math.nan if catch_up else self.p_up(hist)  # a decision that can no longer be acted on is not made
         clock = self.clock(t_open + self.interval_ms) if self.clock else now_ms()
         candle = (float(row["open"]), float(row["high"]), float(row["low"]), float(row["close"]))
@@ -119,6 +126,7 @@ class Bot:
         self.store.commit_candle(t_open, orders, step_state=StepState(1, new.to_blob(), t_open), risk=risk)
         self.state = new
         rec = res.record()
+        notes = notes + self.input_notes  # input_missing: the window lacked a derivatives input, no decision
         if notes:  # a settlement charged late, a mark candle missing (see mlrisk.live.feeds.market)
             rec["market_notes"] = notes
         if self.broker is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlrisk.data.point_in_time import tables_needed, with_inputs
@@ -43,14 +44,24 @@ class ExchangeReads:
         return self._need(self.futures, "open interest").open_interest(start_ms, end_ms)
 
     def spot_klines(self, interval: str, start_ms: int, end_ms: int) -> pd.DataFrame:
-        """Closed spot candles with ``start_ms <= open_time < end_ms``, gaps filled like the traded ones."""
+        """Closed spot candles with ``start_ms <= open_time < end_ms``, gaps kept (a spot halt), as the
+        fetch stage keeps them (:class:`WindowInputs` makes no decision on a window holding one)."""
         from mlrisk.data.sources import BinanceKlines
-        from mlrisk.live.feeds.replay import fill_gaps
         from mlrisk.times import INTERVAL_MS
 
         spot = self._need(self.spot, "spot klines")
-        df = BinanceKlines(spot, progress=False).fetch(self.symbol, interval, INTERVAL_MS[interval], start_ms, end_ms)
-        return fill_gaps(df, INTERVAL_MS[interval]) if len(df) else df  # like the traded candles (the pipeline's ffill)
+        return BinanceKlines(spot, progress=False).fetch(self.symbol, interval, INTERVAL_MS[interval], start_ms, end_ms)
+
+
+class InputMissing(DataError):
+    """A derivatives input (or a spot candle the model learns on) of the window is not there: a candle
+    not served yet at the close, or a spot halt. The bot makes no decision on that candle and journals
+    :attr:`note` (``kind`` ``input_missing``, ``open_ms``, ``inputs``: the missing inputs, ``candles``:
+    the open times, epoch ms, of the window's rows that lack one)."""
+
+    def __init__(self, open_ms: int, inputs: list[str], candles: list[int]) -> None:
+        super().__init__(f"inputs {', '.join(inputs)} missing for the window of candle {open_ms}")
+        self.note = {"kind": "input_missing", "open_ms": open_ms, "inputs": inputs, "candles": candles}
 
 
 class RawReads:
@@ -104,9 +115,26 @@ class WindowInputs:
     def __call__(self, hist: pd.DataFrame) -> pd.DataFrame:
         """``hist``: the traded closed candles of the window, oldest first. Returns the candles the
         model learns on (the traded ones, or the spot candles with the same open times) with the
-        inputs its features need joined point-in-time (each input read only when needed)."""
+        inputs its features need joined point-in-time (each input read only when needed).
+
+        Raises :class:`InputMissing` when a row of the window lacks an input (the pipeline drops
+        such windows: :func:`mlrisk.data.preprocess.build_dataset`)."""
         if not self.needed:
             return hist
+        out = self._join(hist)
+        t = pd.DatetimeIndex(hist["open_time"]).as_unit("ms").asi8
+        cols = [c for c in out.columns if c.startswith("pit_")]
+        bad = ~np.isfinite(out[cols].to_numpy(dtype="float64"))
+        missing = [c.removeprefix("pit_") for j, c in enumerate(cols) if bad[:, j].any()]
+        if self.candles == "spot" and (len(out) != len(hist) or (out["open_time"].to_numpy() != hist["open_time"].to_numpy()).any()):
+            have = set(pd.DatetimeIndex(out["open_time"]).as_unit("ms").asi8.tolist())
+            rows = [int(x) for x in t if int(x) not in have]
+            raise InputMissing(int(t[-1]), ["spot_candle"] + missing, rows)
+        if missing:
+            raise InputMissing(int(t[-1]), missing, [int(x) for x in t[bad.any(axis=1)]])
+        return out
+
+    def _join(self, hist: pd.DataFrame) -> pd.DataFrame:
         t = pd.DatetimeIndex(hist["open_time"]).as_unit("ms").asi8
         start, end = int(t[0]), int(t[-1]) + self.interval_ms
         r, lag = self.reads, self.metrics_lag_ms
@@ -125,9 +153,8 @@ class WindowInputs:
                                metrics_lag_ms=lag)
         if self.candles == "spot":
             base = load["spot"]()
-            if len(base) == 0 or base["open_time"].iloc[-1] != hist["open_time"].iloc[-1]:
-                raise DataError(f"the spot candle opening at {hist['open_time'].iloc[-1]} is not served: the model "
-                                "learns on spot candles (features.candles: spot)")
+            if len(base) == 0:  # no spot candle at all: InputMissing in __call__
+                return base
             return with_inputs(base, self.names, self.interval_ms, kind="spot", market=self.market, load=load,
                                metrics_lag_ms=lag)
         return with_inputs(hist, self.names, self.interval_ms, kind="perp", market=self.market, load=load,
