@@ -191,7 +191,9 @@ def build_dataset(candles: pd.DataFrame, fp: FeatureParams, sp: SplitParams, int
     purge = purge_gap(fp.label.horizon, fp.seq_len, embargo)
     split = split_rows(body["open_time"], sp, purge, min_rows=fp.seq_len + 10)
     tr0, tr1 = split.train
-    train_feats = feats.iloc[tr0:tr1].to_numpy()[~hole[tr0:tr1]]  # fitted on known inputs only
+    train_feats = feats.iloc[tr0:tr1].to_numpy()
+    if hole[tr0:tr1].any():  # fitted on known inputs only (no copy without a hole: the same sums, bit for bit)
+        train_feats = train_feats[~hole[tr0:tr1]]
     clip_low, clip_high = fit_clip(train_feats, fp.clip)
     if clip_low is not None:
         train_feats = np.clip(train_feats, clip_low, clip_high)
