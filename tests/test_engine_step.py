@@ -155,7 +155,8 @@ def test_stepping_with_funding_mark_and_brackets_reproduces_the_backtest(market)
     ntr = 0
     for t in range(n):
         acct, ntr = E.advance_market(acct, entries, orders, t, *(a[t:t + 1] for a in market), mark[t:t + 1],
-                                     funding[t:t + 1], brackets, cfg, t == n - 1, trades, ntr, equity[t:t + 1])
+                                     funding[t:t + 1], brackets, E.lots_for(prm), cfg, t == n - 1, trades, ntr,
+                                     equity[t:t + 1])
     if acct.side != 0:
         acct, equity[n - 1], ntr = E.close_out_market(acct, entries, n - 1, market[3][-1], cfg, brackets, trades, ntr)
     np.testing.assert_array_equal(equity, want_eq)

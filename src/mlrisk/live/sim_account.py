@@ -111,7 +111,8 @@ class AccountState:
         equity = np.empty(n)
         trades = np.empty((2 * self.entries.shape[0] * n, E.N_TRADE_FIELDS))
         acct, ntr = E.advance_market(self.account, self.entries, self.orders, self.next_candle, *arrays,
-                                     *E.market_arrays(n, mark, funding, brackets), cfg, final, trades, 0, equity)
+                                     *E.market_arrays(n, mark, funding, brackets),
+                                     E.LOTS_ON if cfg.lot_step > 0 else None, cfg, final, trades, 0, equity)
         self.account = _typed(acct)
         self.next_candle += n
         return equity, trades[:ntr].copy()
