@@ -55,16 +55,10 @@ def _live(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    return _tiny_repo(tmp_path_factory.mktemp("liverepo"), {})
+    return _tiny_repo(tmp_path_factory.mktemp("liverepo"))
 
 
-@pytest.fixture(scope="module")
-def futures_repo(tmp_path_factory) -> Path:
-    """The tiny pipeline on the perpetual sample: perp candles, funding history and mark candles in data/raw."""
-    return _tiny_repo(tmp_path_factory.mktemp("liverepo_futures"), {"data": {"market": "futures"}})
-
-
-def _tiny_repo(dst: Path, more: dict) -> Path:
+def _tiny_repo(dst: Path) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
     for f in files:
@@ -75,8 +69,6 @@ def _tiny_repo(dst: Path, more: dict) -> Path:
     shutil.copytree(ROOT / ".dvc", dst / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "tmp*"), dirs_exist_ok=True)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     for section, values in SMALL.items():
-        params[section].update(values)
-    for section, values in more.items():
         params[section].update(values)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dst / "dvc.lock").unlink(missing_ok=True)
@@ -129,7 +121,7 @@ def test_replay_of_the_test_period_matches_evaluate_and_backtest(repo: Path):
     assert f"{len(ref)} trades" in r.stdout and "risk limits off (--no-risk-limits), like the backtest" in r.stdout
 
 
-def test_a_replay_of_the_futures_test_period_gives_the_backtests_trades_funding_included(futures_repo: Path):
+def test_a_replay_of_the_futures_test_period_gives_the_backtests_trades_funding_included(repo: Path):
     """The acceptance line of issue 18: with ``data.market: futures`` the replay reads the funding and mark
     tables beside the candles (data/raw), joins them like the backtest stage (market_columns) and uses the
     same brackets, lot step and minimum notional (market_params): the same trades, funding included."""
@@ -138,6 +130,8 @@ def test_a_replay_of_the_futures_test_period_gives_the_backtests_trades_funding_
     from mlrisk.config.params import load_params
     from mlrisk.data.derivatives import funding_path, load_funding, load_mark, mark_path
 
+    futures_repo = repo  # the shipped params.yaml trades the perpetual: the tiny pipeline is a futures one
+    assert yaml.safe_load((repo / "params.yaml").read_text())["data"]["market"] == "futures"
     raw = futures_repo / "data/raw"
     r, lines, trades = _replay(futures_repo, futures_repo, "--no-risk-limits")
     assert "futures: funding history, liquidation on the mark price" in r.stdout
