@@ -242,3 +242,33 @@ def test_a_real_prometheus_scrapes_the_endpoint(tmp_path):
             p.kill()
             p.wait()
         m.close()
+
+
+def test_the_last_close_has_no_sample_until_known_and_is_known_from_the_start_line():
+    m = BotMetrics(clock=lambda: (LAST + 3 * H) / 1000)
+    names = {k[0] for k in samples(m.text())}
+    assert "mlrisk_last_candle_close_timestamp_seconds" not in names   # never 0 (1970) before it is known
+    assert "mlrisk_last_candle_age_seconds" not in names
+    m.record({"event": "start", "mode": "paper", "market": "futures", "symbol": "BTCUSDT", "interval": "1h",
+              "feed": "polling", "model_md5": MD5, "resume_after": LAST})   # a restart: the state file's last candle
+    got = samples(m.text())
+    assert got[("mlrisk_last_candle_close_timestamp_seconds", ())] == (LAST + H) / 1000
+    assert got[("mlrisk_last_candle_age_seconds", ())] == 2 * H / 1000
+
+
+def test_a_late_candle_while_the_exchanges_clock_is_unreachable_is_a_stall_by_the_local_clock(monkeypatch):
+    from types import SimpleNamespace
+
+    from mlrisk.live.feeds import polling
+    from mlrisk.live.observe import STALL_S, Facts
+
+    close = FIRST + H
+    monkeypatch.setattr(polling, "now_ms", lambda: close + 75_000)   # 75 s after the close, by the local clock
+    warned: list[str] = []
+    feed = SimpleNamespace(interval_ms=H, max_stale_ms=600_000, warnings=0, warn=warned.append, poll_retry_s=0.0,
+                           exchange=SimpleNamespace(offset_ms=0), _stale_without_clock=lambda _t: None,
+                           _wait=lambda _s: None)
+    polling.PollingFeed._late(feed, FIRST, None, "connection refused")   # no clock from the exchange either
+    assert "is late (75.0 s, local clock): connection refused" in warned[0]
+    facts = Facts().read({"event": "warning", "message": warned[0]})
+    assert 75 >= STALL_S and [f.kind for f in facts] == ["feed", "stall"]

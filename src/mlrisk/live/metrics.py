@@ -58,15 +58,21 @@ _SIDE = {"long": 1, "short": -1, "flat": 0}
 
 
 class _CandleAge:
-    """``mlrisk_last_candle_age_seconds`` at scrape time; no sample before the first candle."""
+    """``mlrisk_last_candle_close_timestamp_seconds`` and ``mlrisk_last_candle_age_seconds`` at scrape time;
+    no sample while the last close is unknown (never 0, the year 1970): known from the first candle line,
+    or at start from the state file's last processed candle (``resume_after``)."""
 
     def __init__(self, metrics: "BotMetrics") -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        ts = GaugeMetricFamily("mlrisk_last_candle_close_timestamp_seconds",
+                               _doc("mlrisk_last_candle_close_timestamp_seconds"))
         g = GaugeMetricFamily("mlrisk_last_candle_age_seconds", _doc("mlrisk_last_candle_age_seconds"))
         if self.metrics.last_close_s is not None:
+            ts.add_metric([], self.metrics.last_close_s)
             g.add_metric([], self.metrics.clock() - self.metrics.last_close_s)
+        yield ts
         yield g
 
 
@@ -106,7 +112,6 @@ class BotMetrics:
         self.halted = g("mlrisk_halted")
         self.halts = c("mlrisk_halts_total", ("reason",))
         self.candles = c("mlrisk_candles_total")
-        self.last_close = g("mlrisk_last_candle_close_timestamp_seconds")
         r.register(_CandleAge(self))
         self.latency = Histogram("mlrisk_decision_latency_seconds", _doc("mlrisk_decision_latency_seconds"),
                                  buckets=_LATENCY_BUCKETS, registry=r)
@@ -127,6 +132,9 @@ class BotMetrics:
             self.info.labels(*(str(r.get(k)) for k in ("mode", "market", "symbol", "interval", "feed", "model_md5"))).set(1)
             self.interval_ms = INTERVAL_MS.get(str(r.get("interval")))
             self.websocket.set(1 if r.get("feed") == "websocket" else 0)
+            resume = r.get("resume_after")  # the last processed candle's open (ms): its close is the last close
+            if isinstance(resume, int) and self.interval_ms and self.last_close_s is None:
+                self.last_close_s = (resume + self.interval_ms) / 1000
         elif kind == "health":
             signal = str(r.get("signal"))
             self.health.labels(signal).set(float(r["value"]))
@@ -139,7 +147,6 @@ class BotMetrics:
         if self.interval_ms is not None:
             close_s = (r["open_ms"] + self.interval_ms) / 1000
             self.last_close_s = close_s
-            self.last_close.set(close_s)
             if r.get("latency_ms") is not None:  # decided as it closed (not a catch-up)
                 self.close_latency.observe(max(0.0, self.clock() - close_s))
         if r.get("latency_ms") is not None:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 #: a candle this many seconds late (the feed's "is late (N s)" warning) counts as a stalled feed
 STALL_S = 60.0
-_LATE = re.compile(r"^candle closing at (\S+) is late(?: \(([\d.]+) s\))?")
+_LATE = re.compile(r"^candle closing at (\S+) is late(?: \((-?[\d.]+) s(?:, local clock)?\))?")
 _STREAM = re.compile(r"^(\S+): \S+ -> \S+, executed ([\d.]+)")
 
 

@@ -186,8 +186,8 @@ class LiveSettings(BaseSettings):
                                     description="per alert kind: after a message, the next ones of that kind within "
                                     "this many seconds are held back and counted, then sent as one summary "
                                     "('N more ... suppressed'); 0: every message is sent")
-    alert_errors: int = Field(3, ge=1, le=1000, description="exchange errors within alert_cooldown_s that make an "
-                              "alert (a single failed request that the client retried is not worth a message)")
+    alert_errors: int = Field(3, ge=1, le=1000, description="exchange errors within 300 s that make an alert (a "
+                              "single failed request that the client retried is not worth a message)")
 
     @field_validator("alert_urls", mode="before")
     @classmethod

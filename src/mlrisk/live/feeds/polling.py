@@ -122,8 +122,12 @@ class PollingFeed:
                               f"(limit {self.max_stale_ms / 1000:.0f} s, MLRISK_MAX_STALE_S): {why}; stopped safely, "
                               "state saved: restart when the exchange serves candles again")
         self.warnings += 1
-        self.warn(f"candle closing at {from_ms(close).isoformat()} is late"
-                  + (f" ({late_ms / 1000:.1f} s)" if late_ms is not None else "") + f": {why}; retrying")
+        if late_ms is None:  # the exchange's clock is unreachable too: the lateness by the local clock
+            est = now_ms() + self.exchange.offset_ms - close
+            late = f" ({est / 1000:.1f} s, local clock)"
+        else:
+            late = f" ({late_ms / 1000:.1f} s)"
+        self.warn(f"candle closing at {from_ms(close).isoformat()} is late{late}: {why}; retrying")
         if now is None:
             self._stale_without_clock(next_open_ms)
         self._wait(self.poll_retry_s)
