@@ -133,7 +133,7 @@ def load_brackets(symbol: str, path: Path = BRACKETS_SNAPSHOT) -> np.ndarray:
 
 
 def snapshot_date(path: Path = BRACKETS_SNAPSHOT) -> str:
-    """The date of a brackets snapshot (its ``_date``, YYYY-MM-DD), "undated" when it has none."""
+    """The date of a shipped snapshot (its ``_date``; default: the brackets'), "undated" when it has none."""
     return str(json.loads(Path(path).read_text()).get("_date") or "undated")
 
 
@@ -178,13 +178,13 @@ def perp_inputs(bp: BacktestParams, symbol: str) -> tuple[BacktestParams, np.nda
 
     try:
         step, min_notional = lot_filters(symbol, "futures", bp.entry == "market")
-        where = f"{EXCHANGE_INFO_SNAPSHOT.name} ({json.loads(EXCHANGE_INFO_SNAPSHOT.read_text()).get('_date')})"
+        where = f"{EXCHANGE_INFO_SNAPSHOT.name} ({snapshot_date(EXCHANGE_INFO_SNAPSHOT)})"
         bp = bp.model_copy(update={"lot_step": step, "min_notional": min_notional})
     except MlriskError:  # the snapshot lacks the symbol (ExchangeError) or the market (DataError)
         where = f"params backtest.lot_step/min_notional ({symbol} is not in {EXCHANGE_INFO_SNAPSHOT.name})"
     try:
         brackets: np.ndarray | None = load_brackets(symbol)
-        mm = f"{BRACKETS_SNAPSHOT.name} ({json.loads(BRACKETS_SNAPSHOT.read_text()).get('_date')})"
+        mm = f"{BRACKETS_SNAPSHOT.name} ({snapshot_date()})"
     except DataError:
         brackets, mm = None, f"backtest.maintenance_margin_rate ({symbol} is not in {BRACKETS_SNAPSHOT.name})"
     return bp, brackets, {"lot_step": {"value": bp.lot_step, "from": where},

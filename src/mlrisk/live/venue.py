@@ -529,39 +529,6 @@ class FuturesVenue(_Venue):
             start = max(int(r["time"]) for r in rows)
         return sorted(out.values(), key=lambda f: (f.time_ms, f.tran_id))
 
-    # ------------------------------------------------------------------ market data (public)
-    def open_interest(self, start_ms: int, end_ms: int) -> Any:
-        """The open interest rows with ``start_ms <= timestamp < end_ms`` in the metrics schema of
-        :mod:`mlrisk.data.derivatives` (``create_time``, ``sum_open_interest`` in base asset,
-        ``sum_open_interest_value`` in USDT; the long/short ratios NaN): ``GET /futures/data/openInterestHist``
-        with period 5m, the dumps' step (https://developers.binance.com/docs/derivatives/usds-margined-futures/
-        market-data/rest-api/Open-Interest-Statistics: ``limit`` default 30, max 500; "Only the data of the
-        latest 30 days is available"; ``timestamp`` ms, the sums as strings), paged from ``startTime``."""
-        import pandas as pd
-
-        from mlrisk.data import derivatives as dv
-
-        rows: dict[int, dict[str, Any]] = {}
-        cursor = start_ms
-        while cursor < end_ms:
-            page = self.exchange.call("futures_open_interest_hist", symbol=self.symbol, period="5m",
-                                      startTime=cursor, endTime=end_ms - 1, limit=OI_PAGE)
-            for r in page:
-                rows[int(r["timestamp"])] = r
-            if len(page) < OI_PAGE:
-                break
-            nxt = max(int(r["timestamp"]) for r in page) + 1
-            if nxt <= cursor:
-                break
-            cursor = nxt
-        t = sorted(k for k in rows if start_ms <= k < end_ms)
-        out = pd.DataFrame({"create_time": pd.to_datetime(t, unit="ms", utc=True).astype("datetime64[ms, UTC]")})
-        for col, key in (("sum_open_interest", "sumOpenInterest"), ("sum_open_interest_value", "sumOpenInterestValue")):
-            out[col] = [float(rows[k][key]) for k in t]
-        for col in dv.METRIC_VALUES[2:]:
-            out[col] = float("nan")
-        return out[dv.METRICS_COLUMNS]
-
     def liquidations(self, since_ms: int) -> list[OrderReport]:
         """The orders the exchange sent itself on the symbol (liquidation, auto-deleverage: client ids
         :data:`FUTURES_LIQUIDATION_PREFIXES`, or type LIQUIDATION) from ``since_ms`` (the exchange's clock) for
@@ -612,6 +579,38 @@ class FuturesVenue(_Venue):
 
         reader = BinanceMarkKlines(self.exchange, now_ms=lambda: end_ms, progress=False)
         return reader.fetch(self.symbol, interval, INTERVAL_MS[interval], start_ms, end_ms)
+
+    def open_interest(self, start_ms: int, end_ms: int) -> Any:
+        """The open interest rows with ``start_ms <= timestamp < end_ms`` in the metrics schema of
+        :mod:`mlrisk.data.derivatives` (``create_time``, ``sum_open_interest`` in base asset,
+        ``sum_open_interest_value`` in USDT; the long/short ratios NaN): ``GET /futures/data/openInterestHist``
+        with period 5m, the dumps' step (https://developers.binance.com/docs/derivatives/usds-margined-futures/
+        market-data/rest-api/Open-Interest-Statistics: ``limit`` default 30, max 500; "Only the data of the
+        latest 30 days is available"; ``timestamp`` ms, the sums as strings), paged from ``startTime``."""
+        import pandas as pd
+
+        from mlrisk.data import derivatives as dv
+
+        rows: dict[int, dict[str, Any]] = {}
+        cursor = start_ms
+        while cursor < end_ms:
+            page = self.exchange.call("futures_open_interest_hist", symbol=self.symbol, period="5m",
+                                      startTime=cursor, endTime=end_ms - 1, limit=OI_PAGE)
+            for r in page:
+                rows[int(r["timestamp"])] = r
+            if len(page) < OI_PAGE:
+                break
+            nxt = max(int(r["timestamp"]) for r in page) + 1
+            if nxt <= cursor:
+                break
+            cursor = nxt
+        t = sorted(k for k in rows if start_ms <= k < end_ms)
+        out = pd.DataFrame({"create_time": pd.to_datetime(t, unit="ms", utc=True).astype("datetime64[ms, UTC]")})
+        for col, key in (("sum_open_interest", "sumOpenInterest"), ("sum_open_interest_value", "sumOpenInterestValue")):
+            out[col] = [float(rows[k][key]) for k in t]
+        for col in dv.METRIC_VALUES[2:]:
+            out[col] = float("nan")
+        return out[dv.METRICS_COLUMNS]
 
     # ----------------------------------------------------------------------------- orders
     def place(self, o: OrderRecord) -> OrderReport:
