@@ -124,23 +124,30 @@ def test_testnet_mode_sends_written_ahead_orders_and_fails_closed(tmp_path):
         assert len(fx.orders) == 1
 
 
-LEAD_MS = 25_000
-
-
 def test_paper_mode_stops_with_exit_code_3_when_the_feed_stalls(tmp_path):
     _pinned_repo(tmp_path)
     now = int(time.time() * 1000)
     hour = now // H * H
     rows = make_candles(30, start_ms=hour - 30 * H)          # nothing after the previous hour
-    # the exchange's clock: 25 s before the hour ends (the bot needs a few seconds to load the model, and
-    # must be waiting for the close when it comes)
-    with FakeExchange(candles={("BTCUSDT", "1h"): rows}, clock_skew_ms=hour + H - LEAD_MS - now) as fx:
+    # the exchange's clock: 10 min before the hour ends while the bot loads the model and its history, then,
+    # once it has read the history (and so waits for the close, checking the exchange's clock every 0.5 s),
+    # 1 s before the close: the candle never comes
+    with FakeExchange(candles={("BTCUSDT", "1h"): rows}, clock_skew_ms=hour + H - 600_000 - now) as fx:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MLRISK_BINANCE_BASE_URL": fx.url}
-        r = subprocess.run([sys.executable, "-m", "mlrisk.live", "--state-file", str(tmp_path / "s.sqlite"),
-                            "--log-file", str(tmp_path / "bot.jsonl"), "--kill-switch-file", str(tmp_path / "STOP"),
-                            "--poll-delay-s", "0", "--poll-retry-s", "0.5", "--max-stale-s", "2",
-                            "--env-file", str(tmp_path / "none")],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.Popen([sys.executable, "-m", "mlrisk.live", "--state-file", str(tmp_path / "s.sqlite"),
+                                 "--log-file", str(tmp_path / "bot.jsonl"), "--kill-switch-file", str(tmp_path / "STOP"),
+                                 "--poll-delay-s", "0", "--poll-retry-s", "0.5", "--max-stale-s", "2",
+                                 "--env-file", str(tmp_path / "none")],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not fx.kline_requests() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fx.clock_skew_ms = hour + H - 1000 - int(time.time() * 1000)
+        try:
+            out, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert r.returncode == 3, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: live: no candle closing at") and "MLRISK_MAX_STALE_S" in last
