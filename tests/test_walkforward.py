@@ -7,6 +7,23 @@ from mlrisk.config.params import parse_params
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def eager_training(monkeypatch):
+    """For a test that trains dozens of tiny models of a few batches each: compiling each one's
+    training and prediction functions into graphs costs about 2 s a model, three times the training
+    itself, so there Keras runs them eagerly (``run_eagerly=True``): the same layers, loss and optimiser
+    steps, without the tracing (with many batches eager is slower: the other tests and the pipeline
+    train in graph mode)."""
+    import keras
+
+    compile_ = keras.Model.compile
+
+    def eager(self, *args, **kwargs):
+        return compile_(self, *args, **{**kwargs, "run_eagerly": True})
+
+    monkeypatch.setattr(keras.Model, "compile", eager)
+
+
 def test_walk_forward_expanding_folds():
     from mlrisk.evaluation.walkforward import run_walk_forward
 
@@ -72,7 +89,7 @@ def test_a_planted_pattern_is_found_in_every_fold_and_judged_significant(tmp_pat
     assert run_walk_forward(changed, params, cache_dir=tmp_path, reps=50).cached == 2
 
 
-def test_a_random_walk_is_judged_not_significant_in_95_percent_of_40_seeds():
+def test_a_random_walk_is_judged_not_significant_in_95_percent_of_40_seeds(eager_training):
     from mlrisk.evaluation.walkforward import run_walk_forward
 
     params = parse_params({
